@@ -1,0 +1,321 @@
+//! Types shared by the rsplb XDP program (`ebpf/`) and userspace (`userspace/`).
+//!
+//! Every map key and value is `#[repr(C)]`, has explicit padding fields (so both sides agree
+//! byte for byte and the verifier never sees uninitialised stack), and is named the same on both
+//! sides. Addresses and ports are kept in network byte order exactly as they appear in packets:
+//! an IPv4 address is word 0 of a `[u32; 4]` with words 1..3 zero, an IPv6 address fills all four.
+//! The kernel program never decides policy: userspace computes Maglev tables, chooses element
+//! slots and resolves next hops; the kernel hashes, looks up, rewrites and counts.
+#![no_std]
+
+/// Map names: identical in the XDP program (`#[map(name = ...)]`) and in the loader.
+pub mod maps {
+    pub const VIPS: &str = "RSPLB_VIPS";
+    pub const ELEMENTS: &str = "RSPLB_ELEMENTS";
+    pub const MAGLEV: &str = "RSPLB_MAGLEV";
+    pub const FLOWS: &str = "RSPLB_FLOWS";
+    pub const NAT_REVERSE: &str = "RSPLB_NAT_REVERSE";
+    pub const TX_PORTS: &str = "RSPLB_TX_PORTS";
+    pub const ELEMENT_STATS: &str = "RSPLB_ELEMENT_STATS";
+    pub const VIP_STATS: &str = "RSPLB_VIP_STATS";
+    pub const GLOBAL_STATS: &str = "RSPLB_GLOBAL_STATS";
+    pub const CONFIG: &str = "RSPLB_CONFIG";
+    /// Every map, in the order they are pinned under `/sys/fs/bpf/rsplb/<iface>/`.
+    pub const ALL: [&str; 10] = [
+        VIPS,
+        ELEMENTS,
+        MAGLEV,
+        FLOWS,
+        NAT_REVERSE,
+        TX_PORTS,
+        ELEMENT_STATS,
+        VIP_STATS,
+        GLOBAL_STATS,
+        CONFIG,
+    ];
+}
+
+/// Name of the XDP program inside the object file.
+pub const PROGRAM_NAME: &str = "rsplb_xdp";
+
+/// Default number of VIP slots. Each VIP owns two Maglev tables (active and standby), so the
+/// Maglev map holds `2 * max_vips * maglev_size` u32 entries: 64 VIPs at 65537 = 33.5 MB.
+pub const DEFAULT_MAX_VIPS: u32 = 64;
+/// Default number of element slots (all pools together).
+pub const DEFAULT_MAX_ELEMENTS: u32 = 4096;
+/// Default Maglev table size: a prime, so every element permutation visits every slot.
+pub const DEFAULT_MAGLEV_SIZE: u32 = 65537;
+/// Default capacity of the flow table (LRU): established flows that keep their element.
+pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 20;
+/// Default capacity of the NAT reverse table (LRU).
+pub const DEFAULT_NAT_CAPACITY: u32 = 1 << 18;
+/// Size of the devmap used for XDP_REDIRECT to other interfaces.
+pub const MAX_TX_PORTS: u32 = 64;
+
+/// Maglev table entry meaning "no element": the pool is empty.
+pub const NO_ELEMENT: u32 = u32::MAX;
+
+/// Address families as stored in keys (same values as `AF_INET`/`AF_INET6`).
+pub const FAMILY_V4: u8 = 2;
+pub const FAMILY_V6: u8 = 10;
+
+/// IP protocol numbers handled by the dataplane.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_SCTP: u8 = 132;
+
+/// Forwarding modes of a VIP.
+pub const MODE_DSR: u8 = 1;
+pub const MODE_NAT: u8 = 2;
+
+/// Element flags.
+/// The element is in service: flows pinned to it keep going to it.
+pub const ELEM_ACTIVE: u8 = 1;
+/// The element takes no new flows (it is not in any Maglev table) but keeps its existing ones.
+pub const ELEM_DRAINING: u8 = 2;
+
+/// Key of the VIP map: destination address, port and protocol of a virtual service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// Network order words; IPv4 in word 0.
+    pub addr: [u32; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Value of the VIP map. Replaced as a whole (one map update) to switch Maglev tables atomically.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipInfo {
+    /// VIP slot: index into `RSPLB_VIP_STATS`.
+    pub slot: u32,
+    /// Index of the active Maglev table: entries `table * maglev_size .. (table + 1) * maglev_size`
+    /// of `RSPLB_MAGLEV`. Userspace fills the standby table, then flips this field.
+    pub table: u32,
+    /// `MODE_DSR` or `MODE_NAT`.
+    pub mode: u8,
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    /// NAT: this many seconds without a packet expire a translation (0 = default of the program).
+    pub nat_timeout_s: u32,
+    /// NAT: source address the balancer uses toward the elements (same family as the elements).
+    pub snat_addr: [u32; 4],
+}
+
+/// One pool element as the dataplane sees it (value of `RSPLB_ELEMENTS`, indexed by element slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Element {
+    /// Network order words; IPv4 in word 0.
+    pub addr: [u32; 4],
+    /// Network byte order; NAT rewrites the destination port to it (0 keeps the VIP's port).
+    pub port: u16,
+    pub family: u8,
+    /// `ELEM_ACTIVE`, `ELEM_DRAINING`; 0 = slot free (flows pinned here are re-selected).
+    pub flags: u8,
+    /// Bumped by userspace whenever the slot is given to another element, so a flow pinned to
+    /// the slot's previous owner is re-selected instead of following the slot.
+    pub generation: u32,
+    /// Interface the frame leaves by (XDP_TX when it is the ingress interface, else XDP_REDIRECT
+    /// through `RSPLB_TX_PORTS`).
+    pub ifindex: u32,
+    /// Next hop MAC (the element itself on one L2 segment). All zero = unresolved.
+    pub dst_mac: [u8; 6],
+    /// MAC of `ifindex`, used as the source of the rewritten frame.
+    pub src_mac: [u8; 6],
+}
+
+/// Key of the flow table: the 5-tuple as received from the client.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of the flow table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    /// Element slot the flow is pinned to.
+    pub element: u32,
+    /// `Element::generation` when the flow was pinned.
+    pub generation: u32,
+    /// NAT: the balancer's source port for this flow (network byte order), 0 in DSR mode.
+    pub nat_port: u16,
+    pub _pad: [u8; 2],
+    /// VIP slot of the flow (for counters on the reply path).
+    pub vip_slot: u32,
+    /// `bpf_ktime_get_ns()` of the last packet (NAT expiry).
+    pub last_seen_ns: u64,
+}
+
+/// Key of the NAT reverse table: a reply as it arrives from an element.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NatKey {
+    /// The element's address (reply source).
+    pub element_addr: [u32; 4],
+    /// The balancer's SNAT address (reply destination).
+    pub snat_addr: [u32; 4],
+    /// Network byte order.
+    pub element_port: u16,
+    /// Network byte order.
+    pub nat_port: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of the NAT reverse table: how to restore a reply for the client.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatValue {
+    pub client_addr: [u32; 4],
+    pub vip_addr: [u32; 4],
+    /// Network byte order.
+    pub client_port: u16,
+    /// Network byte order.
+    pub vip_port: u16,
+    pub vip_slot: u32,
+    pub element: u32,
+    pub _pad: u32,
+    pub last_seen_ns: u64,
+}
+
+/// Per-element and per-VIP counters (values of the per-CPU stats arrays; userspace sums CPUs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// Program-wide configuration (`RSPLB_CONFIG`, one entry), written by the loader before attach.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Entries per Maglev table (a prime).
+    pub maglev_size: u32,
+    /// Default NAT translation timeout for TCP, seconds.
+    pub nat_tcp_timeout_s: u32,
+    /// Default NAT translation timeout for UDP and SCTP, seconds.
+    pub nat_udp_timeout_s: u32,
+    /// First and last SNAT source port (host order), inclusive.
+    pub nat_port_min: u16,
+    pub nat_port_max: u16,
+}
+
+/// Indexes of `RSPLB_GLOBAL_STATS` (per-CPU u64 array): one per XDP action taken and one per
+/// reason a packet was passed to the stack or dropped. The documented rule for each class lives
+/// next to its constant; the README repeats it for operators.
+pub mod stat {
+    pub const ACTION_ABORTED: u32 = 0;
+    pub const ACTION_DROP: u32 = 1;
+    pub const ACTION_PASS: u32 = 2;
+    pub const ACTION_TX: u32 = 3;
+    pub const ACTION_REDIRECT: u32 = 4;
+    /// Not IPv4/IPv6 (ARP, LLDP, ...): pass.
+    pub const PASS_NOT_IP: u32 = 5;
+    /// IP, but not addressed to a VIP (address, port and protocol): pass.
+    pub const PASS_NOT_VIP: u32 = 6;
+    /// IP protocol other than TCP, UDP, SCTP (ICMP, ...): pass.
+    pub const PASS_OTHER_PROTO: u32 = 7;
+    /// IPv4 fragment (first or later): pass; ports are not in every fragment, so no consistent steering.
+    pub const PASS_FRAGMENT: u32 = 8;
+    /// IPv4 header with options: pass.
+    pub const PASS_IPV4_OPTIONS: u32 = 9;
+    /// IPv6 with an extension header before the transport header: pass.
+    pub const PASS_IPV6_EXT: u32 = 10;
+    /// Ethernet, IP or transport header cut short, or IP length fields inconsistent: drop.
+    pub const DROP_TRUNCATED: u32 = 11;
+    /// VIP whose pool has no element in service: drop.
+    pub const DROP_NO_ELEMENT: u32 = 12;
+    /// Element's next hop unresolved (MAC unknown): drop (userspace resolves it through netlink).
+    pub const DROP_NO_NEXTHOP: u32 = 13;
+    /// NAT: no free SNAT port for a new flow: drop.
+    pub const DROP_NAT_PORTS_EXHAUSTED: u32 = 14;
+    /// NAT: a reply translated back to its client.
+    pub const NAT_REPLY: u32 = 15;
+    /// A flow pinned to an element that left the pool was re-selected.
+    pub const FLOW_RESELECTED: u32 = 16;
+    /// IPv4 packet with TTL (or IPv6 hop limit) too small to forward: pass (the stack answers).
+    pub const PASS_TTL: u32 = 17;
+    pub const COUNT: u32 = 18;
+
+    /// Names for the command line and metrics, indexed like the constants.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "action_aborted",
+        "action_drop",
+        "action_pass",
+        "action_tx",
+        "action_redirect",
+        "pass_not_ip",
+        "pass_not_vip",
+        "pass_other_proto",
+        "pass_fragment",
+        "pass_ipv4_options",
+        "pass_ipv6_ext",
+        "drop_truncated",
+        "drop_no_element",
+        "drop_no_nexthop",
+        "drop_nat_ports_exhausted",
+        "nat_reply",
+        "flow_reselected",
+        "pass_ttl",
+    ];
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)], made only of integers and byte arrays, with explicit
+    // padding fields, so every bit pattern is valid and there are no implicit holes.
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for VipInfo {}
+    unsafe impl aya::Pod for Element {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for NatKey {}
+    unsafe impl aya::Pod for NatValue {}
+    unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for Config {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    // The kernel and userspace both compile these structs; the sizes pin the layout so that a
+    // field added on one side without padding care shows up here rather than as garbage in a map.
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<VipKey>(), 20);
+        assert_eq!(size_of::<VipInfo>(), 32);
+        assert_eq!(size_of::<Element>(), 40);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowValue>(), 24);
+        assert_eq!(size_of::<NatKey>(), 40);
+        assert_eq!(size_of::<NatValue>(), 56);
+        assert_eq!(size_of::<Counters>(), 24);
+        assert_eq!(size_of::<Config>(), 16);
+    }
+
+    #[test]
+    fn stat_names_cover_every_index() {
+        assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
+        assert!(stat::NAMES.iter().all(|n| !n.is_empty()));
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("rsplb: {} bytes of XDP object", rsplb::XDP_OBJECT.len());
+}

@@ -1,0 +1,260 @@
+//! `cargo xtask`: everything a developer or CI runs, from a fresh machine on.
+//!
+//! - `setup`: install every prerequisite, idempotently (Debian packages, nightly's rust-src,
+//!   bpf-linker built against LLVM 22).
+//! - `demo`: the README's first command: a lab of network namespaces with rsplb in front of three
+//!   real servers.
+//! - `test`: the README's second command: formatting, lints and every test.
+//! - `bench dataplane|registrar`: benchmarks that print `key=value` lines.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Set up, demonstrate, test and benchmark rsplb",
+    long_about = "Set up, demonstrate, test and benchmark rsplb.\n\n\
+        Every command that builds runs `setup` first, which installs what is missing and does \
+        nothing when everything is there. Network tests and the demo create their own network \
+        namespaces and veth pairs, and need root."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install every prerequisite (Debian packages, nightly rust-src, bpf-linker). Idempotent.
+    Setup,
+    /// Build everything and run the demonstration lab (client, balancer, three servers).
+    Demo {
+        /// Extra arguments for the demo binary (see `cargo xtask demo -- --help`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run formatting and lint checks and every test (unit, packet, integration, conformance).
+    Test {
+        /// Skip `cargo fmt --check` and `cargo clippy`.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments passed to `cargo test` (after the workspace selection), e.g. a filter.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run a benchmark and print its `key=value` figures.
+    Bench {
+        /// `dataplane` or `registrar`.
+        #[arg(value_parser = ["dataplane", "registrar"])]
+        which: String,
+        /// Extra arguments for the benchmark binary.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("cd {}", root.display()))?;
+    match cli.cmd {
+        Cmd::Setup => setup(),
+        Cmd::Demo { args } => {
+            setup()?;
+            require_root("the demo creates network namespaces and attaches XDP")?;
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "rsplb",
+                "-p",
+                "rsplb-integration",
+            ])?;
+            run(Command::new(root.join("target/release/rsplb-demo"))
+                .args(&args)
+                .env("RSPLB_BIN", root.join("target/release/rsplb")))
+        }
+        Cmd::Test { no_lint, args } => {
+            setup()?;
+            require_root("tests load XDP programs and create network namespaces")?;
+            let started = Instant::now();
+            if !no_lint {
+                step("cargo fmt --check");
+                cargo(&["fmt", "--all", "--check"])?;
+                step("cargo clippy -D warnings");
+                cargo(&[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])?;
+            }
+            step("cargo test (workspace)");
+            // The rsplb binary is used by integration tests and by the registrar's sidecar tests.
+            cargo(&["build", "-p", "rsplb", "-p", "rsplb-registrar"])?;
+            let mut test_args = vec!["test", "--workspace", "--no-fail-fast"];
+            test_args.extend(args.iter().map(String::as_str));
+            cargo(&test_args)?;
+            eprintln!(
+                "xtask test: everything passed in {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Cmd::Bench { which, args } => {
+            setup()?;
+            require_root("benchmarks load XDP programs and create network namespaces")?;
+            let bin = format!("bench-{which}");
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "rsplb",
+                "-p",
+                "rsplb-integration",
+            ])?;
+            run(Command::new(root.join("target/release").join(&bin))
+                .args(&args)
+                .env("RSPLB_BIN", root.join("target/release/rsplb")))
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}
+
+fn require_root(why: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions. (Avoids a libc dependency for one call.)
+    unsafe extern "C" {
+        fn geteuid() -> u32;
+    }
+    if unsafe { geteuid() } != 0 {
+        bail!("this needs root: {why}. Run it as root (for example with sudo -E).");
+    }
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status: ExitStatus = cmd
+        .status()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args))
+}
+
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Debian packages the build, the tests, the demo and the benchmarks use.
+const DEBIAN_PACKAGES: &[&str] = &[
+    // bpf-linker links against LLVM 22 (the LLVM of the nightly rustc that builds the program).
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    // Network namespaces, veth, neighbours; the kernel-stack baseline of the benchmark.
+    "iproute2",
+    "nftables",
+    "ethtool",
+    // Wire conformance oracle (Wireshark's ASAP/ENRP dissectors) and captures.
+    "tshark",
+    "tcpdump",
+    "python3",
+];
+
+fn setup() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if !missing.is_empty() {
+        step(&format!(
+            "installing Debian packages: {}",
+            missing.join(" ")
+        ));
+        require_root("installing Debian packages")?;
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+
+    let rust_src_installed = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("rust-src"));
+    if !rust_src_installed {
+        if !succeeds("rustup", &["run", "nightly", "rustc", "--version"]) {
+            step("installing the nightly toolchain");
+            run(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]))?;
+        }
+        step("adding rust-src to the nightly toolchain (the XDP program builds core from source)");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+
+    if !succeeds("bpf-linker", &["--version"]) {
+        step("building bpf-linker against LLVM 22 (about three minutes)");
+        run(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "install",
+                    "bpf-linker@0.13.0",
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                ])
+                // bpf-linker's build script finds LLVM through LLVM_PREFIX, llvm-sys through
+                // LLVM_SYS_221_PREFIX; without them it links against a missing /usr/lib64/libLLVM.
+                .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+                .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"),
+        )?;
+    }
+    Ok(())
+}
