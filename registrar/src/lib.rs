@@ -6,10 +6,12 @@
 //! - [`types`]: domain values (pool handle, identifiers, transport addresses, policies, pool
 //!   elements) shared by every layer.
 //! - [`message`]: typed ASAP and ENRP messages.
-//! - `wire`: bytes <-> [`message`] (encode, decode, unknown-parameter handling, error causes).
+//! - [`wire`]: bytes <-> [`message`] (encode, decode, unknown-parameter handling, error causes).
 //! - `handlespace`: pools, elements, policies, checksums.
 //! - `core`: registrar state machines (messages + clock in, messages + timers out).
 //! - `shell`, `client`: tokio transports, PE and PU sides.
 
 pub mod message;
+pub mod sidecar;
 pub mod types;
+pub mod wire;
