@@ -11,7 +11,9 @@
 //! - `core`: registrar state machines (messages + clock in, messages + timers out).
 //! - `shell`, `client`: tokio transports, PE and PU sides.
 
+pub mod handlespace;
 pub mod message;
+pub mod policy;
 pub mod sidecar;
 pub mod types;
 pub mod wire;
