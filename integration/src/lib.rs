@@ -1,2 +1,22 @@
 //! Test-host tooling for rsplb's multi-host tests: network namespaces and veth pairs that a test
-//! creates with unique names and addresses and always removes (also on panic).
+//! creates with unique names and addresses and always removes (also on panic), real TCP/UDP
+//! servers and clients inside them, and a driver for the `rsplb` command line.
+//!
+//! - [`netns`]: namespaces, processes in them, unique names, cleanup of crashed runs' leftovers.
+//! - [`lab`]: the "one L2 segment" topology (client, balancer, servers, a bridge).
+//! - [`server`] / [`client`]: real servers answering with their name, and a client tallying them.
+//! - [`cli`]: `rsplb --netns <lb> ...` as an operator runs it.
+//! - [`stats`]: statistical tolerances for distribution checks.
+
+pub mod cli;
+pub mod client;
+pub mod cmd;
+pub mod lab;
+pub mod netns;
+pub mod server;
+pub mod stats;
+
+pub use cli::Rsplb;
+pub use client::{Tally, TcpConn, tcp_burst, udp_burst, udp_flows};
+pub use lab::{Lab, LabConfig, PeerNapi};
+pub use netns::{LabId, Netns, cleanup_leftovers, in_netns};

@@ -1,0 +1,450 @@
+//! The "one L2 segment" lab: namespaces `client`, `lb` (the balancer), `s1..sN` (servers) and `sw`
+//! (a switch: a Linux bridge). Every host has one veth whose peer is a port of the bridge.
+//!
+//! - The client routes the VIP prefixes via the balancer's address on the segment.
+//! - Servers hold the lab's DSR VIPs on their loopback (ARP for them is never answered:
+//!   `arp_ignore=1`, `arp_announce=2`), so they answer the client directly over the bridge.
+//!   In NAT mode they need nothing: replies go to the balancer's own address (its SNAT address).
+//! - `rp_filter` is off everywhere.
+//! - XDP_TX on the balancer's veth needs the peer (the bridge port in `sw`) to take XDP frames,
+//!   i.e. to run NAPI: the lab turns GRO on for that peer (`ethtool -K <peer> gro on`), which is
+//!   enough on this kernel; [`PeerNapi::XdpPass`] attaches a trivial XDP_PASS program instead.
+//!
+//! Addresses: segment 198.18.K.0/24 and fd00:K::/64 (balancer .1/::1, client .2/::2, server i at
+//! .(10+i)/::(10+i)), VIPs 198.19.K.(100+j) and fd00:1:K::(100+j), where K is unique per lab.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    cli::{Rsplb, rsplb_bin, sibling_bin},
+    netns::{ChildGuard, LabId, Netns},
+    server::{CONTROL_PORT, ServerConfig, ServerHandle},
+};
+
+/// How the lab gives the balancer's veth peer NAPI (needed for XDP_TX on a veth).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PeerNapi {
+    /// `ethtool -K <peer> gro on` (the default: it works on this kernel and needs no program).
+    #[default]
+    Gro,
+    /// Nothing: XDP_TX'd frames are dropped by the veth (useful to show why the above is needed).
+    None,
+}
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct LabConfig {
+    /// Number of servers (s1..sN).
+    pub servers: usize,
+    /// Ports every server listens on, with TCP and UDP.
+    pub ports: Vec<u16>,
+    /// How many DSR VIP addresses (per family) the servers hold on their loopback.
+    pub vips: u8,
+    pub peer_napi: PeerNapi,
+    /// The test server binary (default: found next to the running executable).
+    pub server_bin: Option<PathBuf>,
+    /// The rsplb binary (default: [`rsplb_bin`]).
+    pub rsplb_bin: Option<PathBuf>,
+    /// Print progress lines ("creating namespaces...") on stderr.
+    pub verbose: bool,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        Self {
+            servers: 3,
+            ports: vec![80],
+            vips: 2,
+            peer_napi: PeerNapi::Gro,
+            server_bin: None,
+            rsplb_bin: None,
+            verbose: false,
+        }
+    }
+}
+
+/// A host of the lab.
+#[derive(Debug)]
+pub struct Host {
+    pub netns: Netns,
+    /// Its interface on the segment.
+    pub iface: String,
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+    pub mac: String,
+}
+
+/// The lab. Dropping it stops the servers, detaches rsplb (if attached) and removes every
+/// namespace, also when a test panics.
+#[derive(Debug)]
+pub struct Lab {
+    pub id: LabId,
+    /// Running servers, in the order s1..sN.
+    pub servers: Vec<ServerHandle>,
+    daemons: Vec<ChildGuard>,
+    attached: bool,
+    pub rsplb: Rsplb,
+    pub client: Host,
+    pub lb: Host,
+    pub server_hosts: Vec<Host>,
+    pub sw: Netns,
+    pub ports: Vec<u16>,
+    pub vips: u8,
+}
+
+impl Lab {
+    /// Builds the lab with `cfg` and starts its servers. Everything created so far is removed if a
+    /// step fails.
+    pub fn build(cfg: LabConfig) -> Result<Self> {
+        let id = LabId::next();
+        let k = id.subnet();
+        let say = |m: &str| {
+            if cfg.verbose {
+                eprintln!("{m}");
+            }
+        };
+        // A lab without rsplb (tooling tests) is fine: commands then fail with a clear error.
+        let rsplb_path = match &cfg.rsplb_bin {
+            Some(p) => p.clone(),
+            None => rsplb_bin().unwrap_or_else(|_| PathBuf::from("rsplb")),
+        };
+        let server_bin = match &cfg.server_bin {
+            Some(p) => p.clone(),
+            None => sibling_bin("rsplb-testserver")?,
+        };
+
+        say(&format!(
+            "creating namespaces {}{{client,lb,sw,s1..s{}}}...",
+            id.netns(""),
+            cfg.servers
+        ));
+        let sw = Netns::create(&id.netns("sw"))?;
+        sw.ip(&["link", "add", "br0", "type", "bridge"])?;
+        // No STP, no multicast snooping: ports forward at once and NDP floods like ARP.
+        sw.ip(&[
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "mcast_snooping",
+            "0",
+        ])?;
+        sw.ip(&["link", "set", "br0", "up"])?;
+
+        let lb_iface = id.iface("");
+        let make_host = |role: &str, iface: &str, host_byte: u8| -> Result<Host> {
+            let netns = Netns::create(&id.netns(role))?;
+            let port = format!("p-{role}");
+            sw.ip(&[
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                iface,
+                "netns",
+                netns.name(),
+            ])
+            .with_context(|| format!("creating the veth pair of {role}"))?;
+            sw.ip(&["link", "set", &port, "master", "br0", "up"])?;
+            let mac = format!("02:72:{k:02x}:00:00:{host_byte:02x}");
+            let v4 = Ipv4Addr::new(198, 18, k, host_byte);
+            let v6 = Ipv6Addr::new(0xfd00, k as u16, 0, 0, 0, 0, 0, host_byte as u16);
+            netns.ip(&["link", "set", iface, "address", &mac])?;
+            for key in ["all", "default", "lo"] {
+                netns.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")?;
+            }
+            netns.ip(&["addr", "add", &format!("{v4}/24"), "dev", iface])?;
+            netns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                iface,
+                "nodad",
+            ])?;
+            netns.ip(&["link", "set", iface, "up"])?;
+            Ok(Host {
+                netns,
+                iface: iface.to_string(),
+                v4,
+                v6,
+                mac,
+            })
+        };
+
+        say("creating veth pairs and the bridge...");
+        let lb = make_host("lb", &lb_iface, 1)?;
+        let client = make_host("client", "eth0", 2)?;
+        let mut server_hosts = Vec::new();
+        for i in 1..=cfg.servers {
+            server_hosts.push(make_host(&format!("s{i}"), "eth0", 10 + i as u8)?);
+        }
+
+        // The client reaches the VIPs through the balancer.
+        client.netns.ip(&[
+            "route",
+            "add",
+            &format!("198.19.{k}.0/24"),
+            "via",
+            &lb.v4.to_string(),
+        ])?;
+        client.netns.ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("fd00:1:{k:x}::/64"),
+            "via",
+            &lb.v6.to_string(),
+        ])?;
+        match cfg.peer_napi {
+            PeerNapi::Gro => {
+                sw.exec("ethtool", &["-K", "p-lb", "gro", "on"])
+                    .context("turning GRO on for the balancer's veth peer")?;
+            }
+            PeerNapi::None => {}
+        }
+
+        // DSR: servers hold the VIPs on loopback and never answer ARP/NDP for them.
+        for h in &server_hosts {
+            h.netns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+            h.netns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+            for j in 0..cfg.vips {
+                h.netns
+                    .ip(&["addr", "add", &format!("{}/32", vip4(k, j)), "dev", "lo"])?;
+                h.netns.ip(&[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{}/128", vip6(k, j)),
+                    "dev",
+                    "lo",
+                    "nodad",
+                ])?;
+            }
+        }
+
+        say("starting test servers...");
+        let mut servers = Vec::new();
+        for (i, h) in server_hosts.iter().enumerate() {
+            let mut udp = Vec::new();
+            for &port in &cfg.ports {
+                udp.push(SocketAddr::new(h.v4.into(), port));
+                udp.push(SocketAddr::new(h.v6.into(), port));
+                for j in 0..cfg.vips {
+                    udp.push(SocketAddr::new(vip4(k, j).into(), port));
+                    udp.push(SocketAddr::new(vip6(k, j).into(), port));
+                }
+            }
+            let scfg = ServerConfig {
+                name: format!("s{}", i + 1),
+                tcp_ports: cfg.ports.clone(),
+                udp,
+                control_port: CONTROL_PORT,
+            };
+            servers.push(ServerHandle::start(
+                &h.netns,
+                &server_bin.to_string_lossy(),
+                &scfg,
+            )?);
+        }
+
+        let rsplb = Rsplb::new(rsplb_path, lb.netns.name(), &lb.iface);
+        let lab = Self {
+            id,
+            servers,
+            daemons: Vec::new(),
+            attached: false,
+            rsplb,
+            client,
+            lb,
+            server_hosts,
+            sw,
+            ports: cfg.ports,
+            vips: cfg.vips,
+        };
+        say("resolving neighbours on the segment...");
+        lab.warm_neighbours()?;
+        Ok(lab)
+    }
+
+    /// Makes the balancer resolve every host's MAC (ARP and NDP), as any traffic would: the
+    /// control plane takes next-hop MACs from the neighbour table.
+    pub fn warm_neighbours(&self) -> Result<()> {
+        let mut targets: Vec<IpAddr> = vec![self.client.v4.into(), self.client.v6.into()];
+        for h in &self.server_hosts {
+            targets.push(h.v4.into());
+            targets.push(h.v6.into());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let t = targets.clone();
+            self.lb.netns.run(move || {
+                for addr in t {
+                    let bind: SocketAddr = if addr.is_ipv4() {
+                        "0.0.0.0:0".parse()?
+                    } else {
+                        "[::]:0".parse()?
+                    };
+                    let s = std::net::UdpSocket::bind(bind)?;
+                    // The discard port: nobody listens, the datagram only triggers resolution.
+                    let _ = s.send_to(b"x", SocketAddr::new(addr, 9));
+                }
+                Ok(())
+            })?;
+            std::thread::sleep(Duration::from_millis(50));
+            let neigh = self
+                .lb
+                .netns
+                .ip(&["neigh", "show", "dev", &self.lb.iface])?;
+            let neigh6 = self
+                .lb
+                .netns
+                .ip(&["-6", "neigh", "show", "dev", &self.lb.iface])?;
+            let all = format!("{neigh}\n{neigh6}");
+            let resolved = |a: &IpAddr| {
+                all.lines().any(|l| {
+                    l.split_whitespace().next() == Some(&a.to_string()) && l.contains("lladdr")
+                })
+            };
+            if targets.iter().all(resolved) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the balancer did not resolve every host of the segment within 10 s:\n{all}");
+            }
+        }
+    }
+
+    /// The lab's `j`-th IPv4 VIP address.
+    pub fn vip4(&self, j: u8) -> Ipv4Addr {
+        vip4(self.id.subnet(), j)
+    }
+
+    /// The lab's `j`-th IPv6 VIP address.
+    pub fn vip6(&self, j: u8) -> Ipv6Addr {
+        vip6(self.id.subnet(), j)
+    }
+
+    pub fn server(&self, name: &str) -> Option<&Host> {
+        let i: usize = name.strip_prefix('s')?.parse().ok()?;
+        self.server_hosts.get(i.checked_sub(1)?)
+    }
+
+    /// `rsplb attach <lb iface>` (native mode), remembered so the lab detaches on drop.
+    pub fn attach(&mut self, extra: &[&str]) -> Result<()> {
+        self.attached = true;
+        self.rsplb.attach(extra)
+    }
+
+    /// `rsplb detach <lb iface>`.
+    pub fn detach(&mut self) -> Result<()> {
+        self.rsplb.detach()?;
+        self.attached = false;
+        Ok(())
+    }
+
+    /// Starts `rsplb run` (the daemon) for the balancer interface; stopped when the lab drops.
+    pub fn start_daemon(&mut self, extra: &[&str]) -> Result<()> {
+        let mut cmd = std::process::Command::new(&self.rsplb.bin);
+        cmd.args(["--netns", &self.rsplb.netns, "-i", &self.rsplb.iface, "run"])
+            .args(extra);
+        self.daemons.push(ChildGuard::spawn(cmd)?);
+        Ok(())
+    }
+
+    /// Is an XDP program attached to the balancer's interface?
+    pub fn xdp_attached(&self) -> Result<bool> {
+        let out = self
+            .lb
+            .netns
+            .ip(&["-d", "link", "show", "dev", &self.lb.iface])?;
+        Ok(out.contains("prog/xdp") || out.contains(" xdp"))
+    }
+
+    /// rsplb's pin directory for the balancer interface.
+    pub fn pin_dir(&self) -> PathBuf {
+        PathBuf::from("/sys/fs/bpf/rsplb").join(&self.lb.iface)
+    }
+
+    /// rsplb's state directory for the balancer interface.
+    pub fn state_dir(&self) -> PathBuf {
+        PathBuf::from("/run/rsplb").join(&self.lb.iface)
+    }
+
+    /// Counts, with nftables in each server's namespace, the TCP and UDP packets arriving for
+    /// `port`: what each element saw, to compare with rsplb's counters.
+    pub fn count_packets_at_servers(&self, port: u16) -> Result<()> {
+        for h in &self.server_hosts {
+            let script = format!(
+                "add table inet rsplbcount\n\
+                 add counter inet rsplbcount p{port}\n\
+                 add chain inet rsplbcount input {{ type filter hook prerouting priority -300; policy accept; }}\n\
+                 add rule inet rsplbcount input meta l4proto {{ tcp, udp }} th dport {port} counter name p{port}\n"
+            );
+            let path = std::env::temp_dir().join(format!("{}-nft-{port}", h.netns.name()));
+            std::fs::write(&path, script)?;
+            let res = h.netns.exec("nft", &["-f", &path.to_string_lossy()]);
+            let _ = std::fs::remove_file(&path);
+            res.with_context(|| format!("installing an nft counter in {}", h.netns.name()))?;
+        }
+        Ok(())
+    }
+
+    /// Packets counted by [`Lab::count_packets_at_servers`] at server `i` (0-based) for `port`.
+    pub fn packets_at_server(&self, i: usize, port: u16) -> Result<u64> {
+        let h = self.server_hosts.get(i).context("no such server")?;
+        let out = h.netns.exec(
+            "nft",
+            &["list", "counter", "inet", "rsplbcount", &format!("p{port}")],
+        )?;
+        let n = out
+            .split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no packet count in {out:?}"))?;
+        Ok(n)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.daemons.clear();
+        self.servers.clear();
+        if self.attached
+            && let Err(e) = self.rsplb.detach()
+        {
+            eprintln!("warning: rsplb detach {}: {e:#}", self.lb.iface);
+        }
+        // Whatever rsplb left for this lab's interface (its name is unique to this lab).
+        for dir in [self.pin_dir(), self.state_dir()] {
+            if dir.exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        // Namespaces (fields) drop after this: servers, then the switch.
+    }
+}
+
+/// IPv4 VIP `j` of the lab with subnet byte `k`.
+pub fn vip4(k: u8, j: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, k, 100 + j)
+}
+
+/// IPv6 VIP `j` of the lab with subnet byte `k`.
+pub fn vip6(k: u8, j: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 1, k as u16, 0, 0, 0, 0, 0x100 + j as u16)
+}
