@@ -113,6 +113,12 @@ pub fn encode_asap(msg: &AsapMessage) -> Result<Vec<u8>, EncodeError> {
             policy,
             elements,
         } => {
+            if elements.is_empty() {
+                // RFC 5352 section 2.2.13: a Business Card names at least one element.
+                return Err(EncodeError::Invalid(
+                    "Business Card without a Pool Element".into(),
+                ));
+            }
             w.pool_handle(pool_handle)?;
             if let Some(p) = policy {
                 w.policy(p)?;
@@ -358,6 +364,14 @@ impl Writer {
     }
 
     fn policy(&mut self, p: &Policy) -> Result<(), EncodeError> {
+        if let Policy::Unknown { policy_type, .. } = p
+            && super::KNOWN_POLICY_TYPES.contains(policy_type)
+        {
+            // The decoder would read it as the typed policy (or refuse a wrong value count).
+            return Err(EncodeError::Invalid(format!(
+                "Policy::Unknown with the known type 0x{policy_type:08x}"
+            )));
+        }
         let values: Vec<u32> = policy_values(p);
         self.tlv(pt::POLICY, |w| {
             w.u32(p.type_code());

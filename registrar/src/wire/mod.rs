@@ -68,6 +68,29 @@ pub mod param_type {
     pub const HANDLE_RESOLUTION_OPTION: u16 = 0x803f;
 }
 
+/// Policy type codes with a typed [`crate::types::Policy`] arm.
+pub const KNOWN_POLICY_TYPES: [u32; 16] = {
+    use crate::types::policy_type::*;
+    [
+        ROUND_ROBIN,
+        WEIGHTED_ROUND_ROBIN,
+        RANDOM,
+        WEIGHTED_RANDOM,
+        PRIORITY,
+        LEAST_USED,
+        LEAST_USED_DEGRADATION,
+        PRIORITY_LEAST_USED,
+        RANDOMIZED_LEAST_USED,
+        RANDOMIZED_PRIORITY_LEAST_USED,
+        RANDOMIZED_LEAST_USED_DEGRADATION,
+        PRIORITY_LEAST_USED_DEGRADATION,
+        RANDOMIZED_PRIORITY_LEAST_USED_DEGRADATION,
+        WEIGHTED_RANDOM_DPF,
+        LEAST_USED_DPF,
+        LEAST_USED_DEGRADATION_DPF,
+    ]
+};
+
 /// Flag bits of the message header.
 pub mod flags {
     /// ASAP Registration Response / ENRP Handle Table Response / ENRP List Response: Reject.
@@ -128,7 +151,7 @@ pub enum DecodeErrorKind {
 pub struct DecodeError {
     pub kind: DecodeErrorKind,
     pub cause: CauseCode,
-    /// Cause-specific information: the offending parameter (TLV bytes, unpadded) or message.
+    /// Cause-specific information: the offending parameter (TLV bytes padded to 4, so itself a TLV) or message.
     pub info: Vec<u8>,
     /// Human-readable description for logs.
     pub detail: String,
