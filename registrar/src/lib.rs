@@ -11,6 +11,7 @@
 //! - `core`: registrar state machines (messages + clock in, messages + timers out).
 //! - `shell`, `client`: tokio transports, PE and PU sides.
 
+pub mod client;
 pub mod handlespace;
 pub mod message;
 pub mod policy;
