@@ -62,8 +62,8 @@ pub struct Limits {
     pub max_pools: usize,
     /// Most elements in one pool (default 262,144).
     pub max_elements_per_pool: usize,
-    /// Most elements in the whole handlespace (default 1,048,576: about 0.5 GiB at the measured
-    /// ~500 bytes per element).
+    /// Most elements in the whole handlespace (default 1,048,576: about 0.65 GiB at the
+    /// ~600-650 heap bytes per element measured by `tests/handlespace_scale.rs`).
     pub max_elements: usize,
     /// Endpoint Unreachable reports after which an element should be removed (default 3, rsplib's
     /// `-maxbadpereports` and RFC 5353's MAX-BAD-PE-REPORT). 0 counts as 1.
