@@ -12,9 +12,12 @@
 //! - `shell`, `client`: tokio transports, PE and PU sides.
 
 pub mod client;
+pub mod config;
+pub mod core;
 pub mod handlespace;
 pub mod message;
 pub mod policy;
+pub mod shell;
 pub mod sidecar;
 pub mod types;
 pub mod wire;

@@ -1,4 +1,222 @@
+//! `rsp-registrar`: an RSerPool registrar (ASAP, RFC 5352) over TCP, with server announces over
+//! UDP multicast and a JSON admin endpoint.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use rsplb_registrar::config::RegistrarConfig;
+use rsplb_registrar::shell::Registrar;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rsp-registrar",
+    version,
+    about = "RSerPool registrar: pool elements register here, pool users resolve pools here",
+    long_about = "RSerPool registrar (ASAP, RFC 5352).\n\n\
+        Pool elements (servers) register into named pools over ASAP; pool users (clients, and the \
+        rsplb load balancer) resolve pools into elements. The registrar monitors every element it \
+        is home of with keep-alives (default every 250 ms, 250 ms to answer) and removes it when \
+        it stops answering, when its connection closes, when its registration life runs out, or \
+        after 3 Endpoint Unreachable reports.\n\n\
+        ASAP runs over TCP (port 3863; each message framed by its own length field). The registrar \
+        announces itself with ASAP Server Announces to UDP multicast 239.0.0.50:3863 every second. \
+        Operators read the handlespace as JSON from the admin endpoint (GET /handlespace, GET \
+        /stats; default 127.0.0.1:3870).\n\n\
+        Settings come from defaults, then the TOML file of --config, then the flags below.",
+    after_long_help = "Examples:\n  \
+        rsp-registrar\n  \
+        rsp-registrar --asap 198.18.0.1:3863 --announce-interface 198.18.0.1\n  \
+        rsp-registrar --config /etc/rsplb/registrar.toml --keepalive-interval 1000\n  \
+        rsp-registrar --no-announce --admin 127.0.0.1:3870 --id 0x10\n  \
+        curl -s http://127.0.0.1:3870/handlespace\n\n\
+        A configuration file (every key optional):\n  \
+        registrar_id = 16\n  \
+        asap_listen = [\"0.0.0.0:3863\"]\n  \
+        admin = \"127.0.0.1:3870\"\n  \
+        [announce]\n  \
+        enabled = true\n  \
+        multicast_group = \"239.0.0.50:3863\"\n  \
+        interface = \"198.18.0.1\"\n  \
+        ttl = 30\n  \
+        interval_ms = 1000\n  \
+        targets = [\"198.18.0.7:3863\"]\n  \
+        [timers]\n  \
+        keepalive_interval_ms = 250\n  \
+        keepalive_timeout_ms = 250\n  \
+        [limits]\n  \
+        max_pools = 10000\n  \
+        max_elements_per_pool = 100000\n  \
+        max_elements = 200000\n  \
+        max_elements_per_peer = 1000\n  \
+        max_peers = 20000\n  \
+        max_message_size = 65535\n  \
+        max_pending_messages = 1024\n  \
+        max_errors = 10\n  \
+        error_window_ms = 10000\n  \
+        max_bad_pe_reports = 3\n  \
+        [rate_limits]\n  \
+        registration = { rate_per_s = 100, burst = 200 }\n  \
+        handle_resolution = { rate_per_s = 20000, burst = 2000 }\n  \
+        endpoint_unreachable = { rate_per_s = 10, burst = 20 }\n  \
+        [security]\n  \
+        allow_foreign_addresses = false\n  \
+        [resolution]\n  \
+        default_items = 3\n  \
+        max_items = 128\n  \
+        max_increment = 0\n\n\
+        Logging: RUST_LOG=debug (default info)."
+)]
+struct Cli {
+    /// TOML configuration file; flags override its values.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Registrar identifier (decimal or 0x-hex, not 0); random when absent.
+    #[arg(long, value_name = "ID", value_parser = parse_u32)]
+    id: Option<u32>,
+    /// ASAP listen address (repeatable) [default 0.0.0.0:3863].
+    #[arg(long = "asap", value_name = "ADDR:PORT")]
+    asap: Vec<SocketAddr>,
+    /// Admin endpoint address [default 127.0.0.1:3870].
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_admin")]
+    admin: Option<SocketAddr>,
+    /// Do not serve the admin endpoint.
+    #[arg(long)]
+    no_admin: bool,
+    /// Do not send server announces.
+    #[arg(long)]
+    no_announce: bool,
+    /// Multicast group for announces [default 239.0.0.50:3863].
+    #[arg(long, value_name = "GROUP:PORT")]
+    announce_group: Option<SocketAddr>,
+    /// IPv4 address of the interface to send multicast announces on.
+    #[arg(long, value_name = "ADDR")]
+    announce_interface: Option<Ipv4Addr>,
+    /// Multicast TTL of announces (1-255) [default 30].
+    #[arg(long, value_name = "TTL")]
+    announce_ttl: Option<u32>,
+    /// Announce cycle in milliseconds [default 1000].
+    #[arg(long, value_name = "MS")]
+    announce_interval: Option<u64>,
+    /// Also send every announce to this unicast UDP address (repeatable).
+    #[arg(long, value_name = "ADDR:PORT")]
+    announce_target: Vec<SocketAddr>,
+    /// Keep-alive interval in milliseconds [default 250].
+    #[arg(long, value_name = "MS")]
+    keepalive_interval: Option<u64>,
+    /// Keep-alive ack timeout in milliseconds [default 250].
+    #[arg(long, value_name = "MS")]
+    keepalive_timeout: Option<u64>,
+    /// Endpoint Unreachable reports that remove an element [default 3].
+    #[arg(long, value_name = "N")]
+    max_bad_pe_reports: Option<u32>,
+    /// Accept user transport addresses that are not the registering connection's.
+    #[arg(long)]
+    allow_foreign_addresses: bool,
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?} is not a 32-bit number: {e}"))
+}
+
+fn build_config(cli: &Cli) -> anyhow::Result<RegistrarConfig> {
+    let mut c = match &cli.config {
+        Some(path) => RegistrarConfig::from_file(path)?,
+        None => RegistrarConfig::default(),
+    };
+    if cli.id.is_some() {
+        c.registrar_id = cli.id;
+    }
+    if !cli.asap.is_empty() {
+        c.asap_listen = cli.asap.clone();
+    }
+    if let Some(a) = cli.admin {
+        c.admin = Some(a);
+    }
+    if cli.no_admin {
+        c.admin = None;
+    }
+    if cli.no_announce {
+        c.announce.enabled = false;
+    }
+    if let Some(g) = cli.announce_group {
+        c.announce.multicast_group = Some(g);
+    }
+    if let Some(i) = cli.announce_interface {
+        c.announce.interface = Some(i);
+    }
+    if let Some(t) = cli.announce_ttl {
+        c.announce.ttl = t;
+    }
+    if let Some(i) = cli.announce_interval {
+        c.announce.interval_ms = i;
+    }
+    c.announce
+        .targets
+        .extend(cli.announce_target.iter().copied());
+    if let Some(i) = cli.keepalive_interval {
+        c.timers.keepalive_interval_ms = i;
+    }
+    if let Some(t) = cli.keepalive_timeout {
+        c.timers.keepalive_timeout_ms = t;
+    }
+    if let Some(n) = cli.max_bad_pe_reports {
+        c.limits.max_bad_pe_reports = n;
+    }
+    if cli.allow_foreign_addresses {
+        c.security.allow_foreign_addresses = true;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = build_config(&cli).context("configuration")?;
+    let registrar = Registrar::bind(config).await?;
+    log::info!(
+        "registrar {} ready: ASAP on {:?}, admin on {:?}",
+        registrar.id(),
+        registrar.asap_addrs(),
+        registrar.admin_addr()
+    );
+    registrar.run(shutdown_signal()).await
+}
+
 fn main() {
-    eprintln!("rsp-registrar: not yet implemented");
-    std::process::exit(2);
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rsp-registrar: starting the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("rsp-registrar: {e:#}");
+        std::process::exit(1);
+    }
 }

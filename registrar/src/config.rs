@@ -1,0 +1,447 @@
+//! Registrar configuration: one serde struct with documented defaults, read from a TOML file
+//! (`--config FILE`) and overridden by command-line flags, then [`RegistrarConfig::validate`]d
+//! before anything starts.
+//!
+//! Defaults are chosen for a load balancer, where an element that stops answering must leave the
+//! pool in well under a second (rsplib waits 5 s + 5 s):
+//! - keep-alive interval 250 ms, ack timeout 250 ms: a silent element is removed 250..500 ms
+//!   after it last answered (median about 375 ms). The price is 4 keep-alives and 4 acks per
+//!   second per element (about 4 x 36 + 4 x 28 = 256 bytes/s with a 10-byte pool handle); at
+//!   10,000 elements that is 80,000 messages per second through the registrar, which it handles
+//!   on one core. Raise both for very large pools.
+//! - Handle resolution returns 3 elements when the PU does not ask for a count (rsplib's
+//!   MaxHResItems: PUs built on rsplib size their caches and failover lists for it, and a reply of
+//!   3 fits one small packet); a PU may ask for up to 128 (rsplib's hard cap) with the Handle
+//!   Resolution Option.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default ASAP port (IANA).
+pub const ASAP_PORT: u16 = 3863;
+/// Default multicast group and port of ASAP Server Announces (rsplib's default).
+pub const DEFAULT_ANNOUNCE_GROUP: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 0, 0, 50)), ASAP_PORT);
+/// Default admin endpoint (loopback only: it has no authentication).
+pub const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 3870);
+
+/// Everything the registrar process needs. Every field has a default, so an empty file is valid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrarConfig {
+    /// This registrar's 32-bit identifier; random (non-zero) when absent.
+    pub registrar_id: Option<u32>,
+    /// Where PEs and PUs reach the registrar with ASAP over TCP.
+    pub asap_listen: Vec<SocketAddr>,
+    /// HTTP admin endpoint (`GET /handlespace`); `None` disables it.
+    pub admin: Option<SocketAddr>,
+    pub announce: AnnounceConfig,
+    pub timers: TimerConfig,
+    pub limits: LimitConfig,
+    pub rate_limits: RateLimitConfig,
+    pub security: SecurityConfig,
+    pub resolution: ResolutionConfig,
+}
+
+/// ASAP Server Announce (RFC 5352 section 3.6): how PEs and PUs discover the registrar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnnounceConfig {
+    /// Send announces at all.
+    pub enabled: bool,
+    /// Multicast group:port; `None` = static targets only.
+    pub multicast_group: Option<SocketAddr>,
+    /// IPv4 address of the interface to send multicast on (`None` = the kernel's choice).
+    pub interface: Option<Ipv4Addr>,
+    /// Multicast TTL (1..=255; rsplib's default 30).
+    pub ttl: u32,
+    /// Announce cycle in milliseconds (rsplib: 1000 ms with +-12.5 % jitter, which rsplb keeps).
+    pub interval_ms: u64,
+    /// Extra unicast destinations (UDP) that get every announce.
+    pub targets: Vec<SocketAddr>,
+    /// ASAP transports written into the announce. Empty = derived from `asap_listen` when that
+    /// address is specific, else from `interface`; when neither is known the announce carries
+    /// the server ID only and receivers use its source address (rsplib's behaviour).
+    pub advertise: Vec<SocketAddr>,
+}
+
+/// Endpoint monitoring and announce timers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimerConfig {
+    /// How often the home registrar sends ENDPOINT_KEEP_ALIVE to each element (ms).
+    pub keepalive_interval_ms: u64,
+    /// How long it waits for the ENDPOINT_KEEP_ALIVE_ACK before removing the element (ms).
+    pub keepalive_timeout_ms: u64,
+}
+
+/// Resource limits; exceeding one is answered with Lack of Resources (0x6), never a crash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitConfig {
+    pub max_pools: usize,
+    pub max_elements_per_pool: usize,
+    pub max_elements: usize,
+    /// Elements one connection may register (a registrator is usually one PE or a sidecar).
+    pub max_elements_per_peer: usize,
+    /// Concurrent ASAP connections; more are refused with an ERROR (Lack of Resources).
+    pub max_peers: usize,
+    /// Largest ASAP message accepted (bytes, <= 65535).
+    pub max_message_size: usize,
+    /// Answers queued for one peer that does not read them; beyond this the peer is disconnected
+    /// (it would not read a Lack of Resources either).
+    pub max_pending_messages: usize,
+    /// Malformed messages a peer may send within `error_window_ms` before it is disconnected.
+    pub max_errors: u32,
+    pub error_window_ms: u64,
+    /// Endpoint Unreachable reports (RFC 5352 MAX-BAD-PE-REPORT) that remove an element.
+    pub max_bad_pe_reports: u32,
+}
+
+/// Per-peer token buckets against floods (RFC 5355 section 6 / reference section 4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub registration: Bucket,
+    pub handle_resolution: Bucket,
+    pub endpoint_unreachable: Bucket,
+}
+
+/// A token bucket: `rate_per_s` tokens per second, at most `burst` saved. `rate_per_s = 0` means
+/// unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub rate_per_s: u32,
+    pub burst: u32,
+}
+
+/// Who may register what.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Accept user transport addresses that are not addresses of the registering connection
+    /// (e.g. a sidecar registering a server on another host). Off by default: a PE may only
+    /// register itself (reference 4, RFC 5355); violations get Rejected Security (0xa).
+    pub allow_foreign_addresses: bool,
+}
+
+/// Handle resolution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResolutionConfig {
+    /// Elements returned when the PU does not say (no Handle Resolution Option, or 0).
+    pub default_items: u32,
+    /// Most elements returned in one answer.
+    pub max_items: u32,
+    /// How many of the returned elements advance the policy's state (0 = the policy's default).
+    pub max_increment: u32,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        Self {
+            registrar_id: None,
+            asap_listen: vec![SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                ASAP_PORT,
+            )],
+            admin: Some(DEFAULT_ADMIN),
+            announce: AnnounceConfig::default(),
+            timers: TimerConfig::default(),
+            limits: LimitConfig::default(),
+            rate_limits: RateLimitConfig::default(),
+            security: SecurityConfig::default(),
+            resolution: ResolutionConfig::default(),
+        }
+    }
+}
+
+impl Default for AnnounceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            multicast_group: Some(DEFAULT_ANNOUNCE_GROUP),
+            interface: None,
+            ttl: 30,
+            interval_ms: 1000,
+            targets: Vec::new(),
+            advertise: Vec::new(),
+        }
+    }
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        Self {
+            keepalive_interval_ms: 250,
+            keepalive_timeout_ms: 250,
+        }
+    }
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self {
+            max_pools: 10_000,
+            max_elements_per_pool: 100_000,
+            max_elements: 200_000,
+            max_elements_per_peer: 1_000,
+            max_peers: 20_000,
+            max_message_size: 65_535,
+            max_pending_messages: 1_024,
+            max_errors: 10,
+            error_window_ms: 10_000,
+            max_bad_pe_reports: 3,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            // A PE registers once and re-registers for load updates: 100/s is far above need.
+            registration: Bucket {
+                rate_per_s: 100,
+                burst: 200,
+            },
+            // PUs resolve per connection they open: generous, but bounded.
+            handle_resolution: Bucket {
+                rate_per_s: 20_000,
+                burst: 2_000,
+            },
+            // A PU that reports more than a few failures per second is misbehaving.
+            endpoint_unreachable: Bucket {
+                rate_per_s: 10,
+                burst: 20,
+            },
+        }
+    }
+}
+
+impl Default for ResolutionConfig {
+    fn default() -> Self {
+        Self {
+            default_items: 3,
+            max_items: 128,
+            max_increment: 0,
+        }
+    }
+}
+
+/// What is wrong with a configuration, said so a person can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{field}: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        problem: problem.into(),
+    }
+}
+
+impl RegistrarConfig {
+    /// Read a TOML file; absent keys take their defaults. Does not validate (flags may still
+    /// override values): call [`Self::validate`] last.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<config>".into(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Check every value a running registrar depends on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.registrar_id == Some(0) {
+            return Err(invalid(
+                "registrar_id",
+                "0 means \"no registrar\" in RSerPool; choose 1..=4294967295 or leave it out",
+            ));
+        }
+        if self.asap_listen.is_empty() {
+            return Err(invalid("asap_listen", "at least one address is needed"));
+        }
+        let t = &self.timers;
+        check_range(
+            "timers.keepalive_interval_ms",
+            t.keepalive_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        check_range(
+            "timers.keepalive_timeout_ms",
+            t.keepalive_timeout_ms,
+            10,
+            3_600_000,
+        )?;
+        let a = &self.announce;
+        check_range("announce.interval_ms", a.interval_ms, 100, 60_000)?;
+        check_range("announce.ttl", a.ttl as u64, 1, 255)?;
+        if let Some(group) = a.multicast_group
+            && !group.ip().is_multicast()
+        {
+            return Err(invalid(
+                "announce.multicast_group",
+                format!("{} is not a multicast address", group.ip()),
+            ));
+        }
+        let l = &self.limits;
+        for (field, v) in [
+            ("limits.max_pools", l.max_pools),
+            ("limits.max_elements_per_pool", l.max_elements_per_pool),
+            ("limits.max_elements", l.max_elements),
+            ("limits.max_elements_per_peer", l.max_elements_per_peer),
+            ("limits.max_peers", l.max_peers),
+            ("limits.max_pending_messages", l.max_pending_messages),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        check_range(
+            "limits.max_message_size",
+            l.max_message_size as u64,
+            64,
+            65_535,
+        )?;
+        check_range("limits.max_errors", l.max_errors as u64, 1, u32::MAX as u64)?;
+        check_range("limits.error_window_ms", l.error_window_ms, 1, 3_600_000)?;
+        check_range(
+            "limits.max_bad_pe_reports",
+            l.max_bad_pe_reports as u64,
+            1,
+            u32::MAX as u64,
+        )?;
+        for (field, b) in [
+            ("rate_limits.registration", self.rate_limits.registration),
+            (
+                "rate_limits.handle_resolution",
+                self.rate_limits.handle_resolution,
+            ),
+            (
+                "rate_limits.endpoint_unreachable",
+                self.rate_limits.endpoint_unreachable,
+            ),
+        ] {
+            if b.rate_per_s > 0 && b.burst == 0 {
+                return Err(invalid(
+                    field,
+                    "burst 0 with a non-zero rate would refuse everything",
+                ));
+            }
+        }
+        let r = &self.resolution;
+        check_range("resolution.max_items", r.max_items as u64, 1, 128)?;
+        check_range(
+            "resolution.default_items",
+            r.default_items as u64,
+            1,
+            r.max_items as u64,
+        )?;
+        Ok(())
+    }
+
+    pub fn keepalive_interval(&self) -> Duration {
+        Duration::from_millis(self.timers.keepalive_interval_ms)
+    }
+
+    pub fn keepalive_timeout(&self) -> Duration {
+        Duration::from_millis(self.timers.keepalive_timeout_ms)
+    }
+}
+
+fn check_range(field: &'static str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if v < min || v > max {
+        Err(invalid(field, format!("{v} is out of range {min}..={max}")))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_an_empty_file_gives_them() {
+        RegistrarConfig::default().validate().unwrap();
+        assert_eq!(
+            RegistrarConfig::from_toml("").unwrap(),
+            RegistrarConfig::default()
+        );
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let c = RegistrarConfig::from_toml(
+            "registrar_id = 7\n[timers]\nkeepalive_interval_ms = 1000\n\
+             [announce]\ntargets = [\"198.18.0.1:3863\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.registrar_id, Some(7));
+        assert_eq!(c.timers.keepalive_interval_ms, 1000);
+        assert_eq!(c.timers.keepalive_timeout_ms, 250);
+        assert_eq!(c.announce.targets, vec!["198.18.0.1:3863".parse().unwrap()]);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_field() {
+        let mut c = RegistrarConfig::default();
+        c.timers.keepalive_timeout_ms = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("timers.keepalive_timeout_ms"), "{e}");
+
+        let mut c = RegistrarConfig::default();
+        c.announce.multicast_group = Some("198.18.0.1:3863".parse().unwrap());
+        assert!(c.validate().is_err());
+
+        let mut c = RegistrarConfig::default();
+        c.resolution.default_items = 200;
+        assert!(c.validate().is_err());
+
+        let mut c = RegistrarConfig::default();
+        c.registrar_id = Some(0);
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_syntax_are_errors() {
+        assert!(RegistrarConfig::from_toml("keepalive = 3").is_err());
+        assert!(RegistrarConfig::from_toml("[timers]\nkeepalive_interval_ms = \"x\"").is_err());
+    }
+}

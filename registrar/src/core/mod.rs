@@ -1,0 +1,864 @@
+//! The registrar's ASAP procedures (RFC 5352) as a state machine that does no I/O, in the manner
+//! of quinn-proto: the shell feeds it [`Event`]s and the clock, and carries out the [`Action`]s it
+//! returns; [`RegistrarCore::poll_timeout`] says when to call [`RegistrarCore::handle_timeout`].
+//! Nothing here knows which transport carries the bytes: peers are opaque [`PeerId`]s with the
+//! addresses the transport reported ([`PeerInfo`]).
+//!
+//! Procedures and the choices made where the RFC leaves room:
+//! - Registration: the registrar becomes the element's home (PR-H) and fills `home_registrar`; the
+//!   element's ASAP transport is the peer's connection. User transport addresses must be
+//!   addresses of the registering connection (unspecified addresses, 0.0.0.0 / ::, are replaced by
+//!   them) unless `security.allow_foreign_addresses`; a violation is answered with Rejected
+//!   Security (0xa): the values are well-formed, the registrar refuses them on purpose. PE id 0
+//!   (rsplib's "undefined") and a registration life <= 0 are Invalid Values (0x3).
+//! - Re-registration (same pool, id and connection) updates addresses, policy values and life,
+//!   and counts as a sign of life for keep-alive monitoring.
+//! - Deregistration answers OK for an unknown element (as rsplib); an element registered by
+//!   another connection is not removed and the answer carries Rejected Security.
+//! - Handle resolution returns `resolution.default_items` (3) elements when the PU does not ask,
+//!   at most `resolution.max_items` (128); an unknown or empty pool is Unknown Pool Handle (0x9).
+//! - Keep-alive: every `keepalive_interval` the home registrar sends ENDPOINT_KEEP_ALIVE; no ACK
+//!   (or re-registration) within `keepalive_timeout` removes the element. The connection stays
+//!   open (other elements may share it); the element learns of its removal at its next
+//!   re-registration or keep-alive.
+//! - ENDPOINT_UNREACHABLE: counted per element by the handlespace; at `max_bad_pe_reports` the
+//!   element is removed.
+//! - Expiry: an element whose registration life ran out without a re-registration is removed,
+//!   even when it answers keep-alives (RFC 5352: the life bounds the registration).
+//! - Connection loss removes every element registered over that connection.
+//! - Floods (per-peer token buckets, RFC 5355 section 6): a registration over the limit is
+//!   rejected with Rejected Security; a handle resolution over the limit is answered with Unknown
+//!   Pool Handle, as rsplib does, so rsplib PUs back off as for an empty pool; Endpoint
+//!   Unreachable reports over the limit are dropped silently (they have no answer). Nothing
+//!   already registered is touched.
+//! - Malformed input: every undecodable message gets an ASAP ERROR with the decoder's cause and
+//!   info (unless its action bits say "discard silently"); parameters to "skip and report" get an
+//!   ERROR while the message is processed. More than `limits.max_errors` errors within
+//!   `limits.error_window_ms` close the peer's connection; no other peer is affected.
+
+mod bucket;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::RegistrarConfig;
+use crate::handlespace::{Handlespace, Limits, RegisterOutcome, RegistratorId};
+use crate::message::AsapMessage;
+use crate::types::{
+    CauseCode, ErrorCause, PeId, PoolElement, PoolHandle, RegistrarId, TransportAddress,
+    TransportProtocol, TransportUse,
+};
+use crate::wire::{self, DecodeError};
+use bucket::TokenBucket;
+
+/// Most bytes of an offending message or parameter copied into an ERROR's cause information:
+/// enough to identify it, and an ERROR never amplifies a flood.
+pub const MAX_ERROR_INFO: usize = 512;
+
+/// A peer (one association/connection) as the shell names it. Never reused within one core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+/// What the transport knows about a peer when it connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The transport protocol of the connection (TCP today, SCTP later).
+    pub protocol: TransportProtocol,
+    /// The peer's addresses (several for a multi-homed SCTP association) and port.
+    pub remote_addrs: Vec<IpAddr>,
+    pub remote_port: u16,
+}
+
+impl PeerInfo {
+    /// A single-homed peer (TCP).
+    pub fn tcp(remote: SocketAddr) -> Self {
+        Self {
+            protocol: TransportProtocol::Tcp,
+            remote_addrs: vec![canonical(remote.ip())],
+            remote_port: remote.port(),
+        }
+    }
+
+    /// The peer's ASAP endpoint as a transport parameter.
+    pub fn asap_transport(&self) -> Option<TransportAddress> {
+        let addr = *self.remote_addrs.first()?;
+        Some(match self.protocol {
+            TransportProtocol::Sctp => TransportAddress::Sctp {
+                port: self.remote_port,
+                transport_use: TransportUse::DataOnly,
+                addrs: self.remote_addrs.clone(),
+            },
+            _ => TransportAddress::Tcp {
+                port: self.remote_port,
+                transport_use: TransportUse::DataOnly,
+                addr,
+            },
+        })
+    }
+}
+
+/// IPv4-mapped IPv6 addresses compare as IPv4 (a dual-stack socket reports them).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Input to the core.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A new association/connection.
+    Connected { peer: PeerId, info: PeerInfo },
+    /// The connection is gone (closed by the peer, reset, or after an [`Action::Close`]).
+    Disconnected { peer: PeerId },
+    /// One complete ASAP message.
+    Message { peer: PeerId, bytes: Vec<u8> },
+    /// The transport could not delimit the next message (e.g. a TCP length field below 4): the
+    /// stream cannot be re-synchronised, so the core answers with an ERROR and closes it.
+    FramingError { peer: PeerId, error: DecodeError },
+}
+
+/// Output of the core, for the shell to carry out in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send one ASAP message to a peer.
+    Send { peer: PeerId, bytes: Vec<u8> },
+    /// Close the peer's connection after what was queued before. The core has already
+    /// forgotten the peer and removed its elements.
+    Close { peer: PeerId, reason: CloseReason },
+    /// Send an ASAP Server Announce to the announce destinations (multicast, static targets).
+    Announce { bytes: Vec<u8> },
+    /// The handlespace changed (for the load balancer's control plane and monitoring).
+    Notify(HandlespaceEvent),
+}
+
+/// Why the core closes a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// More than `limits.max_errors` malformed messages within the window.
+    TooManyErrors,
+    /// The message stream cannot be delimited any more.
+    Framing,
+    /// `limits.max_peers` connections are open already.
+    TooManyPeers,
+}
+
+/// A change of the handlespace, as subscribers see it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HandlespaceEvent {
+    ElementAdded {
+        pool: PoolHandle,
+        element: PoolElement,
+    },
+    /// Re-registration: new addresses, policy values (load) or life.
+    ElementUpdated {
+        pool: PoolHandle,
+        element: PoolElement,
+    },
+    ElementRemoved {
+        pool: PoolHandle,
+        id: PeId,
+        reason: RemovalReason,
+    },
+}
+
+/// Why an element left the handlespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemovalReason {
+    Deregistered,
+    KeepAliveTimeout,
+    Unreachable,
+    Expired,
+    ConnectionLost,
+}
+
+/// Counters for monitoring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    pub registrations: u64,
+    pub registrations_rejected: u64,
+    pub deregistrations: u64,
+    pub handle_resolutions: u64,
+    pub keepalives_sent: u64,
+    pub keepalive_timeouts: u64,
+    pub unreachable_reports: u64,
+    pub expired: u64,
+    pub errors_sent: u64,
+    pub rate_limited: u64,
+    pub peers_closed: u64,
+}
+
+struct Peer {
+    info: PeerInfo,
+    registrations: TokenBucket,
+    resolutions: TokenBucket,
+    unreachables: TokenBucket,
+    /// Times of recent protocol errors (at most `max_errors`).
+    errors: VecDeque<Instant>,
+    /// Elements registered over this connection (slots).
+    elements: HashSet<u64>,
+}
+
+/// Keep-alive state of one element this registrar is home of.
+struct Tracked {
+    pool: PoolHandle,
+    id: PeId,
+    peer: PeerId,
+    /// When the current timer fires: the next keep-alive, or the ack deadline.
+    due: Instant,
+    /// When the last keep-alive went out (next one = this + interval).
+    last_sent: Option<Instant>,
+    awaiting_ack: bool,
+}
+
+/// The registrar's protocol state. See the module documentation for the procedures.
+pub struct RegistrarCore {
+    id: RegistrarId,
+    config: RegistrarConfig,
+    keepalive_interval: Duration,
+    keepalive_timeout: Duration,
+    error_window: Duration,
+    announce_interval: Option<Duration>,
+    announce_bytes: Option<Vec<u8>>,
+    next_announce: Option<Instant>,
+    handlespace: Handlespace,
+    rng: StdRng,
+    peers: HashMap<PeerId, Peer>,
+    /// Element key -> slot.
+    slots: HashMap<(PoolHandle, PeId), u64>,
+    tracked: HashMap<u64, Tracked>,
+    /// (due, slot) of every tracked element.
+    timers: BTreeSet<(Instant, u64)>,
+    next_slot: u64,
+    actions: VecDeque<Action>,
+    stats: CoreStats,
+}
+
+impl RegistrarCore {
+    /// A registrar with identifier `id`. `announce_transports` go into every Server Announce
+    /// (empty = receivers use the datagram's source). `seed` feeds the random policies and the
+    /// announce jitter (tests pass a constant).
+    pub fn new(
+        config: RegistrarConfig,
+        id: RegistrarId,
+        announce_transports: Vec<TransportAddress>,
+        now: Instant,
+        seed: u64,
+    ) -> Self {
+        let limits = Limits {
+            max_pools: config.limits.max_pools,
+            max_elements_per_pool: config.limits.max_elements_per_pool,
+            max_elements: config.limits.max_elements,
+            max_bad_pe_reports: config.limits.max_bad_pe_reports,
+        };
+        let announce_interval = config
+            .announce
+            .enabled
+            .then(|| Duration::from_millis(config.announce.interval_ms));
+        let announce_bytes = announce_interval.and_then(|_| {
+            wire::encode_asap(&AsapMessage::ServerAnnounce {
+                server_id: id,
+                transports: announce_transports,
+            })
+            .ok()
+        });
+        let mut core = Self {
+            id,
+            keepalive_interval: config.keepalive_interval(),
+            keepalive_timeout: config.keepalive_timeout(),
+            error_window: Duration::from_millis(config.limits.error_window_ms),
+            announce_interval,
+            announce_bytes,
+            next_announce: None,
+            handlespace: Handlespace::new(limits),
+            rng: StdRng::seed_from_u64(seed),
+            peers: HashMap::new(),
+            slots: HashMap::new(),
+            tracked: HashMap::new(),
+            timers: BTreeSet::new(),
+            next_slot: 0,
+            actions: VecDeque::new(),
+            stats: CoreStats::default(),
+            config,
+        };
+        // The first announce goes out at once: PEs and PUs waiting for a registrar find it
+        // without a full cycle's delay.
+        core.next_announce = core.announce_interval.map(|_| now);
+        core
+    }
+
+    pub fn id(&self) -> RegistrarId {
+        self.id
+    }
+
+    pub fn handlespace(&self) -> &Handlespace {
+        &self.handlespace
+    }
+
+    pub fn stats(&self) -> CoreStats {
+        self.stats
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Next action to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] must be called next (`None` = nothing scheduled).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.timers.first().map(|(t, _)| *t),
+            self.handlespace.next_expiry(),
+            self.next_announce,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Fire every timer due at `now`: keep-alives, ack timeouts, expiries, announces.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(due, slot)) = self.timers.first() {
+            if due > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.fire_keepalive_timer(slot, now);
+        }
+        for (pool, element) in self.handlespace.expire(now) {
+            self.stats.expired += 1;
+            self.untrack(&pool, element.id);
+            self.notify_removed(pool, element.id, RemovalReason::Expired);
+        }
+        if let (Some(at), Some(interval)) = (self.next_announce, self.announce_interval)
+            && at <= now
+        {
+            if let Some(bytes) = &self.announce_bytes {
+                self.actions.push_back(Action::Announce {
+                    bytes: bytes.clone(),
+                });
+            }
+            // rsplib's jitter: +-12.5 % so that registrars started together do not stay in step.
+            let factor = self.rng.random_range(0.875..=1.125);
+            self.next_announce = Some(now + interval.mul_f64(factor));
+        }
+    }
+
+    /// Feed one event.
+    pub fn handle_event(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Connected { peer, info } => self.peer_connected(now, peer, info),
+            Event::Disconnected { peer } => self.drop_peer(peer),
+            Event::Message { peer, bytes } => self.handle_message(now, peer, &bytes),
+            Event::FramingError { peer, error } => {
+                if self.peers.contains_key(&peer) {
+                    if error.report {
+                        self.send_error(peer, vec![error_cause(&error)]);
+                    }
+                    self.close(peer, CloseReason::Framing);
+                }
+            }
+        }
+    }
+
+    fn peer_connected(&mut self, now: Instant, peer: PeerId, info: PeerInfo) {
+        if self.peers.len() >= self.config.limits.max_peers {
+            self.send_error(peer, vec![ErrorCause::new(CauseCode::LackOfResources)]);
+            self.actions.push_back(Action::Close {
+                peer,
+                reason: CloseReason::TooManyPeers,
+            });
+            self.stats.peers_closed += 1;
+            return;
+        }
+        let rl = &self.config.rate_limits;
+        self.peers.insert(
+            peer,
+            Peer {
+                info,
+                registrations: TokenBucket::new(rl.registration, now),
+                resolutions: TokenBucket::new(rl.handle_resolution, now),
+                unreachables: TokenBucket::new(rl.endpoint_unreachable, now),
+                errors: VecDeque::new(),
+                elements: HashSet::new(),
+            },
+        );
+    }
+
+    /// Forget a peer and remove every element it registered.
+    fn drop_peer(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.remove(&peer) else {
+            return;
+        };
+        if p.elements.is_empty() {
+            return;
+        }
+        for (pool, element) in self
+            .handlespace
+            .remove_by_registrator(RegistratorId::Asap(peer.0))
+        {
+            self.untrack(&pool, element.id);
+            self.notify_removed(pool, element.id, RemovalReason::ConnectionLost);
+        }
+    }
+
+    fn close(&mut self, peer: PeerId, reason: CloseReason) {
+        self.drop_peer(peer);
+        self.stats.peers_closed += 1;
+        self.actions.push_back(Action::Close { peer, reason });
+    }
+
+    fn handle_message(&mut self, now: Instant, peer: PeerId, bytes: &[u8]) {
+        if !self.peers.contains_key(&peer) {
+            return; // closed by us; the shell has not seen the Close yet
+        }
+        if bytes.len() > self.config.limits.max_message_size {
+            let mut cause = ErrorCause::new(CauseCode::LackOfResources);
+            cause.info = bytes[..bytes.len().min(wire::HEADER_LEN)].to_vec();
+            self.send_error(peer, vec![cause]);
+            self.count_error(now, peer);
+            return;
+        }
+        let decoded = match wire::decode_asap(bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                log::debug!("peer {}: undecodable message: {e}", peer.0);
+                if e.report {
+                    self.send_error(peer, vec![error_cause(&e)]);
+                }
+                self.count_error(now, peer);
+                return;
+            }
+        };
+        if !decoded.reports.is_empty() {
+            let causes = decoded.reports.into_iter().map(truncate_info).collect();
+            self.send_error(peer, causes);
+        }
+        match decoded.message {
+            AsapMessage::Registration {
+                pool_handle,
+                element,
+            } => self.registration(now, peer, pool_handle, element),
+            AsapMessage::Deregistration { pool_handle, id } => {
+                self.deregistration(peer, pool_handle, id)
+            }
+            AsapMessage::HandleResolution { pool_handle, items } => {
+                self.handle_resolution(now, peer, pool_handle, items)
+            }
+            AsapMessage::EndpointKeepAliveAck { pool_handle, id } => {
+                self.keepalive_ack(now, peer, &pool_handle, id)
+            }
+            AsapMessage::EndpointUnreachable { pool_handle, id } => {
+                self.endpoint_unreachable(now, peer, pool_handle, id)
+            }
+            AsapMessage::Error { causes } => {
+                // Never answer an ERROR with an ERROR (no loops); log it for the operator.
+                log::info!("peer {} reports errors: {causes:?}", peer.0);
+            }
+            other => {
+                // A well-formed message a registrar does not accept (a response, an announce,
+                // a cookie...): reported as unrecognized (RFC 5352 section 5.4).
+                log::debug!(
+                    "peer {}: unexpected message type 0x{:02x}",
+                    peer.0,
+                    other.type_code()
+                );
+                let mut cause = ErrorCause::new(CauseCode::UnrecognizedMessage);
+                cause.info = bytes[..bytes.len().min(MAX_ERROR_INFO)].to_vec();
+                self.send_error(peer, vec![cause]);
+                self.count_error(now, peer);
+            }
+        }
+    }
+
+    /// Count a protocol error; close the peer when it persists.
+    fn count_error(&mut self, now: Instant, peer: PeerId) {
+        let window = self.error_window;
+        let max = self.config.limits.max_errors as usize;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        while p
+            .errors
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) >= window)
+        {
+            p.errors.pop_front();
+        }
+        p.errors.push_back(now);
+        if p.errors.len() >= max {
+            log::warn!(
+                "peer {}: {} malformed messages within {:?}; closing",
+                peer.0,
+                p.errors.len(),
+                window
+            );
+            self.close(peer, CloseReason::TooManyErrors);
+        }
+    }
+
+    fn registration(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        pool_handle: PoolHandle,
+        mut element: PoolElement,
+    ) {
+        let id = element.id;
+        let result = self.try_register(now, peer, &pool_handle, &mut element);
+        let (reject, error) = match result {
+            Ok(updated) => {
+                self.stats.registrations += 1;
+                element.asap_transport = None;
+                let event = if updated {
+                    HandlespaceEvent::ElementUpdated {
+                        pool: pool_handle.clone(),
+                        element,
+                    }
+                } else {
+                    HandlespaceEvent::ElementAdded {
+                        pool: pool_handle.clone(),
+                        element,
+                    }
+                };
+                self.actions.push_back(Action::Notify(event));
+                (false, None)
+            }
+            Err(cause) => {
+                self.stats.registrations_rejected += 1;
+                log::debug!(
+                    "peer {}: registration of {id} in {pool_handle} rejected: {cause}",
+                    peer.0
+                );
+                (true, Some(vec![ErrorCause::new(cause)]))
+            }
+        };
+        self.send(
+            peer,
+            &AsapMessage::RegistrationResponse {
+                reject,
+                pool_handle,
+                id,
+                error,
+            },
+        );
+    }
+
+    /// Registers or updates; `Ok(true)` for an update of an element this peer registered.
+    fn try_register(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        pool: &PoolHandle,
+        element: &mut PoolElement,
+    ) -> Result<bool, CauseCode> {
+        let allow_foreign = self.config.security.allow_foreign_addresses;
+        let max_per_peer = self.config.limits.max_elements_per_peer;
+        let p = self.peers.get_mut(&peer).ok_or(CauseCode::Unspecified)?;
+        if !p.registrations.try_take(now) {
+            self.stats.rate_limited += 1;
+            return Err(CauseCode::RejectedSecurity);
+        }
+        if element.id.0 == 0 || element.registration_life_ms <= 0 {
+            return Err(CauseCode::InvalidValues);
+        }
+        element.user_transport = check_addresses(&element.user_transport, &p.info, allow_foreign)?;
+        let slot = self.slots.get(&(pool.clone(), element.id)).copied();
+        let existing_here = slot.is_some_and(|s| p.elements.contains(&s));
+        if !existing_here && p.elements.len() >= max_per_peer {
+            return Err(CauseCode::LackOfResources);
+        }
+        element.home_registrar = self.id;
+        element.asap_transport = p.info.asap_transport();
+        let outcome = self.handlespace.register(
+            pool,
+            element.clone(),
+            self.id,
+            RegistratorId::Asap(peer.0),
+            now,
+        )?;
+        match slot {
+            Some(s) if existing_here && outcome == RegisterOutcome::Updated => {
+                // A re-registration is a sign of life: it also answers a pending keep-alive.
+                if let Some(t) = self.tracked.get_mut(&s)
+                    && t.awaiting_ack
+                {
+                    t.awaiting_ack = false;
+                    let next = t.last_sent.unwrap_or(now) + self.keepalive_interval;
+                    let old = t.due;
+                    t.due = next.max(now);
+                    self.timers.remove(&(old, s));
+                    self.timers.insert((t.due, s));
+                }
+                Ok(true)
+            }
+            _ => {
+                // Stale keep-alive state for this key (cannot normally exist): drop it first.
+                self.untrack(pool, element.id);
+                let s = self.next_slot;
+                self.next_slot += 1;
+                let due = now + self.keepalive_interval;
+                self.slots.insert((pool.clone(), element.id), s);
+                self.tracked.insert(
+                    s,
+                    Tracked {
+                        pool: pool.clone(),
+                        id: element.id,
+                        peer,
+                        due,
+                        last_sent: None,
+                        awaiting_ack: false,
+                    },
+                );
+                self.timers.insert((due, s));
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.elements.insert(s);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn deregistration(&mut self, peer: PeerId, pool_handle: PoolHandle, id: PeId) {
+        let slot = self.slots.get(&(pool_handle.clone(), id)).copied();
+        let owner = slot.and_then(|s| self.tracked.get(&s)).map(|t| t.peer);
+        let error = match owner {
+            Some(o) if o != peer => Some(vec![ErrorCause::new(CauseCode::RejectedSecurity)]),
+            Some(_) => {
+                self.handlespace.deregister(&pool_handle, id);
+                self.untrack(&pool_handle, id);
+                self.stats.deregistrations += 1;
+                self.notify_removed(pool_handle.clone(), id, RemovalReason::Deregistered);
+                None
+            }
+            None => None,
+        };
+        self.send(
+            peer,
+            &AsapMessage::DeregistrationResponse {
+                pool_handle,
+                id,
+                error,
+            },
+        );
+    }
+
+    fn handle_resolution(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        pool_handle: PoolHandle,
+        items: Option<u32>,
+    ) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        self.stats.handle_resolutions += 1;
+        let allowed = p.resolutions.try_take(now);
+        let r = &self.config.resolution;
+        let n = match items {
+            None | Some(0) => r.default_items,
+            Some(n) => n.min(r.max_items),
+        } as usize;
+        let result = if allowed {
+            self.handlespace
+                .select(&pool_handle, n, r.max_increment as usize, &mut self.rng)
+        } else {
+            self.stats.rate_limited += 1;
+            Err(CauseCode::UnknownPoolHandle)
+        };
+        let msg = match result {
+            Ok(selection) if !selection.elements.is_empty() => {
+                AsapMessage::HandleResolutionResponse {
+                    pool_handle,
+                    // RFC 5352 section 2.2.6: the policy of the pool (each element also carries
+                    // its own values); rsplib sends the first selected element's.
+                    policy: Some(selection.elements[0].policy.clone()),
+                    elements: selection
+                        .elements
+                        .into_iter()
+                        .map(|mut e| {
+                            e.asap_transport = None;
+                            e
+                        })
+                        .collect(),
+                    error: None,
+                }
+            }
+            Ok(_) => resolution_error(pool_handle, CauseCode::UnknownPoolHandle),
+            Err(cause) => resolution_error(pool_handle, cause),
+        };
+        self.send(peer, &msg);
+    }
+
+    fn keepalive_ack(&mut self, now: Instant, peer: PeerId, pool: &PoolHandle, id: PeId) {
+        let Some(&slot) = self.slots.get(&(pool.clone(), id)) else {
+            return; // removed meanwhile: nothing to do
+        };
+        let Some(t) = self.tracked.get_mut(&slot) else {
+            return;
+        };
+        if t.peer != peer || !t.awaiting_ack {
+            return;
+        }
+        t.awaiting_ack = false;
+        let old = t.due;
+        t.due = (t.last_sent.unwrap_or(now) + self.keepalive_interval).max(now);
+        self.timers.remove(&(old, slot));
+        self.timers.insert((t.due, slot));
+    }
+
+    fn endpoint_unreachable(&mut self, now: Instant, peer: PeerId, pool: PoolHandle, id: PeId) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if !p.unreachables.try_take(now) {
+            self.stats.rate_limited += 1;
+            return;
+        }
+        self.stats.unreachable_reports += 1;
+        if self
+            .handlespace
+            .report_unreachable(&pool, id)
+            .is_some_and(|r| r.threshold_reached)
+        {
+            self.handlespace.deregister(&pool, id);
+            self.untrack(&pool, id);
+            self.notify_removed(pool, id, RemovalReason::Unreachable);
+        }
+    }
+
+    fn fire_keepalive_timer(&mut self, slot: u64, now: Instant) {
+        let Some(t) = self.tracked.get_mut(&slot) else {
+            return;
+        };
+        if t.awaiting_ack {
+            let (pool, id, peer) = (t.pool.clone(), t.id, t.peer);
+            log::info!(
+                "element {id} of pool {pool}: no keep-alive ack within {:?}; removing",
+                self.keepalive_timeout
+            );
+            self.stats.keepalive_timeouts += 1;
+            self.handlespace.deregister(&pool, id);
+            self.untrack(&pool, id);
+            let _ = peer;
+            self.notify_removed(pool, id, RemovalReason::KeepAliveTimeout);
+            return;
+        }
+        t.awaiting_ack = true;
+        t.last_sent = Some(now);
+        t.due = now + self.keepalive_timeout;
+        self.timers.insert((t.due, slot));
+        let msg = AsapMessage::EndpointKeepAlive {
+            home: false,
+            server_id: self.id,
+            pool_handle: t.pool.clone(),
+            id: t.id,
+        };
+        let peer = t.peer;
+        self.stats.keepalives_sent += 1;
+        self.send(peer, &msg);
+    }
+
+    /// Forget the keep-alive state of an element (already out of the handlespace).
+    fn untrack(&mut self, pool: &PoolHandle, id: PeId) {
+        let Some(slot) = self.slots.remove(&(pool.clone(), id)) else {
+            return;
+        };
+        if let Some(t) = self.tracked.remove(&slot) {
+            self.timers.remove(&(t.due, slot));
+            if let Some(p) = self.peers.get_mut(&t.peer) {
+                p.elements.remove(&slot);
+            }
+        }
+    }
+
+    fn notify_removed(&mut self, pool: PoolHandle, id: PeId, reason: RemovalReason) {
+        self.actions
+            .push_back(Action::Notify(HandlespaceEvent::ElementRemoved {
+                pool,
+                id,
+                reason,
+            }));
+    }
+
+    fn send_error(&mut self, peer: PeerId, causes: Vec<ErrorCause>) {
+        self.stats.errors_sent += 1;
+        self.send(peer, &AsapMessage::Error { causes });
+    }
+
+    fn send(&mut self, peer: PeerId, msg: &AsapMessage) {
+        match wire::encode_asap(msg) {
+            Ok(bytes) => self.actions.push_back(Action::Send { peer, bytes }),
+            // Only reachable with values the core built itself; log rather than crash.
+            Err(e) => log::error!("cannot encode {msg:?}: {e}"),
+        }
+    }
+}
+
+fn resolution_error(pool_handle: PoolHandle, cause: CauseCode) -> AsapMessage {
+    AsapMessage::HandleResolutionResponse {
+        pool_handle,
+        policy: None,
+        elements: Vec::new(),
+        error: Some(vec![ErrorCause::new(cause)]),
+    }
+}
+
+fn error_cause(e: &DecodeError) -> ErrorCause {
+    truncate_info(e.to_error_cause())
+}
+
+fn truncate_info(mut cause: ErrorCause) -> ErrorCause {
+    cause.info.truncate(MAX_ERROR_INFO);
+    cause
+}
+
+/// The user transport with unspecified addresses replaced by the peer's, checked against the
+/// peer's addresses unless foreign addresses are allowed.
+fn check_addresses(
+    transport: &TransportAddress,
+    peer: &PeerInfo,
+    allow_foreign: bool,
+) -> Result<TransportAddress, CauseCode> {
+    let own = |ip: &IpAddr| peer.remote_addrs.contains(&canonical(*ip));
+    let fill = |ip: IpAddr| -> Result<IpAddr, CauseCode> {
+        let ip = canonical(ip);
+        if ip.is_unspecified() {
+            peer.remote_addrs
+                .first()
+                .copied()
+                .ok_or(CauseCode::InvalidValues)
+        } else if allow_foreign || own(&ip) {
+            Ok(ip)
+        } else {
+            Err(CauseCode::RejectedSecurity)
+        }
+    };
+    let mut t = transport.clone();
+    match &mut t {
+        TransportAddress::Sctp { addrs, .. } => {
+            if addrs.iter().any(|a| a.is_unspecified()) {
+                *addrs = peer.remote_addrs.clone();
+            } else {
+                for a in addrs.iter_mut() {
+                    *a = fill(*a)?;
+                }
+            }
+        }
+        TransportAddress::Tcp { addr, .. }
+        | TransportAddress::Udp { addr, .. }
+        | TransportAddress::UdpLite { addr, .. }
+        | TransportAddress::Dccp { addr, .. } => *addr = fill(*addr)?,
+    }
+    Ok(t)
+}

@@ -1,0 +1,383 @@
+//! The admin endpoint: a read-only HTTP/1.1 server for operators' tools (`rsplb handlespace`).
+//!
+//! - `GET /handlespace`: [`HandlespaceSnapshot`] as JSON.
+//! - `GET /stats`: [`StatsSnapshot`] as JSON.
+//!
+//! No authentication: bind it to loopback (the default, 127.0.0.1:3870) or a management network.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::{CoreStats, RegistrarCore};
+use crate::handlespace::RegistratorId;
+use crate::types::{Policy, TransportAddress, TransportUse};
+
+/// The whole handlespace as the admin endpoint serves it. Keys are stable; numbers are numbers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandlespaceSnapshot {
+    /// This registrar's identifier (decimal; `registrar_id_hex` for humans).
+    pub registrar_id: u32,
+    pub registrar_id_hex: String,
+    pub time_unix_ms: u64,
+    pub pool_count: usize,
+    pub element_count: usize,
+    pub pools: Vec<PoolSnapshot>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolSnapshot {
+    /// The pool handle (printable text as is, other bytes as `0x` + hex).
+    pub handle: String,
+    /// Policy name (`round_robin`, `least_used`...) and type code.
+    pub policy: String,
+    pub policy_type: u32,
+    pub elements: Vec<ElementSnapshot>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ElementSnapshot {
+    /// PE identifier (decimal; `id_hex` as rsplib prints it).
+    pub id: u32,
+    pub id_hex: String,
+    /// `tcp`, `udp`, `sctp`, `udplite`, `dccp`.
+    pub protocol: String,
+    pub addresses: Vec<IpAddr>,
+    pub port: u16,
+    /// `data_only` or `data_plus_control`.
+    pub transport_use: String,
+    /// First address and port, e.g. `198.18.1.2:80` or `[fd00::2]:80`.
+    pub address: String,
+    pub policy: PolicySnapshot,
+    pub home_registrar: u32,
+    pub registration_life_ms: i32,
+    /// Since the first registration.
+    pub age_ms: u64,
+    /// Since the last (re-)registration.
+    pub last_update_ms: u64,
+    /// Until the registration expires (`null`: never).
+    pub expires_in_ms: Option<u64>,
+    pub unreachable_reports: u32,
+    /// `asap:<connection>` or `registrar:<id>`.
+    pub registrator: String,
+}
+
+/// A policy with its values; absent values are omitted. Load, degradation and DPF values are
+/// fractions of 2^32-1; `load_percent` repeats the load in percent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicySnapshot {
+    pub name: String,
+    pub policy_type: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub weight: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub priority: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub load: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub load_percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub load_degradation: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub load_dpf: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub weight_dpf: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub distance: Option<u32>,
+}
+
+/// Counters of the registrar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    pub registrar_id: u32,
+    pub peers: usize,
+    pub pools: usize,
+    pub elements: usize,
+    pub registrations: u64,
+    pub registrations_rejected: u64,
+    pub deregistrations: u64,
+    pub handle_resolutions: u64,
+    pub keepalives_sent: u64,
+    pub keepalive_timeouts: u64,
+    pub unreachable_reports: u64,
+    pub expired: u64,
+    pub errors_sent: u64,
+    pub rate_limited: u64,
+    pub peers_closed: u64,
+}
+
+/// The policy's name as rsplb prints it.
+pub fn policy_name(policy_type: u32) -> String {
+    use crate::types::policy_type::*;
+    match policy_type {
+        ROUND_ROBIN => "round_robin",
+        WEIGHTED_ROUND_ROBIN => "weighted_round_robin",
+        RANDOM => "random",
+        WEIGHTED_RANDOM => "weighted_random",
+        PRIORITY => "priority",
+        LEAST_USED => "least_used",
+        LEAST_USED_DEGRADATION => "least_used_degradation",
+        PRIORITY_LEAST_USED => "priority_least_used",
+        RANDOMIZED_LEAST_USED => "randomized_least_used",
+        RANDOMIZED_PRIORITY_LEAST_USED => "randomized_priority_least_used",
+        RANDOMIZED_LEAST_USED_DEGRADATION => "randomized_least_used_degradation",
+        PRIORITY_LEAST_USED_DEGRADATION => "priority_least_used_degradation",
+        RANDOMIZED_PRIORITY_LEAST_USED_DEGRADATION => "randomized_priority_least_used_degradation",
+        WEIGHTED_RANDOM_DPF => "weighted_random_dpf",
+        LEAST_USED_DPF => "least_used_dpf",
+        LEAST_USED_DEGRADATION_DPF => "least_used_degradation_dpf",
+        other => return format!("0x{other:08x}"),
+    }
+    .to_string()
+}
+
+fn policy_snapshot(p: &Policy) -> PolicySnapshot {
+    let mut s = PolicySnapshot {
+        name: policy_name(p.type_code()),
+        policy_type: p.type_code(),
+        ..PolicySnapshot::default()
+    };
+    match *p {
+        Policy::RoundRobin | Policy::Random | Policy::Unknown { .. } => {}
+        Policy::WeightedRoundRobin { weight } | Policy::WeightedRandom { weight } => {
+            s.weight = Some(weight)
+        }
+        Policy::Priority { priority } => s.priority = Some(priority),
+        Policy::LeastUsed { load } | Policy::RandomizedLeastUsed { load } => s.load = Some(load),
+        Policy::LeastUsedDegradation { load, degradation }
+        | Policy::PriorityLeastUsed { load, degradation }
+        | Policy::RandomizedPriorityLeastUsed { load, degradation }
+        | Policy::RandomizedLeastUsedDegradation { load, degradation }
+        | Policy::PriorityLeastUsedDegradation { load, degradation }
+        | Policy::RandomizedPriorityLeastUsedDegradation { load, degradation } => {
+            s.load = Some(load);
+            s.load_degradation = Some(degradation);
+        }
+        Policy::WeightedRandomDpf {
+            weight,
+            weight_dpf,
+            distance,
+        } => {
+            s.weight = Some(weight);
+            s.weight_dpf = Some(weight_dpf);
+            s.distance = Some(distance);
+        }
+        Policy::LeastUsedDpf {
+            load,
+            load_dpf,
+            distance,
+        } => {
+            s.load = Some(load);
+            s.load_dpf = Some(load_dpf);
+            s.distance = Some(distance);
+        }
+        Policy::LeastUsedDegradationDpf {
+            load,
+            degradation,
+            load_dpf,
+            distance,
+        } => {
+            s.load = Some(load);
+            s.load_degradation = Some(degradation);
+            s.load_dpf = Some(load_dpf);
+            s.distance = Some(distance);
+        }
+    }
+    s.load_percent = s
+        .load
+        .map(|l| (f64::from(l) / f64::from(u32::MAX) * 10_000.0).round() / 100.0);
+    s
+}
+
+fn protocol_name(t: &TransportAddress) -> &'static str {
+    match t {
+        TransportAddress::Sctp { .. } => "sctp",
+        TransportAddress::Tcp { .. } => "tcp",
+        TransportAddress::Udp { .. } => "udp",
+        TransportAddress::UdpLite { .. } => "udplite",
+        TransportAddress::Dccp { .. } => "dccp",
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Build a snapshot of the core's handlespace at `now`.
+pub fn snapshot(core: &RegistrarCore, now: Instant) -> HandlespaceSnapshot {
+    let hs = core.handlespace();
+    let pools = hs
+        .pools()
+        .map(|(handle, pool)| PoolSnapshot {
+            handle: handle.to_string(),
+            policy: policy_name(pool.policy_type()),
+            policy_type: pool.policy_type(),
+            elements: pool
+                .elements()
+                .map(|e| {
+                    let pe = e.element();
+                    let t = &pe.user_transport;
+                    let first = t.addrs().first().copied();
+                    ElementSnapshot {
+                        id: pe.id.0,
+                        id_hex: pe.id.to_string(),
+                        protocol: protocol_name(t).into(),
+                        addresses: t.addrs().to_vec(),
+                        port: t.port(),
+                        transport_use: match t.transport_use() {
+                            TransportUse::DataOnly => "data_only",
+                            TransportUse::DataPlusControl => "data_plus_control",
+                        }
+                        .into(),
+                        address: first
+                            .map(|ip| SocketAddr::new(ip, t.port()).to_string())
+                            .unwrap_or_default(),
+                        policy: policy_snapshot(&pe.policy),
+                        home_registrar: pe.home_registrar.0,
+                        registration_life_ms: pe.registration_life_ms,
+                        age_ms: ms(now.saturating_duration_since(e.registered_at())),
+                        last_update_ms: ms(now.saturating_duration_since(e.updated_at())),
+                        expires_in_ms: e.expires_at().map(|t| ms(t.saturating_duration_since(now))),
+                        unreachable_reports: e.unreachable_reports(),
+                        registrator: match e.registrator() {
+                            RegistratorId::Asap(c) => format!("asap:{c}"),
+                            RegistratorId::Peer(r) => format!("registrar:{r}"),
+                        },
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    HandlespaceSnapshot {
+        registrar_id: core.id().0,
+        registrar_id_hex: core.id().to_string(),
+        time_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(ms)
+            .unwrap_or(0),
+        pool_count: hs.pool_count(),
+        element_count: hs.len(),
+        pools,
+    }
+}
+
+/// Counters of the core.
+pub fn stats(core: &RegistrarCore) -> StatsSnapshot {
+    let CoreStats {
+        registrations,
+        registrations_rejected,
+        deregistrations,
+        handle_resolutions,
+        keepalives_sent,
+        keepalive_timeouts,
+        unreachable_reports,
+        expired,
+        errors_sent,
+        rate_limited,
+        peers_closed,
+    } = core.stats();
+    StatsSnapshot {
+        registrar_id: core.id().0,
+        peers: core.peer_count(),
+        pools: core.handlespace().pool_count(),
+        elements: core.handlespace().len(),
+        registrations,
+        registrations_rejected,
+        deregistrations,
+        handle_resolutions,
+        keepalives_sent,
+        keepalive_timeouts,
+        unreachable_reports,
+        expired,
+        errors_sent,
+        rate_limited,
+        peers_closed,
+    }
+}
+
+/// A question the admin endpoint (or an embedding program) asks the driver.
+#[derive(Debug)]
+pub enum Query {
+    Handlespace(oneshot::Sender<HandlespaceSnapshot>),
+    Stats(oneshot::Sender<StatsSnapshot>),
+}
+
+/// Serve the admin endpoint until the task is dropped.
+pub async fn serve(listener: TcpListener, queries: mpsc::Sender<Query>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let queries = queries.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_one(stream, queries).await {
+                log::debug!("admin request: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_one(mut stream: TcpStream, queries: mpsc::Sender<Query>) -> io::Result<()> {
+    let mut req = Vec::with_capacity(1024);
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&chunk[..n]);
+            if req.windows(4).any(|w| w == b"\r\n\r\n") || req.len() > 8192 {
+                break;
+            }
+        }
+        io::Result::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request header timeout"))??;
+    let line = req.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, body) = match (method, path) {
+        ("GET", "/handlespace") => {
+            let (tx, rx) = oneshot::channel();
+            let _ = queries.send(Query::Handlespace(tx)).await;
+            match rx.await {
+                Ok(s) => ("200 OK", serde_json::to_vec(&s).unwrap_or_default()),
+                Err(_) => ("503 Service Unavailable", b"{}".to_vec()),
+            }
+        }
+        ("GET", "/stats") => {
+            let (tx, rx) = oneshot::channel();
+            let _ = queries.send(Query::Stats(tx)).await;
+            match rx.await {
+                Ok(s) => ("200 OK", serde_json::to_vec(&s).unwrap_or_default()),
+                Err(_) => ("503 Service Unavailable", b"{}".to_vec()),
+            }
+        }
+        ("GET", _) => (
+            "404 Not Found",
+            br#"{"error":"not found; try /handlespace or /stats"}"#.to_vec(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            br#"{"error":"only GET"}"#.to_vec(),
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&body).await?;
+    stream.shutdown().await
+}
