@@ -63,6 +63,8 @@ impl PoolElementConfig {
 pub enum PeState {
     /// Looking for a registrar (at start, or after losing one).
     Hunting,
+    /// A hunt found no registrar (what went wrong with each); hunting again after a pause.
+    NoRegistrar { tried: Vec<(SocketAddr, String)> },
     /// Registered at `registrar`, whose identifier (from its keep-alives) is `home`; 0 until the
     /// first keep-alive tells it.
     Registered {
@@ -166,7 +168,8 @@ impl PoolElementHandle {
     }
 
     /// Waits until the element is registered; returns the registrar and its identifier.
-    /// Fails when the registration is refused or the task ends.
+    /// Fails when the registration is refused, a hunt finds no registrar, or the task ends
+    /// (the task itself keeps trying in the first two cases).
     pub async fn registered(&mut self) -> Result<(SocketAddr, RegistrarId), ClientError> {
         let state = self
             .state
@@ -180,6 +183,7 @@ impl PoolElementHandle {
                 pool: self.pool_handle.clone(),
                 causes,
             }),
+            PeState::NoRegistrar { tried } => Err(ClientError::NoRegistrar { tried }),
             PeState::Deregistered | PeState::Hunting => Err(ClientError::Stopped),
         }
     }
@@ -305,6 +309,9 @@ impl Task {
                         "pool element {id} of {}: {e}; hunting again in {delay:?}",
                         self.pe.pool_handle
                     );
+                    if let ClientError::NoRegistrar { tried } = e {
+                        self.state.send_replace(PeState::NoRegistrar { tried });
+                    }
                     if let Idle::Stop = self.idle_wait(delay).await {
                         return;
                     }
