@@ -15,8 +15,14 @@ pub mod lab;
 pub mod netns;
 pub mod server;
 pub mod stats;
+pub mod xdp_tools;
 
 pub use cli::Rsplb;
 pub use client::{Tally, TcpConn, tcp_burst, udp_burst, udp_flows};
 pub use lab::{Lab, LabConfig, PeerNapi};
 pub use netns::{LabId, Netns, cleanup_leftovers, in_netns};
+
+/// The lab's own XDP programs (`ebpf-tools/`): `lab_tx`, `lab_pass`, `lab_sink` and the map
+/// `LAB_SINK_COUNTS`.
+pub const LAB_XDP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsplb-lab-xdp"));

@@ -171,6 +171,32 @@ where
         .map_err(|_| anyhow!("the thread in network namespace {name} panicked"))?
 }
 
+/// Like [`in_netns`], for a closure that borrows from the caller (a scoped thread).
+pub fn in_netns_scoped<F, R>(name: &str, f: F) -> Result<R>
+where
+    F: FnOnce() -> Result<R> + Send,
+    R: Send,
+{
+    let path = format!("/run/netns/{name}");
+    let file = fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    thread::scope(|scope| {
+        let handle = thread::Builder::new()
+            .name(format!("netns-{name}"))
+            .spawn_scoped(scope, move || -> Result<R> {
+                // SAFETY: as in `in_netns`: only this new thread changes namespace.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    return Err(std::io::Error::last_os_error()).context("setns(CLONE_NEWNET)");
+                }
+                f()
+            })
+            .context("spawning a thread")?;
+        handle
+            .join()
+            .map_err(|_| anyhow!("the thread in network namespace {name} panicked"))?
+    })
+}
+
 /// A child process killed (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct ChildGuard {
