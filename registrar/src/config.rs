@@ -434,8 +434,10 @@ mod tests {
         c.resolution.default_items = 200;
         assert!(c.validate().is_err());
 
-        let mut c = RegistrarConfig::default();
-        c.registrar_id = Some(0);
+        let c = RegistrarConfig {
+            registrar_id: Some(0),
+            ..RegistrarConfig::default()
+        };
         assert!(c.validate().is_err());
     }
 
