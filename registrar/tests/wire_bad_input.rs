@@ -122,6 +122,7 @@ fn message_length_larger_or_smaller_than_the_data() {
     // Larger than the data (message cut off).
     let e = asap_err(&good[..good.len() - 4]);
     expect(&e, K::BadLength, CauseCode::InvalidValues);
+    assert!(e.info.is_empty(), "no well-formed parameter to quote");
     // Length below the header.
     for len in 0..4u16 {
         let mut b = good.clone();

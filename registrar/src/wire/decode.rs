@@ -175,7 +175,7 @@ pub fn decode_enrp(bytes: &[u8]) -> Result<Decoded<EnrpMessage>, DecodeError> {
         HANDLE_UPDATE => {
             // RFC 5353 section 2.1.4: Update Action(16), Reserved(16).
             let Some((fixed, rest)) = body.split_first_chunk::<4>() else {
-                return Err(truncated(body, "Update Action"));
+                return Err(truncated("Update Action"));
             };
             let code = u16::from_be_bytes([fixed[0], fixed[1]]);
             let action = UpdateAction::from_code(code).ok_or_else(|| {
@@ -246,7 +246,7 @@ fn frame(bytes: &[u8]) -> Result<(u8, u8, &[u8]), DecodeError> {
     let Some(h) = bytes.first_chunk::<HEADER_LEN>() else {
         return Err(DecodeError::new(
             K::Truncated,
-            bytes,
+            &[],
             format!("{} bytes, less than the 4-byte message header", bytes.len()),
         ));
     };
@@ -254,14 +254,14 @@ fn frame(bytes: &[u8]) -> Result<(u8, u8, &[u8]), DecodeError> {
     if len < HEADER_LEN {
         return Err(DecodeError::new(
             K::BadLength,
-            h,
+            &[],
             format!("message Length {len} is below the 4-byte header"),
         ));
     }
     if len > bytes.len() {
         return Err(DecodeError::new(
             K::BadLength,
-            h,
+            &[],
             format!(
                 "message Length {len} exceeds the {} bytes received",
                 bytes.len()
@@ -271,7 +271,7 @@ fn frame(bytes: &[u8]) -> Result<(u8, u8, &[u8]), DecodeError> {
     if bytes.len() - len > 3 {
         return Err(DecodeError::new(
             K::BadLength,
-            h,
+            &[],
             format!(
                 "{} bytes follow the message Length {len}: more than padding",
                 bytes.len() - len
@@ -284,14 +284,14 @@ fn frame(bytes: &[u8]) -> Result<(u8, u8, &[u8]), DecodeError> {
 fn fixed_u32<'a>(data: &'a [u8], what: &str) -> Result<(u32, &'a [u8]), DecodeError> {
     match data.split_first_chunk::<4>() {
         Some((v, rest)) => Ok((u32::from_be_bytes(*v), rest)),
-        None => Err(truncated(data, what)),
+        None => Err(truncated(what)),
     }
 }
 
-fn truncated(data: &[u8], what: &str) -> DecodeError {
+fn truncated(what: &str) -> DecodeError {
     DecodeError::new(
         K::Truncated,
-        data,
+        &[],
         format!("message ends before its {what} field"),
     )
 }
@@ -357,7 +357,7 @@ fn tlvs(data: &[u8]) -> Result<Vec<Tlv<'_>>, DecodeError> {
         let Some(h) = rest.first_chunk::<4>() else {
             return Err(DecodeError::new(
                 K::BadLength,
-                rest,
+                &[],
                 format!("{} stray bytes after the last parameter", rest.len()),
             ));
         };
@@ -366,14 +366,14 @@ fn tlvs(data: &[u8]) -> Result<Vec<Tlv<'_>>, DecodeError> {
         if len < 4 {
             return Err(DecodeError::new(
                 K::BadLength,
-                h,
+                &[],
                 format!("parameter 0x{ptype:04x} has Length {len}, below its 4-byte header"),
             ));
         }
         if len > rest.len() {
             return Err(DecodeError::new(
                 K::BadLength,
-                h,
+                &[],
                 format!(
                     "parameter 0x{ptype:04x} has Length {len}, beyond the {} bytes left",
                     rest.len()

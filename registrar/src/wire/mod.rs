@@ -119,9 +119,11 @@ pub struct Decoded<M> {
 /// What was wrong with a message that could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DecodeErrorKind {
-    /// Fewer bytes than the header or the message's fixed fields (cause Invalid Values).
+    /// Fewer bytes than the header or the message's fixed fields (cause Invalid Values, no info:
+    /// there is no well-formed parameter to quote, and a peer's dissector reads the info as one).
     Truncated,
-    /// Message Length or a parameter Length inconsistent with the data (cause Invalid Values).
+    /// Message Length or a parameter Length inconsistent with the data (cause Invalid Values, no
+    /// info, as for `Truncated`).
     BadLength,
     /// Unknown message type (cause Unrecognized Message, info = the message; RFC 5352 section 5.4
     /// and RFC 5353 section 3 ask for an ERROR).
@@ -216,14 +218,14 @@ pub fn frame_length(header: &[u8], max: usize) -> Result<Option<usize>, DecodeEr
     if len < HEADER_LEN {
         return Err(DecodeError::new(
             DecodeErrorKind::BadLength,
-            h,
+            &[],
             format!("message Length {len} is below the 4-byte header"),
         ));
     }
     if len > max {
         return Err(DecodeError::new(
             DecodeErrorKind::BadLength,
-            h,
+            &[],
             format!("message Length {len} exceeds the limit of {max} bytes"),
         ));
     }
