@@ -1,4 +1,20 @@
 //! rsplb userspace: loader, control plane and command line.
+//!
+//! - [`loader`]: load, attach, pin, re-adopt and detach the XDP program.
+//! - [`control::Balancer`]: the control-plane library (VIPs, pools, elements, Maglev tables,
+//!   next hops, counters) that the command line, the daemon and the registrar drive.
+//! - [`maglev`]: weighted Maglev table computation.
+//! - [`daemon`]: `rsplb run` (next-hop refresh, NAT expiry, Prometheus metrics).
+
+pub mod addr;
+pub mod control;
+pub mod daemon;
+pub mod loader;
+pub mod maglev;
+pub mod maps;
+pub mod nexthop;
+pub mod output;
+pub mod state;
 
 /// The compiled XDP program (ELF, BTF), built by build.rs.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsplb-xdp"));

@@ -1,3 +1,433 @@
-fn main() {
-    println!("rsplb: {} bytes of XDP object", rsplb::XDP_OBJECT.len());
+//! The `rsplb` command line: a thin layer over `rsplb::loader` and `rsplb::control::Balancer`.
+
+use std::{net::IpAddr, net::SocketAddr, process::ExitCode, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use rsplb::{
+    addr::{ElementAddr, Mode, PoolHandle, Vip, parse_port_range, parse_weight},
+    control::Balancer,
+    daemon, loader, output,
+    state::AttachOptions,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "rsplb",
+    version,
+    about = "RSerPool load balancer with an XDP dataplane",
+    long_about = "rsplb steers the packets of virtual services (VIPs) to the elements of RSerPool \
+        pools with an XDP program and weighted Maglev hashing.\n\n\
+        The program and its maps are pinned under /sys/fs/bpf/rsplb/<IFACE>/ and the control-plane \
+        state lives in /run/rsplb/<IFACE>/state.json, so every command works with or without the \
+        daemon, and the dataplane keeps forwarding when no rsplb process runs.",
+    after_long_help = "Examples:\n  \
+        rsplb attach eth1\n  \
+        rsplb vip add 198.18.0.100:80/tcp --pool web\n  \
+        rsplb element add web 198.18.1.2 --weight 3\n  \
+        rsplb element add web 198.18.1.3\n  \
+        rsplb stats --watch\n  \
+        rsplb --netns lb vip list --json\n  \
+        rsplb detach eth1"
+)]
+struct Cli {
+    /// Enter the network namespace /run/netns/NAME first (network namespace only; the bpffs
+    /// pins stay the host's). Use this rather than `ip netns exec`.
+    #[arg(long, global = true, env = "RSPLB_NETNS", value_name = "NAME")]
+    netns: Option<String>,
+    /// Interface to work on; may be omitted when exactly one interface is attached.
+    #[arg(short = 'i', long = "interface", global = true, value_name = "IFACE")]
+    iface: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load the XDP program and attach it to an interface (re-adopts an existing attachment).
+    #[command(
+        after_long_help = "The process exits after attaching: the pinned link keeps the \
+        program attached. Attaching an interface that rsplb already attached re-adopts it \
+        without reloading, so no flow is dropped; --force reloads (keeping VIPs and elements).\n\n\
+        Examples:\n  rsplb attach eth1\n  rsplb attach veth0 --generic --maglev-size 4093 --max-vips 8\n  \
+        rsplb --netns lb attach veth-lb"
+    )]
+    Attach(AttachArgs),
+    /// Remove the program, its link, maps and state from an interface.
+    #[command(after_long_help = "Example:\n  rsplb detach eth1")]
+    Detach {
+        /// Interface to detach from.
+        iface: String,
+    },
+    /// Manage virtual services.
+    #[command(subcommand)]
+    Vip(VipCmd),
+    /// Manage pool elements (a pool is created by its first element).
+    #[command(subcommand)]
+    Element(ElementCmd),
+    /// Show counters per VIP, per element and global.
+    #[command(after_long_help = "Examples:\n  rsplb stats\n  rsplb stats --json\n  \
+        rsplb stats --watch 2\n  rsplb stats --watch --json   (one JSON object per line, with rates)")]
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every SECS seconds (default 1) and show per-second rates.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1")]
+        watch: Option<f64>,
+    },
+    /// Run the daemon: keep next hops resolved, expire NAT state, serve metrics.
+    #[command(
+        after_long_help = "Stop it with SIGINT or SIGTERM: the dataplane keeps forwarding.\n\n\
+        Examples:\n  rsplb run\n  rsplb -i eth1 run --metrics 127.0.0.1:9464"
+    )]
+    Run {
+        /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<SocketAddr>,
+        /// Seconds between next-hop refreshes and NAT expiry passes.
+        #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+        interval: f64,
+    },
+    /// List the interfaces rsplb is attached to.
+    ListInterfaces {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct AttachArgs {
+    /// Interface to attach to.
+    iface: String,
+    /// Generic (SKB) mode instead of native (driver) mode.
+    #[arg(long)]
+    generic: bool,
+    /// Entries per Maglev table (a prime).
+    #[arg(long, default_value_t = rsplb_common::DEFAULT_MAGLEV_SIZE, value_name = "N")]
+    maglev_size: u32,
+    /// Number of VIP slots.
+    #[arg(long, default_value_t = rsplb_common::DEFAULT_MAX_VIPS, value_name = "N")]
+    max_vips: u32,
+    /// Number of element slots (all pools together).
+    #[arg(long, default_value_t = rsplb_common::DEFAULT_MAX_ELEMENTS, value_name = "N")]
+    max_elements: u32,
+    /// Capacity of the flow table.
+    #[arg(long, default_value_t = rsplb_common::DEFAULT_FLOW_CAPACITY, value_name = "N")]
+    flow_capacity: u32,
+    /// SNAT source ports for NAT VIPs, inclusive.
+    #[arg(long, default_value = "20000-60999", value_name = "MIN-MAX", value_parser = parse_port_range)]
+    nat_ports: (u16, u16),
+    /// Reload even if already attached (or attached from another network namespace).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Subcommand)]
+enum VipCmd {
+    /// Add a VIP pointing at a pool.
+    #[command(
+        after_long_help = "Examples:\n  rsplb vip add 198.18.0.100:80/tcp --pool web\n  \
+        rsplb vip add [fd00::100]:53/udp --pool dns --mode nat --snat fd00::1 --nat-timeout 30"
+    )]
+    Add {
+        /// ADDR:PORT/PROTO (tcp, udp, sctp); IPv6 in brackets.
+        vip: Vip,
+        /// Pool handle (1..32 bytes).
+        #[arg(long)]
+        pool: PoolHandle,
+        /// dsr (default) or nat.
+        #[arg(long, default_value = "dsr")]
+        mode: Mode,
+        /// NAT: source address toward the elements.
+        #[arg(long, value_name = "ADDR")]
+        snat: Option<IpAddr>,
+        /// NAT: idle seconds before a translation expires (default: 300 TCP, 30 UDP).
+        #[arg(long, value_name = "SECS")]
+        nat_timeout: Option<u32>,
+    },
+    /// Change a VIP's pool, mode or SNAT address (tables switch atomically).
+    #[command(after_long_help = "Example:\n  rsplb vip change 198.18.0.100:80/tcp --pool web-v2")]
+    Change {
+        vip: Vip,
+        #[arg(long)]
+        pool: Option<PoolHandle>,
+        #[arg(long)]
+        mode: Option<Mode>,
+        #[arg(long, value_name = "ADDR")]
+        snat: Option<IpAddr>,
+    },
+    /// Delete a VIP.
+    #[command(after_long_help = "Example:\n  rsplb vip del 198.18.0.100:80/tcp")]
+    Del { vip: Vip },
+    /// List VIPs.
+    #[command(after_long_help = "Example:\n  rsplb vip list --json")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ElementCmd {
+    /// Add an element to a pool (creates the pool).
+    #[command(
+        after_long_help = "The port defaults to the VIP's port (DSR cannot change ports).\n\n\
+        Examples:\n  rsplb element add web 198.18.1.2 --weight 3\n  rsplb element add dns [fd00::2]:5353"
+    )]
+    Add {
+        pool: PoolHandle,
+        /// ADDR or ADDR:PORT ([V6]:PORT).
+        addr: ElementAddr,
+        /// 1..=65535.
+        #[arg(long, default_value = "1", value_parser = parse_weight)]
+        weight: u16,
+    },
+    /// Change an element's weight.
+    #[command(after_long_help = "Example:\n  rsplb element weight web 198.18.1.2 10")]
+    Weight {
+        pool: PoolHandle,
+        addr: ElementAddr,
+        #[arg(value_parser = parse_weight)]
+        weight: u16,
+    },
+    /// Stop giving an element new flows; its existing flows stay.
+    #[command(after_long_help = "Example:\n  rsplb element drain web 198.18.1.2")]
+    Drain { pool: PoolHandle, addr: ElementAddr },
+    /// Remove an element; its flows are re-selected.
+    #[command(after_long_help = "Example:\n  rsplb element del web 198.18.1.2")]
+    Del { pool: PoolHandle, addr: ElementAddr },
+    /// List elements (of one pool, or all).
+    #[command(after_long_help = "Examples:\n  rsplb element list\n  rsplb element list web --json")]
+    List {
+        pool: Option<PoolHandle>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn pick_iface(explicit: Option<String>) -> Result<String> {
+    if let Some(i) = explicit {
+        return Ok(i);
+    }
+    let attached = loader::attached_interfaces();
+    match attached.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no interface is attached (run `rsplb attach IFACE`)"),
+        many => bail!(
+            "several interfaces are attached ({}): choose one with -i IFACE",
+            many.join(", ")
+        ),
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, as every other error: clap's first line without its "error: " prefix.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid command line");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("rsplb: {first} (see `rsplb --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rsplb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(ns) = &cli.netns {
+        loader::enter_netns(ns)?;
+    }
+    match cli.cmd {
+        Cmd::Attach(a) => {
+            let opts = AttachOptions {
+                maglev_size: a.maglev_size,
+                max_vips: a.max_vips,
+                max_elements: a.max_elements,
+                flow_capacity: a.flow_capacity,
+                nat_port_min: a.nat_ports.0,
+                nat_port_max: a.nat_ports.1,
+                generic: a.generic,
+                ..AttachOptions::default()
+            };
+            match loader::attach(&a.iface, &opts, a.force, cli.netns.clone())? {
+                loader::AttachOutcome::Loaded { prog_id } => eprintln!(
+                    "rsplb: attached to {} in {} mode (program id {prog_id})",
+                    a.iface,
+                    if a.generic { "generic" } else { "native" }
+                ),
+                loader::AttachOutcome::Readopted { prog_id } => eprintln!(
+                    "rsplb: {} was already attached; re-adopted the pinned program (id {prog_id}) without reloading",
+                    a.iface
+                ),
+            }
+            Ok(())
+        }
+        Cmd::Detach { iface } => {
+            loader::detach(&iface).with_context(|| format!("detaching from {iface}"))?;
+            eprintln!("rsplb: detached from {iface}");
+            Ok(())
+        }
+        Cmd::ListInterfaces { json } => {
+            let ifaces = loader::attached_interfaces();
+            if json {
+                let rows: Vec<_> = ifaces
+                    .iter()
+                    .map(|i| {
+                        let st = Balancer::open(i).and_then(|b| b.state()).ok();
+                        serde_json::json!({
+                            "interface": i,
+                            "ifindex": st.as_ref().map(|s| s.ifindex),
+                            "netns": st.as_ref().and_then(|s| s.netns_name.clone()),
+                            "mode": st.as_ref().map(|s| if s.options.generic { "generic" } else { "native" }),
+                            "prog_id": loader::pinned_link_prog_id(i),
+                        })
+                    })
+                    .collect();
+                print_json(&serde_json::json!({ "interfaces": rows }));
+            } else {
+                for i in ifaces {
+                    println!("{i}");
+                }
+            }
+            Ok(())
+        }
+        Cmd::Vip(v) => {
+            let iface = pick_iface(cli.iface)?;
+            let mut b = Balancer::open(&iface)?;
+            match v {
+                VipCmd::Add {
+                    vip,
+                    pool,
+                    mode,
+                    snat,
+                    nat_timeout,
+                } => {
+                    b.add_vip(vip, &pool, mode, snat, nat_timeout)
+                        .with_context(|| format!("adding VIP {vip} on {iface}"))?;
+                }
+                VipCmd::Change {
+                    vip,
+                    pool,
+                    mode,
+                    snat,
+                } => b
+                    .change_vip(vip, pool.as_ref(), mode, snat)
+                    .with_context(|| format!("changing VIP {vip} on {iface}"))?,
+                VipCmd::Del { vip } => b
+                    .del_vip(vip)
+                    .with_context(|| format!("deleting VIP {vip} on {iface}"))?,
+                VipCmd::List { json } => {
+                    let vips = b.list_vips()?;
+                    if json {
+                        print_json(&output::vips_json(&iface, &vips));
+                    } else {
+                        print!("{}", output::vips_table(&vips));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::Element(e) => {
+            let iface = pick_iface(cli.iface)?;
+            let mut b = Balancer::open(&iface)?;
+            let warn = |addr: &ElementAddr, r: &rsplb::control::ElementReport| {
+                if let Some(why) = &r.unresolved {
+                    eprintln!(
+                        "rsplb: warning: next hop of {addr} unresolved ({why}); its packets are dropped until it resolves (`rsplb run` keeps retrying)"
+                    );
+                }
+            };
+            match e {
+                ElementCmd::Add { pool, addr, weight } => {
+                    let r = b
+                        .add_element(&pool, addr, weight)
+                        .with_context(|| format!("adding {addr} to pool {pool} on {iface}"))?;
+                    warn(&addr, &r);
+                }
+                ElementCmd::Weight { pool, addr, weight } => {
+                    let r = b
+                        .set_weight(&pool, addr, weight)
+                        .with_context(|| format!("weighting {addr} in pool {pool} on {iface}"))?;
+                    warn(&addr, &r);
+                }
+                ElementCmd::Drain { pool, addr } => b
+                    .drain_element(&pool, addr)
+                    .with_context(|| format!("draining {addr} in pool {pool} on {iface}"))?,
+                ElementCmd::Del { pool, addr } => b
+                    .remove_element(&pool, addr)
+                    .with_context(|| format!("removing {addr} from pool {pool} on {iface}"))?,
+                ElementCmd::List { pool, json } => {
+                    let els = b.list_elements(pool.as_ref())?;
+                    if json {
+                        print_json(&output::elements_json(&iface, &els));
+                    } else {
+                        print!("{}", output::elements_table(&els));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::Stats { json, watch } => {
+            let iface = pick_iface(cli.iface)?;
+            let b = Balancer::open(&iface)?;
+            let Some(secs) = watch else {
+                let s = b.stats()?;
+                if json {
+                    print_json(&output::stats_json(&s, None));
+                } else {
+                    print!("{}", output::stats_table(&s, None));
+                }
+                return Ok(());
+            };
+            if !(secs.is_finite() && secs > 0.0) {
+                bail!("--watch needs a positive number of seconds");
+            }
+            let mut prev = b.stats()?;
+            loop {
+                std::thread::sleep(Duration::from_secs_f64(secs));
+                let cur = b.stats()?;
+                if json {
+                    print_json(&output::stats_json(&cur, Some(&prev)));
+                } else {
+                    print!("\x1b[2J\x1b[H{}", output::stats_table(&cur, Some(&prev)));
+                }
+                prev = cur;
+            }
+        }
+        Cmd::Run { metrics, interval } => {
+            let iface = pick_iface(cli.iface)?;
+            if !(interval.is_finite() && interval > 0.0) {
+                bail!("--interval needs a positive number of seconds");
+            }
+            daemon::run(
+                &iface,
+                daemon::RunOptions {
+                    metrics,
+                    interval: Duration::from_secs_f64(interval),
+                },
+            )
+        }
+    }
 }

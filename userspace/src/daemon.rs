@@ -1,0 +1,154 @@
+//! `rsplb run`: keeps next hops resolved (on neighbour events and periodically), expires idle
+//! NAT translations, and serves Prometheus metrics. Stopping it (SIGINT/SIGTERM, or a crash)
+//! leaves the pinned dataplane forwarding with its last tables.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_ROUTE};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    sync::Notify,
+};
+
+use crate::{control::Balancer, output};
+
+/// Daemon settings.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub metrics: Option<SocketAddr>,
+    /// Period of the next-hop refresh and NAT expiry.
+    pub interval: Duration,
+}
+
+const RTNLGRP_NEIGH: u32 = 3;
+
+/// Blocks on a netlink socket subscribed to neighbour events and wakes `notify` on each batch.
+fn watch_neighbours(notify: Arc<Notify>) -> Result<()> {
+    let mut s = Socket::new(NETLINK_ROUTE).context("netlink socket")?;
+    s.bind(&NlAddr::new(0, 1 << (RTNLGRP_NEIGH - 1)))
+        .context("subscribing to neighbour events")?;
+    std::thread::Builder::new()
+        .name("rsplb-neigh".into())
+        .spawn(move || {
+            while s.recv_from_full().is_ok() {
+                notify.notify_one();
+            }
+        })
+        .context("spawning the neighbour watcher")?;
+    Ok(())
+}
+
+async fn serve_metrics(listener: TcpListener, balancer: Arc<Mutex<Balancer>>) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let balancer = balancer.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let n = match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = if path == "/metrics" {
+                let snapshot = tokio::task::spawn_blocking(move || match balancer.lock() {
+                    Ok(b) => b.stats().map(|s| output::prometheus(&s)),
+                    Err(_) => Err(anyhow::anyhow!("control plane lock poisoned")),
+                })
+                .await;
+                match snapshot {
+                    Ok(Ok(text)) => ("200 OK", text),
+                    Ok(Err(e)) => ("500 Internal Server Error", format!("{e:#}\n")),
+                    Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+                }
+            } else {
+                ("404 Not Found", "try /metrics\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// One maintenance pass: next hops, then NAT expiry.
+fn maintain(balancer: &Mutex<Balancer>) {
+    let Ok(mut b) = balancer.lock() else {
+        return;
+    };
+    match b.refresh_nexthops(Duration::from_millis(200)) {
+        Ok((changed, unresolved)) => {
+            if changed > 0 {
+                log::info!("{}: {changed} next hop(s) updated", b.interface());
+            }
+            if unresolved > 0 {
+                log::warn!(
+                    "{}: {unresolved} element(s) with an unresolved next hop",
+                    b.interface()
+                );
+            }
+        }
+        Err(e) => log::warn!("{}: refreshing next hops: {e:#}", b.interface()),
+    }
+    match b.expire_nat() {
+        Ok(0) => {}
+        Ok(n) => log::info!("{}: expired {n} NAT translation(s)", b.interface()),
+        Err(e) => log::warn!("{}: expiring NAT translations: {e:#}", b.interface()),
+    }
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
+    let balancer = Arc::new(Mutex::new(Balancer::open(iface)?));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        let notify = Arc::new(Notify::new());
+        if let Err(e) = watch_neighbours(notify.clone()) {
+            log::warn!(
+                "no neighbour events ({e:#}); refreshing every {:?} only",
+                opts.interval
+            );
+        }
+        if let Some(addr) = opts.metrics {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?;
+            eprintln!("rsplb: serving metrics on http://{addr}/metrics");
+            tokio::spawn(serve_metrics(listener, balancer.clone()));
+        }
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut tick = tokio::time::interval(opts.interval);
+        eprintln!("rsplb: running on {iface}");
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = notify.notified() => {
+                    // Let a burst of neighbour events settle (our own probes cause some).
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+            let b = balancer.clone();
+            let _ = tokio::task::spawn_blocking(move || maintain(&b)).await;
+        }
+        eprintln!("rsplb: stopped; the dataplane keeps forwarding with its last tables");
+        Ok(())
+    })
+}

@@ -1,0 +1,206 @@
+//! Typed access to the pinned maps of one attached interface.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use aya::maps::{Array, DevMap, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use rsplb_common::{Config, Counters, Element, NatKey, NatValue, VipInfo, VipKey, maps, stat};
+
+/// Root of the per-interface pin directories (on bpffs).
+pub const PIN_ROOT: &str = "/sys/fs/bpf/rsplb";
+/// Name of the pinned XDP link inside the pin directory.
+pub const LINK_PIN: &str = "link";
+
+pub fn pin_dir(iface: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(iface)
+}
+
+fn open(dir: &Path, name: &str) -> Result<Map> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening pinned map {}", path.display()))?;
+    Map::from_map_data(data).with_context(|| format!("map {name}: unsupported map type"))
+}
+
+/// The dataplane's maps, opened from their pins.
+pub struct Maps {
+    pub vips: HashMap<MapData, VipKey, VipInfo>,
+    pub elements: Array<MapData, Element>,
+    pub maglev: Array<MapData, u32>,
+    pub nat: Option<HashMap<MapData, NatKey, NatValue>>,
+    pub tx_ports: Map,
+    pub element_stats: PerCpuArray<MapData, Counters>,
+    pub vip_stats: PerCpuArray<MapData, Counters>,
+    pub global_stats: PerCpuArray<MapData, u64>,
+    pub config: Array<MapData, Config>,
+}
+
+impl Maps {
+    pub fn open(dir: &Path) -> Result<Maps> {
+        let typed = |name: &str| -> Result<Map> { open(dir, name) };
+        Ok(Maps {
+            vips: typed(maps::VIPS)?
+                .try_into()
+                .context("RSPLB_VIPS has an unexpected type")?,
+            elements: typed(maps::ELEMENTS)?
+                .try_into()
+                .context("RSPLB_ELEMENTS has an unexpected type")?,
+            maglev: typed(maps::MAGLEV)?
+                .try_into()
+                .context("RSPLB_MAGLEV has an unexpected type")?,
+            // The NAT table may be a per-CPU LRU in some builds of the program; expiry then
+            // relies on the kernel's LRU alone.
+            nat: typed(maps::NAT_REVERSE)?.try_into().ok(),
+            tx_ports: typed(maps::TX_PORTS)?,
+            element_stats: typed(maps::ELEMENT_STATS)?
+                .try_into()
+                .context("RSPLB_ELEMENT_STATS has an unexpected type")?,
+            vip_stats: typed(maps::VIP_STATS)?
+                .try_into()
+                .context("RSPLB_VIP_STATS has an unexpected type")?,
+            global_stats: typed(maps::GLOBAL_STATS)?
+                .try_into()
+                .context("RSPLB_GLOBAL_STATS has an unexpected type")?,
+            config: typed(maps::CONFIG)?
+                .try_into()
+                .context("RSPLB_CONFIG has an unexpected type")?,
+        })
+    }
+
+    pub fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<()> {
+        self.vips.insert(key, info, 0).context("writing RSPLB_VIPS")
+    }
+
+    pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
+        match self.vips.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).context("removing from RSPLB_VIPS"),
+        }
+    }
+
+    pub fn set_element(&mut self, slot: u32, e: &Element) -> Result<()> {
+        self.elements
+            .set(slot, e, 0)
+            .with_context(|| format!("writing RSPLB_ELEMENTS[{slot}]"))
+    }
+
+    /// Writes one whole Maglev table (`table` is the table index, not an entry index).
+    pub fn write_maglev(&mut self, table: u32, size: u32, entries: &[u32]) -> Result<()> {
+        let base = table as u64 * size as u64;
+        for (i, e) in entries.iter().enumerate() {
+            let idx = u32::try_from(base + i as u64).context("Maglev index overflow")?;
+            self.maglev
+                .set(idx, e, 0)
+                .with_context(|| format!("writing RSPLB_MAGLEV[{idx}]"))?;
+        }
+        Ok(())
+    }
+
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
+        match &mut self.tx_ports {
+            Map::DevMapHash(_) => {
+                let mut m: DevMapHash<&mut MapData> = (&mut self.tx_ports).try_into()?;
+                m.insert(ifindex, ifindex, None, 0)
+                    .context("writing RSPLB_TX_PORTS")?;
+            }
+            Map::DevMap(_) => {
+                let mut m: DevMap<&mut MapData> = (&mut self.tx_ports).try_into()?;
+                if ifindex >= m.len() {
+                    bail!(
+                        "egress ifindex {ifindex} does not fit RSPLB_TX_PORTS (a devmap of {} entries keyed by ifindex)",
+                        m.len()
+                    );
+                }
+                m.set(ifindex, ifindex, None, 0)
+                    .context("writing RSPLB_TX_PORTS")?;
+            }
+            _ => bail!("RSPLB_TX_PORTS is not a devmap"),
+        }
+        Ok(())
+    }
+
+    pub fn write_config(&mut self, c: &Config) -> Result<()> {
+        self.config.set(0, c, 0).context("writing RSPLB_CONFIG")
+    }
+
+    fn sum(v: &PerCpuValues<Counters>) -> Counters {
+        v.iter().fold(Counters::default(), |a, c| Counters {
+            packets: a.packets.wrapping_add(c.packets),
+            bytes: a.bytes.wrapping_add(c.bytes),
+            new_flows: a.new_flows.wrapping_add(c.new_flows),
+        })
+    }
+
+    pub fn element_counters(&self, slot: u32) -> Result<Counters> {
+        let v = self
+            .element_stats
+            .get(&slot, 0)
+            .with_context(|| format!("reading RSPLB_ELEMENT_STATS[{slot}]"))?;
+        Ok(Self::sum(&v))
+    }
+
+    pub fn vip_counters(&self, slot: u32) -> Result<Counters> {
+        let v = self
+            .vip_stats
+            .get(&slot, 0)
+            .with_context(|| format!("reading RSPLB_VIP_STATS[{slot}]"))?;
+        Ok(Self::sum(&v))
+    }
+
+    fn zeros() -> Result<PerCpuValues<Counters>> {
+        let n = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        PerCpuValues::try_from(vec![Counters::default(); n]).context("per-CPU values")
+    }
+
+    /// Zeroes a slot's counters when it gets a new owner.
+    pub fn reset_element_counters(&mut self, slot: u32) -> Result<()> {
+        let z = Self::zeros()?;
+        self.element_stats
+            .set(slot, z, 0)
+            .with_context(|| format!("zeroing RSPLB_ELEMENT_STATS[{slot}]"))
+    }
+
+    pub fn reset_vip_counters(&mut self, slot: u32) -> Result<()> {
+        let z = Self::zeros()?;
+        self.vip_stats
+            .set(slot, z, 0)
+            .with_context(|| format!("zeroing RSPLB_VIP_STATS[{slot}]"))
+    }
+
+    pub fn global_counters(&self) -> Result<[u64; stat::COUNT as usize]> {
+        let mut out = [0u64; stat::COUNT as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            if let Ok(v) = self.global_stats.get(&(i as u32), 0) {
+                *o = v.iter().fold(0u64, |a, c| a.wrapping_add(*c));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes NAT translations idle for longer than their timeout. `now_ns` is
+    /// CLOCK_MONOTONIC (what `bpf_ktime_get_ns` returns); `timeout_ns` gives the timeout of an
+    /// entry. Returns how many were removed.
+    pub fn expire_nat(&mut self, now_ns: u64, timeout_ns: impl Fn(&NatValue) -> u64) -> usize {
+        let Some(nat) = &mut self.nat else {
+            return 0;
+        };
+        let expired: Vec<NatKey> = nat
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(_, v)| now_ns.saturating_sub(v.last_seen_ns) > timeout_ns(v))
+            .map(|(k, _)| k)
+            .collect();
+        expired.iter().filter(|k| nat.remove(k).is_ok()).count()
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,473 @@
+//! What the command line prints: the `--json` shapes of cli-contract.md, the human tables, and
+//! per-second rates between two counter snapshots. Pure functions, tested without a kernel.
+
+use std::fmt::Write as _;
+
+use rsplb_common::{Counters, stat};
+use serde_json::{Value, json};
+
+use crate::{
+    addr::format_mac,
+    control::Stats,
+    state::{ElementState, ElementStateEntry, VipState},
+};
+
+fn state_name(s: ElementState) -> &'static str {
+    match s {
+        ElementState::Active => "active",
+        ElementState::Draining => "draining",
+    }
+}
+
+pub fn vips_json(iface: &str, vips: &[VipState]) -> Value {
+    json!({
+        "interface": iface,
+        "vips": vips.iter().map(|v| json!({
+            "vip": v.vip,
+            "pool": v.pool,
+            "mode": v.mode.to_string(),
+            "snat": v.snat.map(|a| a.to_string()),
+            "slot": v.slot,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn element_mac(e: &ElementStateEntry) -> Option<String> {
+    e.nexthop
+        .as_ref()
+        .filter(|h| h.resolved())
+        .map(|h| format_mac(h.dst_mac))
+}
+
+pub fn elements_json(iface: &str, elements: &[ElementStateEntry]) -> Value {
+    json!({
+        "interface": iface,
+        "elements": elements.iter().map(|e| json!({
+            "pool": e.pool,
+            "address": e.element_addr().to_string(),
+            "weight": e.weight,
+            "state": state_name(e.state),
+            "slot": e.slot,
+            "mac": element_mac(e),
+            "ifindex": e.nexthop.as_ref().map(|h| h.ifindex),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn vips_table(vips: &[VipState]) -> String {
+    let mut s = format!(
+        "{:<28} {:<16} {:<5} {:<24} {:>5}\n",
+        "VIP", "POOL", "MODE", "SNAT", "SLOT"
+    );
+    for v in vips {
+        let snat = v.snat.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            s,
+            "{:<28} {:<16} {:<5} {:<24} {:>5}",
+            v.vip, v.pool, v.mode, snat, v.slot
+        );
+    }
+    s
+}
+
+pub fn elements_table(elements: &[ElementStateEntry]) -> String {
+    let mut s = format!(
+        "{:<16} {:<28} {:>6} {:<9} {:>5} {:<18} {:>7}\n",
+        "POOL", "ADDRESS", "WEIGHT", "STATE", "SLOT", "NEXT HOP MAC", "IFINDEX"
+    );
+    for e in elements {
+        let mac = element_mac(e).unwrap_or_else(|| "unresolved".into());
+        let ifindex = e
+            .nexthop
+            .as_ref()
+            .map(|h| h.ifindex.to_string())
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            s,
+            "{:<16} {:<28} {:>6} {:<9} {:>5} {:<18} {:>7}",
+            e.pool,
+            e.element_addr().to_string(),
+            e.weight,
+            state_name(e.state),
+            e.slot,
+            mac,
+            ifindex
+        );
+    }
+    s
+}
+
+/// Per-second rates of one row between two snapshots.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    pub packets_per_s: f64,
+    pub bytes_per_s: f64,
+    pub new_flows_per_s: f64,
+}
+
+/// Rates from `prev` to `cur` over `elapsed_ms`. A counter that went backwards (slot reused, map
+/// reloaded) counts from zero rather than producing a huge bogus rate.
+pub fn rates(prev: &Counters, cur: &Counters, elapsed_ms: u64) -> Rates {
+    let secs = (elapsed_ms.max(1)) as f64 / 1000.0;
+    let d = |a: u64, b: u64| if b >= a { b - a } else { b } as f64 / secs;
+    Rates {
+        packets_per_s: d(prev.packets, cur.packets),
+        bytes_per_s: d(prev.bytes, cur.bytes),
+        new_flows_per_s: d(prev.new_flows, cur.new_flows),
+    }
+}
+
+fn rates_json(r: &Rates) -> Value {
+    json!({
+        "packets_per_s": r.packets_per_s,
+        "bytes_per_s": r.bytes_per_s,
+        "new_flows_per_s": r.new_flows_per_s,
+    })
+}
+
+fn find_prev_vip<'a>(prev: &'a Stats, vip: &str) -> Option<&'a Counters> {
+    prev.vips.iter().find(|v| v.vip == vip).map(|v| &v.counters)
+}
+
+fn find_prev_element<'a>(prev: &'a Stats, pool: &str, address: &str) -> Option<&'a Counters> {
+    prev.elements
+        .iter()
+        .find(|e| e.pool == pool && e.address == address)
+        .map(|e| &e.counters)
+}
+
+/// `stats --json`; with `prev`, every row also gets `"rates"`.
+pub fn stats_json(s: &Stats, prev: Option<&Stats>) -> Value {
+    let elapsed = prev.map(|p| s.time_unix_ms.saturating_sub(p.time_unix_ms));
+    let zero = Counters::default();
+    let vips: Vec<Value> = s
+        .vips
+        .iter()
+        .map(|v| {
+            let mut o = json!({
+                "vip": v.vip, "pool": v.pool, "mode": v.mode.to_string(),
+                "packets": v.counters.packets, "bytes": v.counters.bytes,
+                "new_flows": v.counters.new_flows,
+            });
+            if let (Some(p), Some(el)) = (prev, elapsed) {
+                let pc = find_prev_vip(p, &v.vip).unwrap_or(&zero);
+                o["rates"] = rates_json(&rates(pc, &v.counters, el));
+            }
+            o
+        })
+        .collect();
+    let elements: Vec<Value> = s
+        .elements
+        .iter()
+        .map(|e| {
+            let mut o = json!({
+                "pool": e.pool, "address": e.address, "weight": e.weight,
+                "state": state_name(e.state),
+                "packets": e.counters.packets, "bytes": e.counters.bytes,
+                "new_flows": e.counters.new_flows,
+            });
+            if let (Some(p), Some(el)) = (prev, elapsed) {
+                let pc = find_prev_element(p, &e.pool, &e.address).unwrap_or(&zero);
+                o["rates"] = rates_json(&rates(pc, &e.counters, el));
+            }
+            o
+        })
+        .collect();
+    let mut global = serde_json::Map::new();
+    for (i, name) in stat::NAMES.iter().enumerate() {
+        global.insert((*name).to_string(), json!(s.global[i]));
+    }
+    json!({
+        "interface": s.interface,
+        "time_unix_ms": s.time_unix_ms,
+        "vips": vips,
+        "elements": elements,
+        "global": Value::Object(global),
+    })
+}
+
+/// The human `stats` table; with `prev`, rates per second instead of totals.
+pub fn stats_table(s: &Stats, prev: Option<&Stats>) -> String {
+    let elapsed = prev.map(|p| s.time_unix_ms.saturating_sub(p.time_unix_ms));
+    let zero = Counters::default();
+    let mut out = String::new();
+    let (pk, by, nf) = if prev.is_some() {
+        ("PKTS/S", "BYTES/S", "FLOWS/S")
+    } else {
+        ("PACKETS", "BYTES", "NEW FLOWS")
+    };
+    let fmt_row = |c: &Counters, p: Option<&Counters>| -> (String, String, String) {
+        match (p, elapsed) {
+            (Some(p), Some(el)) => {
+                let r = rates(p, c, el);
+                (
+                    format!("{:.1}", r.packets_per_s),
+                    format!("{:.1}", r.bytes_per_s),
+                    format!("{:.1}", r.new_flows_per_s),
+                )
+            }
+            _ => (
+                c.packets.to_string(),
+                c.bytes.to_string(),
+                c.new_flows.to_string(),
+            ),
+        }
+    };
+    let _ = writeln!(
+        out,
+        "{:<28} {:<16} {:<5} {:>12} {:>14} {:>10}",
+        "VIP", "POOL", "MODE", pk, by, nf
+    );
+    for v in &s.vips {
+        let p = prev.map(|p| find_prev_vip(p, &v.vip).unwrap_or(&zero));
+        let (a, b, c) = fmt_row(&v.counters, p);
+        let _ = writeln!(
+            out,
+            "{:<28} {:<16} {:<5} {a:>12} {b:>14} {c:>10}",
+            v.vip,
+            v.pool,
+            v.mode.to_string()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:<28} {:>6} {:<9} {:>12} {:>14} {:>10}",
+        "POOL", "ELEMENT", "WEIGHT", "STATE", pk, by, nf
+    );
+    for e in &s.elements {
+        let p = prev.map(|p| find_prev_element(p, &e.pool, &e.address).unwrap_or(&zero));
+        let (a, b, c) = fmt_row(&e.counters, p);
+        let _ = writeln!(
+            out,
+            "{:<16} {:<28} {:>6} {:<9} {a:>12} {b:>14} {c:>10}",
+            e.pool,
+            e.address,
+            e.weight,
+            state_name(e.state)
+        );
+    }
+    let nonzero: Vec<(usize, &&str)> = stat::NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| s.global[*i] != 0)
+        .collect();
+    if !nonzero.is_empty() {
+        let _ = writeln!(out, "\nGLOBAL");
+        for (i, name) in nonzero {
+            let _ = writeln!(out, "  {name:<26} {:>14}", s.global[i]);
+        }
+    }
+    out
+}
+
+/// Prometheus text exposition of a snapshot.
+pub fn prometheus(s: &Stats) -> String {
+    let mut o = String::new();
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    for (metric, help, pick) in [
+        (
+            "packets",
+            "Packets steered",
+            (|c: &Counters| c.packets) as fn(&Counters) -> u64,
+        ),
+        ("bytes", "Bytes steered", |c: &Counters| c.bytes),
+        ("new_flows", "New flows pinned", |c: &Counters| c.new_flows),
+    ] {
+        let _ = writeln!(o, "# HELP rsplb_vip_{metric}_total {help} per VIP.");
+        let _ = writeln!(o, "# TYPE rsplb_vip_{metric}_total counter");
+        for v in &s.vips {
+            let _ = writeln!(
+                o,
+                "rsplb_vip_{metric}_total{{interface=\"{}\",vip=\"{}\",pool=\"{}\",mode=\"{}\"}} {}",
+                esc(&s.interface),
+                esc(&v.vip),
+                esc(&v.pool),
+                v.mode,
+                pick(&v.counters)
+            );
+        }
+        let _ = writeln!(o, "# HELP rsplb_element_{metric}_total {help} per element.");
+        let _ = writeln!(o, "# TYPE rsplb_element_{metric}_total counter");
+        for e in &s.elements {
+            let _ = writeln!(
+                o,
+                "rsplb_element_{metric}_total{{interface=\"{}\",pool=\"{}\",element=\"{}\"}} {}",
+                esc(&s.interface),
+                esc(&e.pool),
+                esc(&e.address),
+                pick(&e.counters)
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP rsplb_element_weight Weight of each pool element.\n# TYPE rsplb_element_weight gauge"
+    );
+    for e in &s.elements {
+        let _ = writeln!(
+            o,
+            "rsplb_element_weight{{interface=\"{}\",pool=\"{}\",element=\"{}\",state=\"{}\"}} {}",
+            esc(&s.interface),
+            esc(&e.pool),
+            esc(&e.address),
+            state_name(e.state),
+            e.weight
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP rsplb_packets_total Packets by XDP action and pass/drop reason.\n# TYPE rsplb_packets_total counter"
+    );
+    for (i, name) in stat::NAMES.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "rsplb_packets_total{{interface=\"{}\",class=\"{name}\"}} {}",
+            esc(&s.interface),
+            s.global[i]
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        addr::Mode,
+        control::{ElementStats, VipStats},
+        state::NextHop,
+    };
+
+    fn c(p: u64, b: u64, n: u64) -> Counters {
+        Counters {
+            packets: p,
+            bytes: b,
+            new_flows: n,
+        }
+    }
+
+    fn snapshot(t: u64, vp: u64, ep: u64) -> Stats {
+        let mut global = [0u64; stat::COUNT as usize];
+        global[stat::ACTION_TX as usize] = vp;
+        Stats {
+            interface: "veth0".into(),
+            time_unix_ms: t,
+            vips: vec![VipStats {
+                vip: "198.18.0.100:80/tcp".into(),
+                pool: "web".into(),
+                mode: Mode::Dsr,
+                slot: 0,
+                counters: c(vp, vp * 100, vp / 10),
+            }],
+            elements: vec![ElementStats {
+                pool: "web".into(),
+                address: "198.18.1.2:80".into(),
+                weight: 3,
+                state: ElementState::Active,
+                slot: 4,
+                counters: c(ep, ep * 100, ep / 10),
+            }],
+            global,
+        }
+    }
+
+    #[test]
+    fn rates_are_per_second_and_survive_counter_resets() {
+        let r = rates(&c(100, 1000, 10), &c(300, 5000, 30), 2000);
+        assert_eq!(r.packets_per_s, 100.0);
+        assert_eq!(r.bytes_per_s, 2000.0);
+        assert_eq!(r.new_flows_per_s, 10.0);
+        // Counter went backwards (slot reused): count from zero.
+        let r = rates(&c(1000, 0, 0), &c(50, 0, 0), 1000);
+        assert_eq!(r.packets_per_s, 50.0);
+        // Zero elapsed time does not divide by zero.
+        assert!(rates(&c(0, 0, 0), &c(5, 0, 0), 0).packets_per_s.is_finite());
+    }
+
+    #[test]
+    fn stats_json_has_the_contract_shape() {
+        let s = snapshot(1_000, 500, 400);
+        let v = stats_json(&s, None);
+        assert_eq!(v["interface"], "veth0");
+        assert_eq!(v["time_unix_ms"], 1000);
+        assert_eq!(v["vips"][0]["vip"], "198.18.0.100:80/tcp");
+        assert_eq!(v["vips"][0]["mode"], "dsr");
+        assert_eq!(v["vips"][0]["packets"], 500);
+        assert_eq!(v["vips"][0]["bytes"], 50000);
+        assert_eq!(v["vips"][0]["new_flows"], 50);
+        assert_eq!(v["elements"][0]["address"], "198.18.1.2:80");
+        assert_eq!(v["elements"][0]["state"], "active");
+        assert_eq!(v["elements"][0]["weight"], 3);
+        assert!(v["vips"][0].get("rates").is_none());
+        let g = v["global"].as_object().unwrap();
+        assert_eq!(g.len(), stat::NAMES.len());
+        assert_eq!(g["action_tx"], 500);
+        assert_eq!(g["drop_no_nexthop"], 0);
+
+        let later = snapshot(3_000, 700, 1_400);
+        let v = stats_json(&later, Some(&s));
+        assert_eq!(v["vips"][0]["rates"]["packets_per_s"], 100.0);
+        assert_eq!(v["elements"][0]["rates"]["packets_per_s"], 500.0);
+        assert_eq!(v["elements"][0]["rates"]["bytes_per_s"], 50000.0);
+    }
+
+    #[test]
+    fn list_json_shapes() {
+        let vips = vec![VipState {
+            vip: "198.18.0.100:80/tcp".into(),
+            pool: "web".into(),
+            mode: Mode::Dsr,
+            snat: None,
+            nat_timeout_s: 0,
+            slot: 0,
+            table: 1,
+        }];
+        let v = vips_json("veth0", &vips);
+        assert_eq!(
+            v,
+            json!({"interface":"veth0","vips":[{"vip":"198.18.0.100:80/tcp","pool":"web",
+                "mode":"dsr","snat":null,"slot":0}]})
+        );
+        let mut e = ElementStateEntry {
+            pool: "web".into(),
+            addr: "198.18.1.2".parse().unwrap(),
+            port: Some(80),
+            weight: 3,
+            state: ElementState::Draining,
+            slot: 4,
+            generation: 1,
+            nexthop: None,
+        };
+        let v = elements_json("veth0", std::slice::from_ref(&e));
+        assert_eq!(
+            v,
+            json!({"interface":"veth0","elements":[{"pool":"web","address":"198.18.1.2:80",
+                "weight":3,"state":"draining","slot":4,"mac":null,"ifindex":null}]})
+        );
+        e.nexthop = Some(NextHop {
+            ifindex: 7,
+            dst_mac: [2, 0, 0, 0, 0, 0xab],
+            src_mac: [2, 0, 0, 0, 0, 1],
+            gateway: None,
+        });
+        let v = elements_json("veth0", &[e]);
+        assert_eq!(v["elements"][0]["mac"], "02:00:00:00:00:ab");
+        assert_eq!(v["elements"][0]["ifindex"], 7);
+    }
+
+    #[test]
+    fn prometheus_text_names_every_row() {
+        let s = snapshot(1, 5, 4);
+        let t = prometheus(&s);
+        assert!(t.contains(
+            "rsplb_vip_packets_total{interface=\"veth0\",vip=\"198.18.0.100:80/tcp\",pool=\"web\",mode=\"dsr\"} 5"
+        ));
+        assert!(t.contains(
+            "rsplb_element_bytes_total{interface=\"veth0\",pool=\"web\",element=\"198.18.1.2:80\"} 400"
+        ));
+        assert!(t.contains("rsplb_packets_total{interface=\"veth0\",class=\"action_tx\"} 5"));
+        let table = stats_table(&s, None);
+        assert!(table.contains("action_tx"));
+        assert!(!table.contains("drop_truncated"));
+    }
+}
