@@ -191,6 +191,18 @@ pub struct NatValue {
     pub element: u32,
     pub _pad: u32,
     pub last_seen_ns: u64,
+    /// Ethernet destination of translated replies: the source MAC of the client's packet that
+    /// created the translation (the client itself or its router).
+    pub reply_dst_mac: [u8; 6],
+    /// Ethernet source of translated replies: the destination MAC of that packet (the balancer).
+    pub reply_src_mac: [u8; 6],
+    /// Interface the client's packet came in by: replies leave through it (XDP_TX when the reply
+    /// arrives there too, else XDP_REDIRECT through `RSPLB_TX_PORTS`).
+    pub reply_ifindex: u32,
+    /// Translation timeout in seconds, fixed when the translation was created (the VIP's, or the
+    /// configuration's default): `last_seen_ns` older than this means the entry is free.
+    pub timeout_s: u32,
+    pub _pad2: u32,
 }
 
 /// Per-element and per-VIP counters (values of the per-CPU stats arrays; userspace sums CPUs).
@@ -252,7 +264,10 @@ pub mod stat {
     pub const FLOW_RESELECTED: u32 = 16;
     /// IPv4 packet with TTL (or IPv6 hop limit) too small to forward: pass (the stack answers).
     pub const PASS_TTL: u32 = 17;
-    pub const COUNT: u32 = 18;
+    /// SCTP to a NAT-mode VIP: pass. SCTP's CRC32c covers the ports and cannot be updated
+    /// incrementally, so SCTP VIPs are DSR only (userspace should refuse NAT for them).
+    pub const PASS_SCTP_NAT: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     /// Names for the command line and metrics, indexed like the constants.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -274,6 +289,7 @@ pub mod stat {
         "nat_reply",
         "flow_reselected",
         "pass_ttl",
+        "pass_sctp_nat",
     ];
 }
 
@@ -308,7 +324,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowValue>(), 24);
         assert_eq!(size_of::<NatKey>(), 40);
-        assert_eq!(size_of::<NatValue>(), 56);
+        assert_eq!(size_of::<NatValue>(), 80);
         assert_eq!(size_of::<Counters>(), 24);
         assert_eq!(size_of::<Config>(), 16);
     }
