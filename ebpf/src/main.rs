@@ -1,13 +1,346 @@
+//! The rsplb XDP program, read as a pipeline (as in Katran):
+//! parse -> VIP lookup -> flow table / Maglev -> (NAT) rewrite -> forward -> count.
+//! A packet that is not for a VIP may be a NAT reply: it is translated back to its client.
+//!
+//! Design notes (the rules operators see are in `rsplb_common::stat`):
+//! - Forwarding never touches the TTL: in DSR mode the element answers directly, in NAT mode the
+//!   balancer owns the VIP and the SNAT address and re-originates the packet, like a proxy. A
+//!   packet for a VIP (or a NAT reply) arriving with TTL/hop limit <= 1 goes to the stack.
+//! - NAT replies go back out the way the client's first packet came in: the translation stores
+//!   that packet's Ethernet source (the client or its router) and destination and its ingress
+//!   interface (`NatValue::reply_*`).
+//! - SCTP VIPs are DSR only (`stat::PASS_SCTP_NAT`).
+//! - NAT needs the element in the VIP's address family (no NAT46/64): otherwise DROP_NO_NEXTHOP.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod counters;
+#[cfg(target_arch = "bpf")]
+mod forward;
+#[cfg(target_arch = "bpf")]
+mod lookup;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod nat;
+#[cfg(target_arch = "bpf")]
+mod parse;
+
+/// What happens to a packet: an XDP action and the global counter that says why.
+#[derive(Clone, Copy)]
+pub struct Verdict {
+    pub action: u32,
+    /// Index in `RSPLB_GLOBAL_STATS`, or `Verdict::NO_REASON`.
+    pub reason: u32,
+}
+
+impl Verdict {
+    pub const NO_REASON: u32 = u32::MAX;
+
+    pub const fn new(action: u32, reason: u32) -> Self {
+        Self { action, reason }
+    }
+
+    pub const fn action(action: u32) -> Self {
+        Self::new(action, Self::NO_REASON)
+    }
+}
+
+#[cfg(target_arch = "bpf")]
 mod program {
-    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+    use aya_ebpf::{
+        bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+    };
+    use rsplb_common::{
+        Element, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP, VipInfo, VipKey, stat,
+    };
+
+    use crate::{
+        Verdict, counters,
+        forward::{NO_NEXTHOP, set_macs, transmit},
+        lookup::{addr_eq, flow_hash, maglev_pick, pin, pinned},
+        maps::{CONFIG, FLOWS, NAT_REVERSE, VIPS},
+        nat::{REFRESH_NS, Rewrite, claim_port, expired, rewrite, timeout_s},
+        parse::{EthHdr, Packet, parse, ptr_at},
+    };
+
+    const fn pass(reason: u32) -> Verdict {
+        Verdict::new(xdp_action::XDP_PASS, reason)
+    }
+    const NO_ELEMENT: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_NO_ELEMENT);
 
     #[xdp]
-    pub fn rsplb_xdp(_ctx: XdpContext) -> u32 {
-        xdp_action::XDP_PASS
+    pub fn rsplb_xdp(ctx: XdpContext) -> u32 {
+        let verdict = match process(&ctx) {
+            Ok(v) | Err(v) => v,
+        };
+        // ACTION_* indexes equal the xdp_action values.
+        counters::global(verdict.action);
+        if verdict.reason != Verdict::NO_REASON {
+            counters::global(verdict.reason);
+        }
+        verdict.action
+    }
+
+    #[inline(always)]
+    fn process(ctx: &XdpContext) -> Result<Verdict, Verdict> {
+        let pkt = parse(ctx)?;
+        let vip_key = VipKey {
+            addr: pkt.key.dst,
+            port: pkt.key.dport,
+            proto: pkt.key.proto,
+            family: pkt.key.family,
+        };
+        let Some(vip) = (unsafe { VIPS.get(&vip_key) }) else {
+            return nat_reply(ctx, &pkt);
+        };
+        if pkt.ttl <= 1 {
+            return Err(pass(stat::PASS_TTL));
+        }
+        match vip.mode {
+            MODE_DSR => dsr(ctx, &pkt, vip),
+            MODE_NAT if pkt.key.proto == PROTO_SCTP => Err(pass(stat::PASS_SCTP_NAT)),
+            MODE_NAT => nat_forward(ctx, &pkt, vip),
+            // A mode this program does not know: leave the packet to the stack.
+            _ => Err(pass(stat::PASS_NOT_VIP)),
+        }
+    }
+
+    /// Counts a forwarded packet once its action is known.
+    #[inline(always)]
+    fn sent(v: Verdict, element: u32, vip_slot: u32, pkt: &Packet, new_flow: bool) -> Verdict {
+        if v.action == xdp_action::XDP_TX || v.action == xdp_action::XDP_REDIRECT {
+            counters::forwarded(element, vip_slot, pkt.len, new_flow);
+        }
+        v
+    }
+
+    /// DSR: the established flow's element, or Maglev's choice pinned in the flow table.
+    #[inline(always)]
+    fn dsr(ctx: &XdpContext, pkt: &Packet, vip: &VipInfo) -> Result<Verdict, Verdict> {
+        let mut new_flow = true;
+        let mut chosen: Option<(u32, &Element)> = None;
+        if let Some(flow) = FLOWS.get_ptr(&pkt.key) {
+            let flow = unsafe { &*flow };
+            match pinned(flow, vip) {
+                Some(element) => {
+                    chosen = Some((flow.element, element));
+                    new_flow = false;
+                }
+                None => counters::global(stat::FLOW_RESELECTED),
+            }
+        }
+        let (slot, element) = match chosen {
+            Some(c) => c,
+            None => {
+                let cfg = CONFIG.get(0).ok_or(NO_ELEMENT)?;
+                let (slot, element) = maglev_pick(vip, &pkt.key, cfg)?;
+                pin(
+                    &pkt.key,
+                    &FlowValue {
+                        element: slot,
+                        generation: element.generation,
+                        vip_slot: vip.slot,
+                        ..FlowValue::default()
+                    },
+                );
+                (slot, element)
+            }
+        };
+        set_macs(ctx, &element.dst_mac, &element.src_mac)?;
+        Ok(sent(
+            transmit(ctx, element.ifindex),
+            slot,
+            vip.slot,
+            pkt,
+            new_flow,
+        ))
+    }
+
+    #[inline(always)]
+    fn element_port(element: &Element, pkt: &Packet) -> u16 {
+        if element.port != 0 {
+            element.port
+        } else {
+            pkt.key.dport
+        }
+    }
+
+    #[inline(always)]
+    fn same_client(nat: &NatValue, pkt: &Packet) -> bool {
+        addr_eq(&nat.client_addr, &pkt.key.src)
+            && nat.client_port == pkt.key.sport
+            && addr_eq(&nat.vip_addr, &pkt.key.dst)
+            && nat.vip_port == pkt.key.dport
+    }
+
+    /// NAT, client to element: destination becomes the element, source the VIP's SNAT address
+    /// and the flow's SNAT port.
+    #[inline(always)]
+    fn nat_forward(ctx: &XdpContext, pkt: &Packet, vip: &VipInfo) -> Result<Verdict, Verdict> {
+        let cfg = CONFIG.get(0).ok_or(NO_ELEMENT)?;
+        let now = unsafe { bpf_ktime_get_ns() };
+        let timeout = timeout_s(vip, cfg, pkt.key.proto);
+        let mut chosen: Option<(u32, &Element, u16)> = None;
+        if let Some(flow) = FLOWS.get_ptr_mut(&pkt.key) {
+            let flow = unsafe { &mut *flow };
+            match pinned(flow, vip) {
+                Some(element)
+                    if flow.nat_port != 0 && !expired(flow.last_seen_ns, timeout, now) =>
+                {
+                    if now.saturating_sub(flow.last_seen_ns) > REFRESH_NS {
+                        // Once a second: keep the reverse translation alive and make sure it is
+                        // still this flow's (it may have been evicted from the LRU).
+                        let key = NatKey {
+                            element_addr: element.addr,
+                            snat_addr: vip.snat_addr,
+                            element_port: element_port(element, pkt),
+                            nat_port: flow.nat_port,
+                            proto: pkt.key.proto,
+                            family: pkt.key.family,
+                            _pad: [0; 2],
+                        };
+                        if let Some(nat) = NAT_REVERSE.get_ptr_mut(&key) {
+                            let nat = unsafe { &mut *nat };
+                            if same_client(nat, pkt) {
+                                nat.last_seen_ns = now;
+                                flow.last_seen_ns = now;
+                                chosen = Some((flow.element, element, flow.nat_port));
+                            }
+                        }
+                    } else {
+                        chosen = Some((flow.element, element, flow.nat_port));
+                    }
+                }
+                // Translation expired or lost: a new one, on Maglev's current choice.
+                Some(_) => {}
+                None => counters::global(stat::FLOW_RESELECTED),
+            }
+        }
+        let new_flow = chosen.is_none();
+        let (slot, element, nat_port) = match chosen {
+            Some(c) => c,
+            None => {
+                let (slot, element) = maglev_pick(vip, &pkt.key, cfg)?;
+                if element.family != pkt.key.family {
+                    return Err(NO_NEXTHOP);
+                }
+                let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(NO_NEXTHOP)?;
+                let (client_mac, own_mac) = unsafe { ((*eth).src, (*eth).dst) };
+                let mut key = NatKey {
+                    element_addr: element.addr,
+                    snat_addr: vip.snat_addr,
+                    element_port: element_port(element, pkt),
+                    nat_port: 0,
+                    proto: pkt.key.proto,
+                    family: pkt.key.family,
+                    _pad: [0; 2],
+                };
+                let value = NatValue {
+                    client_addr: pkt.key.src,
+                    vip_addr: pkt.key.dst,
+                    client_port: pkt.key.sport,
+                    vip_port: pkt.key.dport,
+                    vip_slot: vip.slot,
+                    element: slot,
+                    _pad: 0,
+                    last_seen_ns: now,
+                    reply_dst_mac: client_mac,
+                    reply_src_mac: own_mac,
+                    reply_ifindex: ctx.ingress_ifindex() as u32,
+                    timeout_s: timeout,
+                    _pad2: 0,
+                };
+                let port = claim_port(&mut key, &value, flow_hash(&pkt.key), cfg, now).ok_or(
+                    Verdict::new(xdp_action::XDP_DROP, stat::DROP_NAT_PORTS_EXHAUSTED),
+                )?;
+                pin(
+                    &pkt.key,
+                    &FlowValue {
+                        element: slot,
+                        generation: element.generation,
+                        nat_port: port,
+                        _pad: [0; 2],
+                        vip_slot: vip.slot,
+                        last_seen_ns: now,
+                    },
+                );
+                (slot, element, port)
+            }
+        };
+        if element.family != pkt.key.family {
+            return Err(NO_NEXTHOP);
+        }
+        set_macs(ctx, &element.dst_mac, &element.src_mac)?;
+        rewrite(
+            ctx,
+            pkt,
+            &Rewrite {
+                src: vip.snat_addr,
+                dst: element.addr,
+                sport: nat_port,
+                dport: element_port(element, pkt),
+            },
+        )?;
+        Ok(sent(
+            transmit(ctx, element.ifindex),
+            slot,
+            vip.slot,
+            pkt,
+            new_flow,
+        ))
+    }
+
+    /// NAT, element to client: a packet matching a live translation gets the VIP as source and
+    /// the client as destination, and leaves the way the client's packets came in.
+    #[inline(always)]
+    fn nat_reply(ctx: &XdpContext, pkt: &Packet) -> Result<Verdict, Verdict> {
+        const NOT_VIP: Verdict = Verdict::new(xdp_action::XDP_PASS, stat::PASS_NOT_VIP);
+        let cfg = CONFIG.get(0).ok_or(NOT_VIP)?;
+        // Only ports in the SNAT range can be replies: everything else skips the NAT lookup.
+        let dport = u16::from_be(pkt.key.dport);
+        if cfg.nat_port_min == 0 || dport < cfg.nat_port_min || dport > cfg.nat_port_max {
+            return Err(NOT_VIP);
+        }
+        let key = NatKey {
+            element_addr: pkt.key.src,
+            snat_addr: pkt.key.dst,
+            element_port: pkt.key.sport,
+            nat_port: pkt.key.dport,
+            proto: pkt.key.proto,
+            family: pkt.key.family,
+            _pad: [0; 2],
+        };
+        let nat = NAT_REVERSE.get_ptr_mut(&key).ok_or(NOT_VIP)?;
+        let nat = unsafe { &mut *nat };
+        let now = unsafe { bpf_ktime_get_ns() };
+        if expired(nat.last_seen_ns, nat.timeout_s, now) {
+            return Err(NOT_VIP);
+        }
+        if pkt.ttl <= 1 {
+            return Err(pass(stat::PASS_TTL));
+        }
+        if now.saturating_sub(nat.last_seen_ns) > REFRESH_NS {
+            nat.last_seen_ns = now;
+        }
+        let (element, vip_slot, ifindex) = (nat.element, nat.vip_slot, nat.reply_ifindex);
+        set_macs(ctx, &nat.reply_dst_mac, &nat.reply_src_mac)?;
+        rewrite(
+            ctx,
+            pkt,
+            &Rewrite {
+                src: nat.vip_addr,
+                dst: nat.client_addr,
+                sport: nat.vip_port,
+                dport: nat.client_port,
+            },
+        )?;
+        let v = sent(transmit(ctx, ifindex), element, vip_slot, pkt, false);
+        if v.action != xdp_action::XDP_DROP {
+            counters::global(stat::NAT_REPLY);
+        }
+        Ok(v)
     }
 
     #[panic_handler]

@@ -1,0 +1,108 @@
+//! VIP, flow table and Maglev lookups: which element serves a packet.
+use aya_ebpf::bindings::{BPF_ANY, xdp_action};
+use rsplb_common::{Config, ELEM_ACTIVE, Element, FlowKey, FlowValue, NO_ELEMENT, VipInfo, stat};
+
+use crate::{
+    Verdict,
+    maps::{ELEMENTS, FLOWS, MAGLEV},
+};
+
+const NO_ELEMENT_VERDICT: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_NO_ELEMENT);
+
+#[inline(always)]
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+#[inline(always)]
+fn mix(h: u32, k: u32) -> u32 {
+    let k = k
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
+}
+
+/// MurmurHash3 (x86_32) over the 5-tuple. Only used to index Maglev tables and SNAT ports, so a
+/// fixed seed is enough; every balancer must compute the same value for Maglev to be consistent.
+#[inline(always)]
+pub fn flow_hash(key: &FlowKey) -> u32 {
+    let mut h = 0x5253_504c; // "RSPL"
+    let mut i = 0;
+    while i < 4 {
+        h = mix(h, key.src[i]);
+        h = mix(h, key.dst[i]);
+        i += 1;
+    }
+    h = mix(h, (key.sport as u32) << 16 | key.dport as u32);
+    h = mix(h, key.proto as u32);
+    fmix32(h ^ 40)
+}
+
+/// Second, independent hash of the flow (SNAT port probing).
+#[inline(always)]
+pub fn rehash(h: u32, round: u32) -> u32 {
+    fmix32(h ^ round.wrapping_mul(0x9e37_79b9).wrapping_add(0x7f4a_7c15))
+}
+
+/// The element currently pinned to `flow`, if it still serves it: its slot is active (draining
+/// included) with the same generation, for the same VIP.
+#[inline(always)]
+pub fn pinned(flow: &FlowValue, vip: &VipInfo) -> Option<&'static Element> {
+    let element = ELEMENTS.get(flow.element)?;
+    if element.flags & ELEM_ACTIVE != 0
+        && element.generation == flow.generation
+        && flow.vip_slot == vip.slot
+    {
+        Some(element)
+    } else {
+        None
+    }
+}
+
+/// Maglev: the VIP's active table at `hash % maglev_size`.
+#[inline(always)]
+pub fn maglev_pick(
+    vip: &VipInfo,
+    key: &FlowKey,
+    cfg: &Config,
+) -> Result<(u32, &'static Element), Verdict> {
+    let size = cfg.maglev_size;
+    if size == 0 {
+        return Err(NO_ELEMENT_VERDICT);
+    }
+    let index = vip
+        .table
+        .wrapping_mul(size)
+        .wrapping_add(flow_hash(key).checked_rem(size).unwrap_or(0));
+    let slot = *MAGLEV.get(index).ok_or(NO_ELEMENT_VERDICT)?;
+    if slot == NO_ELEMENT {
+        return Err(NO_ELEMENT_VERDICT);
+    }
+    let element = ELEMENTS.get(slot).ok_or(NO_ELEMENT_VERDICT)?;
+    // A table pointing at a free slot is userspace lagging behind: never forward to it.
+    if element.flags & ELEM_ACTIVE == 0 {
+        return Err(NO_ELEMENT_VERDICT);
+    }
+    Ok((slot, element))
+}
+
+/// Pin `key` to its element in the flow table. A failed insert is not fatal: the next packet
+/// of the flow is selected again, and Maglev gives the same element while the pool is unchanged.
+#[inline(always)]
+pub fn pin(key: &FlowKey, value: &FlowValue) {
+    let _ = FLOWS.insert(key, value, BPF_ANY as u64);
+}
+
+/// Address equality without `bcmp` (the BPF backend has no library calls).
+#[inline(always)]
+pub fn addr_eq(a: &[u32; 4], b: &[u32; 4]) -> bool {
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0
+}

@@ -1,0 +1,60 @@
+//! Every map of the program, named as in `rsplb_common::maps`. The sizes here are defaults only:
+//! the loader resizes maps with `EbpfLoader::set_max_entries` before load, so no logic in the
+//! program depends on them (Maglev geometry comes from `RSPLB_CONFIG`, every index is checked by
+//! the map lookup itself).
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+};
+use rsplb_common::{
+    Config, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SIZE, DEFAULT_MAX_ELEMENTS,
+    DEFAULT_MAX_VIPS, DEFAULT_NAT_CAPACITY, Element, FlowKey, FlowValue, MAX_TX_PORTS, NatKey,
+    NatValue, VipInfo, VipKey, stat,
+};
+
+/// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU instead of one shared list behind a lock. Values
+/// stay shared (a flow seen on two CPUs keeps one element and one SNAT port), only eviction
+/// becomes per CPU; that removes the global LRU lock from the new-flow path.
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+/// Virtual services: (address, port, protocol) -> slot, mode and active Maglev table.
+#[map(name = "RSPLB_VIPS")]
+pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+/// Pool elements by element slot.
+#[map(name = "RSPLB_ELEMENTS")]
+pub static ELEMENTS: Array<Element> = Array::with_max_entries(DEFAULT_MAX_ELEMENTS, 0);
+
+/// Maglev lookup tables: two per VIP (active and standby), `maglev_size` element slots each.
+#[map(name = "RSPLB_MAGLEV")]
+pub static MAGLEV: Array<u32> =
+    Array::with_max_entries(2 * DEFAULT_MAX_VIPS * DEFAULT_MAGLEV_SIZE, 0);
+
+/// Flow table: client 5-tuple -> pinned element (and SNAT port in NAT mode). LRU: an evicted
+/// flow is re-selected by Maglev, which picks the same element while the pool is unchanged.
+#[map(name = "RSPLB_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, BPF_F_NO_COMMON_LRU);
+
+/// NAT translations seen from the element side: a reply's 5-tuple -> client and VIP.
+#[map(name = "RSPLB_NAT_REVERSE")]
+pub static NAT_REVERSE: LruHashMap<NatKey, NatValue> =
+    LruHashMap::with_max_entries(DEFAULT_NAT_CAPACITY, BPF_F_NO_COMMON_LRU);
+
+/// Egress interfaces for XDP_REDIRECT, keyed by ifindex (the key is `Element::ifindex`).
+#[map(name = "RSPLB_TX_PORTS")]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);
+
+#[map(name = "RSPLB_ELEMENT_STATS")]
+pub static ELEMENT_STATS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_ELEMENTS, 0);
+
+#[map(name = "RSPLB_VIP_STATS")]
+pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+/// Indexed by `rsplb_common::stat::*`.
+#[map(name = "RSPLB_GLOBAL_STATS")]
+pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+#[map(name = "RSPLB_CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);

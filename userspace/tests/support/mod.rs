@@ -1,0 +1,240 @@
+//! Test harness for the XDP program: loads `rsplb::XDP_OBJECT` with small maps, fills the maps
+//! directly with the shared types (no control plane involved) and runs frames through
+//! BPF_PROG_TEST_RUN.
+#![allow(dead_code)]
+
+pub mod packet;
+
+use std::net::{IpAddr, SocketAddr};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use rsplb_common::{
+    Config, Counters, ELEM_ACTIVE, Element, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, MODE_DSR,
+    NatKey, NatValue, PROGRAM_NAME, VipInfo, VipKey, maps,
+};
+
+pub const MAGLEV_SIZE: u32 = 13;
+pub const MAX_VIPS: u32 = 4;
+pub const MAX_ELEMENTS: u32 = 16;
+pub const NAT_PORT_MIN: u16 = 40000;
+pub const NAT_PORT_MAX: u16 = 40099;
+
+/// Network-order address words as the maps store them.
+pub fn addr_words(ip: IpAddr) -> [u32; 4] {
+    match ip {
+        IpAddr::V4(a) => [u32::from_ne_bytes(a.octets()), 0, 0, 0],
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            core::array::from_fn(|i| u32::from_ne_bytes(o[i * 4..i * 4 + 4].try_into().unwrap()))
+        }
+    }
+}
+
+pub fn family(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 }
+}
+
+pub fn vip_key(addr: &str, proto: u8) -> VipKey {
+    let sa: SocketAddr = addr.parse().expect("test VIP");
+    VipKey {
+        addr: addr_words(sa.ip()),
+        port: sa.port().to_be(),
+        proto,
+        family: family(sa.ip()),
+    }
+}
+
+pub fn flow_key(src: &str, dst: &str, proto: u8) -> FlowKey {
+    let s: SocketAddr = src.parse().unwrap();
+    let d: SocketAddr = dst.parse().unwrap();
+    FlowKey {
+        src: addr_words(s.ip()),
+        dst: addr_words(d.ip()),
+        sport: s.port().to_be(),
+        dport: d.port().to_be(),
+        proto,
+        family: family(s.ip()),
+        _pad: [0; 2],
+    }
+}
+
+/// An element on the ingress segment (XDP_TX), with a MAC derived from its slot.
+pub fn element(slot: u32, addr: &str) -> Element {
+    let ip: IpAddr = addr.parse().expect("test element address");
+    Element {
+        addr: addr_words(ip),
+        port: 0,
+        family: family(ip),
+        flags: ELEM_ACTIVE,
+        generation: 1,
+        ifindex: 0,
+        dst_mac: element_mac(slot),
+        src_mac: packet::LB_MAC,
+    }
+}
+
+pub fn element_mac(slot: u32) -> [u8; 6] {
+    [0x02, 0xee, 0, 0, 0, slot as u8]
+}
+
+pub struct Lb {
+    pub ebpf: Ebpf,
+}
+
+impl Lb {
+    /// Loads the program with small maps and the test configuration.
+    pub fn new() -> Lb {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(maps::VIPS, MAX_VIPS)
+            .map_max_entries(maps::ELEMENTS, MAX_ELEMENTS)
+            .map_max_entries(maps::MAGLEV, 2 * MAX_VIPS * MAGLEV_SIZE)
+            .map_max_entries(maps::FLOWS, 1024)
+            .map_max_entries(maps::NAT_REVERSE, 1024)
+            .map_max_entries(maps::ELEMENT_STATS, MAX_ELEMENTS)
+            .map_max_entries(maps::VIP_STATS, MAX_VIPS)
+            .load(rsplb::XDP_OBJECT)
+            .expect("loading the XDP object (tests must run as root)");
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .expect("program in object")
+            .try_into()
+            .expect("an XDP program");
+        prog.load().expect("verifier accepts the program");
+        let mut lb = Lb { ebpf };
+        lb.set_config(Config {
+            maglev_size: MAGLEV_SIZE,
+            nat_tcp_timeout_s: 300,
+            nat_udp_timeout_s: 30,
+            nat_port_min: NAT_PORT_MIN,
+            nat_port_max: NAT_PORT_MAX,
+        });
+        lb
+    }
+
+    fn map(&mut self, name: &str) -> &mut aya::maps::Map {
+        self.ebpf.map_mut(name).expect("map in object")
+    }
+
+    pub fn set_config(&mut self, cfg: Config) {
+        let mut m: Array<&mut MapData, Config> = Array::try_from(self.map(maps::CONFIG)).unwrap();
+        m.set(0, cfg, 0).unwrap();
+    }
+
+    pub fn set_vip(&mut self, key: VipKey, info: VipInfo) {
+        let mut m: HashMap<&mut MapData, VipKey, VipInfo> =
+            HashMap::try_from(self.map(maps::VIPS)).unwrap();
+        m.insert(key, info, 0).unwrap();
+    }
+
+    /// A DSR VIP in slot `slot` whose active table is `slot * 2`.
+    pub fn dsr_vip(&mut self, addr: &str, proto: u8, slot: u32) -> VipKey {
+        let key = vip_key(addr, proto);
+        self.set_vip(
+            key,
+            VipInfo {
+                slot,
+                table: slot * 2,
+                mode: MODE_DSR,
+                ..VipInfo::default()
+            },
+        );
+        key
+    }
+
+    pub fn set_element(&mut self, slot: u32, e: Element) {
+        let mut m: Array<&mut MapData, Element> =
+            Array::try_from(self.map(maps::ELEMENTS)).unwrap();
+        m.set(slot, e, 0).unwrap();
+    }
+
+    pub fn get_element(&mut self, slot: u32) -> Element {
+        let m: Array<&mut MapData, Element> = Array::try_from(self.map(maps::ELEMENTS)).unwrap();
+        m.get(&slot, 0).unwrap()
+    }
+
+    /// Fills Maglev table `table` with `slots` repeated (userspace would compute real Maglev).
+    pub fn fill_table(&mut self, table: u32, slots: &[u32]) {
+        let mut m: Array<&mut MapData, u32> = Array::try_from(self.map(maps::MAGLEV)).unwrap();
+        for i in 0..MAGLEV_SIZE {
+            m.set(table * MAGLEV_SIZE + i, slots[i as usize % slots.len()], 0)
+                .unwrap();
+        }
+    }
+
+    pub fn add_tx_port(&mut self, ifindex: u32) {
+        let mut m: DevMapHash<&mut MapData> =
+            DevMapHash::try_from(self.map(maps::TX_PORTS)).unwrap();
+        m.insert(ifindex, ifindex, None, 0).unwrap();
+    }
+
+    /// Runs one frame; returns the XDP action and the output frame.
+    pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &Xdp = self.ebpf.program(PROGRAM_NAME).unwrap().try_into().unwrap();
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    pub fn global(&mut self, index: u32) -> u64 {
+        let m: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(self.map(maps::GLOBAL_STATS)).unwrap();
+        m.get(&index, 0).unwrap().iter().sum()
+    }
+
+    /// Every non-zero global counter, by name (for precise "this and nothing else" checks).
+    pub fn globals(&mut self) -> Vec<(&'static str, u64)> {
+        (0..rsplb_common::stat::COUNT)
+            .map(|i| (rsplb_common::stat::NAMES[i as usize], self.global(i)))
+            .filter(|(_, v)| *v != 0)
+            .collect()
+    }
+
+    fn stats(&mut self, map: &str, slot: u32) -> Counters {
+        let m: PerCpuArray<&mut MapData, Counters> = PerCpuArray::try_from(self.map(map)).unwrap();
+        m.get(&slot, 0)
+            .unwrap()
+            .iter()
+            .fold(Counters::default(), |a, c| Counters {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+                new_flows: a.new_flows + c.new_flows,
+            })
+    }
+
+    pub fn element_stats(&mut self, slot: u32) -> Counters {
+        self.stats(maps::ELEMENT_STATS, slot)
+    }
+
+    pub fn vip_stats(&mut self, slot: u32) -> Counters {
+        self.stats(maps::VIP_STATS, slot)
+    }
+
+    pub fn flow(&mut self, key: &FlowKey) -> Option<FlowValue> {
+        let m: HashMap<&mut MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.map(maps::FLOWS)).unwrap();
+        m.get(key, 0).ok()
+    }
+
+    pub fn nat_entries(&mut self) -> Vec<(NatKey, NatValue)> {
+        let m: HashMap<&mut MapData, NatKey, NatValue> =
+            HashMap::try_from(self.map(maps::NAT_REVERSE)).unwrap();
+        m.iter().map(|r| r.unwrap()).collect()
+    }
+
+    pub fn set_nat_entry(&mut self, key: NatKey, value: NatValue) {
+        let mut m: HashMap<&mut MapData, NatKey, NatValue> =
+            HashMap::try_from(self.map(maps::NAT_REVERSE)).unwrap();
+        m.insert(key, value, 0).unwrap();
+    }
+}

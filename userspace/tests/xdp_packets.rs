@@ -1,0 +1,729 @@
+//! Packet tests of the XDP program through BPF_PROG_TEST_RUN (needs root): every forwarding
+//! mode, both address families, TCP/UDP/SCTP, flow affinity and re-selection, and every class of
+//! packet the program must not steer. Output frames are checked byte for byte where it matters
+//! and their checksums are recomputed from scratch.
+mod support;
+
+use std::net::SocketAddr;
+
+use rsplb_common::{
+    ELEM_ACTIVE, ELEM_DRAINING, MODE_NAT, NO_ELEMENT, PROTO_SCTP, PROTO_TCP, PROTO_UDP, VipInfo,
+    stat,
+};
+use support::{
+    Lb, NAT_PORT_MAX, NAT_PORT_MIN, addr_words, element, element_mac, flow_key,
+    packet::{CLIENT_MAC, Frame, LB_MAC, parse},
+};
+
+const XDP_ABORTED: u32 = 0;
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A DSR VIP 198.18.0.10:80/tcp (slot 0) over elements 1 and 2, table alternating 1, 2.
+fn dsr_v4_tcp() -> Lb {
+    let mut lb = Lb::new();
+    lb.dsr_vip("198.18.0.10:80", PROTO_TCP, 0);
+    lb.set_element(1, element(1, "198.18.1.1"));
+    lb.set_element(2, element(2, "198.18.1.2"));
+    lb.fill_table(0, &[1, 2]);
+    lb
+}
+
+/// Which element (by MAC) a forwarded frame went to.
+fn element_of(out: &[u8]) -> u32 {
+    let p = parse(out);
+    (1..16)
+        .find(|&s| p.eth_dst == element_mac(s))
+        .unwrap_or_else(|| panic!("frame sent to unknown MAC {:x?}", p.eth_dst))
+}
+
+#[test]
+fn dsr_ipv4_tcp_new_then_established() {
+    let mut lb = dsr_v4_tcp();
+    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    let (action, out) = lb.run(&syn);
+    assert_eq!(action, XDP_TX);
+    let slot = element_of(&out);
+    // DSR: only the Ethernet addresses change; the IP packet is untouched.
+    assert_eq!(&out[0..6], &element_mac(slot));
+    assert_eq!(&out[6..12], &LB_MAC);
+    assert_eq!(&out[12..], &syn[12..]);
+    let flow = lb
+        .flow(&flow_key("198.18.5.1:40001", "198.18.0.10:80", PROTO_TCP))
+        .expect("flow pinned");
+    assert_eq!(flow.element, slot);
+    assert_eq!(flow.generation, 1);
+    assert_eq!(flow.nat_port, 0);
+
+    let ack = Frame::tcp("198.18.5.1:40001", "198.18.0.10:80").build();
+    for _ in 0..3 {
+        let (action, out) = lb.run(&ack);
+        assert_eq!(action, XDP_TX);
+        assert_eq!(element_of(&out), slot, "established flow keeps its element");
+    }
+    let e = lb.element_stats(slot);
+    assert_eq!(e.packets, 4);
+    assert_eq!(e.new_flows, 1);
+    assert_eq!(e.bytes, (syn.len() + 3 * ack.len()) as u64);
+    let other = lb.element_stats(3 - slot);
+    assert_eq!(other.packets, 0);
+    let v = lb.vip_stats(0);
+    assert_eq!((v.packets, v.new_flows), (4, 1));
+    assert_eq!(lb.globals(), vec![("action_tx", 4)]);
+}
+
+#[test]
+fn dsr_spreads_flows_over_the_table() {
+    let mut lb = dsr_v4_tcp();
+    let mut seen = [0u32; 3];
+    for port in 0..64 {
+        let f = Frame::syn(&format!("198.18.5.1:{}", 30000 + port), "198.18.0.10:80").build();
+        let (action, out) = lb.run(&f);
+        assert_eq!(action, XDP_TX);
+        seen[element_of(&out) as usize] += 1;
+    }
+    assert!(
+        seen[1] > 10 && seen[2] > 10,
+        "both elements get flows: {seen:?}"
+    );
+    assert_eq!(lb.vip_stats(0).new_flows, 64);
+}
+
+#[test]
+fn dsr_non_syn_of_unknown_flow_is_selected_and_pinned() {
+    let mut lb = dsr_v4_tcp();
+    let ack = Frame::tcp("198.18.5.2:40002", "198.18.0.10:80").build();
+    let (action, out) = lb.run(&ack);
+    assert_eq!(action, XDP_TX);
+    let flow = lb
+        .flow(&flow_key("198.18.5.2:40002", "198.18.0.10:80", PROTO_TCP))
+        .expect("mid-stream packet pinned like a SYN");
+    assert_eq!(flow.element, element_of(&out));
+}
+
+#[test]
+fn dsr_ipv6_udp() {
+    let mut lb = Lb::new();
+    lb.dsr_vip("[fd00::10]:53", PROTO_UDP, 1);
+    lb.set_element(4, element(4, "fd00::1:4"));
+    lb.fill_table(2, &[4]);
+    let f = Frame::udp("[fd00::5:1]:5353", "[fd00::10]:53").build();
+    let (action, out) = lb.run(&f);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(&out[0..6], &element_mac(4));
+    assert_eq!(&out[6..12], &LB_MAC);
+    assert_eq!(&out[12..], &f[12..]);
+    assert_eq!(lb.element_stats(4).packets, 1);
+    assert_eq!(lb.vip_stats(1).new_flows, 1);
+}
+
+#[test]
+fn dsr_sctp_both_families() {
+    let mut lb = Lb::new();
+    lb.dsr_vip("198.18.0.10:9899", PROTO_SCTP, 0);
+    lb.dsr_vip("[fd00::10]:9899", PROTO_SCTP, 1);
+    lb.set_element(1, element(1, "198.18.1.1"));
+    lb.fill_table(0, &[1]);
+    lb.fill_table(2, &[1]);
+    for f in [
+        Frame::sctp("198.18.5.1:5000", "198.18.0.10:9899"),
+        Frame::sctp("[fd00::5:1]:5000", "[fd00::10]:9899"),
+    ] {
+        let f = f.build();
+        let (action, out) = lb.run(&f);
+        assert_eq!(action, XDP_TX);
+        assert_eq!(&out[0..6], &element_mac(1));
+        assert_eq!(&out[12..], &f[12..]);
+        assert!(parse(&out).l4_csum_ok, "SCTP CRC32c untouched and valid");
+    }
+    assert_eq!(lb.element_stats(1).packets, 2);
+}
+
+#[test]
+fn dsr_redirects_to_another_interface_through_the_devmap() {
+    // A private network namespace for this thread: the devmap needs a real device, and test
+    // runs see the namespace's loopback as the ingress interface. It disappears with the thread.
+    std::thread::spawn(|| {
+        assert_eq!(
+            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            0,
+            "unshare(CLONE_NEWNET)"
+        );
+        let status = std::process::Command::new("ip")
+            .args([
+                "link", "add", "rsplbt0", "type", "veth", "peer", "name", "rsplbt1",
+            ])
+            .status()
+            .expect("running ip");
+        assert!(status.success());
+        let ifindex = nix_ifindex("rsplbt0");
+        let mut lb = dsr_v4_tcp();
+        let mut e = element(1, "198.18.1.1");
+        e.ifindex = ifindex;
+        lb.set_element(1, e);
+        lb.fill_table(0, &[1]);
+        let f = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+
+        // Not in the devmap yet: no way out, dropped and counted.
+        let (action, _) = lb.run(&f);
+        assert_eq!(action, XDP_DROP);
+        assert_eq!(lb.global(stat::DROP_NO_NEXTHOP), 1);
+
+        lb.add_tx_port(ifindex);
+        let (action, out) = lb.run(&f);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(&out[0..6], &element_mac(1));
+        assert_eq!(lb.global(stat::ACTION_REDIRECT), 1);
+        assert_eq!(lb.element_stats(1).packets, 1);
+    })
+    .join()
+    .expect("redirect test thread");
+}
+
+fn nix_ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert_ne!(i, 0, "interface {name} exists");
+    i
+}
+
+#[test]
+fn unresolved_next_hop_drops() {
+    let mut lb = dsr_v4_tcp();
+    let mut e = element(1, "198.18.1.1");
+    e.dst_mac = [0; 6];
+    lb.set_element(1, e);
+    lb.fill_table(0, &[1]);
+    let f = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    let (action, _) = lb.run(&f);
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(
+        lb.globals(),
+        vec![("action_drop", 1), ("drop_no_nexthop", 1)]
+    );
+    assert_eq!(lb.element_stats(1).packets, 0);
+}
+
+#[test]
+fn empty_pool_drops() {
+    let mut lb = dsr_v4_tcp();
+    lb.fill_table(0, &[NO_ELEMENT]);
+    let f = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    let (action, out) = lb.run(&f);
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(out, f);
+    assert_eq!(
+        lb.globals(),
+        vec![("action_drop", 1), ("drop_no_element", 1)]
+    );
+    assert!(
+        lb.flow(&flow_key("198.18.5.1:40001", "198.18.0.10:80", PROTO_TCP))
+            .is_none()
+    );
+}
+
+/// Pins a flow to element 1 (table all 1), then moves the table to element 2.
+fn pinned_to_1_then_table_2() -> (Lb, Vec<u8>) {
+    let mut lb = dsr_v4_tcp();
+    lb.fill_table(0, &[1]);
+    let f = Frame::tcp("198.18.5.1:40001", "198.18.0.10:80").build();
+    let (action, out) = lb.run(&f);
+    assert_eq!((action, element_of(&out)), (XDP_TX, 1));
+    lb.fill_table(0, &[2]);
+    (lb, f)
+}
+
+#[test]
+fn flow_follows_its_element_while_the_table_changes() {
+    let (mut lb, f) = pinned_to_1_then_table_2();
+    let (action, out) = lb.run(&f);
+    assert_eq!((action, element_of(&out)), (XDP_TX, 1));
+    assert_eq!(lb.global(stat::FLOW_RESELECTED), 0);
+}
+
+#[test]
+fn flow_is_reselected_when_its_slot_is_freed() {
+    let (mut lb, f) = pinned_to_1_then_table_2();
+    let mut e = lb.get_element(1);
+    e.flags = 0;
+    lb.set_element(1, e);
+    let (action, out) = lb.run(&f);
+    assert_eq!((action, element_of(&out)), (XDP_TX, 2));
+    assert_eq!(lb.global(stat::FLOW_RESELECTED), 1);
+    assert_eq!(lb.element_stats(2).new_flows, 1);
+    let flow = lb
+        .flow(&flow_key("198.18.5.1:40001", "198.18.0.10:80", PROTO_TCP))
+        .unwrap();
+    assert_eq!(flow.element, 2, "re-pinned");
+    let (_, out) = lb.run(&f);
+    assert_eq!(element_of(&out), 2);
+    assert_eq!(lb.global(stat::FLOW_RESELECTED), 1);
+}
+
+#[test]
+fn flow_is_reselected_when_its_slot_changes_generation() {
+    let (mut lb, f) = pinned_to_1_then_table_2();
+    let mut e = lb.get_element(1);
+    e.generation += 1;
+    lb.set_element(1, e);
+    let (action, out) = lb.run(&f);
+    assert_eq!((action, element_of(&out)), (XDP_TX, 2));
+    assert_eq!(lb.global(stat::FLOW_RESELECTED), 1);
+}
+
+#[test]
+fn draining_element_keeps_its_flows_but_gets_no_new_ones() {
+    let (mut lb, f) = pinned_to_1_then_table_2();
+    let mut e = lb.get_element(1);
+    e.flags = ELEM_ACTIVE | ELEM_DRAINING;
+    lb.set_element(1, e);
+    let (_, out) = lb.run(&f);
+    assert_eq!(element_of(&out), 1);
+    let new = Frame::syn("198.18.5.1:40002", "198.18.0.10:80").build();
+    let (_, out) = lb.run(&new);
+    assert_eq!(element_of(&out), 2);
+    assert_eq!(lb.global(stat::FLOW_RESELECTED), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// NAT
+
+const SNAT_V4: &str = "198.18.2.254";
+const SNAT_V6: &str = "fd00::2:fe";
+
+fn nat_lb(vip: &str, proto: u8, snat: &str, elem_addr: &str, elem_port: u16) -> Lb {
+    let mut lb = Lb::new();
+    let key = support::vip_key(vip, proto);
+    lb.set_vip(
+        key,
+        VipInfo {
+            slot: 1,
+            table: 2,
+            mode: MODE_NAT,
+            snat_addr: addr_words(snat.parse().unwrap()),
+            ..VipInfo::default()
+        },
+    );
+    let mut e = element(3, elem_addr);
+    e.port = elem_port.to_be();
+    lb.set_element(3, e);
+    lb.fill_table(2, &[3]);
+    lb
+}
+
+/// Forward a client frame through a NAT VIP, check the translation, then send the element's
+/// reply back and check it reaches the client as coming from the VIP.
+fn nat_round_trip(client: &str, vip: &str, snat: &str, elem: &str, elem_port: u16, proto: u8) {
+    let mut lb = nat_lb(vip, proto, snat, elem, elem_port);
+    let mut f = Frame::new(proto, client, vip);
+    f.tcp_flags = packet_syn();
+    let frame = f.build();
+    let (action, out) = lb.run(&frame);
+    assert_eq!(action, XDP_TX);
+    let p = parse(&out);
+    assert_eq!(p.eth_dst, element_mac(3));
+    assert_eq!(p.eth_src, LB_MAC);
+    assert_eq!(p.dst, SocketAddr::new(elem.parse().unwrap(), elem_port));
+    assert_eq!(p.src.ip(), snat.parse::<std::net::IpAddr>().unwrap());
+    let nat_port = p.src.port();
+    assert!(
+        (NAT_PORT_MIN..=NAT_PORT_MAX).contains(&nat_port),
+        "SNAT port {nat_port} in range"
+    );
+    assert!(p.ip_csum_ok, "IPv4 header checksum");
+    assert!(p.l4_csum_ok, "transport checksum");
+    assert_eq!(p.ttl, 64, "TTL untouched");
+    assert_eq!(p.payload, f.payload);
+    assert_eq!(out.len(), frame.len());
+
+    let flow = lb
+        .flow(&flow_key(client, vip, proto))
+        .expect("NAT flow pinned");
+    assert_eq!((flow.element, flow.nat_port), (3, nat_port.to_be()));
+    assert_ne!(flow.last_seen_ns, 0);
+    let nat = lb.nat_entries();
+    assert_eq!(nat.len(), 1);
+    assert_eq!(nat[0].1.reply_dst_mac, CLIENT_MAC);
+    assert_eq!(nat[0].1.reply_src_mac, LB_MAC);
+
+    // Second packet of the flow: same port, same element.
+    let (action, out2) = lb.run(&Frame::new(proto, client, vip).build());
+    assert_eq!(action, XDP_TX);
+    assert_eq!(parse(&out2).src.port(), nat_port);
+
+    // The reply, as the element sends it to the balancer's SNAT address.
+    let mut reply = Frame::new(
+        proto,
+        &SocketAddr::new(elem.parse().unwrap(), elem_port).to_string(),
+        &SocketAddr::new(snat.parse().unwrap(), nat_port).to_string(),
+    );
+    reply.eth_src = element_mac(3);
+    reply.eth_dst = LB_MAC;
+    reply.payload = b"reply from element".to_vec();
+    let (action, out) = lb.run(&reply.build());
+    assert_eq!(action, XDP_TX);
+    let r = parse(&out);
+    assert_eq!(
+        r.eth_dst, CLIENT_MAC,
+        "reply goes back to the client's next hop"
+    );
+    assert_eq!(r.eth_src, LB_MAC);
+    assert_eq!(r.src, sa(vip));
+    assert_eq!(r.dst, sa(client));
+    assert!(r.ip_csum_ok && r.l4_csum_ok, "reply checksums");
+    assert_eq!(r.payload, reply.payload);
+
+    assert_eq!(lb.global(stat::NAT_REPLY), 1);
+    assert_eq!(lb.global(stat::ACTION_TX), 3);
+    let e = lb.element_stats(3);
+    assert_eq!((e.packets, e.new_flows), (3, 1));
+    let v = lb.vip_stats(1);
+    assert_eq!((v.packets, v.new_flows), (3, 1));
+}
+
+fn packet_syn() -> u8 {
+    support::packet::TCP_SYN
+}
+
+#[test]
+fn nat_ipv4_tcp_forward_and_reply() {
+    nat_round_trip(
+        "198.18.5.1:40001",
+        "198.18.0.10:80",
+        SNAT_V4,
+        "198.18.1.3",
+        8080,
+        PROTO_TCP,
+    );
+}
+
+#[test]
+fn nat_ipv4_udp_forward_and_reply() {
+    nat_round_trip(
+        "198.18.5.1:5353",
+        "198.18.0.10:53",
+        SNAT_V4,
+        "198.18.1.3",
+        5300,
+        PROTO_UDP,
+    );
+}
+
+#[test]
+fn nat_ipv6_tcp_forward_and_reply() {
+    nat_round_trip(
+        "[fd00::5:1]:40001",
+        "[fd00::10]:80",
+        SNAT_V6,
+        "fd00::1:3",
+        8080,
+        PROTO_TCP,
+    );
+}
+
+#[test]
+fn nat_ipv6_udp_forward_and_reply() {
+    nat_round_trip(
+        "[fd00::5:1]:5353",
+        "[fd00::10]:53",
+        SNAT_V6,
+        "fd00::1:3",
+        5300,
+        PROTO_UDP,
+    );
+}
+
+#[test]
+fn nat_element_port_zero_keeps_the_vip_port() {
+    let mut lb = nat_lb("198.18.0.10:80", PROTO_TCP, SNAT_V4, "198.18.1.3", 0);
+    let (action, out) = lb.run(&Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build());
+    assert_eq!(action, XDP_TX);
+    assert_eq!(parse(&out).dst, sa("198.18.1.3:80"));
+}
+
+#[test]
+fn nat_ipv4_udp_without_checksum_stays_without() {
+    let mut lb = nat_lb("198.18.0.10:53", PROTO_UDP, SNAT_V4, "198.18.1.3", 5300);
+    let mut f = Frame::udp("198.18.5.1:5353", "198.18.0.10:53");
+    f.udp_no_checksum = true;
+    let (action, out) = lb.run(&f.build());
+    assert_eq!(action, XDP_TX);
+    let p = parse(&out);
+    assert_eq!(p.l4_csum, 0);
+    assert!(p.ip_csum_ok);
+    assert_eq!(p.dst, sa("198.18.1.3:5300"));
+}
+
+#[test]
+fn nat_clients_get_distinct_ports_until_exhausted() {
+    let mut lb = nat_lb("198.18.0.10:80", PROTO_TCP, SNAT_V4, "198.18.1.3", 8080);
+    let mut cfg = lb_config();
+    cfg.nat_port_min = 40000;
+    cfg.nat_port_max = 40001;
+    lb.set_config(cfg);
+    let mut ports = Vec::new();
+    for c in 0..2 {
+        let (action, out) =
+            lb.run(&Frame::syn(&format!("198.18.5.{}:1000", c + 1), "198.18.0.10:80").build());
+        assert_eq!(action, XDP_TX, "client {c}");
+        ports.push(parse(&out).src.port());
+    }
+    ports.sort();
+    assert_eq!(ports, vec![40000, 40001]);
+    let f = Frame::syn("198.18.5.9:1000", "198.18.0.10:80").build();
+    let (action, out) = lb.run(&f);
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(out, f);
+    assert_eq!(lb.global(stat::DROP_NAT_PORTS_EXHAUSTED), 1);
+}
+
+fn lb_config() -> rsplb_common::Config {
+    rsplb_common::Config {
+        maglev_size: support::MAGLEV_SIZE,
+        nat_tcp_timeout_s: 300,
+        nat_udp_timeout_s: 30,
+        nat_port_min: NAT_PORT_MIN,
+        nat_port_max: NAT_PORT_MAX,
+    }
+}
+
+#[test]
+fn nat_expired_translation_is_absent_and_its_port_reclaimed() {
+    let mut lb = nat_lb("198.18.0.10:80", PROTO_TCP, SNAT_V4, "198.18.1.3", 8080);
+    let mut cfg = lb_config();
+    cfg.nat_port_min = 40000;
+    cfg.nat_port_max = 40000;
+    lb.set_config(cfg);
+    let (action, _) = lb.run(&Frame::syn("198.18.5.1:1000", "198.18.0.10:80").build());
+    assert_eq!(action, XDP_TX);
+    // Age the translation past its timeout.
+    let (key, mut value) = lb.nat_entries()[0];
+    value.last_seen_ns = 1;
+    lb.set_nat_entry(key, value);
+
+    let mut reply = Frame::tcp("198.18.1.3:8080", "198.18.2.254:40000");
+    reply.eth_src = element_mac(3);
+    let reply = reply.build();
+    let (action, out) = lb.run(&reply);
+    assert_eq!(
+        action, XDP_PASS,
+        "an expired translation does not translate"
+    );
+    assert_eq!(out, reply);
+    assert_eq!(lb.global(stat::NAT_REPLY), 0);
+
+    // A new client gets the single port back.
+    let (action, out) = lb.run(&Frame::syn("198.18.5.2:1000", "198.18.0.10:80").build());
+    assert_eq!(action, XDP_TX);
+    assert_eq!(parse(&out).src.port(), 40000);
+    let nat = lb.nat_entries();
+    assert_eq!(nat.len(), 1);
+    assert_eq!(
+        nat[0].1.client_addr,
+        addr_words("198.18.5.2".parse().unwrap())
+    );
+}
+
+#[test]
+fn nat_sctp_is_passed() {
+    let mut lb = nat_lb("198.18.0.10:9899", PROTO_SCTP, SNAT_V4, "198.18.1.3", 0);
+    let f = Frame::sctp("198.18.5.1:5000", "198.18.0.10:9899").build();
+    let (action, out) = lb.run(&f);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(out, f);
+    assert_eq!(lb.globals(), vec![("action_pass", 1), ("pass_sctp_nat", 1)]);
+}
+
+#[test]
+fn unknown_reply_to_the_snat_range_is_passed() {
+    let mut lb = nat_lb("198.18.0.10:80", PROTO_TCP, SNAT_V4, "198.18.1.3", 8080);
+    let f = Frame::tcp("198.18.1.3:8080", "198.18.2.254:40000").build();
+    let (action, _) = lb.run(&f);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(lb.globals(), vec![("action_pass", 1), ("pass_not_vip", 1)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packets the program must not steer
+
+/// Runs `frame` through a DSR setup and checks the action, that the frame is unchanged, and that
+/// exactly the action and `reason` were counted.
+fn expect_untouched(frame: &[u8], action: u32, reason: u32) {
+    let mut lb = dsr_v4_tcp();
+    lb.dsr_vip("[fd00::10]:80", PROTO_TCP, 1);
+    lb.fill_table(2, &[1]);
+    let (got, out) = lb.run(frame);
+    assert_eq!(got, action);
+    assert_eq!(out, frame, "frame unchanged");
+    let action_name = stat::NAMES[action as usize];
+    let mut expected = vec![(action_name, 1), (stat::NAMES[reason as usize], 1)];
+    expected.sort_by_key(|(n, _)| stat::NAMES.iter().position(|x| x == n));
+    assert_eq!(lb.globals(), expected);
+    assert_eq!(lb.element_stats(1).packets, 0);
+}
+
+fn v4_syn() -> Vec<u8> {
+    Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build()
+}
+
+fn v6_syn() -> Vec<u8> {
+    Frame::syn("[fd00::5:1]:40001", "[fd00::10]:80").build()
+}
+
+#[test]
+fn non_ip_is_passed() {
+    let mut arp = v4_syn();
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    expect_untouched(&arp, XDP_PASS, stat::PASS_NOT_IP);
+}
+
+#[test]
+fn vlan_tagged_is_passed_as_not_ip() {
+    let f = v4_syn();
+    let mut tagged = f[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+    tagged.extend_from_slice(&f[12..]);
+    expect_untouched(&tagged, XDP_PASS, stat::PASS_NOT_IP);
+}
+
+#[test]
+fn not_a_vip_is_passed() {
+    for f in [
+        Frame::syn("198.18.5.1:40001", "198.18.0.11:80"), // other address
+        Frame::syn("198.18.5.1:40001", "198.18.0.10:81"), // other port
+        Frame::udp("198.18.5.1:40001", "198.18.0.10:80"), // other protocol
+        Frame::syn("[fd00::5:1]:40001", "[fd00::11]:80"),
+    ] {
+        expect_untouched(&f.build(), XDP_PASS, stat::PASS_NOT_VIP);
+    }
+}
+
+#[test]
+fn other_protocols_are_passed() {
+    expect_untouched(
+        &Frame::new(1, "198.18.5.1:0", "198.18.0.10:0").build(),
+        XDP_PASS,
+        stat::PASS_OTHER_PROTO,
+    );
+    expect_untouched(
+        &Frame::new(58, "[fd00::5:1]:0", "[fd00::10]:0").build(),
+        XDP_PASS,
+        stat::PASS_OTHER_PROTO,
+    );
+}
+
+#[test]
+fn fragments_are_passed() {
+    let mut first = v4_syn();
+    first[20] = 0x20; // MF
+    first[21] = 0;
+    expect_untouched(&first, XDP_PASS, stat::PASS_FRAGMENT);
+    let mut later = v4_syn();
+    later[20] = 0;
+    later[21] = 0x10; // offset 16 * 8
+    expect_untouched(&later, XDP_PASS, stat::PASS_FRAGMENT);
+}
+
+#[test]
+fn ipv4_options_are_passed() {
+    let f = v4_syn();
+    let mut o = f[..34].to_vec();
+    o.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+    o.extend_from_slice(&f[34..]);
+    o[14] = 0x46;
+    let tot = u16::from_be_bytes([o[16], o[17]]) + 4;
+    o[16..18].copy_from_slice(&tot.to_be_bytes());
+    expect_untouched(&o, XDP_PASS, stat::PASS_IPV4_OPTIONS);
+}
+
+#[test]
+fn ipv6_extension_headers_are_passed() {
+    let f = v6_syn();
+    let mut e = f[..54].to_vec();
+    e[20] = 0; // hop-by-hop
+    e.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]); // next TCP, PadN
+    e.extend_from_slice(&f[54..]);
+    let len = u16::from_be_bytes([e[18], e[19]]) + 8;
+    e[18..20].copy_from_slice(&len.to_be_bytes());
+    expect_untouched(&e, XDP_PASS, stat::PASS_IPV6_EXT);
+}
+
+#[test]
+fn truncated_and_inconsistent_headers_are_dropped() {
+    let syn = v4_syn();
+    let v6 = v6_syn();
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("Ethernet only", syn[..14].to_vec()),
+        ("IPv4 header cut", syn[..30].to_vec()),
+        ("TCP header cut", syn[..44].to_vec()),
+        ("IPv6 header cut", v6[..50].to_vec()),
+        ("IPv6 TCP header cut", v6[..60].to_vec()),
+    ];
+    let mut ihl4 = syn.clone();
+    ihl4[14] = 0x44;
+    cases.push(("IPv4 ihl < 5", ihl4));
+    let mut long = syn.clone();
+    long[16..18].copy_from_slice(&(syn.len() as u16).to_be_bytes()); // > frame - 14
+    cases.push(("IPv4 total length beyond the frame", long));
+    let mut short = syn.clone();
+    short[16..18].copy_from_slice(&19u16.to_be_bytes());
+    cases.push(("IPv4 total length below the header", short));
+    let mut tcp_beyond_ip = syn.clone();
+    tcp_beyond_ip[16..18].copy_from_slice(&30u16.to_be_bytes()); // 10 bytes of TCP in IP
+    cases.push(("TCP header beyond the IPv4 length", tcp_beyond_ip));
+    let mut v6_long = v6.clone();
+    v6_long[18..20].copy_from_slice(&(v6.len() as u16).to_be_bytes());
+    cases.push(("IPv6 payload length beyond the frame", v6_long));
+    let mut not_v4 = syn.clone();
+    not_v4[14] = 0x65;
+    cases.push(("IPv4 ethertype with version 6", not_v4));
+    for (what, frame) in cases {
+        eprintln!("case: {what}");
+        expect_untouched(&frame, XDP_DROP, stat::DROP_TRUNCATED);
+    }
+}
+
+#[test]
+fn ethernet_padding_after_the_ip_packet_is_fine() {
+    let mut lb = dsr_v4_tcp();
+    let mut f = Frame::syn("198.18.5.1:40001", "198.18.0.10:80");
+    f.payload.clear(); // 54-byte frame, padded to 60 on the wire
+    let mut frame = f.build();
+    frame.resize(60, 0);
+    let (action, out) = lb.run(&frame);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(&out[12..], &frame[12..]);
+}
+
+#[test]
+fn ttl_one_is_passed() {
+    let mut f = Frame::syn("198.18.5.1:40001", "198.18.0.10:80");
+    f.ttl = 1;
+    expect_untouched(&f.build(), XDP_PASS, stat::PASS_TTL);
+    let mut f = Frame::syn("[fd00::5:1]:40001", "[fd00::10]:80");
+    f.ttl = 1;
+    expect_untouched(&f.build(), XDP_PASS, stat::PASS_TTL);
+}
+
+#[test]
+fn no_aborts_on_any_prefix_of_a_frame() {
+    // Every cut of valid frames: the program never aborts and never forwards a cut-short one.
+    let mut lb = dsr_v4_tcp();
+    for full in [
+        v4_syn(),
+        v6_syn(),
+        Frame::udp("[fd00::5:1]:1", "[fd00::10]:80").build(),
+    ] {
+        for len in 14..full.len() {
+            let (action, _) = lb.run(&full[..len]);
+            assert_ne!(action, XDP_ABORTED, "cut at {len}");
+            assert_ne!(action, XDP_TX, "cut at {len} forwarded");
+        }
+    }
+}
