@@ -13,6 +13,11 @@
 //!   proportional to its weight among the ones not yet drawn. Random, Weighted Random, the
 //!   randomized Least-Used variants and Weighted Random DPF.
 //!
+//! Weighted Round Robin keeps rsplib's key (round, virtual counter, sequence): an element enters
+//! the current round with its weight as counter, each selection counts it down, and at 1 it moves
+//! to the next round. So every element is selected `weight` times per round (consecutively, as in
+//! rsplib), at O(log n) per selection with no per-round rebuild. A weight of 0 counts as 1.
+//!
 //! Deliberate differences from rsplib, each because rsplib's behaviour is an accident of its
 //! data structure rather than the documented semantics:
 //! - rsplib's `poolNodeLinkPoolElementNodeToSelection` calls the policy update function again when
