@@ -34,12 +34,11 @@ fn client(fakes: &[&FakeRegistrar]) -> ClientConfig {
 
 async fn wait_state(handle: &PoolElementHandle, want: impl Fn(&PeState) -> bool) -> PeState {
     let mut rx = handle.watch();
-    let state = tokio::time::timeout(WAIT, rx.wait_for(|s| want(s)))
+    tokio::time::timeout(WAIT, rx.wait_for(|s| want(s)))
         .await
         .expect("state reached within the bound")
         .expect("task alive")
-        .clone();
-    state
+        .clone()
 }
 
 #[tokio::test]
