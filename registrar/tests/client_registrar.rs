@@ -25,9 +25,11 @@ struct Running {
 
 impl Running {
     async fn start() -> Self {
-        let mut config = RegistrarConfig::default();
-        config.asap_listen = vec!["127.0.0.1:0".parse().unwrap()];
-        config.admin = None;
+        let mut config = RegistrarConfig {
+            asap_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            admin: None,
+            ..RegistrarConfig::default()
+        };
         config.announce.enabled = false;
         let registrar = Registrar::bind(config).await.unwrap();
         let addr = registrar.asap_addrs()[0];
