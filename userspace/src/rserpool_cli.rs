@@ -925,4 +925,78 @@ mod tests {
         assert_eq!(human_ms(61_000), "1m01s");
         assert_eq!(human_ms(3_660_000), "1h01m");
     }
+
+    /// `resolve` and `handlespace` against a real registrar (in-process, loopback ports).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resolve_and_handlespace_show_a_registered_element() {
+        use rsplb_registrar::client::PoolElementHandle;
+        use rsplb_registrar::config::RegistrarConfig;
+        use rsplb_registrar::shell::Registrar;
+
+        let mut config = RegistrarConfig {
+            asap_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            admin: Some("127.0.0.1:0".parse().unwrap()),
+            ..RegistrarConfig::default()
+        };
+        config.announce.enabled = false;
+        let registrar = Registrar::bind(config).await.unwrap();
+        let asap = registrar.asap_addrs()[0];
+        let admin = registrar.admin_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(registrar.run(async {
+            let _ = stopped.await;
+        }));
+
+        let args = pe_args(&[
+            "cli",
+            "127.0.0.1:8080",
+            "--policy",
+            "weighted-round-robin:3",
+            "--id",
+            "0xabc",
+        ])
+        .unwrap();
+        let mut sidecar = sidecar_config(&args).unwrap();
+        sidecar.client = ClientConfig::with_registrars([asap]);
+        let pe = PoolElementHandle::register(sidecar.client, sidecar.element)
+            .await
+            .unwrap();
+
+        let resolve_args = |json| ResolveArgs {
+            pool: "cli".parse().unwrap(),
+            registrars: vec![asap],
+            items: None,
+            timeout: 5000,
+            json,
+        };
+        let table = resolve(&resolve_args(false)).await.unwrap();
+        assert!(table.contains("weighted_round_robin"), "{table}");
+        assert!(
+            table.contains("00000abc") && table.contains("127.0.0.1:8080"),
+            "{table}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&resolve(&resolve_args(true)).await.unwrap()).unwrap();
+        assert_eq!(json["elements"][0]["id"], 0xabc);
+        assert_eq!(json["elements"][0]["policy"]["weight"], 3);
+        assert_eq!(json["policy"]["name"], "weighted_round_robin");
+
+        let snapshot =
+            tokio::task::spawn_blocking(move || fetch_handlespace(admin, Duration::from_secs(5)))
+                .await
+                .unwrap()
+                .unwrap();
+        let table = handlespace_table(&snapshot);
+        assert!(table.contains("pool cli"), "{table}");
+        assert!(
+            table.contains("00000abc") && table.contains("weighted_round_robin:3"),
+            "{table}"
+        );
+
+        pe.deregister().await.unwrap();
+        let err = resolve(&resolve_args(false)).await.unwrap_err();
+        assert!(format!("{err:#}").contains("unknown"), "{err:#}");
+        let _ = stop.send(());
+        let _ = running.await;
+    }
 }
