@@ -70,12 +70,14 @@ pub async fn run(
         log::info!("{what}: no health check; registering");
         let element = PoolElementHandle::start(config.client.clone(), config.element.clone())?;
         let mut states = element.watch();
+        let mut last = None;
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 changed = states.changed() => {
                     if changed.is_err() { break; }
-                    log_state(&what, &states.borrow_and_update());
+                    let state = states.borrow_and_update().clone();
+                    log_state(&what, &mut last, &state);
                 }
             }
         }
@@ -92,6 +94,7 @@ pub async fn run(
     let mut tracker = HealthTracker::new(config.rise, config.fall);
     let mut element: Option<PoolElementHandle> = None;
     let mut states: Option<watch::Receiver<PeState>> = None;
+    let mut last = None;
     let mut ticker = tokio::time::interval(config.interval.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -110,6 +113,7 @@ pub async fn run(
                         log::info!("{what}: service is up ({check}); registering");
                         let handle = PoolElementHandle::start(config.client.clone(), config.element.clone())?;
                         states = Some(handle.watch());
+                        last = None;
                         element = Some(handle);
                     }
                     Some(Health::Down) => {
@@ -129,7 +133,7 @@ pub async fn run(
             }
             changed = next_state(&mut states) => {
                 match changed {
-                    Some(state) => log_state(&what, &state),
+                    Some(state) => log_state(&what, &mut last, &state),
                     None => states = None,
                 }
             }
@@ -148,14 +152,24 @@ async fn next_state(states: &mut Option<watch::Receiver<PeState>>) -> Option<PeS
     }
 }
 
-fn log_state(what: &str, state: &PeState) {
+/// Logs a state change for people: registrations, refusals and trouble; the first keep-alive
+/// naming the home registrar only at debug level.
+fn log_state(what: &str, last: &mut Option<PeState>, state: &PeState) {
+    let previous = last.replace(state.clone());
     match state {
-        PeState::Hunting => log::info!("{what}: looking for a registrar"),
+        PeState::Hunting => log::debug!("{what}: looking for a registrar"),
+        PeState::Registered { registrar, home } if matches!(previous, Some(PeState::Registered { registrar: r, .. }) if r == *registrar) =>
+        {
+            log::debug!("{what}: home registrar {home}")
+        }
         PeState::NoRegistrar { tried } => {
             let e = ClientError::NoRegistrar {
                 tried: tried.clone(),
             };
             log::warn!("{what}: {e}; retrying")
+        }
+        PeState::Registered { registrar, home } if home.0 == 0 => {
+            log::info!("{what}: registered at {registrar}")
         }
         PeState::Registered { registrar, home } => {
             log::info!("{what}: registered at {registrar} (home registrar {home})")

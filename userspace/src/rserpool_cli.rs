@@ -132,7 +132,8 @@ pub struct PeRegisterArgs {
     /// A registrar (repeatable); without one, registrars are found by their announces.
     #[arg(long = "registrar", value_name = "ADDR:PORT", value_parser = parse_registrar)]
     pub registrars: Vec<SocketAddr>,
-    /// Announce group to listen on when no --registrar is given.
+    /// Where to listen for registrar announces when no --registrar is given: a multicast group,
+    /// or a local unicast address that registrars send announces to (`--announce-target`).
     #[arg(long, value_name = "GROUP:PORT", default_value = "239.0.0.50:3863")]
     pub announce: SocketAddrV4,
     /// Pool element identifier (decimal or 0x-hex); random by default.
@@ -227,12 +228,6 @@ async fn shutdown_signal() {
 /// The sidecar configuration the command line describes, or what is wrong with it.
 pub fn sidecar_config(args: &PeRegisterArgs) -> Result<SidecarConfig> {
     let client = if args.registrars.is_empty() {
-        if !args.announce.ip().is_multicast() {
-            bail!(
-                "--announce {} is not a multicast group (give --registrar ADDR:PORT for a unicast registrar)",
-                args.announce
-            );
-        }
         ClientConfig {
             announce: Some(AnnounceConfig {
                 group: args.announce,

@@ -479,7 +479,7 @@ impl Task {
                                 }
                             } else {
                                 if !registered {
-                                    log::info!(
+                                    log::debug!(
                                         "pool element {id} of {} registered at {addr}",
                                         self.pe.pool_handle
                                     );
@@ -499,7 +499,7 @@ impl Task {
                                 if let Some(causes) = error.filter(|c| !c.is_empty()) {
                                     log::warn!("deregistration answered with {causes:?}");
                                 }
-                                log::info!("pool element {id} of {} deregistered", self.pe.pool_handle);
+                                log::debug!("pool element {id} of {} deregistered", self.pe.pool_handle);
                                 if let Some(reply) = reply {
                                     let _ = reply.send(Ok(()));
                                 }
