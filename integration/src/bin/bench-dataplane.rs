@@ -1,0 +1,237 @@
+//! `cargo xtask bench dataplane`: dataplane figures, printed as `key=value` lines.
+//!
+//! The `xdp_*` figures time the rsplb XDP program alone through BPF_PROG_TEST_RUN (no NIC, no
+//! stack), in ns per packet, as medians over several rounds, on one DSR VIP with 100 elements:
+//! - `xdp_syn_ns`: a TCP SYN of a new flow (flow table miss, Maglev pick, flow insert);
+//! - `xdp_est_ns`: a packet of an established flow (flow table hit);
+//! - `xdp_pass_ns`: a TCP packet to an address that is not a VIP (passed to the stack).
+//!
+//! The program rewrites its input in place, so a `repeat` batch sees its own output from the
+//! second run on. That is harmless for the established and pass packets (the DSR rewrite is
+//! idempotent and a passed packet is untouched), so they are timed with large `repeat` batches.
+//! A SYN must be a new flow each time: every SYN is a separate `repeat = 1` run with its own
+//! source port, and the fixed per-run cost of the test harness (the difference between a
+//! `repeat = 1` run and a batched run of the same established packet) is subtracted.
+//! Every run's XDP action is checked.
+//!
+//! Each figure is one function; `main` prints them in order (other figures add their own).
+use anyhow::{Context as _, Result, bail, ensure};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use rsplb_common::{
+    Config, ELEM_ACTIVE, Element, FAMILY_V4, MODE_DSR, PROGRAM_NAME, PROTO_TCP, VipInfo, VipKey,
+    maps,
+};
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const ELEMENTS: u32 = 100;
+const MAGLEV_SIZE: u32 = 65537;
+const ROUNDS: usize = 9;
+const BATCH: u32 = 200_000;
+const SYNS_PER_ROUND: u16 = 2_000;
+
+const VIP: [u8; 4] = [198, 18, 0, 10];
+const CLIENT: [u8; 4] = [198, 18, 5, 1];
+
+/// The program loaded with one DSR VIP over `ELEMENTS` elements.
+struct XdpBench {
+    ebpf: Ebpf,
+    /// Source port of the next new flow.
+    next_port: u16,
+}
+
+fn words(a: [u8; 4]) -> [u32; 4] {
+    [u32::from_ne_bytes(a), 0, 0, 0]
+}
+
+/// Ethernet + IPv4 + TCP (checksums are irrelevant to a DSR rewrite).
+fn tcp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, PROTO_TCP, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+    f.extend_from_slice(&[0u8; 20]);
+    f
+}
+
+impl XdpBench {
+    fn new() -> Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(maps::VIPS, 4)
+            .map_max_entries(maps::ELEMENTS, 128)
+            .map_max_entries(maps::MAGLEV, 2 * MAGLEV_SIZE)
+            .map_max_entries(maps::FLOWS, 1 << 16)
+            .map_max_entries(maps::NAT_REVERSE, 1024)
+            .map_max_entries(maps::ELEMENT_STATS, 128)
+            .map_max_entries(maps::VIP_STATS, 4)
+            .load(rsplb::XDP_OBJECT)
+            .context("loading the XDP object (run as root)")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .context("program not in the object")?
+            .try_into()?;
+        prog.load().context("loading the XDP program into the kernel")?;
+
+        let mut config: Array<&mut MapData, Config> =
+            Array::try_from(ebpf.map_mut(maps::CONFIG).context("config map")?)?;
+        config.set(
+            0,
+            Config {
+                maglev_size: MAGLEV_SIZE,
+                nat_tcp_timeout_s: 300,
+                nat_udp_timeout_s: 30,
+                nat_port_min: 32768,
+                nat_port_max: 60999,
+            },
+            0,
+        )?;
+        let mut elements: Array<&mut MapData, Element> =
+            Array::try_from(ebpf.map_mut(maps::ELEMENTS).context("elements map")?)?;
+        for slot in 0..ELEMENTS {
+            elements.set(
+                slot,
+                Element {
+                    addr: words([198, 18, 1, slot as u8]),
+                    port: 0,
+                    family: FAMILY_V4,
+                    flags: ELEM_ACTIVE,
+                    generation: 1,
+                    ifindex: 0,
+                    dst_mac: [0x02, 0xee, 0, 0, 0, slot as u8],
+                    src_mac: [0x02, 0, 0, 0, 0, 0x02],
+                },
+                0,
+            )?;
+        }
+        let mut maglev: Array<&mut MapData, u32> =
+            Array::try_from(ebpf.map_mut(maps::MAGLEV).context("maglev map")?)?;
+        for i in 0..MAGLEV_SIZE {
+            maglev.set(i, i % ELEMENTS, 0)?;
+        }
+        let mut vips: HashMap<&mut MapData, VipKey, VipInfo> =
+            HashMap::try_from(ebpf.map_mut(maps::VIPS).context("vips map")?)?;
+        vips.insert(
+            VipKey {
+                addr: words(VIP),
+                port: 80u16.to_be(),
+                proto: PROTO_TCP,
+                family: FAMILY_V4,
+            },
+            VipInfo {
+                slot: 0,
+                table: 0,
+                mode: MODE_DSR,
+                ..VipInfo::default()
+            },
+            0,
+        )?;
+        Ok(XdpBench {
+            ebpf,
+            next_port: 1024,
+        })
+    }
+
+    /// One BPF_PROG_TEST_RUN: (action, kernel-measured ns per run).
+    fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .context("program")?
+            .try_into()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        Ok((r.return_value, r.duration.as_nanos() as f64))
+    }
+
+    fn batch(&self, frame: &[u8], expect: u32) -> Result<f64> {
+        let (action, ns) = self.run(frame, BATCH)?;
+        ensure!(action == expect, "action {action}, expected {expect}");
+        Ok(ns)
+    }
+
+    fn established_frame(&self) -> Result<Vec<u8>> {
+        let frame = tcp_frame(CLIENT, VIP, 1000, 80, 0x10);
+        let (action, _) = self.run(&frame, 1)?;
+        ensure!(action == XDP_TX, "established flow setup: action {action}");
+        Ok(frame)
+    }
+
+    /// Median of one round of new-flow SYNs, each its own `repeat = 1` run.
+    fn syn_round(&mut self) -> Result<f64> {
+        let mut samples = Vec::with_capacity(SYNS_PER_ROUND as usize);
+        for _ in 0..SYNS_PER_ROUND {
+            self.next_port = self.next_port.checked_add(1).unwrap_or(1024);
+            let src = [CLIENT[0], CLIENT[1], 6 + (self.next_port >> 15) as u8, CLIENT[3]];
+            let frame = tcp_frame(src, VIP, self.next_port, 80, 0x02);
+            let (action, ns) = self.run(&frame, 1)?;
+            if action != XDP_TX {
+                bail!("SYN: action {action}, expected XDP_TX");
+            }
+            samples.push(ns);
+        }
+        Ok(median(samples))
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn xdp_est_ns(b: &mut XdpBench) -> Result<f64> {
+    let frame = b.established_frame()?;
+    let rounds = (0..ROUNDS)
+        .map(|_| b.batch(&frame, XDP_TX))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(median(rounds))
+}
+
+fn xdp_pass_ns(b: &mut XdpBench) -> Result<f64> {
+    let frame = tcp_frame(CLIENT, [198, 18, 0, 99], 1000, 22, 0x10);
+    let rounds = (0..ROUNDS)
+        .map(|_| b.batch(&frame, XDP_PASS))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(median(rounds))
+}
+
+/// Fixed cost of one `repeat = 1` test run beyond the program itself.
+fn harness_ns(b: &mut XdpBench) -> Result<f64> {
+    let frame = b.established_frame()?;
+    let mut single = Vec::new();
+    for _ in 0..SYNS_PER_ROUND {
+        let (action, ns) = b.run(&frame, 1)?;
+        ensure!(action == XDP_TX, "established: action {action}");
+        single.push(ns);
+    }
+    Ok((median(single) - xdp_est_ns(b)?).max(0.0))
+}
+
+fn xdp_syn_ns(b: &mut XdpBench) -> Result<f64> {
+    let harness = harness_ns(b)?;
+    let rounds = (0..ROUNDS)
+        .map(|_| b.syn_round())
+        .collect::<Result<Vec<_>>>()?;
+    Ok((median(rounds) - harness).max(0.0))
+}
+
+fn main() -> Result<()> {
+    let mut b = XdpBench::new()?;
+    println!("xdp_syn_ns={:.0}", xdp_syn_ns(&mut b)?);
+    println!("xdp_est_ns={:.0}", xdp_est_ns(&mut b)?);
+    println!("xdp_pass_ns={:.0}", xdp_pass_ns(&mut b)?);
+    Ok(())
+}
