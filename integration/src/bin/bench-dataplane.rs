@@ -77,7 +77,8 @@ impl XdpBench {
             .program_mut(PROGRAM_NAME)
             .context("program not in the object")?
             .try_into()?;
-        prog.load().context("loading the XDP program into the kernel")?;
+        prog.load()
+            .context("loading the XDP program into the kernel")?;
 
         let mut config: Array<&mut MapData, Config> =
             Array::try_from(ebpf.map_mut(maps::CONFIG).context("config map")?)?;
@@ -175,7 +176,12 @@ impl XdpBench {
         let mut samples = Vec::with_capacity(SYNS_PER_ROUND as usize);
         for _ in 0..SYNS_PER_ROUND {
             self.next_port = self.next_port.checked_add(1).unwrap_or(1024);
-            let src = [CLIENT[0], CLIENT[1], 6 + (self.next_port >> 15) as u8, CLIENT[3]];
+            let src = [
+                CLIENT[0],
+                CLIENT[1],
+                6 + (self.next_port >> 15) as u8,
+                CLIENT[3],
+            ];
             let frame = tcp_frame(src, VIP, self.next_port, 80, 0x02);
             let (action, ns) = self.run(&frame, 1)?;
             if action != XDP_TX {
