@@ -402,6 +402,8 @@ impl Balancer {
         Ok(self
             .maps
             .expire_nat(now, |v| match per_vip.get(&v.vip_slot) {
+                // The program records the timeout that applied when it created the entry.
+                _ if v.timeout_s > 0 => v.timeout_s as u64 * 1_000_000_000,
                 Some((t, _)) if *t > 0 => *t as u64 * 1_000_000_000,
                 Some((_, p)) if *p == rsplb_common::PROTO_TCP => default_tcp,
                 _ => default_udp,

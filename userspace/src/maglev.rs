@@ -336,7 +336,10 @@ mod tests {
                 id: i as u32,
             })
             .collect();
+        let start = std::time::Instant::now();
         let t = build(&elems, 65537);
+        // Informational only (a shared machine makes timing assertions flaky).
+        eprintln!("maglev 65537 x 100: {:?}", start.elapsed());
         assert!(t.iter().all(|&e| e < 100));
     }
 }
