@@ -211,10 +211,22 @@ fn pick_iface(explicit: Option<String>) -> Result<String> {
     if let Some(i) = explicit {
         return Ok(i);
     }
-    let attached = loader::attached_interfaces();
+    // Only interfaces attached from this network namespace are candidates: pins are global,
+    // but `-i` names an interface here.
+    let here = loader::netns_inode().ok();
+    let attached: Vec<String> = loader::attached_interfaces()
+        .into_iter()
+        .filter(|i| {
+            rsplb::state::State::load(&rsplb::state::state_dir(i).join("state.json"))
+                .map(|st| Some(st.netns_inode) == here)
+                .unwrap_or(false)
+        })
+        .collect();
     match attached.as_slice() {
         [one] => Ok(one.clone()),
-        [] => bail!("no interface is attached (run `rsplb attach IFACE`)"),
+        [] => {
+            bail!("no interface is attached in this network namespace (run `rsplb attach IFACE`)")
+        }
         many => bail!(
             "several interfaces are attached ({}): choose one with -i IFACE",
             many.join(", ")
