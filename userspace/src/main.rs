@@ -1,4 +1,7 @@
-//! The `rsplb` command line: a thin layer over `rsplb::loader` and `rsplb::control::Balancer`.
+//! The `rsplb` command line: a thin layer over `rsplb::loader` and `rsplb::control::Balancer`,
+//! plus the RSerPool tools (`pe register`, `resolve`, `handlespace`) of `rserpool_cli`.
+
+mod rserpool_cli;
 
 use std::{net::IpAddr, net::SocketAddr, process::ExitCode, time::Duration};
 
@@ -89,6 +92,8 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0, value_name = "SECS")]
         interval: f64,
     },
+    #[command(flatten)]
+    Rserpool(rserpool_cli::RserpoolCommand),
     /// List the interfaces rsplb is attached to.
     ListInterfaces {
         /// Print JSON.
@@ -239,9 +244,6 @@ fn print_json(v: &serde_json::Value) {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -258,6 +260,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The sidecar and the daemon are long-running services whose state transitions (registered,
+    // deregistered, next hop resolved) are what an operator watches: info by default there.
+    let default_level = match &cli.cmd {
+        Cmd::Rserpool(_) | Cmd::Run { .. } => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_timestamp_millis()
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -272,6 +283,7 @@ fn run(cli: Cli) -> Result<()> {
         loader::enter_netns(ns)?;
     }
     match cli.cmd {
+        Cmd::Rserpool(cmd) => rserpool_cli::run(cmd),
         Cmd::Attach(a) => {
             let opts = AttachOptions {
                 maglev_size: a.maglev_size,
