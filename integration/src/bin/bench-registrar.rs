@@ -15,6 +15,10 @@
 //!   (stops acking keep-alives, keeps its connection) to a resolution no longer returning it,
 //!   polled every millisecond.
 //!
+//! - `reg_registrar_cpu_ns`, `hres_registrar_cpu_ns`: the registrar process's CPU time (user +
+//!   system) per answered request: what the registrar costs independently of the client load
+//!   generator, which shares the same cores.
+//!
 //! The bench registrar disables the per-peer rate limits (they would measure the limiter) and
 //! raises the per-peer element limit; everything else is default.
 
@@ -43,13 +47,15 @@ const UNLIMITED: Bucket = Bucket {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve") {
+        let ka: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(250);
+        // The same runtime as `rsp-registrar`.
+        let rt = rsplb_registrar::shell::runtime()?;
+        return rt.block_on(serve(ka));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if args.get(1).map(String::as_str) == Some("--serve") {
-        let ka: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(250);
-        return rt.block_on(serve(ka));
-    }
     let mut opts = Opts::default();
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -167,6 +173,19 @@ async fn spawn_server(keepalive_ms: u64) -> anyhow::Result<Server> {
 }
 
 impl Server {
+    /// User + system CPU time of the registrar process.
+    fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // Fields after the command name (which may hold spaces) start at the last ')'.
+        let rest = stat.rsplit_once(')').context("stat")?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).context("utime")?;
+        let sticks: u64 = f.get(12).and_then(|v| v.parse().ok()).context("stime")?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok(Duration::from_micros((ticks + sticks) * 1_000_000 / hz))
+    }
+
     fn rss_bytes(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
         let kb: u64 = status
@@ -288,19 +307,27 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 async fn bench(o: Opts) -> anyhow::Result<()> {
     let server = spawn_server(250).await?;
-    let mut reg = Vec::new();
+    let (mut reg, mut reg_cpu) = (Vec::new(), Vec::new());
     for round in 0..o.rounds {
-        reg.push(bench_registrations(&server, o.pes, round).await?);
+        let (rate, cpu) = bench_registrations(&server, o.pes, round).await?;
+        reg.push(rate);
+        reg_cpu.push(cpu);
     }
     println!("reg_per_s={:.0}", median(reg));
-    let mut hr = Vec::new();
+    println!("reg_registrar_cpu_ns={:.0}", median(reg_cpu));
+    let (mut hr, mut hr_cpu) = (Vec::new(), Vec::new());
     // The 1,000-element pool stays up for all rounds.
     let pool_conns = setup_pool(&server, "hres", 1000, 10).await?;
     for _ in 0..o.rounds {
-        hr.push(bench_resolutions(&server, o.pus, o.hr_window).await?);
+        let (rate, cpu) = bench_resolutions(&server, o.pus, o.hr_window).await?;
+        hr.push(rate);
+        hr_cpu.push(cpu);
     }
-    drop(pool_conns);
+    for t in pool_conns {
+        t.abort();
+    }
     println!("hres_per_s={:.0}", median(hr));
+    println!("hres_registrar_cpu_ns={:.0}", median(hr_cpu));
     let mut ka = Vec::new();
     for _ in 0..(o.rounds * 2 + 1) {
         ka.push(bench_keepalive_detect(&server).await?);
@@ -321,13 +348,18 @@ async fn bench(o: Opts) -> anyhow::Result<()> {
 }
 
 /// `pes` connections register one element each, then re-register it for about 2 s.
-async fn bench_registrations(server: &Server, pes: usize, round: usize) -> anyhow::Result<f64> {
+async fn bench_registrations(
+    server: &Server,
+    pes: usize,
+    round: usize,
+) -> anyhow::Result<(f64, f64)> {
     let mut conns = Vec::new();
     for _ in 0..pes {
         conns.push(Conn::connect(server.asap).await?);
     }
     let count = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu0 = server.cpu_time()?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (i, mut c) in conns.into_iter().enumerate() {
@@ -350,10 +382,12 @@ async fn bench_registrations(server: &Server, pes: usize, round: usize) -> anyho
     for t in tasks {
         conns.push(t.await??);
     }
-    let rate = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let n = count.load(Ordering::Relaxed) as f64;
+    let rate = n / start.elapsed().as_secs_f64();
+    let cpu = (server.cpu_time()? - cpu0).as_secs_f64() * 1e9 / n.max(1.0);
     drop(conns); // connection loss removes the elements
     tokio::time::sleep(Duration::from_millis(300)).await;
-    Ok(rate)
+    Ok((rate, cpu))
 }
 
 /// `n` elements in one pool over `conns` connections that keep answering keep-alives.
@@ -380,7 +414,11 @@ async fn setup_pool(
     Ok(out)
 }
 
-async fn bench_resolutions(server: &Server, pus: usize, window: usize) -> anyhow::Result<f64> {
+async fn bench_resolutions(
+    server: &Server,
+    pus: usize,
+    window: usize,
+) -> anyhow::Result<(f64, f64)> {
     let pool: PoolHandle = "hres".parse()?;
     let req = encode_asap(&AsapMessage::HandleResolution {
         pool_handle: pool,
@@ -392,6 +430,7 @@ async fn bench_resolutions(server: &Server, pus: usize, window: usize) -> anyhow
     for _ in 0..pus {
         conns.push(Conn::connect(server.asap).await?);
     }
+    let cpu0 = server.cpu_time()?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for mut c in conns {
@@ -420,7 +459,9 @@ async fn bench_resolutions(server: &Server, pus: usize, window: usize) -> anyhow
     for t in tasks {
         t.await??;
     }
-    Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+    let n = count.load(Ordering::Relaxed) as f64;
+    let cpu = (server.cpu_time()? - cpu0).as_secs_f64() * 1e9 / n.max(1.0);
+    Ok((n / start.elapsed().as_secs_f64(), cpu))
 }
 
 /// One element acks keep-alives for a random 300..700 ms, then goes silent (connection kept);

@@ -417,7 +417,8 @@ impl RegistrarCore {
         self.actions.push_back(Action::Close { peer, reason });
     }
 
-    fn handle_message(&mut self, now: Instant, peer: PeerId, bytes: &[u8]) {
+    /// One complete ASAP message from a peer (the same as [`Event::Message`], without a copy).
+    pub fn handle_message(&mut self, now: Instant, peer: PeerId, bytes: &[u8]) {
         if !self.peers.contains_key(&peer) {
             return; // closed by us; the shell has not seen the Close yet
         }

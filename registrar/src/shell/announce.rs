@@ -52,13 +52,14 @@ impl Announcer {
         })
     }
 
-    /// Send one announce to every destination; failures are logged, never fatal (a missing
-    /// route to the group must not stop the registrar).
-    pub async fn send(&self, bytes: &[u8]) {
+    /// Send one announce to every destination without waiting; failures (including a full
+    /// socket buffer) are logged, never fatal: a missing route to the group must not stop the
+    /// registrar, and the next announce follows within a second.
+    pub fn try_send(&self, bytes: &[u8]) {
         for dest in &self.destinations {
             let sock = if dest.is_ipv4() { &self.v4 } else { &self.v6 };
             if let Some(sock) = sock
-                && let Err(e) = sock.send_to(bytes, dest).await
+                && let Err(e) = sock.try_send_to(bytes, *dest)
             {
                 log::debug!("sending the server announce to {dest}: {e}");
             }

@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::transport::{PeerCommand, PeerHandle, Transport, TransportContext, TransportEvent};
+use super::transport::{Delivery, PeerCommand, PeerHandle, Transport, TransportContext};
 use crate::core::{PeerId, PeerInfo};
 use crate::wire;
 
@@ -34,6 +35,7 @@ impl Transport for TcpTransport {
 
     fn serve(self: Box<Self>, ctx: TransportContext) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
+            let mut tasks = tokio::task::JoinSet::new();
             loop {
                 let (stream, remote) = match self.listener.accept().await {
                     Ok(x) => x,
@@ -44,27 +46,26 @@ impl Transport for TcpTransport {
                         continue;
                     }
                 };
+                // Reap finished connection tasks so the set does not grow.
+                while tasks.try_join_next().is_some() {}
                 let _ = stream.set_nodelay(true);
                 let peer = ctx.next_peer_id();
                 let (tx, rx) = mpsc::channel(ctx.max_pending_messages);
+                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
                 let ctx2 = ctx.clone();
-                let task = tokio::spawn(async move {
+                // The task owns the connection; dropping the JoinSet (the transport's task is
+                // aborted at shutdown) aborts every connection.
+                let abort = tasks.spawn(async move {
+                    // Wait until the registrar knows the peer, so no message precedes it.
+                    if ready_rx.await.is_err() {
+                        return;
+                    }
                     serve_peer(stream, peer, rx, &ctx2).await;
-                    let _ = ctx2
-                        .events
-                        .send(TransportEvent::Disconnected { peer })
-                        .await;
+                    ctx2.sink.disconnected(peer);
                 });
-                let handle = PeerHandle::new(tx, task.abort_handle());
-                let event = TransportEvent::Connected {
-                    peer,
-                    info: PeerInfo::tcp(remote),
-                    handle,
-                };
-                if ctx.events.send(event).await.is_err() {
-                    task.abort();
-                    return; // the driver is gone
-                }
+                ctx.sink
+                    .connected(peer, PeerInfo::tcp(remote), PeerHandle::new(tx, abort));
+                let _ = ready_tx.send(());
             }
         })
     }
@@ -87,25 +88,24 @@ async fn serve_peer(
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 }
-                let mut start = 0;
-                loop {
-                    match wire::frame_length(&buf[start..], ctx.max_message_size) {
-                        Ok(Some(len)) if buf.len() - start >= len => {
-                            let bytes = buf[start..start + len].to_vec();
-                            start += len;
-                            if ctx.events.send(TransportEvent::Message { peer, bytes }).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(_) => break,
-                        Err(error) => {
-                            reading = false;
-                            let _ = ctx.events.send(TransportEvent::FramingError { peer, error }).await;
-                            break;
-                        }
-                    }
+                let (consumed, error) = frames(&buf, ctx.max_message_size);
+                let mut delivery = if consumed > 0 {
+                    let mut it = Frames { buf: &buf[..consumed], max: ctx.max_message_size };
+                    ctx.sink.messages(peer, &mut it)
+                } else {
+                    Delivery::default()
+                };
+                buf.drain(..consumed);
+                if let Some(error) = error {
+                    reading = false;
+                    let d = ctx.sink.framing_error(peer, error);
+                    delivery.replies.extend(d.replies);
+                    delivery.close |= d.close;
                 }
-                buf.drain(..start);
+                if write_all(&mut wr, &delivery).await.is_err() || delivery.close {
+                    let _ = wr.shutdown().await;
+                    return;
+                }
             }
             cmd = rx.recv() => {
                 let mut cmd = cmd;
@@ -136,10 +136,49 @@ async fn serve_peer(
     }
 }
 
-async fn read_more(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
-    buf: &mut Vec<u8>,
-) -> io::Result<usize> {
+async fn write_all(wr: &mut BufWriter<OwnedWriteHalf>, d: &Delivery) -> io::Result<()> {
+    if d.replies.is_empty() {
+        return Ok(());
+    }
+    for r in &d.replies {
+        wr.write_all(r).await?;
+    }
+    wr.flush().await
+}
+
+/// How many leading bytes of `buf` are complete messages, and the framing error that stops
+/// the stream after them, if any.
+fn frames(buf: &[u8], max: usize) -> (usize, Option<wire::DecodeError>) {
+    let mut start = 0;
+    loop {
+        match wire::frame_length(&buf[start..], max) {
+            Ok(Some(len)) if buf.len() - start >= len => start += len,
+            Ok(_) => return (start, None),
+            Err(e) => return (start, Some(e)),
+        }
+    }
+}
+
+/// The complete messages of a buffer that [`frames`] measured.
+struct Frames<'a> {
+    buf: &'a [u8],
+    max: usize,
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let len = wire::frame_length(self.buf, self.max).ok().flatten()?;
+        if self.buf.len() < len {
+            return None;
+        }
+        let (m, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Some(m)
+    }
+}
+
+async fn read_more(rd: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> io::Result<usize> {
     buf.reserve(16 * 1024);
     rd.read_buf(buf).await
 }

@@ -1,8 +1,8 @@
-//! The interface between the registrar's driver and its message transports. A transport accepts
-//! peers (TCP connections today, SCTP associations later), delimits their byte streams into ASAP
-//! messages, and reports everything as [`TransportEvent`]s; the driver answers through each
-//! peer's [`PeerHandle`]. The driver and the core see complete messages only: no code above this
-//! interface knows which protocol carried them.
+//! The interface between the registrar and its message transports. A transport accepts peers
+//! (TCP connections today, SCTP associations later), delimits their byte streams into ASAP
+//! messages and hands each one to the [`CoreSink`], writing back the answers the sink returns for
+//! that peer; messages the registrar sends on its own (keep-alives, closes) arrive through the
+//! peer's [`PeerHandle`]. Nothing above this interface knows which protocol carried a message.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,24 +16,29 @@ use tokio::task::AbortHandle;
 use crate::core::{PeerId, PeerInfo};
 use crate::wire::DecodeError;
 
-/// What a transport tells the driver.
-#[derive(Debug)]
-pub enum TransportEvent {
-    Connected {
-        peer: PeerId,
-        info: PeerInfo,
-        handle: PeerHandle,
-    },
-    /// One complete message.
-    Message { peer: PeerId, bytes: Vec<u8> },
-    /// The stream cannot be delimited any more; the transport stops reading from the peer and
-    /// waits for the driver's [`PeerCommand::Close`].
-    FramingError { peer: PeerId, error: DecodeError },
-    /// The peer is gone (closed, reset, or closed on the driver's request).
-    Disconnected { peer: PeerId },
+/// What the registrar answers to one peer's input: messages to send back to it, in order, and
+/// whether to close it after them.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    pub replies: Vec<Vec<u8>>,
+    pub close: bool,
 }
 
-/// What the driver asks of one peer's connection.
+/// The registrar as transports see it. Calls are short (no I/O inside); a transport calls them
+/// from its own tasks.
+pub trait CoreSink: Send + Sync + 'static {
+    /// A new peer and the handle through which the registrar reaches it (a refused peer gets
+    /// its answer and close through the handle).
+    fn connected(&self, peer: PeerId, info: PeerInfo, handle: PeerHandle);
+    /// Complete messages from one peer, in order.
+    fn messages(&self, peer: PeerId, messages: &mut dyn Iterator<Item = &[u8]>) -> Delivery;
+    /// The peer's stream cannot be delimited any more (the transport stops reading it).
+    fn framing_error(&self, peer: PeerId, error: DecodeError) -> Delivery;
+    /// The peer is gone.
+    fn disconnected(&self, peer: PeerId);
+}
+
+/// What the registrar asks of one peer's connection on its own initiative.
 #[derive(Debug)]
 pub enum PeerCommand {
     /// Send one message.
@@ -42,8 +47,8 @@ pub enum PeerCommand {
     Close,
 }
 
-/// The driver's side of one peer: a bounded queue of commands (a peer that does not read its
-/// answers fills it and is cut off with [`PeerHandle::abort`]).
+/// The registrar's side of one peer: a bounded queue of commands (a peer that does not read
+/// fills it and is cut off with [`PeerHandle::abort`]).
 #[derive(Debug)]
 pub struct PeerHandle {
     tx: mpsc::Sender<PeerCommand>,
@@ -66,10 +71,10 @@ impl PeerHandle {
     }
 }
 
-/// Everything a transport needs from the driver.
-#[derive(Clone, Debug)]
+/// Everything a transport needs from the registrar.
+#[derive(Clone)]
 pub struct TransportContext {
-    pub events: mpsc::Sender<TransportEvent>,
+    pub sink: Arc<dyn CoreSink>,
     peer_ids: Arc<AtomicU64>,
     /// Largest message accepted.
     pub max_message_size: usize,
@@ -79,26 +84,25 @@ pub struct TransportContext {
 
 impl TransportContext {
     pub fn new(
-        events: mpsc::Sender<TransportEvent>,
+        sink: Arc<dyn CoreSink>,
         max_message_size: usize,
         max_pending_messages: usize,
     ) -> Self {
         Self {
-            events,
+            sink,
             peer_ids: Arc::new(AtomicU64::new(1)),
             max_message_size,
             max_pending_messages,
         }
     }
 
-    /// A peer id unique among all transports of this driver.
+    /// A peer id unique among all transports of this registrar.
     pub fn next_peer_id(&self) -> PeerId {
         PeerId(self.peer_ids.fetch_add(1, Ordering::Relaxed))
     }
 }
 
-/// A bound listener of some transport protocol. `serve` runs until the task is dropped or
-/// aborted, reporting peers through the context.
+/// A bound listener of some transport protocol. `serve` runs until its task is aborted.
 pub trait Transport: Send + 'static {
     /// Where peers reach it (with the ports actually bound).
     fn local_addrs(&self) -> Vec<SocketAddr>;
