@@ -18,7 +18,8 @@ pub fn rsplb_bin() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("RSPLB_BIN") {
         let p = PathBuf::from(p);
         if p.is_file() {
-            return Ok(p);
+            // Tests run from the package directory: make a relative path absolute.
+            return Ok(p.canonicalize().unwrap_or(p));
         }
         bail!("RSPLB_BIN={} is not a file", p.display());
     }
@@ -138,9 +139,13 @@ impl Rsplb {
         self.run(&["detach", &self.iface]).map(drop)
     }
 
-    pub fn vip_add(&self, vip: &str, pool: &str, mode: &str) -> Result<()> {
-        self.on(&["vip", "add", vip, "--pool", pool, "--mode", mode])
-            .map(drop)
+    /// `vip add VIP --pool POOL --mode MODE [--snat SNAT]`.
+    pub fn vip_add(&self, vip: &str, pool: &str, mode: &str, snat: Option<&str>) -> Result<()> {
+        let mut args = vec!["vip", "add", vip, "--pool", pool, "--mode", mode];
+        if let Some(snat) = snat {
+            args.extend(["--snat", snat]);
+        }
+        self.on(&args).map(drop)
     }
 
     pub fn element_add(&self, pool: &str, addr: &str, weight: u32) -> Result<()> {

@@ -15,6 +15,10 @@ use crate::netns::in_netns;
 
 /// Timeout of one connect, request or datagram round trip.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// A burst gives up (counting the rest as failed) after this many failures in a row...
+pub const MAX_FAILURES_IN_A_ROW: u32 = 5;
+/// ...or after this long.
+pub const BURST_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Which server answered how many requests, and how many got no answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -30,6 +34,14 @@ impl Tally {
 
     pub fn answered(&self) -> u64 {
         self.by_server.values().sum()
+    }
+
+    /// Adds another tally's counts to this one.
+    pub fn merge(&mut self, other: &Tally) {
+        for (k, v) in &other.by_server {
+            *self.by_server.entry(k.clone()).or_default() += v;
+        }
+        self.failed += other.failed;
     }
 
     fn add(&mut self, answer: Option<String>) {
@@ -105,8 +117,14 @@ impl TcpConn {
 pub fn tcp_burst(ns: &str, vip: SocketAddr, count: u32) -> Result<Tally> {
     in_netns(ns, move || {
         let mut tally = Tally::default();
+        let mut give_up = GiveUp::new();
         for _ in 0..count {
+            if give_up.now() {
+                tally.failed += 1;
+                continue;
+            }
             let answer = TcpConn::open_here(vip).and_then(|mut c| c.ask()).ok();
+            give_up.record(answer.is_some());
             tally.add(answer);
         }
         Ok(tally)
@@ -123,7 +141,12 @@ pub fn udp_flows(
 ) -> Result<Vec<(u16, Option<String>)>> {
     in_netns(ns, move || {
         let mut out = Vec::with_capacity(ports.len());
+        let mut give_up = GiveUp::new();
         for port in ports {
+            if give_up.now() {
+                out.push((port, None));
+                continue;
+            }
             let sock = UdpSocket::bind(SocketAddr::new(local, port))
                 .with_context(|| format!("binding UDP {local}:{port}"))?;
             sock.set_read_timeout(Some(IO_TIMEOUT / 2))?;
@@ -137,6 +160,7 @@ pub fn udp_flows(
                     break;
                 }
             }
+            give_up.record(answer.is_some());
             out.push((port, answer));
         }
         Ok(out)
@@ -155,4 +179,27 @@ pub fn udp_burst(
         tally.add(answer);
     }
     Ok(tally)
+}
+
+/// Bounds a burst in time when the path is broken: no test waits for hundreds of timeouts.
+struct GiveUp {
+    deadline: std::time::Instant,
+    failures_in_a_row: u32,
+}
+
+impl GiveUp {
+    fn new() -> Self {
+        Self {
+            deadline: std::time::Instant::now() + BURST_DEADLINE,
+            failures_in_a_row: 0,
+        }
+    }
+
+    fn now(&self) -> bool {
+        self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW || std::time::Instant::now() > self.deadline
+    }
+
+    fn record(&mut self, ok: bool) {
+        self.failures_in_a_row = if ok { 0 } else { self.failures_in_a_row + 1 };
+    }
 }

@@ -5,10 +5,12 @@
 //! - Servers hold the lab's DSR VIPs on their loopback (ARP for them is never answered:
 //!   `arp_ignore=1`, `arp_announce=2`), so they answer the client directly over the bridge.
 //!   In NAT mode they need nothing: replies go to the balancer's own address (its SNAT address).
-//! - `rp_filter` is off everywhere.
-//! - XDP_TX on the balancer's veth needs the peer (the bridge port in `sw`) to take XDP frames,
-//!   i.e. to run NAPI: the lab turns GRO on for that peer (`ethtool -K <peer> gro on`), which is
-//!   enough on this kernel; [`PeerNapi::XdpPass`] attaches a trivial XDP_PASS program instead.
+//! - `rp_filter` is off everywhere; checksum offload is off on the hosts' veths (a frame that XDP
+//!   forwards must carry a complete checksum, as from a real NIC).
+//! - XDP_TX on the balancer's veth needs the peer (the bridge port in `sw`) to take XDP frames:
+//!   the lab attaches a trivial XDP_PASS program to that peer. GRO on the peer
+//!   (`ethtool -K <peer> gro on`) is not enough on this kernel (6.18): the veth then counts the
+//!   frames as transmitted but they never reach the peer (tests/xdp_tx_napi.rs shows both).
 //!
 //! Addresses: segment 198.18.K.0/24 and fd00:K::/64 (balancer .1/::1, client .2/::2, server i at
 //! .(10+i)/::(10+i)), VIPs 198.19.K.(100+j) and fd00:1:K::(100+j), where K is unique per lab.
@@ -25,15 +27,18 @@ use crate::{
     cli::{Rsplb, rsplb_bin, sibling_bin},
     netns::{ChildGuard, LabId, Netns},
     server::{CONTROL_PORT, ServerConfig, ServerHandle},
+    xdp_tools::LabXdp,
 };
 
-/// How the lab gives the balancer's veth peer NAPI (needed for XDP_TX on a veth).
+/// How the lab makes the balancer's veth peer take XDP_TX'd frames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PeerNapi {
-    /// `ethtool -K <peer> gro on` (the default: it works on this kernel and needs no program).
+    /// A trivial XDP_PASS program on the peer (the default: the only way that works here).
     #[default]
+    XdpPass,
+    /// `ethtool -K <peer> gro on`: frames count as transmitted but are lost on this kernel.
     Gro,
-    /// Nothing: XDP_TX'd frames are dropped by the veth (useful to show why the above is needed).
+    /// Nothing: the veth drops XDP_TX'd frames as errors.
     None,
 }
 
@@ -61,7 +66,7 @@ impl Default for LabConfig {
             servers: 3,
             ports: vec![80],
             vips: 2,
-            peer_napi: PeerNapi::Gro,
+            peer_napi: PeerNapi::XdpPass,
             server_bin: None,
             rsplb_bin: None,
             verbose: false,
@@ -89,6 +94,7 @@ pub struct Lab {
     pub servers: Vec<ServerHandle>,
     daemons: Vec<ChildGuard>,
     attached: bool,
+    _peer_xdp: Option<LabXdp>,
     pub rsplb: Rsplb,
     pub client: Host,
     pub lb: Host,
@@ -102,6 +108,13 @@ impl Lab {
     /// Builds the lab with `cfg` and starts its servers. Everything created so far is removed if a
     /// step fails.
     pub fn build(cfg: LabConfig) -> Result<Self> {
+        static CLEANUP: std::sync::Once = std::sync::Once::new();
+        CLEANUP.call_once(|| {
+            let n = crate::netns::cleanup_leftovers();
+            if n > 0 {
+                eprintln!("removed {n} leftovers of earlier crashed runs");
+            }
+        });
         let id = LabId::next();
         let k = id.subnet();
         let say = |m: &str| {
@@ -176,6 +189,12 @@ impl Lab {
                 "nodad",
             ])?;
             netns.ip(&["link", "set", iface, "up"])?;
+            // A veth hands its peer packets whose checksums are still to be computed
+            // (CHECKSUM_PARTIAL); a frame that XDP forwards loses that mark and the receiver then
+            // drops it for a bad checksum. Real NICs fill checksums in: make the veths do it too.
+            netns
+                .exec("ethtool", &["-K", iface, "tx", "off"])
+                .with_context(|| format!("turning checksum offload off on {iface} in {role}"))?;
             Ok(Host {
                 netns,
                 iface: iface.to_string(),
@@ -209,7 +228,14 @@ impl Lab {
             "via",
             &lb.v6.to_string(),
         ])?;
+        let mut peer_xdp = None;
         match cfg.peer_napi {
+            PeerNapi::XdpPass => {
+                peer_xdp = Some(
+                    LabXdp::attach(sw.name(), "p-lb", "lab_pass")
+                        .context("attaching XDP_PASS to the balancer's veth peer")?,
+                );
+            }
             PeerNapi::Gro => {
                 sw.exec("ethtool", &["-K", "p-lb", "gro", "on"])
                     .context("turning GRO on for the balancer's veth peer")?;
@@ -267,6 +293,7 @@ impl Lab {
             servers,
             daemons: Vec::new(),
             attached: false,
+            _peer_xdp: peer_xdp,
             rsplb,
             client,
             lb,
@@ -385,14 +412,18 @@ impl Lab {
     }
 
     /// Counts, with nftables in each server's namespace, the TCP and UDP packets arriving for
-    /// `port`: what each element saw, to compare with rsplb's counters.
+    /// `port` and those sent from it: what each element saw, to compare with rsplb's counters.
+    /// Call it once per port.
     pub fn count_packets_at_servers(&self, port: u16) -> Result<()> {
         for h in &self.server_hosts {
             let script = format!(
                 "add table inet rsplbcount\n\
                  add counter inet rsplbcount p{port}\n\
                  add chain inet rsplbcount input {{ type filter hook prerouting priority -300; policy accept; }}\n\
-                 add rule inet rsplbcount input meta l4proto {{ tcp, udp }} th dport {port} counter name p{port}\n"
+                 add rule inet rsplbcount input meta l4proto {{ tcp, udp }} th dport {port} counter name p{port}\n\
+                 add counter inet rsplbcount o{port}\n\
+                 add chain inet rsplbcount output {{ type filter hook output priority -300; policy accept; }}\n\
+                 add rule inet rsplbcount output meta l4proto {{ tcp, udp }} th sport {port} counter name o{port}\n"
             );
             let path = std::env::temp_dir().join(format!("{}-nft-{port}", h.netns.name()));
             std::fs::write(&path, script)?;
@@ -404,20 +435,30 @@ impl Lab {
     }
 
     /// Packets counted by [`Lab::count_packets_at_servers`] at server `i` (0-based) for `port`.
-    pub fn packets_at_server(&self, i: usize, port: u16) -> Result<u64> {
+    pub fn packets_at_server(&self, i: usize, port: u16) -> Result<ServerPackets> {
         let h = self.server_hosts.get(i).context("no such server")?;
-        let out = h.netns.exec(
-            "nft",
-            &["list", "counter", "inet", "rsplbcount", &format!("p{port}")],
-        )?;
-        let n = out
-            .split_whitespace()
-            .skip_while(|w| *w != "packets")
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("no packet count in {out:?}"))?;
-        Ok(n)
+        let read = |name: String| -> Result<u64> {
+            let out = h
+                .netns
+                .exec("nft", &["list", "counter", "inet", "rsplbcount", &name])?;
+            out.split_whitespace()
+                .skip_while(|w| *w != "packets")
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("no packet count in {out:?}"))
+        };
+        Ok(ServerPackets {
+            received: read(format!("p{port}"))?,
+            sent: read(format!("o{port}"))?,
+        })
     }
+}
+
+/// TCP and UDP packets a server received on a port and sent from it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerPackets {
+    pub received: u64,
+    pub sent: u64,
 }
 
 impl Drop for Lab {
