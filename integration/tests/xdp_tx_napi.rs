@@ -44,7 +44,6 @@ fn install_ingress_counter(ns: &Netns) {
 
 /// Reflects `count` datagrams off `a0` (XDP_TX) and returns (frames `a0` transmitted to its peer
 /// `b0`, XDP_TX errors counted at `a0`, reflected datagrams that entered `b0`).
-
 fn reflect(peer_setup: &str, count: u16) -> (u64, u64, u64) {
     let id = LabId::next();
     let k = id.subnet();
