@@ -94,8 +94,9 @@ pub struct LimitConfig {
     pub max_peers: usize,
     /// Largest ASAP message accepted (bytes, <= 65535).
     pub max_message_size: usize,
-    /// Answers queued for one peer that does not read them; beyond this the peer is disconnected
-    /// (it would not read a Lack of Resources either).
+    /// Messages the registrar sends on its own (keep-alives) queued for one peer that does not
+    /// read them; beyond this the peer is disconnected (it would not read a Lack of Resources
+    /// either). Must exceed `max_elements_per_peer`.
     pub max_pending_messages: usize,
     /// Malformed messages a peer may send within `error_window_ms` before it is disconnected.
     pub max_errors: u32,
@@ -195,7 +196,7 @@ impl Default for LimitConfig {
             max_elements_per_peer: 1_000,
             max_peers: 20_000,
             max_message_size: 65_535,
-            max_pending_messages: 1_024,
+            max_pending_messages: 2_048,
             max_errors: 10,
             error_window_ms: 10_000,
             max_bad_pe_reports: 3,
@@ -330,6 +331,16 @@ impl RegistrarConfig {
             if v == 0 {
                 return Err(invalid(field, "must be at least 1"));
             }
+        }
+        if l.max_pending_messages <= l.max_elements_per_peer {
+            return Err(invalid(
+                "limits.max_pending_messages",
+                format!(
+                    "{} must exceed limits.max_elements_per_peer ({}): every element of a peer \
+                     may have a keep-alive queued at once",
+                    l.max_pending_messages, l.max_elements_per_peer
+                ),
+            ));
         }
         check_range(
             "limits.max_message_size",

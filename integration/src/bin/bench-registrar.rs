@@ -118,6 +118,7 @@ async fn serve(keepalive_ms: u64) -> anyhow::Result<()> {
     c.rate_limits.handle_resolution = UNLIMITED;
     c.rate_limits.endpoint_unreachable = UNLIMITED;
     c.limits.max_elements_per_peer = 1_000_000;
+    c.limits.max_pending_messages = 1_000_001;
     c.limits.max_elements = 1_000_000;
     c.limits.max_elements_per_pool = 1_000_000;
     let r = rsplb_registrar::shell::Registrar::bind(c).await?;

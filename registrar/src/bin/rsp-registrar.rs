@@ -52,7 +52,7 @@ use rsplb_registrar::shell::Registrar;
         max_elements_per_peer = 1000\n  \
         max_peers = 20000\n  \
         max_message_size = 65535\n  \
-        max_pending_messages = 1024\n  \
+        max_pending_messages = 2048\n  \
         max_errors = 10\n  \
         error_window_ms = 10000\n  \
         max_bad_pe_reports = 3\n  \
