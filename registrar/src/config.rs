@@ -103,6 +103,11 @@ pub struct LimitConfig {
     pub error_window_ms: u64,
     /// Endpoint Unreachable reports (RFC 5352 MAX-BAD-PE-REPORT) that remove an element.
     pub max_bad_pe_reports: u32,
+    /// Count at most one report per reporting connection and element (until the element
+    /// re-registers), so that no single PU can evict an element by repeating itself (RFC 5355:
+    /// a PE must not be removed on one report). rsplib counts every report; set false for that.
+    /// Keep-alives still remove a dead element within `keepalive_interval + keepalive_timeout`.
+    pub distinct_reporters: bool,
 }
 
 /// Per-peer token buckets against floods (RFC 5355 section 6 / reference section 4).
@@ -200,6 +205,7 @@ impl Default for LimitConfig {
             max_errors: 10,
             error_window_ms: 10_000,
             max_bad_pe_reports: 3,
+            distinct_reporters: true,
         }
     }
 }

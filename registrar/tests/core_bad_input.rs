@@ -293,6 +293,8 @@ fn unreachable_flood_from_one_pu_cannot_remove_an_element() {
     let mut c = quiet_config();
     c.rate_limits.endpoint_unreachable.rate_per_s = 1;
     c.rate_limits.endpoint_unreachable.burst = 2;
+    // rsplib's counting: only the token bucket stands between the flood and the element.
+    c.limits.distinct_reporters = false;
     let mut h = Harness::new(c);
     h.connect(1);
     h.register_ok(1, "web", element(1, 1, Policy::RoundRobin));
@@ -309,6 +311,8 @@ fn unreachable_flood_from_one_pu_cannot_remove_an_element() {
     }
     assert!(h.take_sent(9).is_empty(), "reports are never answered");
     service_intact(&mut h);
+    assert_eq!(h.core.stats().unreachable_reports, 2);
+    assert_eq!(h.core.stats().rate_limited, 998);
 }
 
 #[test]

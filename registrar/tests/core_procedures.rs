@@ -337,6 +337,33 @@ fn endpoint_unreachable_threshold() {
 }
 
 #[test]
+fn one_pu_repeating_itself_cannot_evict_an_element() {
+    let mut h = Harness::quiet();
+    h.connect(1);
+    h.register_ok(1, "web", element(1, 1, Policy::RoundRobin));
+    h.connect(2);
+    let eu = AsapMessage::EndpointUnreachable {
+        pool_handle: ph("web"),
+        id: PeId(1),
+    };
+    for _ in 0..10 {
+        h.send(2, &eu);
+    }
+    assert_eq!(h.ids("web"), vec![1]);
+    // With rsplib's counting, three reports from anyone remove it.
+    let mut c = quiet_config();
+    c.limits.distinct_reporters = false;
+    let mut h = Harness::new(c);
+    h.connect(1);
+    h.register_ok(1, "web", element(1, 1, Policy::RoundRobin));
+    h.connect(2);
+    for _ in 0..3 {
+        h.send(2, &eu);
+    }
+    assert!(h.core.handlespace().is_empty());
+}
+
+#[test]
 fn connection_loss_removes_only_that_peers_elements() {
     let mut h = Harness::quiet();
     h.connect(1);

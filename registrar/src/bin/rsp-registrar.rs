@@ -56,6 +56,7 @@ use rsplb_registrar::shell::Registrar;
         max_errors = 10\n  \
         error_window_ms = 10000\n  \
         max_bad_pe_reports = 3\n  \
+        distinct_reporters = true\n  \
         [rate_limits]\n  \
         registration = { rate_per_s = 100, burst = 200 }\n  \
         handle_resolution = { rate_per_s = 20000, burst = 2000 }\n  \

@@ -21,8 +21,9 @@
 //!   (or re-registration) within `keepalive_timeout` removes the element. The connection stays
 //!   open (other elements may share it); the element learns of its removal at its next
 //!   re-registration or keep-alive.
-//! - ENDPOINT_UNREACHABLE: counted per element by the handlespace; at `max_bad_pe_reports` the
-//!   element is removed.
+//! - ENDPOINT_UNREACHABLE: counted per element by the handlespace, at most once per reporting
+//!   connection until the element re-registers (`limits.distinct_reporters`, default on: one PU
+//!   cannot evict an element alone); at `max_bad_pe_reports` the element is removed.
 //! - Expiry: an element whose registration life ran out without a re-registration is removed,
 //!   even when it answers keep-alives (RFC 5352: the life bounds the registration).
 //! - Connection loss removes every element registered over that connection.
@@ -214,6 +215,9 @@ struct Tracked {
     /// When the last keep-alive went out (next one = this + interval).
     last_sent: Option<Instant>,
     awaiting_ack: bool,
+    /// Connections whose Endpoint Unreachable report was counted since the last registration
+    /// (`limits.distinct_reporters`).
+    reporters: Vec<PeerId>,
 }
 
 /// The registrar's protocol state. See the module documentation for the procedures.
@@ -589,7 +593,11 @@ impl RegistrarCore {
         )?;
         match slot {
             Some(s) if existing_here && outcome == RegisterOutcome::Updated => {
-                // A re-registration is a sign of life: it also answers a pending keep-alive.
+                // A re-registration is a sign of life: it also answers a pending keep-alive,
+                // and (as the handlespace's count) clears the unreachable reports.
+                if let Some(t) = self.tracked.get_mut(&s) {
+                    t.reporters = Vec::new();
+                }
                 if let Some(t) = self.tracked.get_mut(&s)
                     && t.awaiting_ack
                 {
@@ -618,6 +626,7 @@ impl RegistrarCore {
                         due,
                         last_sent: None,
                         awaiting_ack: false,
+                        reporters: Vec::new(),
                     },
                 );
                 self.timers.insert((due, s));
@@ -727,6 +736,16 @@ impl RegistrarCore {
             return;
         }
         self.stats.unreachable_reports += 1;
+        if self.config.limits.distinct_reporters {
+            let slot = self.slots.get(&(pool.clone(), id)).copied();
+            let Some(t) = slot.and_then(|s| self.tracked.get_mut(&s)) else {
+                return; // not an element of ours (or gone)
+            };
+            if t.reporters.contains(&peer) {
+                return; // this connection's report already counts
+            }
+            t.reporters.push(peer);
+        }
         if self
             .handlespace
             .report_unreachable(&pool, id)
