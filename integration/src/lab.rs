@@ -56,7 +56,7 @@ pub struct LabConfig {
     pub server_bin: Option<PathBuf>,
     /// The rsplb binary (default: [`rsplb_bin`]).
     pub rsplb_bin: Option<PathBuf>,
-    /// Print progress lines ("creating namespaces...") on stderr.
+    /// Print progress lines ("creating namespaces...") on stdout.
     pub verbose: bool,
 }
 
@@ -119,7 +119,7 @@ impl Lab {
         let k = id.subnet();
         let say = |m: &str| {
             if cfg.verbose {
-                eprintln!("{m}");
+                println!("==> {m}");
             }
         };
         // A lab without rsplb (tooling tests) is fine: commands then fail with a clear error.
