@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod fwd_bench;
 pub mod lab;
 pub mod netns;
 pub mod server;

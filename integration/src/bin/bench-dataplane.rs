@@ -305,5 +305,11 @@ fn main() -> Result<()> {
     println!("xdp_pass_ns={:.0}", xdp_pass_ns(&mut b)?);
     println!("xdp_empty_ns={:.0}", xdp_empty_ns()?);
     println!("xdp_harness_ns={harness:.0}");
+    // Forwarding through a balancer namespace: rsplb vs nftables DNAT (integration/src/fwd_bench.rs).
+    let fwd =
+        rsplb_integration::fwd_bench::run(&Default::default()).context("forwarding benchmark")?;
+    for line in fwd.lines() {
+        println!("{line}");
+    }
     Ok(())
 }
