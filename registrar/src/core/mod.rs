@@ -762,7 +762,7 @@ impl RegistrarCore {
             return;
         };
         if t.awaiting_ack {
-            let (pool, id, peer) = (t.pool.clone(), t.id, t.peer);
+            let (pool, id) = (t.pool.clone(), t.id);
             log::info!(
                 "element {id} of pool {pool}: no keep-alive ack within {:?}; removing",
                 self.keepalive_timeout
@@ -770,7 +770,6 @@ impl RegistrarCore {
             self.stats.keepalive_timeouts += 1;
             self.handlespace.deregister(&pool, id);
             self.untrack(&pool, id);
-            let _ = peer;
             self.notify_removed(pool, id, RemovalReason::KeepAliveTimeout);
             return;
         }
