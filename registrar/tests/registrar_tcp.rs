@@ -36,9 +36,13 @@ impl Drop for Running {
     }
 }
 
-async fn start(mut config: RegistrarConfig) -> Running {
+async fn start(config: RegistrarConfig) -> Running {
+    start_on(config, "127.0.0.1:0".parse().unwrap()).await
+}
+
+async fn start_on(mut config: RegistrarConfig, asap: SocketAddr) -> Running {
     config.registrar_id = Some(77);
-    config.asap_listen = vec!["127.0.0.1:0".parse().unwrap()];
+    config.asap_listen = vec![asap];
     config.admin = Some("127.0.0.1:0".parse().unwrap());
     let r = Registrar::bind(config).await.unwrap();
     let asap = r.asap_addrs()[0];
@@ -143,6 +147,10 @@ fn ph(s: &str) -> PoolHandle {
 }
 
 fn pe(id: u32) -> PoolElement {
+    pe_at(id, "127.0.0.1")
+}
+
+fn pe_at(id: u32, addr: &str) -> PoolElement {
     PoolElement {
         id: PeId(id),
         home_registrar: RegistrarId(0),
@@ -150,7 +158,7 @@ fn pe(id: u32) -> PoolElement {
         user_transport: TransportAddress::Tcp {
             port: 8080,
             transport_use: TransportUse::DataOnly,
-            addr: "127.0.0.1".parse().unwrap(),
+            addr: addr.parse().unwrap(),
         },
         policy: Policy::RoundRobin,
         asap_transport: None,
@@ -368,5 +376,50 @@ async fn announces_reach_static_targets() {
                 }]
             }
         );
+    }
+}
+
+#[tokio::test]
+async fn ipv6_peers_register_their_own_addresses() {
+    let Ok(probe) = tokio::net::TcpListener::bind("[::1]:0").await else {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    };
+    drop(probe);
+    let r = start_on(quiet(), "[::1]:0".parse().unwrap()).await;
+    let mut pe1 = Peer::connect(r.asap).await;
+    pe1.send(&AsapMessage::Registration {
+        pool_handle: ph("v6"),
+        element: pe_at(3, "::1"),
+    })
+    .await;
+    assert!(matches!(
+        pe1.recv_answer(true).await.unwrap(),
+        AsapMessage::RegistrationResponse { reject: false, .. }
+    ));
+    // Another host's address is refused (Rejected Security).
+    pe1.send(&AsapMessage::Registration {
+        pool_handle: ph("v6"),
+        element: pe_at(4, "fd00::4"),
+    })
+    .await;
+    match pe1.recv_answer(true).await.unwrap() {
+        AsapMessage::RegistrationResponse {
+            reject: true,
+            error: Some(c),
+            ..
+        } => assert_eq!(c[0].code, CauseCode::RejectedSecurity),
+        other => panic!("{other:?}"),
+    }
+    let mut pu = Peer::connect(r.asap).await;
+    match pu.resolve("v6").await {
+        AsapMessage::HandleResolutionResponse { elements, .. } => {
+            assert_eq!(elements.len(), 1);
+            assert_eq!(
+                elements[0].user_transport.addrs(),
+                &["::1".parse::<std::net::IpAddr>().unwrap()]
+            );
+        }
+        other => panic!("{other:?}"),
     }
 }

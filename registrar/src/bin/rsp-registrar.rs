@@ -221,3 +221,47 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("rsp-registrar").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("rsp-registrar-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("r.toml");
+        std::fs::write(
+            &file,
+            "registrar_id = 5\n[timers]\nkeepalive_interval_ms = 1000\nkeepalive_timeout_ms = 700\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let c = build_config(&cli(&["--config", path, "--keepalive-interval", "300"])).unwrap();
+        assert_eq!(c.registrar_id, Some(5));
+        assert_eq!(c.timers.keepalive_interval_ms, 300, "flag wins");
+        assert_eq!(c.timers.keepalive_timeout_ms, 700, "file value kept");
+        assert_eq!(c.limits.max_bad_pe_reports, 3, "default kept");
+        let c = build_config(&cli(&["--config", path, "--id", "0x10", "--no-admin"])).unwrap();
+        assert_eq!(c.registrar_id, Some(16));
+        assert_eq!(c.admin, None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_command_lines_are_clear_errors() {
+        let e = build_config(&cli(&["--keepalive-timeout", "0"])).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("timers.keepalive_timeout_ms"),
+            "{e:#}"
+        );
+        assert!(Cli::try_parse_from(["rsp-registrar", "--id", "zz"]).is_err());
+        assert!(Cli::try_parse_from(["rsp-registrar", "--asap", "nowhere"]).is_err());
+        let e = build_config(&cli(&["--config", "/nonexistent/r.toml"])).unwrap_err();
+        assert!(format!("{e:#}").contains("/nonexistent/r.toml"), "{e:#}");
+    }
+}
