@@ -72,7 +72,9 @@ impl RegistrarControl {
         self.id
     }
 
-    /// The current handlespace (subscribe first, then snapshot, to miss nothing).
+    /// The current handlespace. To miss nothing, subscribe first, then take the snapshot, then
+    /// apply events idempotently: an event may already be reflected in the snapshot (adding an
+    /// element that is there updates it; removing one that is not is a no-op).
     pub async fn snapshot(&self) -> anyhow::Result<HandlespaceSnapshot> {
         let (tx, rx) = oneshot::channel();
         self.queries
