@@ -12,6 +12,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::transport::{Delivery, PeerCommand, PeerHandle, Transport, TransportContext};
+
+/// A peer that does not take what is written to it for this long is disconnected (its elements
+/// are removed with the connection): it cannot be serving anyone either.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::core::{PeerId, PeerInfo};
 use crate::wire;
 
@@ -102,38 +106,49 @@ async fn serve_peer(
                     delivery.replies.extend(d.replies);
                     delivery.close |= d.close;
                 }
-                if write_all(&mut wr, &delivery).await.is_err() || delivery.close {
+                let written = tokio::time::timeout(WRITE_TIMEOUT, write_all(&mut wr, &delivery)).await;
+                if !matches!(written, Ok(Ok(()))) || delivery.close {
                     let _ = wr.shutdown().await;
                     return;
                 }
             }
             cmd = rx.recv() => {
-                let mut cmd = cmd;
-                // Write everything queued, then flush once.
-                loop {
-                    match cmd {
-                        Some(PeerCommand::Send(bytes)) => {
-                            if wr.write_all(&bytes).await.is_err() {
-                                return;
-                            }
-                        }
-                        Some(PeerCommand::Close) | None => {
-                            let _ = wr.flush().await;
-                            let _ = wr.shutdown().await;
-                            return;
-                        }
+                let written = tokio::time::timeout(WRITE_TIMEOUT, write_queued(&mut wr, &mut rx, cmd)).await;
+                match written {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
+                        return;
                     }
-                    match rx.try_recv() {
-                        Ok(next) => cmd = Some(next),
-                        Err(_) => break,
-                    }
-                }
-                if wr.flush().await.is_err() {
-                    return;
+                    Ok(Err(_)) | Err(_) => return,
                 }
             }
         }
     }
+}
+
+/// Write `first` and everything else queued, then flush once. `Ok(false)`: close requested.
+async fn write_queued(
+    wr: &mut BufWriter<OwnedWriteHalf>,
+    rx: &mut mpsc::Receiver<PeerCommand>,
+    first: Option<PeerCommand>,
+) -> io::Result<bool> {
+    let mut cmd = first;
+    loop {
+        match cmd {
+            Some(PeerCommand::Send(bytes)) => wr.write_all(&bytes).await?,
+            Some(PeerCommand::Close) | None => {
+                wr.flush().await?;
+                return Ok(false);
+            }
+        }
+        match rx.try_recv() {
+            Ok(next) => cmd = Some(next),
+            Err(_) => break,
+        }
+    }
+    wr.flush().await?;
+    Ok(true)
 }
 
 async fn write_all(wr: &mut BufWriter<OwnedWriteHalf>, d: &Delivery) -> io::Result<()> {
