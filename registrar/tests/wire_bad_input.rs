@@ -380,7 +380,7 @@ fn zero_or_reserved_values() {
     let a = v4([198, 18, 0, 1]);
     let bad = |bytes: Vec<u8>| expect(&asap_err(&bytes), K::InvalidValue, CauseCode::InvalidValues);
     // Transport use neither 0 nor 1 (SCTP and TCP).
-    bad(reg(&[&sctp(80, 2, &[a.clone()]), &rr()]));
+    bad(reg(&[&sctp(80, 2, std::slice::from_ref(&a)), &rr()]));
     let mut tcp = 80u16.to_be_bytes().to_vec();
     tcp.extend(0xffffu16.to_be_bytes());
     tcp.extend(&a);
@@ -398,7 +398,7 @@ fn zero_or_reserved_values() {
     bad(reg(&[&sctp(80, 0, &[tlv(0x0001, &[1, 2, 3])]), &rr()]));
     bad(reg(&[&sctp(80, 0, &[tlv(0x0002, &[0; 4])]), &rr()]));
     // Policies with the wrong number of values, or a value that is not whole 32-bit words.
-    let t = sctp(80, 0, &[a.clone()]);
+    let t = sctp(80, 0, std::slice::from_ref(&a));
     bad(reg(&[&t, &tlv(0x0008, &[0, 0, 0, 2])]));
     bad(reg(&[&t, &tlv(0x0008, &[0, 0, 0, 1, 0, 0, 0, 5])]));
     bad(reg(&[&t, &tlv(0x0008, &[0, 0, 0, 1, 0])]));
