@@ -20,8 +20,10 @@ pub mod maps {
     pub const VIP_STATS: &str = "RSPLB_VIP_STATS";
     pub const GLOBAL_STATS: &str = "RSPLB_GLOBAL_STATS";
     pub const CONFIG: &str = "RSPLB_CONFIG";
+    /// Array<u64> of `VIP_FILTER_WORDS` words: the VIP pre-filter (see `VipKey::filter_bit`).
+    pub const VIP_FILTER: &str = "RSPLB_VIP_FILTER";
     /// Every map, in the order they are pinned under `/sys/fs/bpf/rsplb/<iface>/`.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         VIPS,
         ELEMENTS,
         MAGLEV,
@@ -32,6 +34,7 @@ pub mod maps {
         VIP_STATS,
         GLOBAL_STATS,
         CONFIG,
+        VIP_FILTER,
     ];
 }
 
@@ -84,6 +87,34 @@ pub struct VipKey {
     pub port: u16,
     pub proto: u8,
     pub family: u8,
+}
+
+/// log2 of the number of bits of the VIP pre-filter `RSPLB_VIP_FILTER` (65536 bits, 8 KiB).
+pub const VIP_FILTER_BITS_LOG2: u32 = 16;
+/// Size of the VIP pre-filter in u64 words. Fixed: the loader must not resize that map (the
+/// program treats a word it cannot read as "maybe a VIP", so a wrong size costs speed only).
+pub const VIP_FILTER_WORDS: u32 = 1 << (VIP_FILTER_BITS_LOG2 - 6);
+
+impl VipKey {
+    /// The VIP pre-filter bit of this key, in `0..VIP_FILTER_WORDS * 64`: word `bit / 64`, bit
+    /// `bit % 64` of `RSPLB_VIP_FILTER`.
+    ///
+    /// The pre-filter lets the program skip the VIP hash lookup for most packets that are not
+    /// for a VIP (the commonest case on a balancer's interface). Contract: userspace sets the bit
+    /// of every key it inserts into `RSPLB_VIPS` (after the insert), and clears a bit only when
+    /// no remaining key has it (after the removal). A clear bit means "not a VIP"; a set bit only
+    /// means "look it up". Both sides compute the bit with this function on the key's in-memory
+    /// words (network order values), so they agree on the host.
+    #[inline(always)]
+    pub fn filter_bit(&self) -> u32 {
+        let a = self.addr[0]
+            ^ self.addr[1].rotate_left(8)
+            ^ self.addr[2].rotate_left(16)
+            ^ self.addr[3].rotate_left(24);
+        let p = self.port as u32 | (self.proto as u32) << 16 | (self.family as u32) << 24;
+        // Two multiplicative rounds; the top 16 bits depend on every input bit.
+        (a.wrapping_mul(0x9e37_79b1) ^ p).wrapping_mul(0x85eb_ca6b) >> (32 - VIP_FILTER_BITS_LOG2)
+    }
 }
 
 /// Value of the VIP map. Replaced as a whole (one map update) to switch Maglev tables atomically.
@@ -327,6 +358,38 @@ mod tests {
         assert_eq!(size_of::<NatValue>(), 80);
         assert_eq!(size_of::<Counters>(), 24);
         assert_eq!(size_of::<Config>(), 16);
+    }
+
+    #[test]
+    fn vip_filter_bits_fit_the_filter_and_spread() {
+        let mut seen = [0u64; VIP_FILTER_WORDS as usize];
+        let mut set = 0;
+        // 256 IPv4 VIPs in one /24 on two ports, and the same port on IPv6 neighbours.
+        for host in 0..=255u8 {
+            for port in [80u16, 443] {
+                for family in [FAMILY_V4, FAMILY_V6] {
+                    let mut addr = [u32::from_ne_bytes([198, 18, 0, host]), 0, 0, 0];
+                    if family == FAMILY_V6 {
+                        addr = [0xfd, 0, 0, u32::from_ne_bytes([0, 0, 0, host])];
+                    }
+                    let key = VipKey {
+                        addr,
+                        port: port.to_be(),
+                        proto: PROTO_TCP,
+                        family,
+                    };
+                    let bit = key.filter_bit();
+                    assert!(bit < VIP_FILTER_WORDS * 64);
+                    let (w, m) = ((bit / 64) as usize, 1u64 << (bit % 64));
+                    if seen[w] & m == 0 {
+                        set += 1;
+                    }
+                    seen[w] |= m;
+                }
+            }
+        }
+        // 1024 keys into 65536 bits: a decent hash leaves only a handful of shared bits.
+        assert!(set > 1000, "only {set} distinct bits for 1024 keys");
     }
 
     #[test]

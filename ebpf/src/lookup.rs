@@ -1,6 +1,8 @@
 //! VIP, flow table and Maglev lookups: which element serves a packet.
-use aya_ebpf::bindings::{BPF_ANY, xdp_action};
-use rsplb_common::{Config, ELEM_ACTIVE, Element, FlowKey, FlowValue, NO_ELEMENT, VipInfo, stat};
+use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST, xdp_action};
+use rsplb_common::{
+    Config, ELEM_ACTIVE, Element, FAMILY_V4, FlowKey, FlowValue, NO_ELEMENT, VipInfo, stat,
+};
 
 use crate::{
     Verdict,
@@ -30,20 +32,28 @@ fn mix(h: u32, k: u32) -> u32 {
         .wrapping_add(0xe654_6b64)
 }
 
-/// MurmurHash3 (x86_32) over the 5-tuple. Only used to index Maglev tables and SNAT ports, so a
-/// fixed seed is enough; every balancer must compute the same value for Maglev to be consistent.
+/// MurmurHash3 (x86_32) rounds over the 5-tuple. Only used to index Maglev tables and SNAT
+/// ports, so a fixed seed is enough; every balancer must compute the same value for Maglev to be
+/// consistent. Protocol and family go into the seed and an IPv4 flow hashes only its three
+/// meaningful words (addresses and ports): the rounds form one serial dependency chain, and the
+/// six zero words of an IPv4 key were a third of a new flow's cost.
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey) -> u32 {
-    let mut h = 0x5253_504c; // "RSPL"
-    let mut i = 0;
-    while i < 4 {
-        h = mix(h, key.src[i]);
-        h = mix(h, key.dst[i]);
-        i += 1;
+    let mut h = 0x5253_504c ^ (key.proto as u32) << 8 ^ key.family as u32; // "RSPL"
+    h = mix(h, key.src[0]);
+    h = mix(h, key.dst[0]);
+    let mut len = 12;
+    if key.family != FAMILY_V4 {
+        let mut i = 1;
+        while i < 4 {
+            h = mix(h, key.src[i]);
+            h = mix(h, key.dst[i]);
+            i += 1;
+        }
+        len = 36;
     }
     h = mix(h, (key.sport as u32) << 16 | key.dport as u32);
-    h = mix(h, key.proto as u32);
-    fmix32(h ^ 40)
+    fmix32(h ^ len)
 }
 
 /// Second, independent hash of the flow (SNAT port probing).
@@ -67,11 +77,11 @@ pub fn pinned(flow: &FlowValue, vip: &VipInfo) -> Option<&'static Element> {
     }
 }
 
-/// Maglev: the VIP's active table at `hash % maglev_size`.
+/// Maglev: the VIP's active table at `hash % maglev_size` (`hash` = `flow_hash` of the flow).
 #[inline(always)]
 pub fn maglev_pick(
     vip: &VipInfo,
-    key: &FlowKey,
+    hash: u32,
     cfg: &Config,
 ) -> Result<(u32, &'static Element), Verdict> {
     let size = cfg.maglev_size;
@@ -81,7 +91,7 @@ pub fn maglev_pick(
     let index = vip
         .table
         .wrapping_mul(size)
-        .wrapping_add(flow_hash(key).checked_rem(size).unwrap_or(0));
+        .wrapping_add(hash.checked_rem(size).unwrap_or(0));
     let slot = *MAGLEV.get(index).ok_or(NO_ELEMENT_VERDICT)?;
     if slot == NO_ELEMENT {
         return Err(NO_ELEMENT_VERDICT);
@@ -99,6 +109,13 @@ pub fn maglev_pick(
 #[inline(always)]
 pub fn pin(key: &FlowKey, value: &FlowValue) {
     let _ = FLOWS.insert(key, value, BPF_ANY as u64);
+}
+
+/// Pins a flow that is not in the table yet, in one map operation: false if the 5-tuple is
+/// already there (or the insert failed), and the caller takes the lookup path.
+#[inline(always)]
+pub fn pin_new(key: &FlowKey, value: &FlowValue) -> bool {
+    FLOWS.insert(key, value, BPF_NOEXIST as u64).is_ok()
 }
 
 /// Address equality without `bcmp` (the BPF backend has no library calls).

@@ -53,16 +53,17 @@ mod program {
         bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
     };
     use rsplb_common::{
-        Element, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP, VipInfo, VipKey, stat,
+        Element, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP, PROTO_TCP, VipInfo,
+        VipKey, stat,
     };
 
     use crate::{
         Verdict, counters,
         forward::{NO_NEXTHOP, set_macs, transmit},
-        lookup::{addr_eq, flow_hash, maglev_pick, pin, pinned},
-        maps::{CONFIG, FLOWS, NAT_REVERSE, VIPS},
+        lookup::{addr_eq, flow_hash, maglev_pick, pin, pin_new, pinned},
+        maps::{CONFIG, FLOWS, NAT_REVERSE, VIP_FILTER, VIPS},
         nat::{REFRESH_NS, Rewrite, claim_port, expired, rewrite, timeout_s},
-        parse::{EthHdr, Packet, parse, ptr_at},
+        parse::{EthHdr, Packet, TCP_ACK, TCP_SYN, parse, ptr_at},
     };
 
     const fn pass(reason: u32) -> Verdict {
@@ -92,7 +93,10 @@ mod program {
             proto: pkt.key.proto,
             family: pkt.key.family,
         };
-        let Some(vip) = (unsafe { VIPS.get(&vip_key) }) else {
+        if !maybe_vip(&vip_key) {
+            return nat_reply(ctx, &pkt);
+        }
+        let Some(vip) = (unsafe { VIPS.get(vip_key) }) else {
             return nat_reply(ctx, &pkt);
         };
         if pkt.ttl <= 1 {
@@ -107,6 +111,18 @@ mod program {
         }
     }
 
+    /// The VIP pre-filter: false only if `key` is certainly not a VIP (its bit is clear). A word
+    /// that cannot be read (a resized map) means "maybe", so the filter can cost speed, never
+    /// correctness.
+    #[inline(always)]
+    fn maybe_vip(key: &VipKey) -> bool {
+        let bit = key.filter_bit();
+        match VIP_FILTER.get(bit / 64) {
+            Some(word) => *word & (1u64 << (bit % 64)) != 0,
+            None => true,
+        }
+    }
+
     /// Counts a forwarded packet once its action is known.
     #[inline(always)]
     fn sent(v: Verdict, element: u32, vip_slot: u32, pkt: &Packet, new_flow: bool) -> Verdict {
@@ -116,12 +132,47 @@ mod program {
         v
     }
 
+    /// DSR, first packet of a TCP connection: a SYN (without ACK) is almost always a new flow, so
+    /// it is picked and pinned with one insert-if-absent, without the flow lookup (which would
+    /// miss, hashing the key once more); the Maglev read also overlaps the flow table's bucket
+    /// miss. `None` (the 5-tuple is already pinned, e.g. a retransmitted SYN, or Maglev cannot
+    /// place it): the caller takes the lookup path like for any other packet, so the outcome is
+    /// the same as without this shortcut.
+    #[inline(always)]
+    fn syn_of_new_flow(
+        ctx: &XdpContext,
+        pkt: &Packet,
+        vip: &VipInfo,
+    ) -> Option<Result<Verdict, Verdict>> {
+        if pkt.key.proto != PROTO_TCP || pkt.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+            return None;
+        }
+        let cfg = CONFIG.get(0)?;
+        let (slot, element) = maglev_pick(vip, flow_hash(&pkt.key), cfg).ok()?;
+        let value = FlowValue {
+            element: slot,
+            generation: element.generation,
+            vip_slot: vip.slot,
+            ..FlowValue::default()
+        };
+        if !pin_new(&pkt.key, &value) {
+            return None;
+        }
+        Some(
+            set_macs(ctx, &element.dst_mac, &element.src_mac)
+                .map(|()| sent(transmit(ctx, element.ifindex), slot, vip.slot, pkt, true)),
+        )
+    }
+
     /// DSR: the established flow's element, or Maglev's choice pinned in the flow table.
     #[inline(always)]
     fn dsr(ctx: &XdpContext, pkt: &Packet, vip: &VipInfo) -> Result<Verdict, Verdict> {
+        if let Some(v) = syn_of_new_flow(ctx, pkt, vip) {
+            return v;
+        }
         let mut new_flow = true;
         let mut chosen: Option<(u32, &Element)> = None;
-        if let Some(flow) = FLOWS.get_ptr(&pkt.key) {
+        if let Some(flow) = FLOWS.get_ptr(pkt.key) {
             let flow = unsafe { &*flow };
             match pinned(flow, vip) {
                 Some(element) => {
@@ -135,7 +186,7 @@ mod program {
             Some(c) => c,
             None => {
                 let cfg = CONFIG.get(0).ok_or(NO_ELEMENT)?;
-                let (slot, element) = maglev_pick(vip, &pkt.key, cfg)?;
+                let (slot, element) = maglev_pick(vip, flow_hash(&pkt.key), cfg)?;
                 pin(
                     &pkt.key,
                     &FlowValue {
@@ -183,7 +234,7 @@ mod program {
         let now = unsafe { bpf_ktime_get_ns() };
         let timeout = timeout_s(vip, cfg, pkt.key.proto);
         let mut chosen: Option<(u32, &Element, u16)> = None;
-        if let Some(flow) = FLOWS.get_ptr_mut(&pkt.key) {
+        if let Some(flow) = FLOWS.get_ptr_mut(pkt.key) {
             let flow = unsafe { &mut *flow };
             match pinned(flow, vip) {
                 Some(element)
@@ -201,7 +252,7 @@ mod program {
                             family: pkt.key.family,
                             _pad: [0; 2],
                         };
-                        if let Some(nat) = NAT_REVERSE.get_ptr_mut(&key) {
+                        if let Some(nat) = NAT_REVERSE.get_ptr_mut(key) {
                             let nat = unsafe { &mut *nat };
                             if same_client(nat, pkt) {
                                 nat.last_seen_ns = now;
@@ -222,7 +273,8 @@ mod program {
         let (slot, element, nat_port) = match chosen {
             Some(c) => c,
             None => {
-                let (slot, element) = maglev_pick(vip, &pkt.key, cfg)?;
+                let hash = flow_hash(&pkt.key);
+                let (slot, element) = maglev_pick(vip, hash, cfg)?;
                 if element.family != pkt.key.family {
                     return Err(NO_NEXTHOP);
                 }
@@ -252,9 +304,10 @@ mod program {
                     timeout_s: timeout,
                     _pad2: 0,
                 };
-                let port = claim_port(&mut key, &value, flow_hash(&pkt.key), cfg, now).ok_or(
-                    Verdict::new(xdp_action::XDP_DROP, stat::DROP_NAT_PORTS_EXHAUSTED),
-                )?;
+                let port = claim_port(&mut key, &value, hash, cfg, now).ok_or(Verdict::new(
+                    xdp_action::XDP_DROP,
+                    stat::DROP_NAT_PORTS_EXHAUSTED,
+                ))?;
                 pin(
                     &pkt.key,
                     &FlowValue {
@@ -312,7 +365,7 @@ mod program {
             family: pkt.key.family,
             _pad: [0; 2],
         };
-        let nat = NAT_REVERSE.get_ptr_mut(&key).ok_or(NOT_VIP)?;
+        let nat = NAT_REVERSE.get_ptr_mut(key).ok_or(NOT_VIP)?;
         let nat = unsafe { &mut *nat };
         let now = unsafe { bpf_ktime_get_ns() };
         if expired(nat.last_seen_ns, nat.timeout_s, now) {

@@ -167,16 +167,16 @@ pub fn claim_port(
     while round < NAT_PROBES {
         let port = ((min + rehash(hash, round).checked_rem(range).unwrap_or(0)) as u16).to_be();
         key.nat_port = port;
-        if NAT_REVERSE.insert(&*key, value, BPF_NOEXIST as u64).is_ok() {
+        if NAT_REVERSE.insert(*key, value, BPF_NOEXIST as u64).is_ok() {
             return Some(port);
         }
-        if let Some(existing) = NAT_REVERSE.get_ptr_mut(&*key) {
+        if let Some(existing) = NAT_REVERSE.get_ptr_mut(*key) {
             let existing = unsafe { &*existing };
-            if same_flow(existing, value) || expired(existing.last_seen_ns, existing.timeout_s, now)
+            if (same_flow(existing, value)
+                || expired(existing.last_seen_ns, existing.timeout_s, now))
+                && NAT_REVERSE.insert(*key, value, BPF_ANY as u64).is_ok()
             {
-                if NAT_REVERSE.insert(&*key, value, BPF_ANY as u64).is_ok() {
-                    return Some(port);
-                }
+                return Some(port);
             }
         }
         round += 1;

@@ -33,6 +33,9 @@ pub struct Maps {
     pub vip_stats: PerCpuArray<MapData, Counters>,
     pub global_stats: PerCpuArray<MapData, u64>,
     pub config: Array<MapData, Config>,
+    /// The VIP pre-filter (`None` for pins of a program built before it existed, which does not
+    /// read one).
+    pub vip_filter: Option<Array<MapData, u64>>,
 }
 
 impl Maps {
@@ -64,18 +67,55 @@ impl Maps {
             config: typed(maps::CONFIG)?
                 .try_into()
                 .context("RSPLB_CONFIG has an unexpected type")?,
+            vip_filter: match open(dir, maps::VIP_FILTER) {
+                Ok(m) => Some(
+                    m.try_into()
+                        .context("RSPLB_VIP_FILTER has an unexpected type")?,
+                ),
+                Err(_) => None,
+            },
         })
     }
 
     pub fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<()> {
-        self.vips.insert(key, info, 0).context("writing RSPLB_VIPS")
+        self.vips
+            .insert(key, info, 0)
+            .context("writing RSPLB_VIPS")?;
+        self.update_vip_filter(key)
     }
 
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
         match self.vips.remove(key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).context("removing from RSPLB_VIPS"),
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).context("removing from RSPLB_VIPS"),
         }
+        self.update_vip_filter(key)
+    }
+
+    /// Brings the pre-filter bit of `key` in line with `RSPLB_VIPS` (see `VipKey::filter_bit`):
+    /// set while any VIP in the map has that bit, clear otherwise. Called after every insert
+    /// and removal, so the filter is always a superset of the VIPs the program must see: a VIP
+    /// is served from the moment its bit is set, and a bit is cleared only after its last VIP
+    /// is gone.
+    fn update_vip_filter(&mut self, key: &VipKey) -> Result<()> {
+        let Some(filter) = &mut self.vip_filter else {
+            return Ok(());
+        };
+        let bit = key.filter_bit();
+        // A key the iteration cannot read counts as using the bit: never clear on doubt.
+        let used = self
+            .vips
+            .keys()
+            .any(|k| k.map_or(true, |k| k.filter_bit() == bit));
+        let (index, mask) = (bit / 64, 1u64 << (bit % 64));
+        let word = filter.get(&index, 0).context("reading RSPLB_VIP_FILTER")?;
+        let new = if used { word | mask } else { word & !mask };
+        if new != word {
+            filter
+                .set(index, new, 0)
+                .context("writing RSPLB_VIP_FILTER")?;
+        }
+        Ok(())
     }
 
     pub fn set_element(&mut self, slot: u32, e: &Element) -> Result<()> {

@@ -12,7 +12,8 @@ use rsplb_common::{
 };
 use support::{
     Lb, NAT_PORT_MAX, NAT_PORT_MIN, addr_words, element, element_mac, flow_key,
-    packet::{CLIENT_MAC, Frame, LB_MAC, parse},
+    packet::{CLIENT_MAC, Frame, LB_MAC, TCP_ACK, TCP_SYN, parse},
+    vip_key,
 };
 
 const XDP_ABORTED: u32 = 0;
@@ -289,6 +290,169 @@ fn draining_element_keeps_its_flows_but_gets_no_new_ones() {
     let (_, out) = lb.run(&new);
     assert_eq!(element_of(&out), 2);
     assert_eq!(lb.global(stat::FLOW_RESELECTED), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// New flows: a TCP SYN is pinned with one insert-if-absent; a SYN whose 5-tuple is already in the
+// flow table must be treated exactly like any other packet of that flow.
+
+#[test]
+fn retransmitted_syn_keeps_its_element_while_the_table_changes() {
+    let mut lb = dsr_v4_tcp();
+    lb.fill_table(0, &[1]);
+    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    assert_eq!(element_of(&lb.run(&syn).1), 1);
+    lb.fill_table(0, &[2]);
+    let (action, out) = lb.run(&syn);
+    assert_eq!((action, element_of(&out)), (XDP_TX, 1));
+    assert_eq!(
+        lb.element_stats(1).new_flows,
+        1,
+        "a retransmission is not a new flow"
+    );
+    assert_eq!(lb.element_stats(2).packets, 0);
+    assert_eq!(lb.globals(), vec![("action_tx", 2)]);
+}
+
+#[test]
+fn syn_of_a_flow_whose_element_left_is_reselected() {
+    let mut lb = dsr_v4_tcp();
+    lb.fill_table(0, &[1]);
+    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    assert_eq!(element_of(&lb.run(&syn).1), 1);
+    lb.fill_table(0, &[2]);
+    let mut e = lb.get_element(1);
+    e.generation += 1;
+    lb.set_element(1, e);
+    let (action, out) = lb.run(&syn);
+    assert_eq!((action, element_of(&out)), (XDP_TX, 2));
+    assert_eq!(lb.global(stat::FLOW_RESELECTED), 1);
+    let flow = lb
+        .flow(&flow_key("198.18.5.1:40001", "198.18.0.10:80", PROTO_TCP))
+        .unwrap();
+    assert_eq!((flow.element, flow.generation), (2, 1), "re-pinned");
+}
+
+#[test]
+fn syn_of_a_draining_elements_flow_is_served_even_with_an_empty_table() {
+    let mut lb = dsr_v4_tcp();
+    lb.fill_table(0, &[1]);
+    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    assert_eq!(element_of(&lb.run(&syn).1), 1);
+    let mut e = lb.get_element(1);
+    e.flags = ELEM_ACTIVE | ELEM_DRAINING;
+    lb.set_element(1, e);
+    lb.fill_table(0, &[NO_ELEMENT]);
+    let (action, out) = lb.run(&syn);
+    assert_eq!((action, element_of(&out)), (XDP_TX, 1));
+    // A new flow has nowhere to go.
+    let other = Frame::syn("198.18.5.1:40002", "198.18.0.10:80").build();
+    assert_eq!(lb.run(&other).0, XDP_DROP);
+    assert_eq!(lb.global(stat::DROP_NO_ELEMENT), 1);
+}
+
+#[test]
+fn syn_ack_and_ipv6_syn_follow_the_flow_table() {
+    let mut lb = dsr_v4_tcp();
+    lb.dsr_vip("[fd00::10]:80", PROTO_TCP, 1);
+    lb.fill_table(2, &[1, 2]);
+    // IPv6 SYN of a new flow: pinned, then its ACKs stay.
+    let syn = Frame::syn("[fd00::5:1]:40001", "[fd00::10]:80").build();
+    let (action, out) = lb.run(&syn);
+    assert_eq!(action, XDP_TX);
+    let slot = element_of(&out);
+    let flow = lb
+        .flow(&flow_key("[fd00::5:1]:40001", "[fd00::10]:80", PROTO_TCP))
+        .expect("IPv6 SYN pinned");
+    assert_eq!(flow.element, slot);
+    lb.fill_table(2, &[3 - slot]);
+    let ack = Frame::tcp("[fd00::5:1]:40001", "[fd00::10]:80").build();
+    assert_eq!(element_of(&lb.run(&ack).1), slot);
+    // SYN+ACK is not a new connection's first packet: it uses the flow table like any packet.
+    let mut synack = Frame::tcp("[fd00::5:1]:40001", "[fd00::10]:80");
+    synack.tcp_flags = TCP_SYN | TCP_ACK;
+    assert_eq!(element_of(&lb.run(&synack.build()).1), slot);
+    assert_eq!(lb.vip_stats(1).new_flows, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// VIP pre-filter (RSPLB_VIP_FILTER): a clear bit means "not a VIP", a set bit "look it up".
+
+/// A TCP/IPv4 address (other than the VIP) whose pre-filter bit is the VIP's.
+fn filter_neighbour_of(vip: &rsplb_common::VipKey) -> String {
+    let bit = vip.filter_bit();
+    for host in 0..=255u32 {
+        for port in 1..=65535u16 {
+            let addr = format!("198.18.{}.{}:{port}", 100 + host / 256, host % 256);
+            let key = vip_key(&addr, PROTO_TCP);
+            if key != *vip && key.filter_bit() == bit {
+                return addr;
+            }
+        }
+    }
+    panic!("no address shares the VIP's filter bit");
+}
+
+#[test]
+fn non_vip_sharing_the_vips_filter_bit_is_still_passed() {
+    let vip = vip_key("198.18.0.10:80", PROTO_TCP);
+    let neighbour = filter_neighbour_of(&vip);
+    let f = Frame::syn("198.18.5.1:40001", &neighbour).build();
+    expect_untouched(&f, XDP_PASS, stat::PASS_NOT_VIP);
+}
+
+#[test]
+fn vip_is_served_only_with_its_filter_bit_and_after_updates() {
+    let mut lb = dsr_v4_tcp();
+    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    lb.fill_filter(0);
+    let (action, out) = lb.run(&syn);
+    assert_eq!(
+        (action, &out),
+        (XDP_PASS, &syn),
+        "a clear bit means not a VIP"
+    );
+    assert_eq!(lb.global(stat::PASS_NOT_VIP), 1);
+    lb.set_filter_bit(&vip_key("198.18.0.10:80", PROTO_TCP));
+    assert_eq!(lb.run(&syn).0, XDP_TX);
+    // Another VIP's bit and a saturated filter change nothing for this one.
+    lb.dsr_vip("[fd00::10]:80", PROTO_TCP, 1);
+    let ack = Frame::tcp("198.18.5.1:40001", "198.18.0.10:80").build();
+    assert_eq!(lb.run(&ack).0, XDP_TX);
+    lb.fill_filter(!0);
+    assert_eq!(lb.run(&ack).0, XDP_TX);
+    assert_eq!(lb.vip_stats(0).packets, 3);
+}
+
+#[test]
+fn saturated_filter_still_passes_non_vips_and_translates_nat_replies() {
+    for f in [
+        Frame::syn("198.18.5.1:40001", "198.18.0.11:80"),
+        Frame::udp("198.18.5.1:40001", "198.18.0.10:80"),
+        Frame::syn("[fd00::5:1]:40001", "[fd00::11]:80"),
+    ] {
+        let mut lb = dsr_v4_tcp();
+        lb.fill_filter(!0);
+        let frame = f.build();
+        let (action, out) = lb.run(&frame);
+        assert_eq!((action, out), (XDP_PASS, frame));
+        assert_eq!(lb.globals(), vec![("action_pass", 1), ("pass_not_vip", 1)]);
+    }
+    let mut lb = nat_lb("198.18.0.10:80", PROTO_TCP, SNAT_V4, "198.18.1.3", 8080);
+    lb.fill_filter(!0);
+    let (action, out) = lb.run(&Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build());
+    assert_eq!(action, XDP_TX);
+    let fwd = parse(&out);
+    assert_eq!(fwd.dst, sa("198.18.1.3:8080"));
+    let reply = Frame::tcp("198.18.1.3:8080", &fwd.src.to_string()).build();
+    let (action, out) = lb.run(&reply);
+    assert_eq!(action, XDP_TX);
+    let back = parse(&out);
+    assert_eq!(
+        (back.src, back.dst),
+        (sa("198.18.0.10:80"), sa("198.18.5.1:40001"))
+    );
+    assert_eq!(lb.global(stat::NAT_REPLY), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -124,10 +124,37 @@ impl Lb {
         m.set(0, cfg, 0).unwrap();
     }
 
+    /// Inserts a VIP and, as the control plane must, sets its pre-filter bit.
     pub fn set_vip(&mut self, key: VipKey, info: VipInfo) {
         let mut m: HashMap<&mut MapData, VipKey, VipInfo> =
             HashMap::try_from(self.map(maps::VIPS)).unwrap();
         m.insert(key, info, 0).unwrap();
+        self.set_filter_bit(&key);
+    }
+
+    /// Sets the pre-filter bit of `key` (`RSPLB_VIP_FILTER`).
+    pub fn set_filter_bit(&mut self, key: &VipKey) {
+        let bit = key.filter_bit();
+        let word = self.filter_word(bit / 64) | 1u64 << (bit % 64);
+        self.set_filter_word(bit / 64, word);
+    }
+
+    pub fn filter_word(&mut self, index: u32) -> u64 {
+        let m: Array<&mut MapData, u64> = Array::try_from(self.map(maps::VIP_FILTER)).unwrap();
+        m.get(&index, 0).unwrap()
+    }
+
+    pub fn set_filter_word(&mut self, index: u32, word: u64) {
+        let mut m: Array<&mut MapData, u64> = Array::try_from(self.map(maps::VIP_FILTER)).unwrap();
+        m.set(index, word, 0).unwrap();
+    }
+
+    /// Every pre-filter word set to `word` (0: no VIP passes the filter; !0: every packet is
+    /// looked up in `RSPLB_VIPS`, as without a filter).
+    pub fn fill_filter(&mut self, word: u64) {
+        for i in 0..rsplb_common::VIP_FILTER_WORDS {
+            self.set_filter_word(i, word);
+        }
     }
 
     /// A DSR VIP in slot `slot` whose active table is `slot * 2`.
