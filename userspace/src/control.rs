@@ -18,7 +18,9 @@ use crate::{
     maglev::{self, MaglevElement},
     maps::{Maps, pin_dir},
     nexthop::Netlink,
-    state::{ElementState, ElementStateEntry, NextHop, State, StateLock, VipState, state_dir},
+    state::{
+        ElementState, ElementStateEntry, NextHop, Owner, State, StateLock, VipState, state_dir,
+    },
 };
 
 /// How long `element add` waits for a neighbour to resolve before leaving it to the daemon.
@@ -191,7 +193,6 @@ impl Balancer {
     }
 
     /// Adds an element, or updates its weight (and puts a draining element back in service).
-    /// The registrar's entry point.
     pub fn set_element(
         &mut self,
         pool: &PoolHandle,
@@ -199,6 +200,7 @@ impl Balancer {
         weight: u16,
     ) -> Result<ElementReport> {
         self.upsert_element(pool, addr, weight, Upsert::Either)
+            .and_then(applied)
     }
 
     /// `element add`: fails if the element exists.
@@ -209,6 +211,7 @@ impl Balancer {
         weight: u16,
     ) -> Result<ElementReport> {
         self.upsert_element(pool, addr, weight, Upsert::MustBeNew)
+            .and_then(applied)
     }
 
     /// `element weight`: fails if the element does not exist.
@@ -219,6 +222,36 @@ impl Balancer {
         weight: u16,
     ) -> Result<ElementReport> {
         self.upsert_element(pool, addr, weight, Upsert::MustExist)
+            .and_then(applied)
+    }
+
+    /// The registrar reconciler's entry point: adds the element as owned by the registrar, or
+    /// updates the weight and state of an element it owns (`active = false`: draining). An
+    /// element added by hand is left as it is: `Ok(None)`.
+    pub fn set_registered_element(
+        &mut self,
+        pool: &PoolHandle,
+        addr: ElementAddr,
+        weight: u16,
+        active: bool,
+    ) -> Result<Option<ElementReport>> {
+        self.upsert_element(pool, addr, weight, Upsert::Registrar { active })
+    }
+
+    /// Removes an element the registrar owns (as [`Self::remove_element`]). Returns `false`, and
+    /// changes nothing, when the element is absent or was added by hand.
+    pub fn remove_registered_element(
+        &mut self,
+        pool: &PoolHandle,
+        addr: ElementAddr,
+    ) -> Result<bool> {
+        self.transact(|st, maps| match st.find_element(pool, &addr) {
+            Some(i) if st.elements[i].owner == Owner::Registrar => {
+                remove_at(st, maps, i)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        })
     }
 
     fn upsert_element(
@@ -227,7 +260,7 @@ impl Balancer {
         addr: ElementAddr,
         weight: u16,
         how: Upsert,
-    ) -> Result<ElementReport> {
+    ) -> Result<Option<ElementReport>> {
         if weight == 0 {
             bail!("weight must be 1..=65535");
         }
@@ -242,26 +275,36 @@ impl Balancer {
                     bail!("element {addr} is already in pool {pool} (use `element weight`)")
                 }
                 (None, Upsert::MustExist) => bail!("no element {addr} in pool {pool}"),
+                (Some(i), Upsert::Registrar { .. }) if st.elements[i].owner == Owner::Manual => {
+                    return Ok(None);
+                }
                 (Some(i), _) => {
                     let e = &mut st.elements[i];
                     e.weight = weight;
-                    if how == Upsert::Either {
-                        e.state = ElementState::Active;
+                    match how {
+                        Upsert::Either => e.state = ElementState::Active,
+                        Upsert::Registrar { active } => e.state = element_state(active),
+                        Upsert::MustBeNew | Upsert::MustExist => {}
                     }
                     i
                 }
                 (None, _) => {
                     let (slot, generation) = st.element_slots.allocate("element")?;
                     maps.reset_element_counters(slot)?;
+                    let (state, owner) = match how {
+                        Upsert::Registrar { active } => (element_state(active), Owner::Registrar),
+                        _ => (ElementState::Active, Owner::Manual),
+                    };
                     st.elements.push(ElementStateEntry {
                         pool: pool.to_string(),
                         addr: addr.addr,
                         port: addr.port,
                         weight,
-                        state: ElementState::Active,
+                        state,
                         slot,
                         generation,
                         nexthop: None,
+                        owner,
                     });
                     st.elements.len() - 1
                 }
@@ -279,7 +322,7 @@ impl Balancer {
             write_element(maps, &st.elements[i])?;
             let slot = st.elements[i].slot;
             publish_pool(st, maps, pool.as_str())?;
-            Ok(ElementReport { slot, unresolved })
+            Ok(Some(ElementReport { slot, unresolved }))
         })
     }
 
@@ -302,17 +345,7 @@ impl Balancer {
             let i = st
                 .find_element(pool, &addr)
                 .ok_or_else(|| anyhow!("no element {addr} in pool {pool}"))?;
-            let e = st.elements.remove(i);
-            publish_pool(st, maps, pool.as_str())?;
-            maps.set_element(
-                e.slot,
-                &Element {
-                    generation: e.generation,
-                    ..Element::default()
-                },
-            )?;
-            st.element_slots.release(e.slot);
-            Ok(())
+            remove_at(st, maps, i)
         })
     }
 
@@ -453,6 +486,39 @@ enum Upsert {
     MustBeNew,
     MustExist,
     Either,
+    /// Owned by the registrar: never touches a manual element.
+    Registrar {
+        active: bool,
+    },
+}
+
+/// Only `Upsert::Registrar` leaves an element alone.
+fn applied(r: Option<ElementReport>) -> Result<ElementReport> {
+    r.ok_or_else(|| anyhow!("internal error: the element was left unchanged"))
+}
+
+fn element_state(active: bool) -> ElementState {
+    if active {
+        ElementState::Active
+    } else {
+        ElementState::Draining
+    }
+}
+
+/// Takes element `i` out of its pool's Maglev tables first, then clears its slot, so its flows
+/// are re-selected.
+fn remove_at(st: &mut State, maps: &mut Maps, i: usize) -> Result<()> {
+    let e = st.elements.remove(i);
+    publish_pool(st, maps, &e.pool)?;
+    maps.set_element(
+        e.slot,
+        &Element {
+            generation: e.generation,
+            ..Element::default()
+        },
+    )?;
+    st.element_slots.release(e.slot);
+    Ok(())
 }
 
 fn check_snat(vip: &Vip, mode: Mode, snat: Option<IpAddr>) -> Result<()> {

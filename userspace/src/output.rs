@@ -50,6 +50,7 @@ pub fn elements_json(iface: &str, elements: &[ElementStateEntry]) -> Value {
             "slot": e.slot,
             "mac": element_mac(e),
             "ifindex": e.nexthop.as_ref().map(|h| h.ifindex),
+            "owner": e.owner.name(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -335,7 +336,7 @@ mod tests {
     use crate::{
         addr::Mode,
         control::{ElementStats, VipStats},
-        state::NextHop,
+        state::{NextHop, Owner},
     };
 
     fn c(p: u64, b: u64, n: u64) -> Counters {
@@ -437,12 +438,14 @@ mod tests {
             slot: 4,
             generation: 1,
             nexthop: None,
+            owner: Owner::Manual,
         };
         let v = elements_json("veth0", std::slice::from_ref(&e));
         assert_eq!(
             v,
             json!({"interface":"veth0","elements":[{"pool":"web","address":"198.18.1.2:80",
-                "weight":3,"state":"draining","slot":4,"mac":null,"ifindex":null}]})
+                "weight":3,"state":"draining","slot":4,"mac":null,"ifindex":null,
+                "owner":"manual"}]})
         );
         e.nexthop = Some(NextHop {
             ifindex: 7,

@@ -109,6 +109,27 @@ pub enum ElementState {
     Draining,
 }
 
+/// Who put an element into the control plane. The registrar reconciler only ever changes or
+/// removes the elements it owns; elements added by hand stay until removed by hand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Owner {
+    /// `rsplb element add` (and state files written before owners existed).
+    #[default]
+    Manual,
+    /// The registrar embedded in `rsplb run --registrar`.
+    Registrar,
+}
+
+impl Owner {
+    pub fn name(self) -> &'static str {
+        match self {
+            Owner::Manual => "manual",
+            Owner::Registrar => "registrar",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NextHop {
     pub ifindex: u32,
@@ -134,6 +155,8 @@ pub struct ElementStateEntry {
     pub slot: u32,
     pub generation: u32,
     pub nexthop: Option<NextHop>,
+    #[serde(default)]
+    pub owner: Owner,
 }
 
 impl ElementStateEntry {
@@ -362,6 +385,7 @@ mod tests {
                 src_mac: [2, 0, 0, 0, 0, 2],
                 gateway: None,
             }),
+            owner: Owner::Registrar,
         });
         s.vips.push(VipState {
             vip: "[fd00::1]:53/udp".into(),
@@ -384,6 +408,20 @@ mod tests {
         fs::write(&p, b"{not json").unwrap();
         assert!(matches!(State::load(&p), Err(StateError::Json { .. })));
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn elements_of_older_state_files_are_manual() {
+        let old = r#"{"pool":"web","addr":"198.18.1.2","port":80,"weight":1,"state":"active",
+            "slot":0,"generation":1,"nexthop":null}"#;
+        let e: ElementStateEntry = serde_json::from_str(old).unwrap();
+        assert_eq!(e.owner, Owner::Manual);
+        let back = serde_json::to_value(ElementStateEntry {
+            owner: Owner::Registrar,
+            ..e
+        })
+        .unwrap();
+        assert_eq!(back["owner"], "registrar");
     }
 
     #[test]
