@@ -1,6 +1,9 @@
 //! `rsplb run`: keeps next hops resolved (on neighbour events and periodically), expires idle
-//! NAT translations, and serves Prometheus metrics. Stopping it (SIGINT/SIGTERM, or a crash)
-//! leaves the pinned dataplane forwarding with its last tables.
+//! NAT translations, and serves Prometheus metrics. With a registrar configuration it also runs
+//! an RSerPool registrar on the same runtime and keeps each pool's registered elements in the
+//! dataplane ([`crate::reconcile`]). Stopping it (SIGINT/SIGTERM, or a crash) leaves the pinned
+//! dataplane forwarding with its last tables: the reconciler stops before the registrar closes
+//! its connections, so the elements stay.
 
 use std::{
     net::SocketAddr,
@@ -14,17 +17,22 @@ use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpListener,
     signal::unix::{SignalKind, signal},
-    sync::Notify,
+    sync::{Notify, watch},
+    task::JoinHandle,
 };
 
-use crate::{control::Balancer, output};
+use rsplb_registrar::{config::RegistrarConfig, shell::Registrar};
+
+use crate::{control::Balancer, output, reconcile};
 
 /// Daemon settings.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub metrics: Option<SocketAddr>,
-    /// Period of the next-hop refresh and NAT expiry.
+    /// Period of the next-hop refresh and NAT expiry (and of the reconciler's repair pass).
     pub interval: Duration,
+    /// Run an embedded registrar with this configuration and reconcile its pools.
+    pub registrar: Option<RegistrarConfig>,
 }
 
 const RTNLGRP_NEIGH: u32 = 3;
@@ -133,22 +141,107 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
         }
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut registrar = match opts.registrar {
+            Some(config) => {
+                Some(EmbeddedRegistrar::start(config, balancer.clone(), opts.interval).await?)
+            }
+            None => None,
+        };
         let mut tick = tokio::time::interval(opts.interval);
         eprintln!("rsplb: running on {iface}");
-        loop {
+        let result = loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = notify.notified() => {
                     // Let a burst of neighbour events settle (our own probes cause some).
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                r = EmbeddedRegistrar::failed(&mut registrar) => break r,
+                _ = term.recv() => break Ok(()),
+                _ = int.recv() => break Ok(()),
             }
             let b = balancer.clone();
             let _ = tokio::task::spawn_blocking(move || maintain(&b)).await;
+        };
+        if let Some(r) = registrar {
+            r.stop().await;
         }
         eprintln!("rsplb: stopped; the dataplane keeps forwarding with its last tables");
-        Ok(())
+        result
     })
+}
+
+/// The registrar and its reconciler, on the daemon's runtime.
+struct EmbeddedRegistrar {
+    registrar: JoinHandle<Result<()>>,
+    reconciler: JoinHandle<Result<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl EmbeddedRegistrar {
+    async fn start(
+        config: RegistrarConfig,
+        balancer: Arc<Mutex<Balancer>>,
+        interval: Duration,
+    ) -> Result<Self> {
+        let registrar = Registrar::bind(config)
+            .await
+            .context("starting the registrar")?;
+        let addrs: Vec<String> = registrar
+            .asap_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        eprintln!(
+            "rsplb: registrar {} listening for ASAP on {}{}",
+            registrar.id(),
+            addrs.join(", "),
+            registrar
+                .admin_addr()
+                .map(|a| format!(", admin on http://{a}/handlespace"))
+                .unwrap_or_default()
+        );
+        let control = registrar.control();
+        // Subscribe before the reconciler reads its snapshot: no change is missed.
+        let events = control.subscribe();
+        let (stop, mut stopped) = watch::channel(false);
+        let registrar = tokio::spawn(registrar.run(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        let reconciler = tokio::spawn(reconcile::run(balancer, control, events, interval));
+        Ok(EmbeddedRegistrar {
+            registrar,
+            reconciler,
+            stop,
+        })
+    }
+
+    /// Completes (with the reason) only if the registrar or the reconciler stopped on its own.
+    async fn failed(this: &mut Option<Self>) -> Result<()> {
+        let Some(r) = this else {
+            return std::future::pending().await;
+        };
+        let (what, res) = tokio::select! {
+            res = &mut r.registrar => ("the registrar", res),
+            res = &mut r.reconciler => ("the registrar reconciler", res),
+        };
+        *this = None;
+        match res {
+            Ok(Ok(())) => Err(anyhow::anyhow!("{what} stopped")),
+            Ok(Err(e)) => Err(e.context(format!("{what} failed"))),
+            Err(e) => Err(anyhow::anyhow!("{what} crashed: {e}")),
+        }
+    }
+
+    /// Stops the reconciler first (the dataplane keeps its elements), then the registrar.
+    async fn stop(self) {
+        self.reconciler.abort();
+        let _ = self.reconciler.await;
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(Duration::from_secs(5), self.registrar).await {
+            Ok(Ok(Err(e))) => log::warn!("registrar: {e:#}"),
+            Err(_) => log::warn!("the registrar did not stop within 5 s"),
+            _ => {}
+        }
+    }
 }

@@ -4,7 +4,9 @@
 //! - [`control::Balancer`]: the control-plane library (VIPs, pools, elements, Maglev tables,
 //!   next hops, counters) that the command line, the daemon and the registrar drive.
 //! - [`maglev`]: weighted Maglev table computation.
-//! - [`daemon`]: `rsplb run` (next-hop refresh, NAT expiry, Prometheus metrics).
+//! - [`daemon`]: `rsplb run` (next-hop refresh, NAT expiry, Prometheus metrics, and with
+//!   `--registrar` an embedded RSerPool registrar).
+//! - [`reconcile`]: registrar handlespace -> dataplane elements.
 
 pub mod addr;
 pub mod control;
@@ -14,6 +16,7 @@ pub mod maglev;
 pub mod maps;
 pub mod nexthop;
 pub mod output;
+pub mod reconcile;
 pub mod state;
 
 /// The compiled XDP program (ELF, BTF), built by build.rs.

@@ -3,7 +3,7 @@
 
 mod rserpool_cli;
 
-use std::{net::IpAddr, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{net::IpAddr, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -13,6 +13,7 @@ use rsplb::{
     daemon, loader, output,
     state::AttachOptions,
 };
+use rsplb_registrar::config::RegistrarConfig;
 
 #[derive(Parser)]
 #[command(
@@ -82,7 +83,18 @@ enum Cmd {
     /// Run the daemon: keep next hops resolved, expire NAT state, serve metrics.
     #[command(
         after_long_help = "Stop it with SIGINT or SIGTERM: the dataplane keeps forwarding.\n\n\
-        Examples:\n  rsplb run\n  rsplb -i eth1 run --metrics 127.0.0.1:9464"
+        With --registrar, servers register into pools at this host (`rsplb pe register POOL \
+        ADDR:PORT --registrar THIS-HOST:3863 --check tcp`, or any RSerPool pool element) and \
+        each pool's registered elements become the elements of the rsplb pool of the same name \
+        (the pool handle), so VIPs on that pool reach them; an element that deregisters or \
+        stops answering keep-alives leaves the dataplane at once. Weights follow the element's \
+        policy: weighted round robin / weighted random: its weight; round robin / random: 1; \
+        priority: weight 1 for the highest priority of the pool, the others drained; least \
+        used: from 100 (idle) down to 1 (fully loaded). Elements added by hand with `element \
+        add` are never changed or removed by the registrar.\n\n\
+        Examples:\n  rsplb run\n  rsplb -i eth1 run --metrics 127.0.0.1:9464\n  \
+        rsplb -i eth1 run --registrar\n  \
+        rsplb -i eth1 run --registrar 198.18.0.1:3863 --registrar-config /etc/rsplb/registrar.toml"
     )]
     Run {
         /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
@@ -91,6 +103,14 @@ enum Cmd {
         /// Seconds between next-hop refreshes and NAT expiry passes.
         #[arg(long, default_value_t = 5.0, value_name = "SECS")]
         interval: f64,
+        /// Run an RSerPool registrar listening for ASAP on ADDR:PORT (default 0.0.0.0:3863, or
+        /// the `asap_listen` of --registrar-config) and serve each pool's registered elements.
+        #[arg(long, value_name = "ADDR:PORT", num_args = 0..=1)]
+        registrar: Option<Option<SocketAddr>>,
+        /// The registrar's TOML configuration (the format of `rsp-registrar --config`);
+        /// implies --registrar.
+        #[arg(long, value_name = "FILE")]
+        registrar_config: Option<PathBuf>,
     },
     #[command(flatten)]
     Rserpool(rserpool_cli::RserpoolCommand),
@@ -440,18 +460,46 @@ fn run(cli: Cli) -> Result<()> {
                 prev = cur;
             }
         }
-        Cmd::Run { metrics, interval } => {
+        Cmd::Run {
+            metrics,
+            interval,
+            registrar,
+            registrar_config,
+        } => {
             let iface = pick_iface(cli.iface)?;
             if !(interval.is_finite() && interval > 0.0) {
                 bail!("--interval needs a positive number of seconds");
             }
+            let registrar = registrar_config_from(registrar, registrar_config)?;
             daemon::run(
                 &iface,
                 daemon::RunOptions {
                     metrics,
                     interval: Duration::from_secs_f64(interval),
+                    registrar,
                 },
             )
         }
     }
+}
+
+/// The embedded registrar's configuration: defaults, then the file, then the listen address.
+fn registrar_config_from(
+    listen: Option<Option<SocketAddr>>,
+    file: Option<PathBuf>,
+) -> Result<Option<RegistrarConfig>> {
+    if listen.is_none() && file.is_none() {
+        return Ok(None);
+    }
+    let mut config = match &file {
+        Some(path) => RegistrarConfig::from_file(path)?,
+        None => RegistrarConfig::default(),
+    };
+    if let Some(Some(addr)) = listen {
+        config.asap_listen = vec![addr];
+    }
+    config
+        .validate()
+        .context("invalid registrar configuration")?;
+    Ok(Some(config))
 }
