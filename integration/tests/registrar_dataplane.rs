@@ -1,0 +1,158 @@
+//! The whole loop: servers register into pool `web` through `rsplb pe register` sidecars at the
+//! registrar that `rsplb run --registrar` embeds on the balancer; the daemon puts them into the
+//! XDP dataplane behind a DSR VIP; a server that fails leaves the pool (its sidecar's health
+//! check deregisters it) and the dataplane, new connections go to the others only, and a
+//! connection opened before to a remaining server keeps working.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use common::*;
+use rsplb_integration::{Lab, TcpConn, cli::rsplb_bin, netns::ChildGuard, tcp_burst};
+
+const POOL: &str = "web";
+/// Generous bounds for a shared, noisy machine: the measured times are printed.
+const REGISTER_BOUND: Duration = Duration::from_secs(20);
+const LEAVE_BOUND: Duration = Duration::from_secs(5);
+
+/// `element list --json` of pool `web`: address -> (owner, state).
+fn registered(lab: &Lab) -> Result<Vec<(String, String, String)>> {
+    let out = lab.rsplb.on(&["element", "list", POOL, "--json"])?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("element list: {out}"))?;
+    let Some(elements) = v["elements"].as_array() else {
+        bail!("no elements array in {out}");
+    };
+    Ok(elements
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("address"), s("owner"), s("state"))
+        })
+        .collect())
+}
+
+/// Polls `element list` until `done` holds of the addresses (bounded); returns how long it took.
+fn wait_for(
+    lab: &Lab,
+    bound: Duration,
+    what: &str,
+    done: impl Fn(&BTreeSet<String>) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let list = registered(lab).expect("element list");
+        let addrs: BTreeSet<String> = list.iter().map(|(a, _, _)| a.clone()).collect();
+        if done(&addrs) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < bound,
+            "{what}: not within {bound:?}; elements now: {list:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `rsplb pe register web ADDR:80 --registrar LB:3863 --check tcp` in server `i`'s namespace.
+fn sidecar(lab: &Lab, i: usize, registrar: &str) -> ChildGuard {
+    let h = &lab.server_hosts[i];
+    let me = SocketAddr::new(h.v4.into(), 80).to_string();
+    let bin = rsplb_bin().expect("rsplb binary");
+    h.netns
+        .spawn(
+            &bin.to_string_lossy(),
+            &[
+                "pe",
+                "register",
+                POOL,
+                &me,
+                "--registrar",
+                registrar,
+                "--check",
+                "tcp",
+                "--check-target",
+                &me,
+                "--check-interval",
+                "100",
+                "--check-timeout",
+                "200",
+            ],
+        )
+        .expect("starting a sidecar")
+}
+
+#[test]
+fn registered_servers_serve_a_vip_and_a_failed_one_leaves_at_once() {
+    let mut lab = attached_lab();
+    let vip_ip: IpAddr = lab.vip4(0).into();
+    let vip = SocketAddr::new(vip_ip, 80);
+    lab.rsplb
+        .on(&["vip", "add", &vip_str(vip_ip, 80, "tcp"), "--pool", POOL])
+        .expect("vip add");
+    let registrar = SocketAddr::new(lab.lb.v4.into(), 3863).to_string();
+    lab.start_daemon(&["--registrar", &registrar, "--interval", "1"])
+        .expect("rsplb run --registrar");
+
+    // Declared after the lab: dropped (sidecars stopped) first, also on a panic.
+    let mut sidecars: Vec<ChildGuard> = (0..3).map(|i| sidecar(&lab, i, &registrar)).collect();
+    let elements: Vec<String> = (0..3).map(|i| element(&lab, i, vip_ip, 80)).collect();
+    let took = wait_for(&lab, REGISTER_BOUND, "three servers registered", |a| {
+        elements.iter().all(|e| a.contains(e))
+    });
+    println!("registration_to_dataplane_s={:.3}", took.as_secs_f64());
+    for (addr, owner, state) in registered(&lab).unwrap() {
+        assert_eq!(owner, "registrar", "{addr}");
+        assert_eq!(state, "active", "{addr}");
+    }
+
+    // Real connections reach all three.
+    let t = tcp_burst(lab.client.netns.name(), vip, 300).expect("tcp burst");
+    assert_eq!(t.failed, 0, "connections failed: {t}");
+    assert!(
+        counts(&t, 3).iter().all(|&n| n > 0),
+        "not every server answered: {t}"
+    );
+
+    // Long-lived connections, until one has landed on s1 or s2 (the servers that stay).
+    let mut long: Vec<(TcpConn, String)> = Vec::new();
+    for _ in 0..30 {
+        let mut c = TcpConn::open(lab.client.netns.name(), vip).expect("connect");
+        let s = c.ask().expect("first request");
+        long.push((c, s));
+        if long.iter().filter(|(_, s)| s != "s3").count() >= 3 {
+            break;
+        }
+    }
+    assert!(
+        long.iter().any(|(_, s)| s != "s3"),
+        "30 connections all landed on s3"
+    );
+
+    // s3's service fails: its sidecar's health check deregisters it.
+    drop(lab.servers.remove(2));
+    let left = wait_for(&lab, LEAVE_BOUND, "s3 left the dataplane", |a| {
+        !a.contains(&elements[2]) && a.contains(&elements[0]) && a.contains(&elements[1])
+    });
+    println!("failure_to_dataplane_removal_s={:.3}", left.as_secs_f64());
+    sidecars[2]
+        .check_running()
+        .expect("the sidecar of s3 exited");
+
+    // New connections go to s1 and s2 only, none fails.
+    let t = tcp_burst(lab.client.netns.name(), vip, 200).expect("tcp burst");
+    assert_eq!(t.failed, 0, "connections failed after s3 left: {t}");
+    assert_eq!(t.get("s3"), 0, "s3 still answered: {t}");
+    assert!(t.get("s1") > 0 && t.get("s2") > 0, "{t}");
+
+    // Connections opened before to s1/s2 still reach the same server.
+    for (c, s) in long.iter_mut().filter(|(_, s)| s != "s3") {
+        assert_eq!(&c.ask().expect("a connection to a healthy server broke"), s);
+    }
+}
