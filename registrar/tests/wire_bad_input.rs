@@ -101,19 +101,19 @@ fn truncated_header() {
     for n in 0..4 {
         let bytes = &registration(&[])[..n];
         let e = asap_err(bytes);
-        expect(&e, K::Truncated, CauseCode::InvalidValues);
+        expect(&e, K::Truncated, CauseCode::Unspecified);
         let e = enrp_err(bytes);
-        expect(&e, K::Truncated, CauseCode::InvalidValues);
+        expect(&e, K::Truncated, CauseCode::Unspecified);
     }
     // ENRP: header present but the sender/receiver IDs cut off.
     let e = enrp_err(&msg(0x05, 0, &[0, 0, 0, 1]));
-    expect(&e, K::Truncated, CauseCode::InvalidValues);
+    expect(&e, K::Truncated, CauseCode::Unspecified);
     // ASAP Endpoint Keep-Alive without its Server Identifier.
     let e = asap_err(&msg(0x07, 0, &[0, 0]));
-    expect(&e, K::Truncated, CauseCode::InvalidValues);
+    expect(&e, K::Truncated, CauseCode::Unspecified);
     // ENRP Handle Update without the Update Action field.
     let e = enrp_err(&msg(0x04, 0, &[0; 8]));
-    expect(&e, K::Truncated, CauseCode::InvalidValues);
+    expect(&e, K::Truncated, CauseCode::Unspecified);
 }
 
 #[test]
@@ -121,24 +121,24 @@ fn message_length_larger_or_smaller_than_the_data() {
     let good = registration(&[]);
     // Larger than the data (message cut off).
     let e = asap_err(&good[..good.len() - 4]);
-    expect(&e, K::BadLength, CauseCode::InvalidValues);
+    expect(&e, K::BadLength, CauseCode::Unspecified);
     assert!(e.info.is_empty(), "no well-formed parameter to quote");
     // Length below the header.
     for len in 0..4u16 {
         let mut b = good.clone();
         b[2..4].copy_from_slice(&len.to_be_bytes());
-        expect(&asap_err(&b), K::BadLength, CauseCode::InvalidValues);
+        expect(&asap_err(&b), K::BadLength, CauseCode::Unspecified);
     }
     // Smaller than the data by more than padding: another message or junk follows.
     let mut b = good.clone();
     b.extend_from_slice(&[0; 4]);
-    expect(&asap_err(&b), K::BadLength, CauseCode::InvalidValues);
+    expect(&asap_err(&b), K::BadLength, CauseCode::Unspecified);
     // Length that cuts a parameter in two.
     let mut b = good.clone();
     let short = (good.len() - 8) as u16;
     b[2..4].copy_from_slice(&short.to_be_bytes());
     b.truncate(short as usize);
-    expect(&asap_err(&b), K::BadLength, CauseCode::InvalidValues);
+    expect(&asap_err(&b), K::BadLength, CauseCode::Unspecified);
     // Up to 3 bytes beyond the Length are padding and ignored.
     let mut b = good.clone();
     b.extend_from_slice(&[0; 3]);
@@ -151,23 +151,23 @@ fn parameter_length_below_four_or_beyond_the_message() {
         let mut p = ph(b"web");
         p[2..4].copy_from_slice(&bad_len.to_be_bytes());
         let e = asap_err(&msg(0x05, 0, &p));
-        expect(&e, K::BadLength, CauseCode::InvalidValues);
+        expect(&e, K::BadLength, CauseCode::Unspecified);
     }
     let mut p = ph(b"web");
     p[2..4].copy_from_slice(&100u16.to_be_bytes());
     expect(
         &asap_err(&msg(0x05, 0, &p)),
         K::BadLength,
-        CauseCode::InvalidValues,
+        CauseCode::Unspecified,
     );
     // Stray bytes (fewer than a TLV header) after the last parameter.
     let e = asap_err(&msg(0x05, 0, &cat(&[&ph(b"web"), &[0, 9]])));
-    expect(&e, K::BadLength, CauseCode::InvalidValues);
+    expect(&e, K::BadLength, CauseCode::Unspecified);
     // A nested parameter overrunning its parent (address inside an SCTP transport).
     let mut t = sctp(80, 0, &[v4([198, 18, 0, 1])]);
     t[10..12].copy_from_slice(&40u16.to_be_bytes());
     let bytes = msg(0x01, 0, &cat(&[&ph(b"web"), &pe(7, &[&t, &rr()])]));
-    expect(&asap_err(&bytes), K::BadLength, CauseCode::InvalidValues);
+    expect(&asap_err(&bytes), K::BadLength, CauseCode::Unspecified);
 }
 
 #[test]
@@ -326,14 +326,17 @@ fn parameter_in_a_message_that_cannot_carry_it() {
 
 #[test]
 fn missing_and_duplicate_parameters() {
+    // A top-level parameter missing: nothing to quote, so Unspecified Error (an Invalid Values
+    // cause carries the offending parameter, RFC 5354 section 3.10).
     let e = asap_err(&msg(0x01, 0, &ph(b"web")));
-    expect(&e, K::MissingParameter, CauseCode::InvalidValues);
+    expect(&e, K::MissingParameter, CauseCode::Unspecified);
+    assert!(e.info.is_empty());
     let e = asap_err(&msg(0x02, 0, &ph(b"web")));
-    expect(&e, K::MissingParameter, CauseCode::InvalidValues);
+    expect(&e, K::MissingParameter, CauseCode::Unspecified);
     let e = asap_err(&msg(0x0e, 0, &[]));
-    expect(&e, K::MissingParameter, CauseCode::InvalidValues);
+    expect(&e, K::MissingParameter, CauseCode::Unspecified);
     let e = enrp_err(&msg(0x01, 0, &[0; 8]));
-    expect(&e, K::MissingParameter, CauseCode::InvalidValues);
+    expect(&e, K::MissingParameter, CauseCode::Unspecified);
     // Pool Element without its policy.
     let bytes = msg(
         0x01,
@@ -355,8 +358,9 @@ fn missing_and_duplicate_parameters() {
     // Two pool handles / two pool elements in a Registration.
     let e = asap_err(&registration(&ph(b"other")));
     expect(&e, K::DuplicateParameter, CauseCode::InvalidValues);
+    // (the second Pool Element is not quoted, so the cause is Unspecified Error)
     let e = asap_err(&registration(&good_pe()));
-    expect(&e, K::DuplicateParameter, CauseCode::InvalidValues);
+    expect(&e, K::DuplicateParameter, CauseCode::Unspecified);
 }
 
 #[test]
@@ -434,9 +438,9 @@ fn frame_length_for_stream_framing() {
     assert_eq!(frame_length(&[1, 0, 0], 1000), Ok(None));
     assert_eq!(frame_length(&[1, 0, 0, 28, 0xff], 1000), Ok(Some(28)));
     let e = frame_length(&[1, 0, 0, 3], 1000).unwrap_err();
-    expect(&e, K::BadLength, CauseCode::InvalidValues);
+    expect(&e, K::BadLength, CauseCode::Unspecified);
     let e = frame_length(&[1, 0, 0x10, 0], 1000).unwrap_err();
-    expect(&e, K::BadLength, CauseCode::InvalidValues);
+    expect(&e, K::BadLength, CauseCode::Unspecified);
 }
 
 #[test]

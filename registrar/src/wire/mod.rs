@@ -119,11 +119,12 @@ pub struct Decoded<M> {
 /// What was wrong with a message that could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DecodeErrorKind {
-    /// Fewer bytes than the header or the message's fixed fields (cause Invalid Values, no info:
-    /// there is no well-formed parameter to quote, and a peer's dissector reads the info as one).
+    /// Fewer bytes than the header or the message's fixed fields (cause Unspecified Error, no
+    /// info: there is no well-formed parameter to quote, and a peer's dissector reads the info of
+    /// Invalid Values as one).
     Truncated,
-    /// Message Length or a parameter Length inconsistent with the data (cause Invalid Values, no
-    /// info, as for `Truncated`).
+    /// Message Length or a parameter Length inconsistent with the data (cause Unspecified Error,
+    /// no info, as for `Truncated`).
     BadLength,
     /// Unknown message type (cause Unrecognized Message, info = the message; RFC 5352 section 5.4
     /// and RFC 5353 section 3 ask for an ERROR).
@@ -134,10 +135,11 @@ pub enum DecodeErrorKind {
     /// A known parameter where the message or parameter layout has none (cause Unrecognized
     /// Parameter, info = the parameter; reported).
     UnexpectedParameter,
-    /// The same single-valued parameter twice (cause Invalid Values, info = the second one).
+    /// The same single-valued parameter twice (cause Invalid Values, info = the second one; a
+    /// second Pool Element is not quoted: Unspecified Error).
     DuplicateParameter,
-    /// A required parameter is absent (cause Invalid Values: RFC 5352 has no "missing parameter"
-    /// cause).
+    /// A required parameter is absent (RFC 5352 has no "missing parameter" cause: Invalid Values
+    /// with the parameter that lacks a nested one, else Unspecified Error with no info).
     MissingParameter,
     /// A field out of its range: oversize or empty pool handle, transport use or update action
     /// not 0/1, address parameter of the wrong length, SCTP transport without addresses, wrong
@@ -167,6 +169,12 @@ impl DecodeError {
             DecodeErrorKind::UnknownMessage => (CauseCode::UnrecognizedMessage, true),
             DecodeErrorKind::UnknownParameter => (CauseCode::UnrecognizedParameter, false),
             DecodeErrorKind::UnexpectedParameter => (CauseCode::UnrecognizedParameter, true),
+            // Invalid Values carries the offending parameter (RFC 5354 section 3.10); with none
+            // to quote (a truncated message, a length that does not fit, a missing parameter)
+            // the cause is Unspecified Error, whose Cause Length is 4. An Invalid Values cause
+            // without a parameter is malformed to Wireshark's ASAP/ENRP dissectors, which read
+            // its information as a TLV.
+            _ if info.is_empty() => (CauseCode::Unspecified, true),
             _ => (CauseCode::InvalidValues, true),
         };
         Self {
@@ -265,4 +273,48 @@ pub fn decode(protocol: Protocol, bytes: &[u8]) -> Result<Decoded<Message>, Deco
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::AsapMessage;
+
+    /// The ERROR a receiver sends for `bad`, as bytes.
+    fn error_for(bad: &[u8]) -> Vec<u8> {
+        let e = decode_asap(bad).unwrap_err();
+        assert!(e.report, "{e}");
+        encode_asap(&AsapMessage::Error {
+            causes: vec![e.to_error_cause()],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cause_with_nothing_to_quote_is_unspecified_not_invalid_values() {
+        // Wireshark's ASAP dissector reads the information of an Invalid Values cause as a
+        // parameter: an empty one is a Malformed Packet on a capture. With no parameter to quote,
+        // the cause is Unspecified Error (Cause Length 4).
+        let op_error_unspecified = [0x00, 0x0c, 0x00, 0x08, 0x00, 0x00, 0x00, 0x04];
+        // A Deregistration whose Pool Handle claims 64 bytes (the message has 20).
+        let overrun = [
+            0x02, 0, 0, 20, 0x00, 0x09, 0x00, 0x40, b'w', b'e', b'b', 0, 0x00, 0x0e, 0x00, 0x08, 0,
+            0, 0, 1,
+        ];
+        // A Deregistration without its PE Identifier; a message cut short.
+        let missing = [0x02, 0, 0, 12, 0x00, 0x09, 0x00, 0x07, b'w', b'e', b'b', 0];
+        let truncated = [0x07, 0, 0, 6, 0, 0];
+        for bad in [&overrun[..], &missing, &truncated] {
+            let e = decode_asap(bad).unwrap_err();
+            assert_eq!((e.cause, e.info.len()), (CauseCode::Unspecified, 0), "{e}");
+            let bytes = error_for(bad);
+            assert_eq!(bytes[..4], [0x0e, 0, 0, 12]);
+            assert_eq!(bytes[4..], op_error_unspecified);
+        }
+        // A bad value inside a well-formed parameter stays Invalid Values, quoting it.
+        let empty_handle = [0x05, 0, 0, 8, 0x00, 0x09, 0x00, 0x04];
+        let e = decode_asap(&empty_handle).unwrap_err();
+        assert_eq!(e.cause, CauseCode::InvalidValues);
+        assert_eq!(e.info, [0x00, 0x09, 0x00, 0x04]);
+    }
 }
