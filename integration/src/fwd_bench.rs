@@ -1,26 +1,40 @@
 //! Forwarding benchmark: packets per second delivered to the elements through a balancer
 //! namespace, with rsplb (XDP, DSR) and with the kernel stack balancing by nftables DNAT
-//! (`numgen inc mod N`), measured in the same run on the same topology.
+//! (`numgen inc mod N`), measured in the same run on the same topology with the same sender.
 //!
 //! Topology, with no bridge in the path (a bridge would be the bottleneck):
 //! `client eth0 <-> lb <in>`, `lb <out> <-> sink eth0`. The sink holds every element address and
 //! runs `lab_sink` (an XDP program that counts per destination and drops: cheaper than what it
 //! measures). The sender is `lab_tx` run with BPF_PROG_TEST_RUN live frames in the client
-//! namespace (ingress = the client's veth): UDP frames to the VIP from `FLOWS` source ports.
+//! namespace (ingress = the client's veth): 64-byte UDP frames to the VIP, the source port
+//! cycling through `flows` ports frame by frame.
 //! - rsplb: attached natively to `<in>`, DSR, forwards with XDP_REDIRECT to `<out>`.
 //! - nft: no rsplb; XDP_PASS on `<in>` (so the veth takes XDP_TX'd frames), ip_forward on, nft
 //!   DNAT to the element addresses.
 //!
-//! The figure is the sink's count over a fixed wall-clock window while the sender runs, the
-//! median of several windows. The sink never answers ARP, so the balancer gets permanent
-//! neighbour entries for the elements.
+//! - floor: `lab_redirect` on `<in>`, a bare XDP_REDIRECT to `<out>`: the harness alone.
+//!
+//! The figure is the sink's count over fixed wall-clock windows while the sender runs, the
+//! median of all windows; the variants alternate (`cycles`) so load changes on the shared machine
+//! hit all of them. Everything runs on the sender's CPU: a veth's NAPI runs where the frame was
+//! sent, so the sender, the veths and the sink share the CPU with the balancer, and the rates
+//! are closed-loop (offered = delivered). That fixed harness cost (the floor, ~400 ns/packet
+//! here) bounds the rate ratio by floor/nft whatever the balancer does; `fwd_*_cost_ns` (per
+//! packet, over the floor) and `fwd_cost_ratio` compare the balancers' own work. (Threaded NAPI
+//! on `<in>` and the sink, to give the balancer a CPU of its own, was tried: on this shared
+//! 2-core machine the spinning sender starves the NAPI threads and the figures become noise.) The sink never answers ARP, so the balancer gets permanent neighbour entries for the
+//! elements.
+//!
+//! Pitfall (why an earlier baseline measured ~64 packets/s): live frames come from a page_pool
+//! whose pages are recycled without being re-initialised. A frame the stack forwarded was
+//! rewritten in place (MACs, TTL, DNAT'd destination) and, once the sink dropped it, came back to
+//! the sender's pool as it was; sent again, its destination MAC was the sink's, so the balancer's
+//! `ip_rcv` dropped it as PACKET_OTHERHOST (only freshly allocated pages, about one batch per
+//! test run, got through). `lab_tx` therefore rewrites the headers from a template on every frame.
 
 use std::{
     net::Ipv4Addr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -37,12 +51,15 @@ use crate::{
 pub struct FwdOptions {
     /// Number of elements behind the VIP.
     pub elements: u8,
-    /// Measuring windows per variant (the median is reported).
-    pub rounds: usize,
+    /// The variants are measured in turn (rsplb, nft, rsplb, nft...) `cycles` times, so that a
+    /// change of the machine's load hits both.
+    pub cycles: usize,
+    /// Measuring windows per variant and cycle (the median over all windows is reported).
+    pub windows: usize,
     pub window: Duration,
     /// Frames per BPF_PROG_TEST_RUN call of the sender.
     pub batch: u32,
-    /// Distinct flows (source ports) the sender cycles through.
+    /// Distinct flows (UDP source ports) the sender cycles through, frame by frame.
     pub flows: u16,
 }
 
@@ -50,7 +67,8 @@ impl Default for FwdOptions {
     fn default() -> Self {
         Self {
             elements: 4,
-            rounds: 5,
+            cycles: 3,
+            windows: 2,
             window: Duration::from_millis(1000),
             batch: 1 << 20,
             flows: 64,
@@ -58,53 +76,95 @@ impl Default for FwdOptions {
     }
 }
 
+/// One measuring window: packets per second delivered to the elements, and offered by the
+/// sender, in millions.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub delivered_mpps: f64,
+    pub offered_mpps: f64,
+}
+
 /// Results, in million packets per second delivered to the elements.
 #[derive(Clone, Debug)]
 pub struct FwdFigures {
     pub xdp_mpps: f64,
     pub nft_mpps: f64,
-    pub xdp_rounds: Vec<f64>,
-    pub nft_rounds: Vec<f64>,
+    /// The harness alone: `lab_redirect` (a bare XDP_REDIRECT) in place of the balancer.
+    pub floor_mpps: f64,
+    pub xdp_rounds: Vec<Window>,
+    pub nft_rounds: Vec<Window>,
+    pub floor_rounds: Vec<Window>,
+    pub flows: u16,
+    pub elements: u8,
 }
 
 impl FwdFigures {
+    /// rsplb's rate over the nftables rate (NaN when nftables delivered nothing).
     pub fn ratio(&self) -> f64 {
         if self.nft_mpps > 0.0 {
             self.xdp_mpps / self.nft_mpps
         } else {
-            f64::INFINITY
+            f64::NAN
         }
     }
 
-    /// Is the nftables figure a forwarding rate? Known problem: on this kernel the stack takes
-    /// only about 64 packets/s of the live frames that XDP_PASS hands it on the balancer's
-    /// veth (the frames are counted by the veth's XDP, then vanish before `ip_rcv`), so the
-    /// baseline measures that loss, not nftables. Below 10 kpps the figure is reported as invalid.
-    pub fn nft_valid(&self) -> bool {
-        self.nft_mpps >= 0.01
+    /// Nanoseconds per packet a variant adds over the floor: the sender, the veths and the sink
+    /// run on the same CPU as the balancer (the veth's NAPI runs where the frame was sent), so
+    /// the delivered rate includes their cost; this removes it. NaN when not above the floor.
+    pub fn cost_ns(&self, mpps: f64) -> f64 {
+        let ns = 1e3 / mpps - 1e3 / self.floor_mpps;
+        if ns.is_finite() && ns > 0.0 {
+            ns
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// The stack's per-packet cost over rsplb's, both over the floor.
+    pub fn cost_ratio(&self) -> f64 {
+        self.cost_ns(self.nft_mpps) / self.cost_ns(self.xdp_mpps)
     }
 
     /// `key=value` lines.
     pub fn lines(&self) -> Vec<String> {
-        let mut v = vec![
+        let list = |w: &[Window], f: fn(&Window) -> f64| {
+            w.iter()
+                .map(|w| format!("{:.3}", f(w)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let offered = |w: &[Window]| median(&w.iter().map(|w| w.offered_mpps).collect::<Vec<_>>());
+        vec![
             format!("fwd_xdp_mpps={:.3}", self.xdp_mpps),
-            format!("fwd_nft_mpps={:.6}", self.nft_mpps),
-        ];
-        if self.nft_valid() {
-            v.push(format!("fwd_ratio={:.2}", self.ratio()));
-        } else {
-            v.push("fwd_ratio=nan".to_string());
-            v.push(
-                "fwd_nft_note=invalid baseline: the stack took almost none of the XDP_PASS'd \
-                 live frames (see integration/src/fwd_bench.rs)"
-                    .to_string(),
-            );
-        }
-        v
+            format!("fwd_nft_mpps={:.3}", self.nft_mpps),
+            format!("fwd_ratio={:.2}", self.ratio()),
+            format!("fwd_floor_mpps={:.3}", self.floor_mpps),
+            format!("fwd_xdp_cost_ns={:.0}", self.cost_ns(self.xdp_mpps)),
+            format!("fwd_nft_cost_ns={:.0}", self.cost_ns(self.nft_mpps)),
+            format!("fwd_cost_ratio={:.2}", self.cost_ratio()),
+            format!("fwd_xdp_offered_mpps={:.3}", offered(&self.xdp_rounds)),
+            format!("fwd_nft_offered_mpps={:.3}", offered(&self.nft_rounds)),
+            format!(
+                "fwd_xdp_rounds_mpps={}",
+                list(&self.xdp_rounds, |w| w.delivered_mpps)
+            ),
+            format!(
+                "fwd_nft_rounds_mpps={}",
+                list(&self.nft_rounds, |w| w.delivered_mpps)
+            ),
+            format!(
+                "fwd_floor_rounds_mpps={}",
+                list(&self.floor_rounds, |w| w.delivered_mpps)
+            ),
+            format!("fwd_flows={}", self.flows),
+            format!("fwd_elements={}", self.elements),
+        ]
     }
 }
 
 const VIP_PORT: u16 = 9000;
+/// First UDP source port of the sender's flows.
+const SPORT_BASE: u16 = 10000;
 
 struct Topology {
     id: LabId,
@@ -112,6 +172,7 @@ struct Topology {
     lb: Netns,
     sink: Netns,
     lb_in: String,
+    lb_out: String,
     lb_in_mac: [u8; 6],
     client_mac: [u8; 6],
     client_ip: Ipv4Addr,
@@ -202,6 +263,7 @@ impl Topology {
             lb,
             sink,
             lb_in,
+            lb_out,
             lb_in_mac,
             client_mac,
             client_ip,
@@ -246,7 +308,7 @@ fn ipv4_checksum(h: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// Runs the sender until `stop`, cycling through `flows` source ports.
+/// Runs the sender until `stop`.
 fn send_until(
     topo: &Topology,
     sender: &LabXdp,
@@ -254,9 +316,8 @@ fn send_until(
     opts: &FwdOptions,
     stop: &AtomicBool,
 ) -> Result<()> {
-    let frames: Vec<Vec<u8>> = (0..opts.flows).map(|i| topo.frame(10000 + i)).collect();
+    let frame = topo.frame(SPORT_BASE);
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         if Instant::now() > deadline {
             bail!("the sender ran past its 300 s bound");
@@ -264,17 +325,17 @@ fn send_until(
         sender.transmit(
             topo.client.name(),
             client_ifindex,
-            frames[i % frames.len()].clone(),
+            frame.clone(),
             opts.batch,
         )?;
-        i += 1;
     }
     Ok(())
 }
 
-/// Measures delivered packets per second at the sink while the sender runs.
-fn measure(topo: &Topology, sink: &LabXdp, opts: &FwdOptions) -> Result<Vec<f64>> {
-    let sender = LabXdp::sender()?;
+/// Measures packets per second delivered at the sink (and offered by the sender) while the
+/// sender runs, over `opts.windows` windows.
+fn measure(topo: &Topology, sink: &LabXdp, opts: &FwdOptions) -> Result<Vec<Window>> {
+    let sender = LabXdp::sender(&topo.frame(SPORT_BASE), opts.flows, SPORT_BASE)?;
     let client_ifindex = ifindex(topo.client.name(), "eth0")?;
     // DSR keeps the VIP as destination, DNAT writes the element's: count both.
     let slots: Vec<usize> = topo
@@ -287,8 +348,8 @@ fn measure(topo: &Topology, sink: &LabXdp, opts: &FwdOptions) -> Result<Vec<f64>
         let c = sink.sink_counts()?;
         Ok(slots.iter().map(|&s| c[s]).sum())
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    std::thread::scope(|scope| -> Result<Vec<f64>> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| -> Result<Vec<Window>> {
         let sending = scope.spawn(|| {
             let r = send_until(topo, &sender, client_ifindex, opts, &stop);
             stop.store(true, Ordering::Relaxed);
@@ -297,14 +358,18 @@ fn measure(topo: &Topology, sink: &LabXdp, opts: &FwdOptions) -> Result<Vec<f64>
         let result = (|| {
             std::thread::sleep(Duration::from_millis(300)); // warm-up
             let mut rounds = Vec::new();
-            for _ in 0..opts.rounds {
-                let (t0, c0) = (Instant::now(), delivered()?);
+            for _ in 0..opts.windows {
+                let (t0, c0, s0) = (Instant::now(), delivered()?, sender.sent()?);
                 std::thread::sleep(opts.window);
-                let (t1, c1) = (Instant::now(), delivered()?);
+                let (t1, c1, s1) = (Instant::now(), delivered()?, sender.sent()?);
                 if stop.load(Ordering::Relaxed) {
                     bail!("the sender stopped early");
                 }
-                rounds.push((c1 - c0) as f64 / (t1 - t0).as_secs_f64() / 1e6);
+                let secs = (t1 - t0).as_secs_f64();
+                rounds.push(Window {
+                    delivered_mpps: c1.saturating_sub(c0) as f64 / secs / 1e6,
+                    offered_mpps: s1.saturating_sub(s0) as f64 / secs / 1e6,
+                });
             }
             Ok(rounds)
         })();
@@ -335,67 +400,100 @@ impl Drop for Attached<'_> {
     }
 }
 
-/// Runs both variants and returns their figures.
+/// The floor: `lab_redirect` on `<in>`, a bare XDP_REDIRECT to `<out>` (no lookup, no rewrite).
+fn measure_floor(topo: &Topology, sink: &LabXdp, opts: &FwdOptions) -> Result<Vec<Window>> {
+    let out = ifindex(topo.lb.name(), &topo.lb_out)?;
+    let _redirect = LabXdp::attach_redirect(topo.lb.name(), &topo.lb_in, out)?;
+    measure(topo, sink, opts)
+}
+
+/// rsplb attached natively to `<in>`, DSR, XDP_REDIRECT to `<out>`.
+fn measure_rsplb(topo: &Topology, sink: &LabXdp, opts: &FwdOptions) -> Result<Vec<Window>> {
+    let rsplb = Rsplb::new(rsplb_bin()?, topo.lb.name(), &topo.lb_in);
+    rsplb.attach(&[])?;
+    let _attached = Attached(&rsplb);
+    rsplb.on(&[
+        "vip",
+        "add",
+        &format!("{}:{VIP_PORT}/udp", topo.vip),
+        "--pool",
+        "bench",
+        "--mode",
+        "dsr",
+    ])?;
+    for e in &topo.elements {
+        rsplb.element_add("bench", &format!("{e}:{VIP_PORT}"), 1)?;
+    }
+    measure(topo, sink, opts)
+}
+
+/// Removes the benchmark's nftables table on drop.
+struct NftTable<'a>(&'a Netns);
+
+impl Drop for NftTable<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.exec("nft", &["delete", "table", "ip", "fwdbench"]) {
+            eprintln!("warning: removing the nftables table: {e:#}");
+        }
+    }
+}
+
+/// The kernel stack: XDP_PASS on `<in>` (gives the veth NAPI, so it takes the sender's XDP_TX
+/// frames), ip_forward on, nftables DNAT (`numgen inc mod N`, conntrack keeps each flow on its
+/// element). GRO stays as the kernel sets it (on: it merges no forwarded UDP here, since
+/// rx-udp-gro-forwarding is off; turning it off measured the same).
+///
+/// (An nftables flowtable, the stack's software fast path, would be a stronger baseline still;
+/// this kernel is built without it: CONFIG_NF_FLOW_TABLE is not set.)
+fn measure_nft(topo: &Topology, sink: &LabXdp, opts: &FwdOptions) -> Result<Vec<Window>> {
+    let _pass = LabXdp::attach(topo.lb.name(), &topo.lb_in, "lab_pass")?;
+    topo.lb.sysctl("net.ipv4.ip_forward", "1")?;
+    let map: Vec<String> = topo
+        .elements
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("{i} : {e}"))
+        .collect();
+    let script = format!(
+        "add table ip fwdbench\n\
+         add chain ip fwdbench pre {{ type nat hook prerouting priority -100; }}\n\
+         add rule ip fwdbench pre ip daddr {} udp dport {VIP_PORT} dnat to numgen inc mod {} map {{ {} }}\n",
+        topo.vip,
+        topo.elements.len(),
+        map.join(", ")
+    );
+    let path = std::env::temp_dir().join(format!("{}-fwdbench.nft", topo.id.netns("")));
+    std::fs::write(&path, script)?;
+    let r = topo.lb.exec("nft", &["-f", &path.to_string_lossy()]);
+    let _ = std::fs::remove_file(&path);
+    r.context("installing the nftables DNAT rule")?;
+    let _table = NftTable(&topo.lb);
+    let rounds = measure(topo, sink, opts);
+    topo.lb.sysctl("net.ipv4.ip_forward", "0")?;
+    rounds
+}
+
+/// Runs the floor and both variants in turn, `opts.cycles` times, and returns their figures.
 pub fn run(opts: &FwdOptions) -> Result<FwdFigures> {
     crate::netns::cleanup_leftovers();
     let topo = Topology::build(opts.elements).context("building the forwarding topology")?;
     let sink = LabXdp::attach(topo.sink.name(), "eth0", "lab_sink")?;
-
-    // rsplb, DSR, XDP_REDIRECT from <in> to <out>.
-    let xdp_rounds = {
-        let rsplb = Rsplb::new(rsplb_bin()?, topo.lb.name(), &topo.lb_in);
-        rsplb.attach(&[])?;
-        let _attached = Attached(&rsplb);
-        rsplb.on(&[
-            "vip",
-            "add",
-            &format!("{}:{VIP_PORT}/udp", topo.vip),
-            "--pool",
-            "bench",
-            "--mode",
-            "dsr",
-        ])?;
-        for e in &topo.elements {
-            rsplb.element_add("bench", &format!("{e}:{VIP_PORT}"), 1)?;
-        }
-        measure(&topo, &sink, opts).context("measuring rsplb")?
-    };
-
-    // nftables DNAT in the kernel stack.
-    let nft_rounds = {
-        let _pass = LabXdp::attach(topo.lb.name(), &topo.lb_in, "lab_pass")?;
-        topo.lb.sysctl("net.ipv4.ip_forward", "1")?;
-        // GRO would merge the identical datagrams of a flow into super-packets the sink's XDP
-        // program cannot take: the stack forwards packet by packet, as it would from a NIC.
-        topo.lb
-            .exec("ethtool", &["-K", &topo.lb_in, "gro", "off"])?;
-        let map: Vec<String> = topo
-            .elements
-            .iter()
-            .enumerate()
-            .map(|(i, e)| format!("{i} : {e}"))
-            .collect();
-        let script = format!(
-            "add table ip fwdbench\n\
-             add chain ip fwdbench pre {{ type nat hook prerouting priority -100; }}\n\
-             add rule ip fwdbench pre ip daddr {} udp dport {VIP_PORT} dnat to numgen inc mod {} map {{ {} }}\n",
-            topo.vip,
-            topo.elements.len(),
-            map.join(", ")
-        );
-        let path = std::env::temp_dir().join(format!("{}-fwdbench.nft", topo.id.netns("")));
-        std::fs::write(&path, script)?;
-        let r = topo.lb.exec("nft", &["-f", &path.to_string_lossy()]);
-        let _ = std::fs::remove_file(&path);
-        r.context("installing the nftables DNAT rule")?;
-        measure(&topo, &sink, opts).context("measuring nftables")?
-    };
-
+    let (mut xdp_rounds, mut nft_rounds, mut floor_rounds) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..opts.cycles {
+        floor_rounds.extend(measure_floor(&topo, &sink, opts).context("measuring the floor")?);
+        xdp_rounds.extend(measure_rsplb(&topo, &sink, opts).context("measuring rsplb")?);
+        nft_rounds.extend(measure_nft(&topo, &sink, opts).context("measuring nftables")?);
+    }
+    let delivered = |w: &[Window]| median(&w.iter().map(|w| w.delivered_mpps).collect::<Vec<_>>());
     Ok(FwdFigures {
-        xdp_mpps: median(&xdp_rounds),
-        nft_mpps: median(&nft_rounds),
+        xdp_mpps: delivered(&xdp_rounds),
+        nft_mpps: delivered(&nft_rounds),
+        floor_mpps: delivered(&floor_rounds),
         xdp_rounds,
         nft_rounds,
+        floor_rounds,
+        flows: opts.flows,
+        elements: opts.elements,
     })
 }
 

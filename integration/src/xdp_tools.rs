@@ -2,14 +2,17 @@
 //! an interface inside a namespace, read the sink's counters, and transmit frames with
 //! BPF_PROG_TEST_RUN live frames (a packet generator with no extra tools).
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    maps::PerCpuArray,
+    maps::{Array, DevMap, PerCpuArray},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
 
 use crate::netns::{in_netns, in_netns_scoped};
+
+/// Bytes of the sender's frame header template (Ethernet + IPv4 + UDP, rounded up to 8).
+pub const TX_HDR: usize = 48;
 
 /// Number of per-destination slots of the sink (the last one counts everything else).
 pub const SINK_SLOTS: u32 = 257;
@@ -41,7 +44,7 @@ fn load(program: &'static str) -> Result<Ebpf> {
 }
 
 impl LabXdp {
-    /// Attaches `program` (`lab_pass`, `lab_sink`, `lab_tx`) to `iface` in namespace `ns`, in
+    /// Attaches `program` (`lab_pass`, `lab_sink`) to `iface` in namespace `ns`, in
     /// native (driver) mode.
     pub fn attach(ns: &str, iface: &str, program: &'static str) -> Result<Self> {
         let iface = iface.to_string();
@@ -57,12 +60,63 @@ impl LabXdp {
         })
     }
 
-    /// Loads the sender (`lab_tx`) without attaching it.
-    pub fn sender() -> Result<Self> {
+    /// Attaches `lab_redirect` to `iface` in namespace `ns` (native mode): every frame goes out
+    /// of `to_ifindex` (an interface of the same namespace) with XDP_REDIRECT, untouched.
+    pub fn attach_redirect(ns: &str, iface: &str, to_ifindex: u32) -> Result<Self> {
+        let iface = iface.to_string();
+        in_netns(ns, move || {
+            let program = "lab_redirect";
+            let mut ebpf = load(program)?;
+            let mut map = DevMap::try_from(
+                ebpf.map_mut("LAB_REDIRECT")
+                    .context("no LAB_REDIRECT map")?,
+            )?;
+            map.set(0, to_ifindex, None, 0)
+                .context("setting the redirect target")?;
+            let prog: &mut Xdp = ebpf
+                .program_mut(program)
+                .ok_or_else(|| anyhow!("no program {program}"))?
+                .try_into()?;
+            prog.attach(&iface, XdpMode::Driver)
+                .with_context(|| format!("attaching {program} to {iface} (native mode)"))?;
+            Ok(Self { ebpf, program })
+        })
+    }
+
+    /// Loads the sender (`lab_tx`) without attaching it. Every frame it sends starts with the
+    /// first [`TX_HDR`] bytes of `frame` (rewritten on every run: live-frames pages are recycled
+    /// without being re-initialised, so whatever the receivers wrote into a frame would
+    /// otherwise be sent again), with the UDP source port (bytes 34..36, IPv4 without options)
+    /// cycling through `sport_base .. sport_base + flows`. The frame must carry no UDP checksum.
+    pub fn sender(frame: &[u8], flows: u16, sport_base: u16) -> Result<Self> {
+        if frame.len() < TX_HDR {
+            bail!(
+                "a sender frame needs at least {TX_HDR} bytes, got {}",
+                frame.len()
+            );
+        }
+        let mut ebpf = load("lab_tx")?;
+        let mut template = [0u8; TX_HDR + 8];
+        template[..TX_HDR].copy_from_slice(&frame[..TX_HDR]);
+        template[TX_HDR..TX_HDR + 2].copy_from_slice(&flows.to_ne_bytes());
+        template[TX_HDR + 2..TX_HDR + 4].copy_from_slice(&sport_base.to_ne_bytes());
+        let mut map: Array<_, [u8; TX_HDR + 8]> = Array::try_from(
+            ebpf.map_mut("LAB_TX_TEMPLATE")
+                .context("no LAB_TX_TEMPLATE map")?,
+        )?;
+        map.set(0, template, 0)
+            .context("writing the sender template")?;
         Ok(Self {
-            ebpf: load("lab_tx")?,
+            ebpf,
             program: "lab_tx",
         })
+    }
+
+    /// Frames the sender has sent (run through `lab_tx`), summed over CPUs.
+    pub fn sent(&self) -> Result<u64> {
+        let map = self.ebpf.map("LAB_TX_SEQ").context("no LAB_TX_SEQ map")?;
+        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        Ok(arr.get(&0, 0)?.iter().sum())
     }
 
     /// Sink counters, summed over CPUs: index = low byte of the IPv4 destination, 256 = other.

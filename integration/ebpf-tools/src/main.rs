@@ -1,6 +1,13 @@
 //! The lab's own XDP programs (not rsplb's dataplane):
 //! - `lab_tx`: XDP_TX, run with BPF_PROG_TEST_RUN live frames as the benchmark's packet generator.
+//!   It rewrites the frame's headers from `LAB_TX_TEMPLATE` on every run: live frames live in a
+//!   page_pool whose pages are recycled *without* being re-initialised, so a frame that came back
+//!   from the receivers (after the kernel stack rewrote its MACs, TTL and, with DNAT, its
+//!   destination in place) would otherwise be sent again as it was last seen. The UDP source port
+//!   cycles through `flows` ports (the UDP checksum is 0, so nothing else changes).
 //! - `lab_pass`: XDP_PASS, gives a veth NAPI so its peer's XDP_TX/XDP_REDIRECT frames are taken.
+//! - `lab_redirect`: XDP_REDIRECT through the devmap `LAB_REDIRECT` (slot 0), nothing else: the
+//!   forwarding benchmark's floor (the cost of the harness around a balancer).
 //! - `lab_sink`: counts IPv4 packets per low byte of the destination address, then drops them: a
 //!   sink that costs less than the forwarding it measures.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -11,7 +18,7 @@ mod program {
     use aya_ebpf::{
         bindings::xdp_action,
         macros::{map, xdp},
-        maps::PerCpuArray,
+        maps::{Array, DevMap, PerCpuArray},
         programs::XdpContext,
     };
 
@@ -19,14 +26,71 @@ mod program {
     #[map(name = "LAB_SINK_COUNTS")]
     static SINK_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(257, 0);
 
+    /// Length of the header template (Ethernet 14 + IPv4 20 + UDP 8 = 42, rounded up to 8).
+    const TX_HDR: usize = 48;
+
+    /// Sender template, as 7 native-endian words: bytes 0..48 the frame's first 48 bytes,
+    /// 48..50 the number of flows (0 = 1), 50..52 the first UDP source port.
+    #[map(name = "LAB_TX_TEMPLATE")]
+    static TX_TEMPLATE: Array<[u64; 7]> = Array::with_max_entries(1, 0);
+
+    /// Frames sent, per CPU (also picks the source port).
+    #[map(name = "LAB_TX_SEQ")]
+    static TX_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
     #[xdp]
-    pub fn lab_tx(_ctx: XdpContext) -> u32 {
+    pub fn lab_tx(ctx: XdpContext) -> u32 {
+        let start = ctx.data();
+        if start + TX_HDR > ctx.data_end() {
+            return xdp_action::XDP_DROP;
+        }
+        let Some(t) = TX_TEMPLATE.get(0) else {
+            return xdp_action::XDP_DROP;
+        };
+        let seq = match TX_SEQ.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot of this CPU; nothing else writes it concurrently.
+            Some(c) => unsafe {
+                let v = *c;
+                *c = v + 1;
+                v
+            },
+            None => 0,
+        };
+        let [f0, f1, s0, s1, ..] = t[6].to_ne_bytes();
+        let flows = u16::from_ne_bytes([f0, f1]).max(1);
+        let sport = u16::from_ne_bytes([s0, s1]).wrapping_add((seq % u64::from(flows)) as u16);
+        // Word stores: the verifier cannot check a packet pointer's alignment (no bitwise
+        // operations on pointers) and needs none on this machine (x86: no strict alignment; the
+        // JIT emits plain 8-byte moves, which x86 takes at any address). Byte-wise unaligned
+        // writes would cost ~100 instructions per frame of the sender shared by every variant.
+        let p = start as *mut u64;
+        // SAFETY: 6 words = TX_HDR bytes, within data_end (checked above).
+        unsafe {
+            *p = t[0];
+            *p.add(1) = t[1];
+            *p.add(2) = t[2];
+            *p.add(3) = t[3];
+            *p.add(4) = t[4];
+            *p.add(5) = t[5];
+        }
+        // UDP source port at 14 + 20.
+        // SAFETY: 34 + 2 <= TX_HDR, checked above.
+        unsafe { core::ptr::write_unaligned((start + 34) as *mut [u8; 2], sport.to_be_bytes()) };
         xdp_action::XDP_TX
     }
 
     #[xdp]
     pub fn lab_pass(_ctx: XdpContext) -> u32 {
         xdp_action::XDP_PASS
+    }
+
+    /// Slot 0: where `lab_redirect` sends every frame.
+    #[map(name = "LAB_REDIRECT")]
+    static REDIRECT: DevMap = DevMap::with_max_entries(1, 0);
+
+    #[xdp]
+    pub fn lab_redirect(_ctx: XdpContext) -> u32 {
+        REDIRECT.redirect(0, 0).unwrap_or(xdp_action::XDP_DROP)
     }
 
     #[xdp]
