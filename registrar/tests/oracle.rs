@@ -524,3 +524,75 @@ fn broken_encodings_are_flagged_by_the_oracle() {
     assert_eq!(v.status, 1, "{}", v.output);
     assert_eq!(v.summary, "4 messages, 4 malformed", "{}", v.output);
 }
+
+mod core_support;
+
+/// The registrar core's own rejections, one per cause a registration can get, exactly as the core
+/// sends them: the causes that RFC 5352 gives a parameter (Invalid Values, Inconsistent Pooling
+/// Policy, Inconsistent Transport Type) quote the offending one, and Wireshark agrees.
+#[test]
+fn registration_rejections_the_core_sends_pass_wireshark_strict() {
+    use core_support::{Harness, peer_ip, reg_cause};
+    let el = core_support::element;
+    let mut hs = Harness::quiet();
+    hs.connect(1);
+    hs.connect(2);
+    hs.register_ok(1, "web", el(1, 1, Policy::RoundRobin));
+    hs.register_ok(2, "web", el(2, 2, Policy::RoundRobin));
+    let zero_id = el(1, 0, Policy::RoundRobin);
+    let other_policy = el(1, 3, Policy::LeastUsed { load: 0 });
+    let mut other_transport = el(1, 4, Policy::RoundRobin);
+    other_transport.user_transport = TransportAddress::Udp {
+        port: 53,
+        addr: peer_ip(1),
+    };
+    let duplicate = el(2, 1, Policy::RoundRobin);
+    let foreign = core_support::element_at(ip("203.0.113.9"), 5, Policy::RoundRobin);
+    let responses = [
+        hs.register(1, "web", zero_id.clone()),
+        hs.register(1, "web", other_policy.clone()),
+        hs.register(1, "web", other_transport.clone()),
+        hs.register(2, "web", duplicate),
+        hs.register(1, "web", foreign),
+    ];
+    let causes: Vec<_> = responses.iter().map(reg_cause).collect();
+    assert_eq!(
+        causes,
+        [
+            Some(CauseCode::InvalidValues),
+            Some(CauseCode::InconsistentPoolingPolicy),
+            Some(CauseCode::InconsistentTransportType),
+            Some(CauseCode::NonUniquePeIdentifier),
+            Some(CauseCode::RejectedSecurity),
+        ]
+    );
+    let info = |m: &AsapMessage| match m {
+        AsapMessage::RegistrationResponse {
+            error: Some(causes),
+            ..
+        } => causes[0].info.clone(),
+        other => panic!("not a rejection: {other:?}"),
+    };
+    assert_eq!(
+        info(&responses[0]),
+        wire::encode_pool_element_param(&zero_id).unwrap()
+    );
+    assert_eq!(
+        info(&responses[1]),
+        encode_policy_param(&other_policy.policy).unwrap()
+    );
+    assert_eq!(
+        info(&responses[2]),
+        encode_transport_param(&other_transport.user_transport).unwrap()
+    );
+
+    let lines: Vec<String> = responses
+        .iter()
+        .map(|m| line(&Message::Asap(m.clone())))
+        .collect();
+    let Some(v) = oracle("rejections", &lines, true) else {
+        return;
+    };
+    assert_eq!(v.status, 0, "decode_check --strict failed:\n{}", v.output);
+    assert_eq!(v.summary, "5 messages, 0 malformed", "{}", v.output);
+}

@@ -544,7 +544,7 @@ impl RegistrarCore {
                     "peer {}: registration of {id} in {pool_handle} rejected: {cause}",
                     peer.0
                 );
-                (true, Some(vec![ErrorCause::new(cause)]))
+                (true, Some(vec![rejection_cause(cause, &element)]))
             }
         };
         self.send(
@@ -830,6 +830,27 @@ fn resolution_error(pool_handle: PoolHandle, cause: CauseCode) -> AsapMessage {
         policy: None,
         elements: Vec::new(),
         error: Some(vec![ErrorCause::new(cause)]),
+    }
+}
+
+/// The error cause of a rejected registration. RFC 5352 5.4 gives Invalid Values, Inconsistent
+/// Pooling Policy and Inconsistent Transport Type the offending parameter as their information
+/// (Wireshark's dissector reads it as a parameter and calls the message malformed without it):
+/// the policy, the user transport, or the whole pool element for invalid values. A quote that
+/// would not fit the error-information cap falls back to Unspecified Error, which needs none.
+fn rejection_cause(cause: CauseCode, element: &PoolElement) -> ErrorCause {
+    let quoted = match cause {
+        CauseCode::InconsistentPoolingPolicy => Some(wire::encode_policy_param(&element.policy)),
+        CauseCode::InconsistentTransportType => {
+            Some(wire::encode_transport_param(&element.user_transport))
+        }
+        CauseCode::InvalidValues => Some(wire::encode_pool_element_param(element)),
+        _ => None,
+    };
+    match quoted {
+        None => ErrorCause::new(cause),
+        Some(Ok(info)) if info.len() <= MAX_ERROR_INFO => ErrorCause { code: cause, info },
+        Some(_) => ErrorCause::new(CauseCode::Unspecified),
     }
 }
 

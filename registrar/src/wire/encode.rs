@@ -219,6 +219,13 @@ pub fn encode_transport_param(t: &TransportAddress) -> Result<Vec<u8>, EncodeErr
     Ok(unpad(w.buf))
 }
 
+/// Encodes a pool element parameter on its own (TLV bytes, unpadded).
+pub fn encode_pool_element_param(e: &PoolElement) -> Result<Vec<u8>, EncodeError> {
+    let mut w = Writer { buf: Vec::new() };
+    w.pool_element(e)?;
+    Ok(unpad(w.buf))
+}
+
 fn unpad(mut tlv: Vec<u8>) -> Vec<u8> {
     if tlv.len() >= 4 {
         let len = usize::from(u16::from_be_bytes([tlv[2], tlv[3]]));

@@ -40,7 +40,10 @@ use crate::message::Message;
 use crate::types::{CauseCode, ErrorCause};
 
 pub use decode::{decode_asap, decode_enrp};
-pub use encode::{encode_asap, encode_enrp, encode_policy_param, encode_transport_param};
+pub use encode::{
+    encode_asap, encode_enrp, encode_policy_param, encode_pool_element_param,
+    encode_transport_param,
+};
 
 /// Size of the common message header: Type(8) Flags(8) Length(16).
 pub const HEADER_LEN: usize = 4;
