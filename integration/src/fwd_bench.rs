@@ -5,7 +5,7 @@
 //! Topology, with no bridge in the path (a bridge would be the bottleneck):
 //! `client eth0 <-> lb <in>`, `lb <out> <-> sink eth0`. The sink holds every element address and
 //! runs `lab_sink` (an XDP program that counts per destination and drops: cheaper than what it
-//! measures). The sender is `lab_tx` run with BPF_PROG_TEST_RUN live frames in the client
+//! measures). The sender is `lab_gen` run with BPF_PROG_TEST_RUN live frames in the client
 //! namespace (ingress = the client's veth): 64-byte UDP frames to the VIP, the source port
 //! cycling through `flows` ports frame by frame.
 //! - rsplb: attached natively to `<in>`, DSR, forwards with XDP_REDIRECT to `<out>`.
@@ -30,7 +30,7 @@
 //! rewritten in place (MACs, TTL, DNAT'd destination) and, once the sink dropped it, came back to
 //! the sender's pool as it was; sent again, its destination MAC was the sink's, so the balancer's
 //! `ip_rcv` dropped it as PACKET_OTHERHOST (only freshly allocated pages, about one batch per
-//! test run, got through). `lab_tx` therefore rewrites the headers from a template on every frame.
+//! test run, got through). `lab_gen` therefore rewrites the headers from a template on every frame.
 
 use std::{
     net::Ipv4Addr,

@@ -23,7 +23,7 @@ pub use client::{Tally, TcpConn, tcp_burst, udp_burst, udp_flows};
 pub use lab::{Lab, LabConfig, PeerNapi};
 pub use netns::{LabId, Netns, cleanup_leftovers, in_netns};
 
-/// The lab's own XDP programs (`ebpf-tools/`): `lab_tx`, `lab_pass`, `lab_sink` and the map
-/// `LAB_SINK_COUNTS`.
+/// The lab's own XDP programs (`ebpf-tools/`): `lab_tx`, `lab_gen`, `lab_pass`, `lab_redirect`,
+/// `lab_sink` and their maps (see [`xdp_tools`]).
 pub const LAB_XDP_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsplb-lab-xdp"));

@@ -44,7 +44,7 @@ fn load(program: &'static str) -> Result<Ebpf> {
 }
 
 impl LabXdp {
-    /// Attaches `program` (`lab_pass`, `lab_sink`) to `iface` in namespace `ns`, in
+    /// Attaches `program` (`lab_pass`, `lab_sink`, `lab_tx`) to `iface` in namespace `ns`, in
     /// native (driver) mode.
     pub fn attach(ns: &str, iface: &str, program: &'static str) -> Result<Self> {
         let iface = iface.to_string();
@@ -83,7 +83,7 @@ impl LabXdp {
         })
     }
 
-    /// Loads the sender (`lab_tx`) without attaching it. Every frame it sends starts with the
+    /// Loads the sender (`lab_gen`) without attaching it. Every frame it sends starts with the
     /// first [`TX_HDR`] bytes of `frame` (rewritten on every run: live-frames pages are recycled
     /// without being re-initialised, so whatever the receivers wrote into a frame would
     /// otherwise be sent again), with the UDP source port (bytes 34..36, IPv4 without options)
@@ -95,7 +95,7 @@ impl LabXdp {
                 frame.len()
             );
         }
-        let mut ebpf = load("lab_tx")?;
+        let mut ebpf = load("lab_gen")?;
         let mut template = [0u8; TX_HDR + 8];
         template[..TX_HDR].copy_from_slice(&frame[..TX_HDR]);
         template[TX_HDR..TX_HDR + 2].copy_from_slice(&flows.to_ne_bytes());
@@ -108,11 +108,11 @@ impl LabXdp {
             .context("writing the sender template")?;
         Ok(Self {
             ebpf,
-            program: "lab_tx",
+            program: "lab_gen",
         })
     }
 
-    /// Frames the sender has sent (run through `lab_tx`), summed over CPUs.
+    /// Frames the sender has sent (run through `lab_gen`), summed over CPUs.
     pub fn sent(&self) -> Result<u64> {
         let map = self.ebpf.map("LAB_TX_SEQ").context("no LAB_TX_SEQ map")?;
         let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;

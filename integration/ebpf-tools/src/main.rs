@@ -1,6 +1,7 @@
 //! The lab's own XDP programs (not rsplb's dataplane):
-//! - `lab_tx`: XDP_TX, run with BPF_PROG_TEST_RUN live frames as the benchmark's packet generator.
-//!   It rewrites the frame's headers from `LAB_TX_TEMPLATE` on every run: live frames live in a
+//! - `lab_tx`: XDP_TX, nothing else (a reflector).
+//! - `lab_gen`: XDP_TX, run with BPF_PROG_TEST_RUN live frames as the benchmark's packet
+//!   generator. It rewrites the frame's headers from `LAB_TX_TEMPLATE` on every run: live frames live in a
 //!   page_pool whose pages are recycled *without* being re-initialised, so a frame that came back
 //!   from the receivers (after the kernel stack rewrote its MACs, TTL and, with DNAT, its
 //!   destination in place) would otherwise be sent again as it was last seen. The UDP source port
@@ -39,7 +40,12 @@ mod program {
     static TX_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
     #[xdp]
-    pub fn lab_tx(ctx: XdpContext) -> u32 {
+    pub fn lab_tx(_ctx: XdpContext) -> u32 {
+        xdp_action::XDP_TX
+    }
+
+    #[xdp]
+    pub fn lab_gen(ctx: XdpContext) -> u32 {
         let start = ctx.data();
         if start + TX_HDR > ctx.data_end() {
             return xdp_action::XDP_DROP;
