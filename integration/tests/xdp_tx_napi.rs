@@ -2,7 +2,8 @@
 //! veth with XDP_TX reaches the peer's stack only when an XDP program (XDP_PASS will do) is
 //! attached to the peer. Without one the veth counts an XDP_TX error. With GRO on the peer
 //! (`ethtool -K <peer> gro on`, which turns NAPI on) the veth counts the frames as transmitted,
-//! yet on this kernel (6.18) they never show up at the peer: the lab therefore attaches XDP_PASS.
+//! yet on kernel 6.18 they were seen never to show up at the peer (not asserted here): the lab
+//! therefore attaches XDP_PASS.
 
 use std::net::{SocketAddr, UdpSocket};
 
@@ -83,18 +84,16 @@ fn reflect(peer_setup: &str, count: u16) -> (u64, u64, u64) {
         "permanent",
     ])
     .unwrap();
-    let _tx = LabXdp::attach(a.name(), "a0", "lab_tx").unwrap();
+    // The peer is set up before a0 starts reflecting, so nothing a0 reflects (IPv6 neighbour
+    // discovery right after link up, say) meets a peer that is not ready yet.
     let _peer_prog = match peer_setup {
-        "gro" => {
-            b.exec("ethtool", &["-K", "b0", "gro", "on"]).unwrap();
-            None
-        }
         "xdp_pass" => Some(LabXdp::attach(b.name(), "b0", "lab_pass").unwrap()),
         _ => {
             b.exec("ethtool", &["-K", "b0", "gro", "off"]).unwrap();
             None
         }
     };
+    let _tx = LabXdp::attach(a.name(), "a0", "lab_tx").unwrap();
     install_ingress_counter(&b);
     let dst: SocketAddr = format!("198.18.{k}.1:9").parse().unwrap();
     rsplb_integration::in_netns(b.name(), move || {
@@ -125,16 +124,9 @@ fn xdp_tx_on_a_veth_reaches_the_peer_only_with_an_xdp_program_there() {
         "no NAPI on the peer: XDP_TX fails ({err} errors)"
     );
 
-    let (sent, err, arrived) = reflect("gro", 100);
-    assert!(
-        sent >= 100 && err == 0,
-        "GRO on the peer: {sent} transmitted"
-    );
-    assert_eq!(
-        arrived, 0,
-        "GRO on the peer: the frames are lost on this kernel"
-    );
-
+    // GRO on the peer (which also turns NAPI on) is not asserted: on kernel 6.18 the veth counts
+    // the frames as transmitted but they never reach the peer, a kernel behaviour the lab need
+    // not pin down. The lab relies only on the case below.
     let (sent, err, arrived) = reflect("xdp_pass", 100);
     assert!(
         sent >= 100 && err == 0,

@@ -77,9 +77,10 @@ fn main() -> Result<()> {
                 "-p",
                 "rsplb-integration",
             ])?;
-            run(Command::new(root.join("target/release/rsplb-demo"))
+            let release = target_dir(&root).join("release");
+            run(Command::new(release.join("rsplb-demo"))
                 .args(&args)
-                .env("RSPLB_BIN", root.join("target/release/rsplb")))
+                .env("RSPLB_BIN", release.join("rsplb")))
         }
         Cmd::Test { no_lint, args } => {
             setup()?;
@@ -103,7 +104,11 @@ fn main() -> Result<()> {
             cargo(&["build", "-p", "rsplb", "-p", "rsplb-registrar"])?;
             let mut test_args = vec!["test", "--workspace", "--no-fail-fast"];
             test_args.extend(args.iter().map(String::as_str));
-            cargo(&test_args)?;
+            // The network tests drive the rsplb binary as an operator would: exactly the one
+            // just built, never a stale release build lying around.
+            run(cargo_cmd()
+                .args(&test_args)
+                .env("RSPLB_BIN", target_dir(&root).join("debug/rsplb")))?;
             eprintln!(
                 "xtask test: everything passed in {:.0} s",
                 started.elapsed().as_secs_f64()
@@ -122,9 +127,10 @@ fn main() -> Result<()> {
                 "-p",
                 "rsplb-integration",
             ])?;
-            run(Command::new(root.join("target/release").join(&bin))
+            let release = target_dir(&root).join("release");
+            run(Command::new(release.join(&bin))
                 .args(&args)
-                .env("RSPLB_BIN", root.join("target/release/rsplb")))
+                .env("RSPLB_BIN", release.join("rsplb")))
         }
     }
 }
@@ -161,8 +167,17 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+fn cargo_cmd() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
 fn cargo(args: &[&str]) -> Result<()> {
-    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args))
+    run(cargo_cmd().args(args))
+}
+
+/// Where cargo puts its builds: `CARGO_TARGET_DIR` when set, else `target/` in the workspace.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 fn succeeds(program: &str, args: &[&str]) -> bool {
