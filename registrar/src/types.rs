@@ -282,7 +282,91 @@ pub enum Policy {
     },
 }
 
+/// Matches every policy that carries a load, binding the load to `$load` (by reference, with
+/// the mutability of `$p`); the one list of load-carrying policies.
+macro_rules! match_load {
+    ($p:expr, $load:ident => $some:expr, _ => $none:expr) => {
+        match $p {
+            Policy::LeastUsed { load: $load }
+            | Policy::RandomizedLeastUsed { load: $load }
+            | Policy::LeastUsedDegradation { load: $load, .. }
+            | Policy::PriorityLeastUsed { load: $load, .. }
+            | Policy::RandomizedPriorityLeastUsed { load: $load, .. }
+            | Policy::RandomizedLeastUsedDegradation { load: $load, .. }
+            | Policy::PriorityLeastUsedDegradation { load: $load, .. }
+            | Policy::RandomizedPriorityLeastUsedDegradation { load: $load, .. }
+            | Policy::LeastUsedDpf { load: $load, .. }
+            | Policy::LeastUsedDegradationDpf { load: $load, .. } => $some,
+            _ => $none,
+        }
+    };
+}
+
 impl Policy {
+    /// The load, for the policies that carry one (the least-used family).
+    pub fn load(&self) -> Option<Fraction> {
+        match_load!(self, load => Some(*load), _ => None)
+    }
+
+    /// This policy with its load replaced; `None` for policies without a load.
+    pub fn with_load(&self, new: Fraction) -> Option<Policy> {
+        let mut p = self.clone();
+        match_load!(&mut p, load => *load = new, _ => return None);
+        Some(p)
+    }
+
+    /// The values carried after the type code, in wire order (RFC 5356 section 4; rsplib's
+    /// extensions as in `shared/reference/rserpool.md` section 2), each with its name. The raw
+    /// values of an unknown policy are all named `value`.
+    pub fn named_values(&self) -> Vec<(&'static str, u32)> {
+        match self {
+            Self::RoundRobin | Self::Random => vec![],
+            Self::WeightedRoundRobin { weight } | Self::WeightedRandom { weight } => {
+                vec![("weight", *weight)]
+            }
+            Self::Priority { priority } => vec![("priority", *priority)],
+            Self::LeastUsed { load } | Self::RandomizedLeastUsed { load } => vec![("load", *load)],
+            Self::LeastUsedDegradation { load, degradation }
+            | Self::PriorityLeastUsed { load, degradation }
+            | Self::RandomizedPriorityLeastUsed { load, degradation }
+            | Self::RandomizedLeastUsedDegradation { load, degradation }
+            | Self::PriorityLeastUsedDegradation { load, degradation }
+            | Self::RandomizedPriorityLeastUsedDegradation { load, degradation } => {
+                vec![("load", *load), ("load_degradation", *degradation)]
+            }
+            Self::WeightedRandomDpf {
+                weight,
+                weight_dpf,
+                distance,
+            } => vec![
+                ("weight", *weight),
+                ("weight_dpf", *weight_dpf),
+                ("distance", *distance),
+            ],
+            Self::LeastUsedDpf {
+                load,
+                load_dpf,
+                distance,
+            } => vec![
+                ("load", *load),
+                ("load_dpf", *load_dpf),
+                ("distance", *distance),
+            ],
+            Self::LeastUsedDegradationDpf {
+                load,
+                degradation,
+                load_dpf,
+                distance,
+            } => vec![
+                ("load", *load),
+                ("load_degradation", *degradation),
+                ("load_dpf", *load_dpf),
+                ("distance", *distance),
+            ],
+            Self::Unknown { values, .. } => values.iter().map(|v| ("value", *v)).collect(),
+        }
+    }
+
     pub fn type_code(&self) -> u32 {
         use policy_type::*;
         match self {

@@ -78,17 +78,7 @@ impl Selection {
             | Policy::WeightedRandom { weight }
             | Policy::WeightedRandomDpf { weight, .. } => Selection::Weight(weight),
             Policy::Priority { priority } => Selection::Priority(priority),
-            Policy::LeastUsed { load }
-            | Policy::RandomizedLeastUsed { load }
-            | Policy::LeastUsedDegradation { load, .. }
-            | Policy::PriorityLeastUsed { load, .. }
-            | Policy::RandomizedPriorityLeastUsed { load, .. }
-            | Policy::RandomizedLeastUsedDegradation { load, .. }
-            | Policy::PriorityLeastUsedDegradation { load, .. }
-            | Policy::RandomizedPriorityLeastUsedDegradation { load, .. }
-            | Policy::LeastUsedDpf { load, .. }
-            | Policy::LeastUsedDegradationDpf { load, .. } => Selection::Load(load),
-            Policy::RoundRobin | Policy::Random | Policy::Unknown { .. } => Selection::Equal,
+            _ => p.load().map_or(Selection::Equal, Selection::Load),
         }
     }
 

@@ -342,7 +342,7 @@ fn policy_json(p: &Policy) -> serde_json::Value {
         "policy_type": p.type_code(),
     });
     if let Some(obj) = v.as_object_mut() {
-        for (k, val) in policy_values(p) {
+        for (k, val) in p.named_values() {
             obj.insert(k.to_string(), serde_json::json!(val));
         }
     }
@@ -363,59 +363,10 @@ fn element_json(e: &PoolElement) -> serde_json::Value {
     })
 }
 
-/// The named values a policy carries (fractions as raw 32-bit values).
-fn policy_values(p: &Policy) -> Vec<(&'static str, u32)> {
-    match p {
-        Policy::WeightedRoundRobin { weight } | Policy::WeightedRandom { weight } => {
-            vec![("weight", *weight)]
-        }
-        Policy::Priority { priority } => vec![("priority", *priority)],
-        Policy::LeastUsed { load } | Policy::RandomizedLeastUsed { load } => vec![("load", *load)],
-        Policy::LeastUsedDegradation { load, degradation }
-        | Policy::PriorityLeastUsed { load, degradation }
-        | Policy::RandomizedPriorityLeastUsed { load, degradation }
-        | Policy::RandomizedLeastUsedDegradation { load, degradation }
-        | Policy::PriorityLeastUsedDegradation { load, degradation }
-        | Policy::RandomizedPriorityLeastUsedDegradation { load, degradation } => {
-            vec![("load", *load), ("load_degradation", *degradation)]
-        }
-        Policy::WeightedRandomDpf {
-            weight,
-            weight_dpf,
-            distance,
-        } => vec![
-            ("weight", *weight),
-            ("weight_dpf", *weight_dpf),
-            ("distance", *distance),
-        ],
-        Policy::LeastUsedDpf {
-            load,
-            load_dpf,
-            distance,
-        } => vec![
-            ("load", *load),
-            ("load_dpf", *load_dpf),
-            ("distance", *distance),
-        ],
-        Policy::LeastUsedDegradationDpf {
-            load,
-            degradation,
-            load_dpf,
-            distance,
-        } => vec![
-            ("load", *load),
-            ("load_degradation", *degradation),
-            ("load_dpf", *load_dpf),
-            ("distance", *distance),
-        ],
-        Policy::RoundRobin | Policy::Random | Policy::Unknown { .. } => Vec::new(),
-    }
-}
-
 /// `name` or `name weight=3 load=12.5%`.
 fn policy_text(p: &Policy) -> String {
     let mut s = policy_name(p.type_code());
-    for (k, v) in policy_values(p) {
+    for (k, v) in p.named_values() {
         if k.starts_with("load") || k.ends_with("dpf") {
             let _ = write!(s, " {k}={:.1}%", percent(v));
         } else {

@@ -202,7 +202,7 @@ impl PoolElementHandle {
 
     /// Updates the load of an adaptive policy (the other values are kept).
     pub async fn update_load(&self, policy: &Policy, load: Fraction) -> Result<(), ClientError> {
-        let updated = with_load(policy, load).ok_or_else(|| {
+        let updated = policy.with_load(load).ok_or_else(|| {
             ClientError::Config(format!(
                 "policy 0x{:08x} carries no load value",
                 policy.type_code()
@@ -221,25 +221,6 @@ impl PoolElementHandle {
         let _ = (&mut { self }.task).await;
         result
     }
-}
-
-/// `policy` with its load replaced, for the policies that carry one.
-pub fn with_load(policy: &Policy, new: Fraction) -> Option<Policy> {
-    let mut p = policy.clone();
-    match &mut p {
-        Policy::LeastUsed { load }
-        | Policy::RandomizedLeastUsed { load }
-        | Policy::LeastUsedDegradation { load, .. }
-        | Policy::PriorityLeastUsed { load, .. }
-        | Policy::RandomizedPriorityLeastUsed { load, .. }
-        | Policy::RandomizedLeastUsedDegradation { load, .. }
-        | Policy::PriorityLeastUsedDegradation { load, .. }
-        | Policy::RandomizedPriorityLeastUsedDegradation { load, .. }
-        | Policy::LeastUsedDpf { load, .. }
-        | Policy::LeastUsedDegradationDpf { load, .. } => *load = new,
-        _ => return None,
-    }
-    Some(p)
 }
 
 struct Task {

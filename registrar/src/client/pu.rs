@@ -318,7 +318,7 @@ fn choose(entry: &mut CacheEntry, rng: &mut impl Rng) -> Option<PoolElement> {
             Policy::Priority { priority } => -i64::from(priority),
             _ => 0,
         }),
-        p if load_of(p).is_some() => Some(|e| load_of(&e.policy).map_or(i64::MAX, i64::from)),
+        p if p.load().is_some() => Some(|e| e.policy.load().map_or(i64::MAX, i64::from)),
         Policy::WeightedRandom { .. }
         | Policy::WeightedRoundRobin { .. }
         | Policy::WeightedRandomDpf { .. } => {
@@ -352,22 +352,6 @@ fn choose(entry: &mut CacheEntry, rng: &mut impl Rng) -> Option<PoolElement> {
     let pick = candidates[entry.next % candidates.len()];
     entry.next = entry.next.wrapping_add(1);
     Some(elements[pick].clone())
-}
-
-fn load_of(p: &Policy) -> Option<u32> {
-    match p {
-        Policy::LeastUsed { load }
-        | Policy::RandomizedLeastUsed { load }
-        | Policy::LeastUsedDegradation { load, .. }
-        | Policy::PriorityLeastUsed { load, .. }
-        | Policy::RandomizedPriorityLeastUsed { load, .. }
-        | Policy::RandomizedLeastUsedDegradation { load, .. }
-        | Policy::PriorityLeastUsedDegradation { load, .. }
-        | Policy::RandomizedPriorityLeastUsedDegradation { load, .. }
-        | Policy::LeastUsedDpf { load, .. }
-        | Policy::LeastUsedDegradationDpf { load, .. } => Some(*load),
-        _ => None,
-    }
 }
 
 fn weight_of(p: &Policy) -> u32 {

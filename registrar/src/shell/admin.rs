@@ -142,51 +142,19 @@ fn policy_snapshot(p: &Policy) -> PolicySnapshot {
         policy_type: p.type_code(),
         ..PolicySnapshot::default()
     };
-    match *p {
-        Policy::RoundRobin | Policy::Random | Policy::Unknown { .. } => {}
-        Policy::WeightedRoundRobin { weight } | Policy::WeightedRandom { weight } => {
-            s.weight = Some(weight)
-        }
-        Policy::Priority { priority } => s.priority = Some(priority),
-        Policy::LeastUsed { load } | Policy::RandomizedLeastUsed { load } => s.load = Some(load),
-        Policy::LeastUsedDegradation { load, degradation }
-        | Policy::PriorityLeastUsed { load, degradation }
-        | Policy::RandomizedPriorityLeastUsed { load, degradation }
-        | Policy::RandomizedLeastUsedDegradation { load, degradation }
-        | Policy::PriorityLeastUsedDegradation { load, degradation }
-        | Policy::RandomizedPriorityLeastUsedDegradation { load, degradation } => {
-            s.load = Some(load);
-            s.load_degradation = Some(degradation);
-        }
-        Policy::WeightedRandomDpf {
-            weight,
-            weight_dpf,
-            distance,
-        } => {
-            s.weight = Some(weight);
-            s.weight_dpf = Some(weight_dpf);
-            s.distance = Some(distance);
-        }
-        Policy::LeastUsedDpf {
-            load,
-            load_dpf,
-            distance,
-        } => {
-            s.load = Some(load);
-            s.load_dpf = Some(load_dpf);
-            s.distance = Some(distance);
-        }
-        Policy::LeastUsedDegradationDpf {
-            load,
-            degradation,
-            load_dpf,
-            distance,
-        } => {
-            s.load = Some(load);
-            s.load_degradation = Some(degradation);
-            s.load_dpf = Some(load_dpf);
-            s.distance = Some(distance);
-        }
+    for (name, value) in p.named_values() {
+        let field = match name {
+            "weight" => &mut s.weight,
+            "priority" => &mut s.priority,
+            "load" => &mut s.load,
+            "load_degradation" => &mut s.load_degradation,
+            "weight_dpf" => &mut s.weight_dpf,
+            "load_dpf" => &mut s.load_dpf,
+            "distance" => &mut s.distance,
+            // An unknown policy's raw values have no field of their own.
+            _ => continue,
+        };
+        *field = Some(value);
     }
     s.load_percent = s
         .load

@@ -439,40 +439,7 @@ fn pad(buf: &mut Vec<u8>) {
     buf.resize(n, 0);
 }
 
-/// The 32-bit policy values after the type code, in wire order (RFC 5356 section 4; rsplib's
-/// extensions as in `shared/reference/rserpool.md` section 2).
+/// The 32-bit policy values after the type code, in wire order.
 pub(super) fn policy_values(p: &Policy) -> Vec<u32> {
-    match p {
-        Policy::RoundRobin | Policy::Random => vec![],
-        Policy::WeightedRoundRobin { weight } | Policy::WeightedRandom { weight } => {
-            vec![*weight]
-        }
-        Policy::Priority { priority } => vec![*priority],
-        Policy::LeastUsed { load } | Policy::RandomizedLeastUsed { load } => vec![*load],
-        Policy::LeastUsedDegradation { load, degradation }
-        | Policy::PriorityLeastUsed { load, degradation }
-        | Policy::RandomizedPriorityLeastUsed { load, degradation }
-        | Policy::RandomizedLeastUsedDegradation { load, degradation }
-        | Policy::PriorityLeastUsedDegradation { load, degradation }
-        | Policy::RandomizedPriorityLeastUsedDegradation { load, degradation } => {
-            vec![*load, *degradation]
-        }
-        Policy::WeightedRandomDpf {
-            weight,
-            weight_dpf,
-            distance,
-        } => vec![*weight, *weight_dpf, *distance],
-        Policy::LeastUsedDpf {
-            load,
-            load_dpf,
-            distance,
-        } => vec![*load, *load_dpf, *distance],
-        Policy::LeastUsedDegradationDpf {
-            load,
-            degradation,
-            load_dpf,
-            distance,
-        } => vec![*load, *degradation, *load_dpf, *distance],
-        Policy::Unknown { values, .. } => values.clone(),
-    }
+    p.named_values().into_iter().map(|(_, v)| v).collect()
 }
