@@ -201,6 +201,9 @@ pub struct ElementInfo {
     pub address: String,
     pub weight: u32,
     pub state: String,
+    /// `manual` (added with `element add`) or `registrar` (registered through RSerPool).
+    #[serde(default)]
+    pub owner: String,
     pub slot: u32,
     pub mac: Option<String>,
     pub ifindex: Option<u32>,

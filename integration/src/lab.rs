@@ -392,6 +392,18 @@ impl Lab {
         Ok(())
     }
 
+    /// Fails if a daemon started by [`Lab::start_daemon`] has exited.
+    pub fn check_daemons(&mut self) -> Result<()> {
+        self.daemons
+            .iter_mut()
+            .try_for_each(ChildGuard::check_running)
+    }
+
+    /// Stops the daemons started by [`Lab::start_daemon`] (SIGTERM; the dataplane stays).
+    pub fn stop_daemons(&mut self) {
+        self.daemons.clear();
+    }
+
     /// Is an XDP program attached to the balancer's interface?
     pub fn xdp_attached(&self) -> Result<bool> {
         let out = self

@@ -6,6 +6,8 @@
 //! - [`lab`]: the "one L2 segment" topology (client, balancer, servers, a bridge).
 //! - [`server`] / [`client`]: real servers answering with their name, and a client tallying them.
 //! - [`cli`]: `rsplb --netns <lb> ...` as an operator runs it.
+//! - [`rserpool`]: servers registering through `rsplb pe register` sidecars at the balancer's
+//!   registrar, and bounded waits on the dataplane's element list.
 //! - [`stats`]: statistical tolerances for distribution checks.
 
 pub mod cli;
@@ -14,6 +16,7 @@ pub mod cmd;
 pub mod fwd_bench;
 pub mod lab;
 pub mod netns;
+pub mod rserpool;
 pub mod server;
 pub mod stats;
 pub mod xdp_tools;

@@ -8,86 +8,24 @@
 mod common;
 
 use std::{
-    collections::BTreeSet,
     net::{IpAddr, SocketAddr},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
 use common::*;
-use rsplb_integration::{Lab, TcpConn, cli::rsplb_bin, netns::ChildGuard, tcp_burst};
+use rsplb_integration::{
+    TcpConn,
+    netns::ChildGuard,
+    rserpool::{
+        Sidecar, contains, contains_all, pool_elements, start_registrar_daemon, wait_for_elements,
+    },
+    tcp_burst,
+};
 
 const POOL: &str = "web";
 /// Generous bounds for a shared, noisy machine: the measured times are printed.
 const REGISTER_BOUND: Duration = Duration::from_secs(20);
 const LEAVE_BOUND: Duration = Duration::from_secs(5);
-
-/// `element list --json` of pool `web`: address -> (owner, state).
-fn registered(lab: &Lab) -> Result<Vec<(String, String, String)>> {
-    let out = lab.rsplb.on(&["element", "list", POOL, "--json"])?;
-    let v: serde_json::Value =
-        serde_json::from_str(&out).with_context(|| format!("element list: {out}"))?;
-    let Some(elements) = v["elements"].as_array() else {
-        bail!("no elements array in {out}");
-    };
-    Ok(elements
-        .iter()
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-            (s("address"), s("owner"), s("state"))
-        })
-        .collect())
-}
-
-/// Polls `element list` until `done` holds of the addresses (bounded); returns how long it took.
-fn wait_for(
-    lab: &Lab,
-    bound: Duration,
-    what: &str,
-    done: impl Fn(&BTreeSet<String>) -> bool,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let list = registered(lab).expect("element list");
-        let addrs: BTreeSet<String> = list.iter().map(|(a, _, _)| a.clone()).collect();
-        if done(&addrs) {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < bound,
-            "{what}: not within {bound:?}; elements now: {list:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `rsplb pe register web ADDR:80 --registrar LB:3863 --check tcp` in server `i`'s namespace.
-fn sidecar(lab: &Lab, i: usize, registrar: &str) -> ChildGuard {
-    let h = &lab.server_hosts[i];
-    let me = SocketAddr::new(h.v4.into(), 80).to_string();
-    let bin = rsplb_bin().expect("rsplb binary");
-    h.netns
-        .spawn(
-            &bin.to_string_lossy(),
-            &[
-                "pe",
-                "register",
-                POOL,
-                &me,
-                "--registrar",
-                registrar,
-                "--check",
-                "tcp",
-                "--check-target",
-                &me,
-                "--check-interval",
-                "100",
-                "--check-timeout",
-                "200",
-            ],
-        )
-        .expect("starting a sidecar")
-}
 
 #[test]
 fn registered_servers_serve_a_vip_and_a_failed_one_leaves_at_once() {
@@ -97,20 +35,31 @@ fn registered_servers_serve_a_vip_and_a_failed_one_leaves_at_once() {
     lab.rsplb
         .on(&["vip", "add", &vip_str(vip_ip, 80, "tcp"), "--pool", POOL])
         .expect("vip add");
-    let registrar = SocketAddr::new(lab.lb.v4.into(), 3863).to_string();
-    lab.start_daemon(&["--registrar", &registrar, "--interval", "1"])
-        .expect("rsplb run --registrar");
+    start_registrar_daemon(&mut lab).expect("rsplb run --registrar");
 
+    // `rsplb pe register web ADDR:80 --registrar LB:3863 --check tcp` in each server's namespace.
     // Declared after the lab: dropped (sidecars stopped) first, also on a panic.
-    let mut sidecars: Vec<ChildGuard> = (0..3).map(|i| sidecar(&lab, i, &registrar)).collect();
+    let sidecar = Sidecar {
+        pool: POOL,
+        port: 80,
+        policy: None,
+    };
+    let mut sidecars: Vec<ChildGuard> = (0..3)
+        .map(|i| sidecar.start(&lab, i).expect("starting a sidecar"))
+        .collect();
     let elements: Vec<String> = (0..3).map(|i| element(&lab, i, vip_ip, 80)).collect();
-    let took = wait_for(&lab, REGISTER_BOUND, "three servers registered", |a| {
-        elements.iter().all(|e| a.contains(e))
-    });
+    let took = wait_for_elements(
+        &lab.rsplb,
+        POOL,
+        REGISTER_BOUND,
+        "three servers registered",
+        |l| Ok(contains_all(l, &elements)),
+    )
+    .unwrap();
     println!("registration_to_dataplane_s={:.3}", took.as_secs_f64());
-    for (addr, owner, state) in registered(&lab).unwrap() {
-        assert_eq!(owner, "registrar", "{addr}");
-        assert_eq!(state, "active", "{addr}");
+    for e in pool_elements(&lab.rsplb, POOL).unwrap() {
+        assert_eq!(e.owner, "registrar", "{}", e.address);
+        assert_eq!(e.state, "active", "{}", e.address);
     }
 
     // Real connections reach all three.
@@ -140,9 +89,14 @@ fn registered_servers_serve_a_vip_and_a_failed_one_leaves_at_once() {
 
     // s3's service fails: its sidecar's health check deregisters it.
     drop(lab.servers.remove(2));
-    let left = wait_for(&lab, LEAVE_BOUND, "s3 left the dataplane", |a| {
-        !a.contains(&elements[2]) && a.contains(&elements[0]) && a.contains(&elements[1])
-    });
+    let left = wait_for_elements(
+        &lab.rsplb,
+        POOL,
+        LEAVE_BOUND,
+        "s3 left the dataplane",
+        |l| Ok(!contains(l, &elements[2]) && contains_all(l, &elements[..2])),
+    )
+    .unwrap();
     println!("failure_to_dataplane_removal_s={:.3}", left.as_secs_f64());
     sidecars[2]
         .check_running()
@@ -162,9 +116,14 @@ fn registered_servers_serve_a_vip_and_a_failed_one_leaves_at_once() {
     // s2's host hangs (its sidecar stops answering keep-alives): the registrar's keep-alive
     // timeout removes it.
     let _cont = Stopped::stop(sidecars[1].pid());
-    let left = wait_for(&lab, LEAVE_BOUND, "s2 left the dataplane", |a| {
-        !a.contains(&elements[1]) && a.contains(&elements[0])
-    });
+    let left = wait_for_elements(
+        &lab.rsplb,
+        POOL,
+        LEAVE_BOUND,
+        "s2 left the dataplane",
+        |l| Ok(!contains(l, &elements[1]) && contains(l, &elements[0])),
+    )
+    .unwrap();
     println!(
         "keepalive_loss_to_dataplane_removal_s={:.3}",
         left.as_secs_f64()
