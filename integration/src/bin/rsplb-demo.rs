@@ -1,22 +1,41 @@
 //! `cargo xtask demo`: a lab of network namespaces (a client, a balancer, three servers on one
 //! bridge) with rsplb in front of real TCP servers. It defines a DSR VIP and a NAT VIP (weights
 //! 1/2/3), sends real connections, shows rsplb's counters, removes a server, shows the traffic
-//! move, and removes everything again, also when interrupted (Ctrl-C, SIGTERM).
+//! move. Then RSerPool: `rsplb run --registrar` on the balancer, a DSR VIP on pool `rsp` with no
+//! element added by hand, one `rsplb pe register` sidecar per server (registration plus a TCP
+//! health check), real connections, a server whose service fails and leaves the dataplane (the
+//! time it took is measured), and the traffic on the two that remain. Everything is removed
+//! again, also when interrupted (Ctrl-C, SIGTERM).
 
 use std::{
     net::SocketAddr,
     sync::atomic::{AtomicBool, Ordering},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 use rsplb_integration::{
-    Lab, LabConfig, Tally, cleanup_leftovers, cli::sibling_bin, cmd::ip, stats::check_proportions,
+    Lab, LabConfig, Tally, cleanup_leftovers,
+    cli::{ElementInfo, sibling_bin},
+    cmd::ip,
+    netns::ChildGuard,
+    rserpool::{
+        CHECK_INTERVAL_MS, Sidecar, contains, contains_all, pool_elements, registrar_addr,
+        server_addr, start_registrar_daemon, wait_for_elements,
+    },
+    stats::check_proportions,
     tcp_burst,
 };
 
 const CONNECTIONS: u32 = 300;
 const WEIGHTS: [u32; 3] = [1, 2, 3];
+/// The RSerPool part: its pool (handle) and the port of its VIP and of the servers' service.
+const RSP_POOL: &str = "rsp";
+const RSP_PORT: u16 = 9000;
+/// Bounds of the RSerPool waits (generous for a shared machine; the measured times are printed).
+const REGISTER_BOUND: Duration = Duration::from_secs(20);
+const LEAVE_BOUND: Duration = Duration::from_secs(10);
+const DEREGISTER_BOUND: Duration = Duration::from_secs(10);
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -70,6 +89,12 @@ fn main() {
                 started.elapsed().as_secs_f64()
             );
         }
+        Err(_) if INTERRUPTED.load(Ordering::SeqCst) => {
+            // A Ctrl-C also reaches the servers, sidecars and rsplb commands (one process
+            // group): whatever step failed first, the cause is the interruption.
+            eprintln!("rsplb-demo: interrupted; the lab was removed");
+            std::process::exit(130);
+        }
         Err(e) => {
             eprintln!("rsplb-demo: {e:#}");
             std::process::exit(1);
@@ -83,7 +108,9 @@ fn run() -> Result<String> {
             println!(
                 "rsplb-demo: builds a namespace lab (client, balancer, three servers), puts rsplb \
                  in front (a DSR and a NAT VIP, weights 1/2/3), sends real connections, removes a \
-                 server and shows the traffic move, then removes everything.\n\
+                 server and shows the traffic move; then runs rsplb's RSerPool registrar, lets \
+                 the servers join a pool by registering through health-checking sidecars, makes \
+                 one fail and shows how fast it leaves; then removes everything.\n\
                  Needs root. Uses $RSPLB_BIN (default: target/{{release,debug}}/rsplb)."
             );
             return Ok(String::new());
@@ -98,7 +125,7 @@ fn run() -> Result<String> {
     let server_bin = sibling_bin("rsplb-testserver")?;
     let (summary, names, pin_dir) = {
         let mut lab = Lab::build(LabConfig {
-            ports: vec![80, 8080],
+            ports: vec![80, 8080, RSP_PORT],
             server_bin: Some(server_bin),
             verbose: true,
             ..LabConfig::default()
@@ -109,21 +136,28 @@ fn run() -> Result<String> {
             .map(|r| lab.id.netns(r))
             .collect();
         let pin_dir = lab.pin_dir();
+        let state_dir = lab.state_dir();
         println!("    rsplb binary: {}", lab.rsplb.bin.display());
         checkpoint()?;
-        let summary = scenario(&mut lab)?;
+        let mut summary = scenario(&mut lab)?;
+        summary.push_str(&rserpool(&mut lab)?);
+        step(&format!(
+            "stopping the daemon (rsplb run) on {}...",
+            lab.lb.iface
+        ));
+        lab.stop_daemons();
         step(&format!("detaching rsplb from {}...", lab.lb.iface));
         lab.detach()?;
         step("removing namespaces...");
-        (summary, names, pin_dir)
+        (summary, names, [pin_dir, state_dir])
         // `lab` drops here: servers stop, namespaces go.
     };
     let listed = ip(["netns", "list"])?;
     if let Some(left) = names.iter().find(|n| listed.contains(n.as_str())) {
         bail!("namespace {left} was left behind");
     }
-    if pin_dir.exists() {
-        bail!("{} was left behind", pin_dir.display());
+    if let Some(dir) = pin_dir.iter().find(|d| d.exists()) {
+        bail!("{} was left behind", dir.display());
     }
     Ok(summary)
 }
@@ -247,6 +281,180 @@ fn scenario(lab: &mut Lab) -> Result<String> {
          - after removing s1: DSR {a_dsr}; NAT {a_nat}\n\
          - every connection answered; splits within the statistical tolerance of the weights"
     ))
+}
+
+/// The RSerPool part: servers join pool `rsp` by registering at the registrar that the daemon
+/// embeds, through health-checking sidecars; one fails and leaves. Returns its summary lines.
+fn rserpool(lab: &mut Lab) -> Result<String> {
+    step("RSerPool: servers join by registering");
+    let registrar = registrar_addr(lab);
+    step(&format!(
+        "starting the daemon with an embedded RSerPool registrar on {registrar}..."
+    ));
+    println!(
+        "    $ rsplb --netns {} -i {} run --registrar {registrar} --interval 1",
+        lab.rsplb.netns, lab.rsplb.iface
+    );
+    start_registrar_daemon(lab)?;
+    let vip = SocketAddr::new(lab.vip4(0).into(), RSP_PORT);
+    step(&format!(
+        "defining VIP {vip}/tcp (DSR, pool {RSP_POOL}), without adding any element by hand..."
+    ));
+    rsplb(
+        lab,
+        &[
+            "vip",
+            "add",
+            &format!("{vip}/tcp"),
+            "--pool",
+            RSP_POOL,
+            "--mode",
+            "dsr",
+        ],
+    )?;
+    checkpoint()?;
+
+    step(&format!(
+        "starting one sidecar per server: it registers the server's :{RSP_PORT} (weights 1/2/3 \
+         through its policy) and checks it over TCP every {CHECK_INTERVAL_MS} ms..."
+    ));
+    // Dropped (SIGTERM: they deregister) before the lab, on every path.
+    let mut sidecars: Vec<ChildGuard> = Vec::new();
+    for (i, w) in WEIGHTS.iter().enumerate() {
+        let sidecar = Sidecar {
+            pool: RSP_POOL,
+            port: RSP_PORT,
+            policy: Some(format!("weighted-round-robin:{w}")),
+        };
+        println!("    $ rsplb {}", sidecar.args(lab, i)?.join(" "));
+        sidecars.push(sidecar.start(lab, i)?);
+    }
+    let addrs: Vec<String> = (0..WEIGHTS.len())
+        .map(|i| server_addr(lab, i, RSP_PORT).map(|a| a.to_string()))
+        .collect::<Result<_>>()?;
+
+    step("waiting for the three registrations to reach the dataplane...");
+    let cli = lab.rsplb.clone();
+    let took = wait_for_elements(
+        &cli,
+        RSP_POOL,
+        REGISTER_BOUND,
+        "the three servers registered",
+        |list| {
+            alive(lab, &mut sidecars)?;
+            Ok(contains_all(list, &addrs))
+        },
+    )?;
+    println!(
+        "    all three in the dataplane {:.2} s after the sidecars started",
+        took.as_secs_f64()
+    );
+    println!("{}", indent(&rsplb(lab, &["element", "list", RSP_POOL])?));
+    check_registered(&pool_elements(&cli, RSP_POOL)?, &addrs)?;
+    checkpoint()?;
+
+    let client = lab.client.netns.name().to_string();
+    step(&format!(
+        "sending {CONNECTIONS} real TCP connections to {vip}..."
+    ));
+    let before = tcp_burst(&client, vip, CONNECTIONS)?;
+    show_tally(&format!("{vip} (dsr, registered)"), &before);
+    if before.failed > 0 {
+        bail!("{} connections to {vip} got no answer", before.failed);
+    }
+    let counts: Vec<u64> = (1..=3).map(|i| before.get(&format!("s{i}"))).collect();
+    check_proportions(&counts, &WEIGHTS).map_err(|e| {
+        anyhow::anyhow!("the split on {vip} does not follow the registered weights: {e}")
+    })?;
+    checkpoint()?;
+
+    step("stopping s3's service (its test server): its sidecar's health check fails...");
+    drop(lab.servers.remove(2));
+    let left =
+        wait_for_elements(
+            &cli,
+            RSP_POOL,
+            LEAVE_BOUND,
+            "s3 leaving the dataplane",
+            |list| {
+                alive(lab, &mut sidecars)?;
+                Ok(!contains(list, &addrs[2])
+                    && contains(list, &addrs[0])
+                    && contains(list, &addrs[1]))
+            },
+        )?;
+    println!(
+        "    s3 left the dataplane {} ms after its service stopped (check every \
+         {CHECK_INTERVAL_MS} ms, deregistered after 3 failures)",
+        left.as_millis()
+    );
+    println!("{}", indent(&rsplb(lab, &["element", "list", RSP_POOL])?));
+    checkpoint()?;
+
+    step(&format!(
+        "sending {CONNECTIONS} more connections to {vip}..."
+    ));
+    let after = tcp_burst(&client, vip, CONNECTIONS)?;
+    show_tally(&format!("{vip} (dsr, registered)"), &after);
+    if after.failed > 0 || after.get("s3") > 0 {
+        bail!("{vip} after s3 failed: {after}");
+    }
+    check_proportions(&[after.get("s1"), after.get("s2")], &WEIGHTS[..2]).map_err(|e| {
+        anyhow::anyhow!("the split on {vip} after s3 failed does not follow the weights: {e}")
+    })?;
+    checkpoint()?;
+
+    step("stopping the sidecars: they deregister, the pool empties...");
+    for s in &mut sidecars {
+        s.stop();
+    }
+    let gone = wait_for_elements(
+        &cli,
+        RSP_POOL,
+        DEREGISTER_BOUND,
+        "the deregistered servers leaving",
+        |list| {
+            checkpoint()?;
+            Ok(list.is_empty())
+        },
+    )?;
+    println!(
+        "    pool {RSP_POOL} empty {} ms after the sidecars stopped",
+        gone.as_millis()
+    );
+
+    Ok(format!(
+        "\n- RSerPool: DSR {vip}, pool {RSP_POOL}: 3 servers registered through sidecars, in the \
+         dataplane {:.2} s after they started: {before}  (weights 1/2/3 from their policy)\n\
+         - s3's service stopped: s3 left the dataplane after {} ms; then {after}",
+        took.as_secs_f64(),
+        left.as_millis()
+    ))
+}
+
+/// Fails when interrupted, or when the daemon or a sidecar has exited.
+fn alive(lab: &mut Lab, sidecars: &mut [ChildGuard]) -> Result<()> {
+    checkpoint()?;
+    lab.check_daemons()?;
+    sidecars.iter_mut().try_for_each(ChildGuard::check_running)
+}
+
+/// Every element of `addrs` is registrar-owned, active, with the weight of its policy.
+fn check_registered(list: &[ElementInfo], addrs: &[String]) -> Result<()> {
+    for (addr, w) in addrs.iter().zip(WEIGHTS) {
+        let Some(e) = list.iter().find(|e| &e.address == addr) else {
+            bail!("{addr} is not in pool {RSP_POOL}");
+        };
+        if e.owner != "registrar" || e.state != "active" || e.weight != w {
+            bail!(
+                "{addr}: owner {}, state {}, weight {} (expected registrar, active, {w})",
+                e.owner,
+                e.state,
+                e.weight
+            );
+        }
+    }
+    Ok(())
 }
 
 fn indent(s: &str) -> String {
