@@ -186,7 +186,7 @@ pub fn run(cmd: RserpoolCommand) -> Result<()> {
         RserpoolCommand::Pe(PeCommand::Register(args)) => {
             let config = sidecar_config(&args)?;
             runtime.block_on(async {
-                sidecar::run(config, shutdown_signal())
+                sidecar::run(config, rsplb_registrar::shell::shutdown_signal())
                     .await
                     .context("pool element sidecar")
             })
@@ -204,23 +204,6 @@ pub fn run(cmd: RserpoolCommand) -> Result<()> {
                 print!("{}", handlespace_table(&snapshot));
             }
             Ok(())
-        }
-    }
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(e) => {
-            log::warn!("cannot watch SIGTERM ({e}); only SIGINT stops the sidecar");
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -176,21 +176,6 @@ fn build_config(cli: &Cli) -> anyhow::Result<RegistrarConfig> {
     Ok(c)
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = build_config(&cli).context("configuration")?;
     let registrar = Registrar::bind(config).await?;
@@ -200,7 +185,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         registrar.asap_addrs(),
         registrar.admin_addr()
     );
-    registrar.run(shutdown_signal()).await
+    registrar
+        .run(rsplb_registrar::shell::shutdown_signal())
+        .await
 }
 
 fn main() {

@@ -179,7 +179,7 @@ pub enum RemovalReason {
 }
 
 /// Counters for monitoring.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CoreStats {
     pub registrations: u64,
     pub registrations_rejected: u64,

@@ -98,17 +98,9 @@ pub struct StatsSnapshot {
     pub peers: usize,
     pub pools: usize,
     pub elements: usize,
-    pub registrations: u64,
-    pub registrations_rejected: u64,
-    pub deregistrations: u64,
-    pub handle_resolutions: u64,
-    pub keepalives_sent: u64,
-    pub keepalive_timeouts: u64,
-    pub unreachable_reports: u64,
-    pub expired: u64,
-    pub errors_sent: u64,
-    pub rate_limited: u64,
-    pub peers_closed: u64,
+    /// The core's counters, at the top level of the JSON object.
+    #[serde(flatten)]
+    pub counters: CoreStats,
 }
 
 /// The policy's name as rsplb prints it.
@@ -236,35 +228,12 @@ pub fn snapshot(core: &RegistrarCore, now: Instant) -> HandlespaceSnapshot {
 
 /// Counters of the core.
 pub fn stats(core: &RegistrarCore) -> StatsSnapshot {
-    let CoreStats {
-        registrations,
-        registrations_rejected,
-        deregistrations,
-        handle_resolutions,
-        keepalives_sent,
-        keepalive_timeouts,
-        unreachable_reports,
-        expired,
-        errors_sent,
-        rate_limited,
-        peers_closed,
-    } = core.stats();
     StatsSnapshot {
         registrar_id: core.id().0,
         peers: core.peer_count(),
         pools: core.handlespace().pool_count(),
         elements: core.handlespace().len(),
-        registrations,
-        registrations_rejected,
-        deregistrations,
-        handle_resolutions,
-        keepalives_sent,
-        keepalive_timeouts,
-        unreachable_reports,
-        expired,
-        errors_sent,
-        rate_limited,
-        peers_closed,
+        counters: core.stats(),
     }
 }
 

@@ -438,3 +438,21 @@ fn announce_transports(config: &RegistrarConfig, bound: &[SocketAddr]) -> Vec<Tr
         })
         .collect()
 }
+
+/// Completes on SIGINT or SIGTERM: how a registrar, a sidecar or any other long-running RSerPool
+/// process is asked to stop (deregistering or closing cleanly on the way out).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            log::warn!("cannot watch SIGTERM ({e}); only SIGINT stops this process");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
