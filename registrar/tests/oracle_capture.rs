@@ -16,11 +16,9 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rsplb_registrar::client::{
@@ -32,6 +30,9 @@ use rsplb_registrar::shell::Registrar;
 use rsplb_registrar::types::{CauseCode, PeId, PoolHandle, TransportAddress, TransportUse};
 use rsplb_registrar::wire::{self, decode_asap, encode_asap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod netns_support;
+use netns_support::Netns;
 
 /// Source port of the raw TCP client that sends malformed messages.
 const GARBAGE_PORT: u16 = 40863;
@@ -79,46 +80,6 @@ fn require_environment() {
 // ---------------------------------------------------------------------------------------------
 // Guards: the namespace and the capture process are removed / stopped on every exit path.
 
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "r1bcap-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        run(&["ip", "netns", "add", &name]);
-        let ns = Self(name);
-        run(&["ip", "-n", &ns.0, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Move the calling thread into the namespace (the sockets it creates belong there).
-    fn enter(&self) {
-        let f = std::fs::File::open(format!("/run/netns/{}", self.0)).unwrap();
-        // SAFETY: setns on a valid namespace fd only changes this thread's network namespace.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn run(args: &[&str]) {
-    let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
-    assert!(st.success(), "{args:?} failed");
-}
-
 /// `capture.sh OUT -- sh -c 'echo ready; cat >/dev/null'` inside the namespace: it captures that
 /// namespace's `lo` (capture.sh always captures `lo` of the namespace it runs in) until
 /// [`Capture::finish`] closes the command's stdin.
@@ -130,7 +91,7 @@ impl Capture {
     fn start(ns: &Netns, out: &Path) -> Self {
         let script = oracle_dir().join("capture.sh");
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.0])
+            .args(["netns", "exec", ns.name()])
             .arg(script)
             .arg(out)
             .args(["--", "sh", "-c", "echo ready; cat >/dev/null"])
@@ -510,7 +471,7 @@ fn capture_scenario() -> Run {
     let full_pcap = dir.join("full.pcap");
     let rsplb_pcap = dir.join("rsplb.pcap");
 
-    let ns = Netns::new();
+    let ns = Netns::new("r1bcap");
     let capture = Capture::start(&ns, &full_pcap);
     let ns_ref = &ns;
     let seen = std::thread::scope(|s| {

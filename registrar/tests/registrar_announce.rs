@@ -3,8 +3,6 @@
 //! it was told to use. The namespace is removed on every exit path (guard, also on panic).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::Duration;
 
 use rsplb_registrar::config::RegistrarConfig;
@@ -13,52 +11,8 @@ use rsplb_registrar::shell::Registrar;
 use rsplb_registrar::types::{RegistrarId, TransportAddress, TransportUse};
 use rsplb_registrar::wire::decode_asap;
 
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Self {
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        run(&["ip", "netns", "add", &name]);
-        let ns = Self(name);
-        let n = ns.0.as_str();
-        run(&[
-            "ip", "-n", n, "link", "add", "r3a0", "type", "veth", "peer", "name", "r3a1",
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            n,
-            "addr",
-            "add",
-            "198.18.213.1/24",
-            "dev",
-            "r3a0",
-        ]);
-        run(&["ip", "-n", n, "link", "set", "r3a0", "up"]);
-        run(&["ip", "-n", n, "link", "set", "r3a1", "up"]);
-        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Move the calling thread into the namespace (sockets it creates belong there).
-    fn enter(&self) {
-        let f = std::fs::File::open(format!("/run/netns/{}", self.0)).unwrap();
-        // SAFETY: setns on a valid namespace fd only changes this thread's network namespace.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn run(args: &[&str]) {
-    let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
-    assert!(st.success(), "{args:?} failed");
-}
+mod netns_support;
+use netns_support::Netns;
 
 #[test]
 fn announces_go_to_the_multicast_group_on_the_chosen_interface() {
@@ -67,7 +21,13 @@ fn announces_go_to_the_multicast_group_on_the_chosen_interface() {
         eprintln!("skipped: needs root for network namespaces");
         return;
     }
-    let ns = Netns::new(format!("r3ann-{}", std::process::id()));
+    let ns = Netns::new("r3ann");
+    ns.ip(&[
+        "link", "add", "r3a0", "type", "veth", "peer", "name", "r3a1",
+    ]);
+    ns.ip(&["addr", "add", "198.18.213.1/24", "dev", "r3a0"]);
+    ns.ip(&["link", "set", "r3a0", "up"]);
+    ns.ip(&["link", "set", "r3a1", "up"]);
     let iface = Ipv4Addr::new(198, 18, 213, 1);
     let group = SocketAddrV4::new(Ipv4Addr::new(239, 0, 0, 50), 3863);
     let ns_ref = &ns;
