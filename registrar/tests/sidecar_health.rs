@@ -17,6 +17,12 @@ async fn tcp_check_follows_the_listener() {
     let check = HealthCheck::Tcp { target };
     check.probe(TIMEOUT).await.expect("listener is up");
     drop(listener);
+    // Hold the port with a socket that does not listen: connecting is refused, and the port
+    // cannot be reused meanwhile (by another test, or by the probe's own ephemeral source port:
+    // a TCP connection to a free local port can connect to itself).
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.set_reuseaddr(true).unwrap();
+    holder.bind(target).unwrap();
     let err = check.probe(TIMEOUT).await.expect_err("listener is closed");
     assert!(err.to_string().contains("refused"), "{err}");
 }
