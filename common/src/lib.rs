@@ -48,7 +48,8 @@ pub const DEFAULT_MAX_VIPS: u32 = 64;
 pub const DEFAULT_MAX_ELEMENTS: u32 = 4096;
 /// Default Maglev table size: a prime, so every element permutation visits every slot.
 pub const DEFAULT_MAGLEV_SIZE: u32 = 65537;
-/// Default capacity of the flow table (LRU): established flows that keep their element.
+/// Default capacity of the flow table: established flows that keep their element (64 bytes
+/// each, 64 MiB in all).
 pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 20;
 /// Default capacity of the NAT reverse table (LRU).
 pub const DEFAULT_NAT_CAPACITY: u32 = 1 << 18;
@@ -174,7 +175,7 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
-/// Value of the flow table.
+/// Where a flow is pinned: the value half of a [`FlowEntry`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
@@ -182,13 +183,71 @@ pub struct FlowValue {
     pub element: u32,
     /// `Element::generation` when the flow was pinned.
     pub generation: u32,
+    /// VIP slot of the flow (VIP slots fit 16 bits: the loader refuses more VIPs).
+    pub vip_slot: u16,
     /// NAT: the balancer's source port for this flow (network byte order), 0 in DSR mode.
     pub nat_port: u16,
-    pub _pad: [u8; 2],
-    /// VIP slot of the flow (for counters on the reply path).
-    pub vip_slot: u32,
-    /// `bpf_ktime_get_ns()` of the last packet (NAT expiry).
-    pub last_seen_ns: u64,
+    /// Recency for replacement within the set: the low 32 bits of `jiffies` when the flow was
+    /// last refreshed (written at most once per tick, so the hot path stays read-only).
+    pub seen: u32,
+    /// NAT expiry: `bpf_ktime_get_ns() >> FLOW_NAT_TIME_SHIFT` (about 1 ms units, wrapping)
+    /// of the last refresh. 0 in DSR mode.
+    pub nat_seen: u32,
+    /// 0: the way is empty. Otherwise [`flow_check`] of the entry: a reader accepts an entry
+    /// only if this matches its key and value, so an entry half-written by another CPU (the
+    /// table is shared and written without locks) reads as a miss, never as a wrong element.
+    pub check: u32,
+}
+
+/// Ways per set of the flow table.
+pub const FLOW_WAYS: usize = 4;
+
+/// Units of `FlowValue::nat_seen`: 2^20 ns.
+pub const FLOW_NAT_TIME_SHIFT: u32 = 20;
+
+/// One way of the flow table: a client 5-tuple and where it is pinned (64 bytes: one cache
+/// line when the set is aligned).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub key: FlowKey,
+    pub value: FlowValue,
+}
+
+/// One set of the flow table (`RSPLB_FLOWS`, an array of sets): a flow lives in the set its
+/// hash selects ([`flow_set_index`]), in any of the [`FLOW_WAYS`] ways. A new flow takes an
+/// empty way, else the least recently refreshed one (LRU within the set, as in a CPU cache).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSet {
+    pub ways: [FlowEntry; FLOW_WAYS],
+}
+
+/// Number of sets for a flow table of `capacity` flows (at least one).
+pub const fn flow_sets(capacity: u32) -> u32 {
+    let sets = capacity.div_ceil(FLOW_WAYS as u32);
+    if sets == 0 { 1 } else { sets }
+}
+
+/// The set of a flow: its hash (the Maglev hash, `flow_hash` in the program) mapped onto
+/// `0..sets` by multiply-shift. The hash is rotated first so that the set does not follow the
+/// same bits as the flow's Maglev position.
+#[inline(always)]
+pub const fn flow_set_index(hash: u32, sets: u32) -> u32 {
+    ((hash.rotate_left(16) as u64 * sets as u64) >> 32) as u32
+}
+
+/// Validation word of a flow entry (never 0): the flow's hash mixed with the value fields
+/// that decide where it goes.
+#[inline(always)]
+pub const fn flow_check(hash: u32, v: &FlowValue) -> u32 {
+    let mut h = hash ^ v.element.wrapping_mul(0x9e37_79b9);
+    h ^= v.generation.wrapping_mul(0x85eb_ca6b);
+    h ^= (v.vip_slot as u32 | (v.nat_port as u32) << 16).wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x2c1b_3c6d);
+    h ^= h >> 12;
+    h | 1
 }
 
 /// Key of the NAT reverse table: a reply as it arrives from an element.
@@ -258,6 +317,9 @@ pub struct Config {
     /// First and last SNAT source port (host order), inclusive.
     pub nat_port_min: u16,
     pub nat_port_max: u16,
+    /// Sets in `RSPLB_FLOWS` ([`flow_sets`] of the flow capacity). 0: no flow table, every
+    /// packet is placed by Maglev alone.
+    pub flow_sets: u32,
 }
 
 /// Indexes of `RSPLB_GLOBAL_STATS` (per-CPU u64 array): one per XDP action taken and one per
@@ -334,6 +396,8 @@ mod pod {
     unsafe impl aya::Pod for Element {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for FlowEntry {}
+    unsafe impl aya::Pod for FlowSet {}
     unsafe impl aya::Pod for NatKey {}
     unsafe impl aya::Pod for NatValue {}
     unsafe impl aya::Pod for Counters {}
@@ -354,10 +418,12 @@ mod tests {
         assert_eq!(size_of::<Element>(), 40);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowValue>(), 24);
+        assert_eq!(size_of::<FlowEntry>(), 64);
+        assert_eq!(size_of::<FlowSet>(), 64 * FLOW_WAYS);
         assert_eq!(size_of::<NatKey>(), 40);
         assert_eq!(size_of::<NatValue>(), 80);
         assert_eq!(size_of::<Counters>(), 24);
-        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<Config>(), 20);
     }
 
     #[test]
@@ -390,6 +456,76 @@ mod tests {
         }
         // 1024 keys into 65536 bits: a decent hash leaves only a handful of shared bits.
         assert!(set > 1000, "only {set} distinct bits for 1024 keys");
+    }
+
+    #[test]
+    fn flow_sets_cover_the_capacity_and_the_index_stays_in_range() {
+        assert_eq!(flow_sets(0), 1);
+        assert_eq!(flow_sets(1), 1);
+        assert_eq!(flow_sets(1 << 20), 1 << 18);
+        assert_eq!(flow_sets(5), 2);
+        for sets in [1, 7, 1 << 18] {
+            for hash in [0, 1, 0x8000_0000, u32::MAX, 0x1234_5678] {
+                assert!(flow_set_index(hash, sets) < sets);
+            }
+        }
+    }
+
+    #[test]
+    fn flow_sets_spread_consecutive_hashes_evenly() {
+        // Sets are chosen by multiply-shift of a rotated hash: a well-mixed hash fills them
+        // evenly (here the murmur finalizer of consecutive numbers, as flow hashes are).
+        let sets = 1024u32;
+        let mut count = [0u32; 1024];
+        for i in 0..(sets * 64) {
+            let mut h = i;
+            h ^= h >> 16;
+            h = h.wrapping_mul(0x85eb_ca6b);
+            h ^= h >> 13;
+            h = h.wrapping_mul(0xc2b2_ae35);
+            h ^= h >> 16;
+            count[flow_set_index(h, sets) as usize] += 1;
+        }
+        let (min, max) = (count.iter().min().unwrap(), count.iter().max().unwrap());
+        assert!(
+            *min > 32 && *max < 100,
+            "set loads from {min} to {max}, expected about 64"
+        );
+    }
+
+    #[test]
+    fn flow_check_is_never_zero_and_depends_on_every_placement_field() {
+        let v = FlowValue {
+            element: 3,
+            generation: 7,
+            vip_slot: 1,
+            nat_port: 0,
+            ..FlowValue::default()
+        };
+        let c = flow_check(0xdead_beef, &v);
+        assert_ne!(c, 0);
+        assert_ne!(flow_check(0, &FlowValue::default()), 0);
+        assert_ne!(c, flow_check(0xdead_beee, &v));
+        for other in [
+            FlowValue { element: 4, ..v },
+            FlowValue { generation: 8, ..v },
+            FlowValue { vip_slot: 2, ..v },
+            FlowValue { nat_port: 80, ..v },
+        ] {
+            assert_ne!(c, flow_check(0xdead_beef, &other));
+        }
+        // Recency fields are not covered: they are refreshed without rewriting the entry.
+        assert_eq!(
+            c,
+            flow_check(
+                0xdead_beef,
+                &FlowValue {
+                    seen: 9,
+                    nat_seen: 9,
+                    ..v
+                }
+            )
+        );
     }
 
     #[test]

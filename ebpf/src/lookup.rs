@@ -1,12 +1,12 @@
 //! VIP, flow table and Maglev lookups: which element serves a packet.
-use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST, xdp_action};
+use aya_ebpf::bindings::xdp_action;
 use rsplb_common::{
     Config, ELEM_ACTIVE, Element, FAMILY_V4, FlowKey, FlowValue, NO_ELEMENT, VipInfo, stat,
 };
 
 use crate::{
     Verdict,
-    maps::{ELEMENTS, FLOWS, MAGLEV},
+    maps::{ELEMENTS, MAGLEV},
 };
 
 const NO_ELEMENT_VERDICT: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_NO_ELEMENT);
@@ -69,7 +69,7 @@ pub fn pinned(flow: &FlowValue, vip: &VipInfo) -> Option<&'static Element> {
     let element = ELEMENTS.get(flow.element)?;
     if element.flags & ELEM_ACTIVE != 0
         && element.generation == flow.generation
-        && flow.vip_slot == vip.slot
+        && flow.vip_slot as u32 == vip.slot
     {
         Some(element)
     } else {
@@ -109,20 +109,6 @@ pub fn maglev_pick(
         return Err(NO_ELEMENT_VERDICT);
     }
     Ok((slot, element))
-}
-
-/// Pin `key` to its element in the flow table. A failed insert is not fatal: the next packet
-/// of the flow is selected again, and Maglev gives the same element while the pool is unchanged.
-#[inline(always)]
-pub fn pin(key: &FlowKey, value: &FlowValue) {
-    let _ = FLOWS.insert(key, value, BPF_ANY as u64);
-}
-
-/// Pins a flow that is not in the table yet, in one map operation: false if the 5-tuple is
-/// already there (or the insert failed), and the caller takes the lookup path.
-#[inline(always)]
-pub fn pin_new(key: &FlowKey, value: &FlowValue) -> bool {
-    FLOWS.insert(key, value, BPF_NOEXIST as u64).is_ok()
 }
 
 /// Address equality without `bcmp` (the BPF backend has no library calls).

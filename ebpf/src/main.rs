@@ -17,6 +17,8 @@
 #[cfg(target_arch = "bpf")]
 mod counters;
 #[cfg(target_arch = "bpf")]
+mod flows;
+#[cfg(target_arch = "bpf")]
 mod forward;
 #[cfg(target_arch = "bpf")]
 mod lookup;
@@ -53,17 +55,17 @@ mod program {
         bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
     };
     use rsplb_common::{
-        Element, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP, PROTO_TCP, VipInfo,
-        VipKey, stat,
+        Element, FLOW_NAT_TIME_SHIFT, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP,
+        VipInfo, VipKey, stat,
     };
 
     use crate::{
-        Verdict, counters,
+        Verdict, counters, flows,
         forward::{NO_NEXTHOP, set_macs, transmit},
-        lookup::{addr_eq, flow_hash, maglev_pick, pin, pin_new, pinned},
-        maps::{CONFIG, FLOWS, NAT_REVERSE, VIP_FILTER, VIPS},
-        nat::{REFRESH_NS, Rewrite, claim_port, expired, rewrite, timeout_s},
-        parse::{EthHdr, Packet, TCP_ACK, TCP_SYN, parse, ptr_at},
+        lookup::{addr_eq, flow_hash, maglev_pick, pinned},
+        maps::{CONFIG, NAT_REVERSE, VIP_FILTER, VIPS},
+        nat::{REFRESH_NS, Rewrite, claim_port, expired, flow_expired, rewrite, timeout_s},
+        parse::{EthHdr, Packet, parse, ptr_at},
     };
 
     const fn pass(reason: u32) -> Verdict {
@@ -132,80 +134,57 @@ mod program {
         v
     }
 
-    /// DSR, first packet of a TCP connection: a SYN (without ACK) is almost always a new flow, so
-    /// it is picked and pinned with one insert-if-absent, without the flow lookup (which would
-    /// miss, hashing the key once more); the Maglev read also overlaps the flow table's bucket
-    /// miss. `None` (the 5-tuple is already pinned, e.g. a retransmitted SYN, or Maglev cannot
-    /// place it): the caller takes the lookup path like for any other packet, so the outcome is
-    /// the same as without this shortcut.
-    #[inline(always)]
-    fn syn_of_new_flow(
-        ctx: &XdpContext,
-        pkt: &Packet,
-        vip: &VipInfo,
-    ) -> Option<Result<Verdict, Verdict>> {
-        if pkt.key.proto != PROTO_TCP || pkt.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-            return None;
-        }
-        let cfg = CONFIG.get(0)?;
-        let (slot, element) = maglev_pick(vip, flow_hash(&pkt.key), cfg).ok()?;
-        let value = FlowValue {
-            element: slot,
-            generation: element.generation,
-            vip_slot: vip.slot,
-            ..FlowValue::default()
-        };
-        if !pin_new(&pkt.key, &value) {
-            return None;
-        }
-        Some(
-            set_macs(ctx, &element.dst_mac, &element.src_mac)
-                .map(|()| sent(transmit(ctx, element.ifindex), slot, vip.slot, pkt, true)),
-        )
-    }
-
     /// DSR: the established flow's element, or Maglev's choice pinned in the flow table.
     #[inline(always)]
     fn dsr(ctx: &XdpContext, pkt: &Packet, vip: &VipInfo) -> Result<Verdict, Verdict> {
-        if let Some(v) = syn_of_new_flow(ctx, pkt, vip) {
-            return v;
-        }
-        let mut new_flow = true;
-        let mut chosen: Option<(u32, &Element)> = None;
-        if let Some(flow) = FLOWS.get_ptr(pkt.key) {
-            let flow = unsafe { &*flow };
-            match pinned(flow, vip) {
-                Some(element) => {
-                    chosen = Some((flow.element, element));
-                    new_flow = false;
+        let cfg = CONFIG.get(0).ok_or(NO_ELEMENT)?;
+        let hash = flow_hash(&pkt.key);
+        let now = flows::now();
+        let set = flows::set(hash, cfg);
+        let mut own_way = core::ptr::null_mut();
+        if !set.is_null() {
+            let found = flows::find(set, &pkt.key, hash);
+            own_way = found.way;
+            if found.hit {
+                match pinned(&found.value, vip) {
+                    Some(element) => {
+                        flows::touch(&found, now);
+                        set_macs(ctx, &element.dst_mac, &element.src_mac)?;
+                        return Ok(sent(
+                            transmit(ctx, element.ifindex),
+                            found.value.element,
+                            vip.slot,
+                            pkt,
+                            false,
+                        ));
+                    }
+                    None => counters::global(stat::FLOW_RESELECTED),
                 }
-                None => counters::global(stat::FLOW_RESELECTED),
             }
         }
-        let (slot, element) = match chosen {
-            Some(c) => c,
-            None => {
-                let cfg = CONFIG.get(0).ok_or(NO_ELEMENT)?;
-                let (slot, element) = maglev_pick(vip, flow_hash(&pkt.key), cfg)?;
-                pin(
-                    &pkt.key,
-                    &FlowValue {
-                        element: slot,
-                        generation: element.generation,
-                        vip_slot: vip.slot,
-                        ..FlowValue::default()
-                    },
-                );
-                (slot, element)
-            }
-        };
+        let (slot, element) = maglev_pick(vip, hash, cfg)?;
+        if !set.is_null() {
+            flows::pin(
+                set,
+                own_way,
+                &pkt.key,
+                hash,
+                FlowValue {
+                    element: slot,
+                    generation: element.generation,
+                    vip_slot: vip.slot as u16,
+                    seen: now,
+                    ..FlowValue::default()
+                },
+            );
+        }
         set_macs(ctx, &element.dst_mac, &element.src_mac)?;
         Ok(sent(
             transmit(ctx, element.ifindex),
             slot,
             vip.slot,
             pkt,
-            new_flow,
+            true,
         ))
     }
 
@@ -232,15 +211,31 @@ mod program {
     fn nat_forward(ctx: &XdpContext, pkt: &Packet, vip: &VipInfo) -> Result<Verdict, Verdict> {
         let cfg = CONFIG.get(0).ok_or(NO_ELEMENT)?;
         let now = unsafe { bpf_ktime_get_ns() };
+        let now_t = (now >> FLOW_NAT_TIME_SHIFT) as u32;
+        let tick = flows::now();
         let timeout = timeout_s(vip, cfg, pkt.key.proto);
+        let hash = flow_hash(&pkt.key);
+        let set = flows::set(hash, cfg);
         let mut chosen: Option<(u32, &Element, u16)> = None;
-        if let Some(flow) = FLOWS.get_ptr_mut(pkt.key) {
-            let flow = unsafe { &mut *flow };
-            match pinned(flow, vip) {
+        let found = if set.is_null() {
+            flows::Lookup {
+                way: core::ptr::null_mut(),
+                value: FlowValue::default(),
+                hit: false,
+            }
+        } else {
+            flows::find(set, &pkt.key, hash)
+        };
+        let own_way = found.way;
+        if found.hit {
+            let flow = found.value;
+            match pinned(&flow, vip) {
                 Some(element)
-                    if flow.nat_port != 0 && !expired(flow.last_seen_ns, timeout, now) =>
+                    if flow.nat_port != 0 && !flow_expired(flow.nat_seen, timeout, now_t) =>
                 {
-                    if now.saturating_sub(flow.last_seen_ns) > REFRESH_NS {
+                    if (now_t.wrapping_sub(flow.nat_seen) as u64) << FLOW_NAT_TIME_SHIFT
+                        > REFRESH_NS
+                    {
                         // Once a second: keep the reverse translation alive and make sure it is
                         // still this flow's (it may have been evicted from the LRU).
                         let key = NatKey {
@@ -256,11 +251,16 @@ mod program {
                             let nat = unsafe { &mut *nat };
                             if same_client(nat, pkt) {
                                 nat.last_seen_ns = now;
-                                flow.last_seen_ns = now;
+                                // SAFETY: `way` points into the flow table (from `find`).
+                                unsafe {
+                                    (*found.way).value.nat_seen = now_t;
+                                    (*found.way).value.seen = tick;
+                                }
                                 chosen = Some((flow.element, element, flow.nat_port));
                             }
                         }
                     } else {
+                        flows::touch(&found, tick);
                         chosen = Some((flow.element, element, flow.nat_port));
                     }
                 }
@@ -273,7 +273,6 @@ mod program {
         let (slot, element, nat_port) = match chosen {
             Some(c) => c,
             None => {
-                let hash = flow_hash(&pkt.key);
                 let (slot, element) = maglev_pick(vip, hash, cfg)?;
                 if element.family != pkt.key.family {
                     return Err(NO_NEXTHOP);
@@ -308,17 +307,23 @@ mod program {
                     xdp_action::XDP_DROP,
                     stat::DROP_NAT_PORTS_EXHAUSTED,
                 ))?;
-                pin(
-                    &pkt.key,
-                    &FlowValue {
-                        element: slot,
-                        generation: element.generation,
-                        nat_port: port,
-                        _pad: [0; 2],
-                        vip_slot: vip.slot,
-                        last_seen_ns: now,
-                    },
-                );
+                if !set.is_null() {
+                    flows::pin(
+                        set,
+                        own_way,
+                        &pkt.key,
+                        hash,
+                        FlowValue {
+                            element: slot,
+                            generation: element.generation,
+                            vip_slot: vip.slot as u16,
+                            nat_port: port,
+                            seen: tick,
+                            nat_seen: now_t,
+                            check: 0,
+                        },
+                    );
+                }
                 (slot, element, port)
             }
         };

@@ -8,11 +8,11 @@ use aya_ebpf::{
 };
 use rsplb_common::{
     Config, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SIZE, DEFAULT_MAX_ELEMENTS,
-    DEFAULT_MAX_VIPS, DEFAULT_NAT_CAPACITY, Element, FlowKey, FlowValue, MAX_TX_PORTS, NatKey,
-    NatValue, VIP_FILTER_WORDS, VipInfo, VipKey, stat,
+    DEFAULT_MAX_VIPS, DEFAULT_NAT_CAPACITY, Element, FlowSet, MAX_TX_PORTS, NatKey, NatValue,
+    VIP_FILTER_WORDS, VipInfo, VipKey, flow_sets, stat,
 };
 
-/// LRU flavour of the flow and NAT tables: the common LRU (flags 0), not `BPF_F_NO_COMMON_LRU`.
+/// LRU flavour of the NAT table: the common LRU (flags 0), not `BPF_F_NO_COMMON_LRU`.
 /// Measured here (bench-dataplane, SYNs of new flows): the per-CPU LRU is 30-70 ns slower per
 /// insert, because every pop from a per-CPU list rotates (scans) a few cold nodes of that list,
 /// while the common LRU pops from a per-CPU local free list and rotates only when it refills it
@@ -38,11 +38,11 @@ pub static ELEMENTS: Array<Element> = Array::with_max_entries(DEFAULT_MAX_ELEMEN
 pub static MAGLEV: Array<u32> =
     Array::with_max_entries(2 * DEFAULT_MAX_VIPS * DEFAULT_MAGLEV_SIZE, 0);
 
-/// Flow table: client 5-tuple -> pinned element (and SNAT port in NAT mode). LRU: an evicted
-/// flow is re-selected by Maglev, which picks the same element while the pool is unchanged.
+/// Flow table: client 5-tuple -> pinned element (and SNAT port in NAT mode), as sets of ways
+/// (`crate::flows`). An evicted flow is re-selected by Maglev, which picks the same element
+/// while the pool is unchanged.
 #[map(name = "RSPLB_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, LRU_FLAGS);
+pub static FLOWS: Array<FlowSet> = Array::with_max_entries(flow_sets(DEFAULT_FLOW_CAPACITY), 0);
 
 /// NAT translations seen from the element side: a reply's 5-tuple -> client and VIP.
 #[map(name = "RSPLB_NAT_REVERSE")]

@@ -7,7 +7,9 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, xdp_action},
     programs::XdpContext,
 };
-use rsplb_common::{Config, FAMILY_V4, NatKey, NatValue, PROTO_TCP, PROTO_UDP, VipInfo, stat};
+use rsplb_common::{
+    Config, FAMILY_V4, FLOW_NAT_TIME_SHIFT, NatKey, NatValue, PROTO_TCP, PROTO_UDP, VipInfo, stat,
+};
 
 use crate::{
     Verdict,
@@ -48,6 +50,13 @@ pub fn timeout_s(vip: &VipInfo, cfg: &Config, proto: u8) -> u32 {
 #[inline(always)]
 pub fn expired(last_seen_ns: u64, timeout_s: u32, now: u64) -> bool {
     now.saturating_sub(last_seen_ns) > timeout_s as u64 * 1_000_000_000
+}
+
+/// `expired` for a flow table time (`FlowValue::nat_seen`, units of 2^FLOW_NAT_TIME_SHIFT ns,
+/// wrapping).
+#[inline(always)]
+pub fn flow_expired(seen: u32, timeout_s: u32, now: u32) -> bool {
+    ((now.wrapping_sub(seen) as u64) << FLOW_NAT_TIME_SHIFT) > timeout_s as u64 * 1_000_000_000
 }
 
 #[inline(always)]

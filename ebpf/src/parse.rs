@@ -65,15 +65,7 @@ pub struct Packet {
     pub l4_off: usize,
     /// Frame length in bytes (counters).
     pub len: u32,
-    /// TCP flags byte (`TCP_SYN`, `TCP_ACK`, ...); 0 for UDP and SCTP.
-    pub tcp_flags: u8,
 }
-
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_ACK: u8 = 0x10;
-/// Offset of the flags byte in the TCP header.
-const TCP_FLAGS_OFF: usize = 13;
-
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     let start = ctx.data();
@@ -176,16 +168,10 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
         key.sport = (*ports).src;
         key.dport = (*ports).dst;
     }
-    let mut tcp_flags = 0;
-    if key.proto == PROTO_TCP {
-        let flags: *const u8 = ptr_at(ctx, l4_off + TCP_FLAGS_OFF).ok_or(TRUNCATED)?;
-        tcp_flags = unsafe { *flags };
-    }
     Ok(Packet {
         key,
         ttl,
         l4_off,
         len: frame_len as u32,
-        tcp_flags,
     })
 }

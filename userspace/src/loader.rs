@@ -100,6 +100,10 @@ pub fn validate(opts: &AttachOptions) -> Result<()> {
     if opts.max_vips == 0 || opts.max_elements == 0 || opts.flow_capacity == 0 {
         bail!("--max-vips, --max-elements and --flow-capacity must be at least 1");
     }
+    // Flow entries name their VIP in 16 bits (`FlowValue::vip_slot`).
+    if opts.max_vips > u32::from(u16::MAX) {
+        bail!("--max-vips is at most {}", u16::MAX);
+    }
     let entries = 2 * opts.max_vips as u64 * opts.maglev_size as u64;
     if entries > MAX_MAGLEV_ENTRIES {
         bail!(
@@ -256,7 +260,7 @@ fn load_and_attach(iface: &str, ifindex: u32, opts: &AttachOptions) -> Result<u3
         .map_max_entries(maps::ELEMENT_STATS, opts.max_elements)
         .map_max_entries(maps::VIP_STATS, opts.max_vips)
         .map_max_entries(maps::MAGLEV, maglev_entries)
-        .map_max_entries(maps::FLOWS, opts.flow_capacity)
+        .map_max_entries(maps::FLOWS, rsplb_common::flow_sets(opts.flow_capacity))
         .map_max_entries(maps::NAT_REVERSE, opts.nat_capacity)
         .load(crate::XDP_OBJECT)
         .context("loading the XDP object (maps and BTF)")?;
@@ -277,6 +281,7 @@ fn load_and_attach(iface: &str, ifindex: u32, opts: &AttachOptions) -> Result<u3
             nat_udp_timeout_s: 30,
             nat_port_min: opts.nat_port_min,
             nat_port_max: opts.nat_port_max,
+            flow_sets: rsplb_common::flow_sets(opts.flow_capacity),
         })?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)

@@ -138,7 +138,9 @@ struct AttachArgs {
     /// Number of element slots (all pools together).
     #[arg(long, default_value_t = rsplb_common::DEFAULT_MAX_ELEMENTS, value_name = "N")]
     max_elements: u32,
-    /// Capacity of the flow table.
+    /// Flows the flow table keeps pinned to their element (64 bytes each). The table is 4-way
+    /// set-associative: a new flow whose set is full replaces the set's least recently used
+    /// flow, which Maglev places on the same element again while its pool is unchanged.
     #[arg(long, default_value_t = rsplb_common::DEFAULT_FLOW_CAPACITY, value_name = "N")]
     flow_capacity: u32,
     /// SNAT source ports for NAT VIPs, inclusive.

@@ -510,7 +510,7 @@ fn nat_round_trip(client: &str, vip: &str, snat: &str, elem: &str, elem_port: u1
         .flow(&flow_key(client, vip, proto))
         .expect("NAT flow pinned");
     assert_eq!((flow.element, flow.nat_port), (3, nat_port.to_be()));
-    assert_ne!(flow.last_seen_ns, 0);
+    assert_ne!(flow.nat_seen, 0);
     let nat = lb.nat_entries();
     assert_eq!(nat.len(), 1);
     assert_eq!(nat[0].1.reply_dst_mac, CLIENT_MAC);
@@ -654,6 +654,7 @@ fn lb_config() -> rsplb_common::Config {
         nat_udp_timeout_s: 30,
         nat_port_min: NAT_PORT_MIN,
         nat_port_max: NAT_PORT_MAX,
+        flow_sets: rsplb_common::flow_sets(support::FLOW_CAPACITY),
     }
 }
 
@@ -890,4 +891,109 @@ fn no_aborts_on_any_prefix_of_a_frame() {
             assert_ne!(action, XDP_TX, "cut at {len} forwarded");
         }
     }
+}
+
+/// `dsr_v4_tcp` with a flow table of one set: every flow competes for the same ways.
+fn dsr_one_set() -> Lb {
+    let mut lb = dsr_v4_tcp();
+    let mut cfg = lb_config();
+    cfg.flow_sets = 1;
+    lb.set_config(cfg);
+    lb
+}
+
+fn client(n: u16) -> String {
+    format!("198.18.5.1:{}", 40000 + n)
+}
+
+#[test]
+fn a_full_set_replaces_its_least_recently_used_flow() {
+    let mut lb = dsr_one_set();
+    let ways = rsplb_common::FLOW_WAYS as u16;
+    for n in 0..ways {
+        let (action, _) = lb.run(&Frame::syn(&client(n), "198.18.0.10:80").build());
+        assert_eq!(action, XDP_TX);
+    }
+    assert_eq!(lb.flows().len(), usize::from(ways), "one way per flow");
+    // Flow 1 was used longest ago (ages are clock ticks: make it unambiguous).
+    let key = |n| flow_key(&client(n), "198.18.0.10:80", PROTO_TCP);
+    lb.edit_flow(&key(1), |v| v.seen = v.seen.wrapping_sub(1000));
+    let (action, _) = lb.run(&Frame::syn(&client(ways), "198.18.0.10:80").build());
+    assert_eq!(action, XDP_TX);
+    assert!(
+        lb.flow(&key(1)).is_none(),
+        "the least recently used flow left"
+    );
+    for n in (0..=ways).filter(|&n| n != 1) {
+        assert!(lb.flow(&key(n)).is_some(), "flow {n} kept");
+    }
+    assert_eq!(lb.flows().len(), usize::from(ways));
+
+    // The replaced flow comes back on Maglev's choice, as a new flow.
+    let new_before = lb.vip_stats(0).new_flows;
+    let (action, _) = lb.run(&Frame::tcp(&client(1), "198.18.0.10:80").build());
+    assert_eq!(action, XDP_TX);
+    assert_eq!(lb.vip_stats(0).new_flows, new_before + 1);
+    assert!(lb.flow(&key(1)).is_some());
+}
+
+#[test]
+fn a_used_flow_is_not_the_one_replaced() {
+    let mut lb = dsr_one_set();
+    let ways = rsplb_common::FLOW_WAYS as u16;
+    for n in 0..ways {
+        lb.run(&Frame::syn(&client(n), "198.18.0.10:80").build());
+    }
+    let key = |n| flow_key(&client(n), "198.18.0.10:80", PROTO_TCP);
+    // Every flow idle for a long time; then flow 0 sends a packet, which refreshes it.
+    for n in 0..ways {
+        lb.edit_flow(&key(n), |v| {
+            v.seen = v.seen.wrapping_sub(1000 + u32::from(n))
+        });
+    }
+    lb.run(&Frame::tcp(&client(0), "198.18.0.10:80").build());
+    lb.run(&Frame::syn(&client(ways), "198.18.0.10:80").build());
+    assert!(lb.flow(&key(0)).is_some(), "the refreshed flow stays");
+    // Flow 3 was idle longest.
+    assert!(lb.flow(&key(ways - 1)).is_none());
+}
+
+#[test]
+fn a_flow_entry_that_fails_its_check_is_a_miss_not_a_wrong_element() {
+    let mut lb = dsr_v4_tcp();
+    lb.fill_table(0, &[1]);
+    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    assert_eq!(element_of(&lb.run(&syn).1), 1);
+    // What a torn write would leave: another (active, same generation) element without the
+    // matching check.
+    let key = flow_key("198.18.5.1:40001", "198.18.0.10:80", PROTO_TCP);
+    lb.edit_flow(&key, |v| v.element = 2);
+    let ack = Frame::tcp("198.18.5.1:40001", "198.18.0.10:80").build();
+    let (action, out) = lb.run(&ack);
+    assert_eq!(
+        (action, element_of(&out)),
+        (XDP_TX, 1),
+        "placed by Maglev again"
+    );
+    let flow = lb.flow(&key).expect("re-pinned, in one way");
+    assert_eq!(flow.element, 1);
+    assert_eq!(
+        lb.vip_stats(0).new_flows,
+        2,
+        "the damaged entry counted as a miss"
+    );
+}
+
+#[test]
+fn without_a_flow_table_maglev_places_every_packet() {
+    let mut lb = dsr_v4_tcp();
+    let mut cfg = lb_config();
+    cfg.flow_sets = 0;
+    lb.set_config(cfg);
+    lb.fill_table(0, &[1]);
+    let ack = Frame::tcp("198.18.5.1:40001", "198.18.0.10:80").build();
+    assert_eq!(element_of(&lb.run(&ack).1), 1);
+    lb.fill_table(0, &[2]);
+    assert_eq!(element_of(&lb.run(&ack).1), 2, "nothing pinned");
+    assert!(lb.flows().is_empty());
 }

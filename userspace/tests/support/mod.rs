@@ -13,8 +13,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use rsplb_common::{
-    Config, Counters, ELEM_ACTIVE, Element, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, MODE_DSR,
-    NatKey, NatValue, PROGRAM_NAME, VipInfo, VipKey, maps,
+    Config, Counters, ELEM_ACTIVE, Element, FAMILY_V4, FAMILY_V6, FlowEntry, FlowKey, FlowSet,
+    FlowValue, MODE_DSR, NatKey, NatValue, PROGRAM_NAME, VipInfo, VipKey, maps,
 };
 
 pub const MAGLEV_SIZE: u32 = 13;
@@ -22,6 +22,8 @@ pub const MAX_VIPS: u32 = 4;
 pub const MAX_ELEMENTS: u32 = 16;
 pub const NAT_PORT_MIN: u16 = 40000;
 pub const NAT_PORT_MAX: u16 = 40099;
+/// Flows the test program's flow table holds.
+pub const FLOW_CAPACITY: u32 = 1024;
 
 /// Network-order address words as the maps store them.
 pub fn addr_words(ip: IpAddr) -> [u32; 4] {
@@ -92,7 +94,7 @@ impl Lb {
             .map_max_entries(maps::VIPS, MAX_VIPS)
             .map_max_entries(maps::ELEMENTS, MAX_ELEMENTS)
             .map_max_entries(maps::MAGLEV, 2 * MAX_VIPS * MAGLEV_SIZE)
-            .map_max_entries(maps::FLOWS, 1024)
+            .map_max_entries(maps::FLOWS, rsplb_common::flow_sets(FLOW_CAPACITY))
             .map_max_entries(maps::NAT_REVERSE, 1024)
             .map_max_entries(maps::ELEMENT_STATS, MAX_ELEMENTS)
             .map_max_entries(maps::VIP_STATS, MAX_VIPS)
@@ -111,6 +113,7 @@ impl Lb {
             nat_udp_timeout_s: 30,
             nat_port_min: NAT_PORT_MIN,
             nat_port_max: NAT_PORT_MAX,
+            flow_sets: rsplb_common::flow_sets(FLOW_CAPACITY),
         });
         lb
     }
@@ -247,10 +250,44 @@ impl Lb {
         self.stats(maps::VIP_STATS, slot)
     }
 
+    /// The flow table's entry for `key`. Panics if the key is in the table twice: a flow has
+    /// one way, also after being re-pinned.
     pub fn flow(&mut self, key: &FlowKey) -> Option<FlowValue> {
-        let m: HashMap<&mut MapData, FlowKey, FlowValue> =
-            HashMap::try_from(self.map(maps::FLOWS)).unwrap();
-        m.get(key, 0).ok()
+        let found = self
+            .flows()
+            .into_iter()
+            .filter(|e| e.key == *key)
+            .collect::<Vec<_>>();
+        assert!(found.len() <= 1, "flow in {} ways: {found:?}", found.len());
+        found.first().map(|e| e.value)
+    }
+
+    /// Every valid entry of the flow table.
+    pub fn flows(&mut self) -> Vec<FlowEntry> {
+        let m: Array<&mut MapData, FlowSet> = Array::try_from(self.map(maps::FLOWS)).unwrap();
+        m.iter()
+            .map(|s| s.unwrap())
+            .flat_map(|s| s.ways)
+            .filter(|e| e.value.check != 0)
+            .collect()
+    }
+
+    /// Overwrites the flow table's entry for `key` with `f` applied to it.
+    pub fn edit_flow(&mut self, key: &FlowKey, f: impl Fn(&mut FlowValue)) {
+        let mut m: Array<&mut MapData, FlowSet> = Array::try_from(self.map(maps::FLOWS)).unwrap();
+        for i in 0..m.len() {
+            let mut set = m.get(&i, 0).unwrap();
+            if let Some(way) = set
+                .ways
+                .iter_mut()
+                .find(|w| w.key == *key && w.value.check != 0)
+            {
+                f(&mut way.value);
+                m.set(i, set, 0).unwrap();
+                return;
+            }
+        }
+        panic!("flow {key:?} not in the table");
     }
 
     pub fn nat_entries(&mut self) -> Vec<(NatKey, NatValue)> {
