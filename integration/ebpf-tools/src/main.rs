@@ -19,7 +19,7 @@ mod program {
     use aya_ebpf::{
         bindings::xdp_action,
         macros::{map, xdp},
-        maps::{Array, DevMap, PerCpuArray},
+        maps::{Array, DevMap, PerCpuArray, ProgramArray},
         programs::XdpContext,
     };
 
@@ -83,6 +83,67 @@ mod program {
         // SAFETY: 34 + 2 <= TX_HDR, checked above.
         unsafe { core::ptr::write_unaligned((start + 34) as *mut [u8; 2], sport.to_be_bytes()) };
         xdp_action::XDP_TX
+    }
+
+    /// Slot 0: the program `lab_syn` hands every frame to (tail call).
+    #[map(name = "LAB_SYN_TARGET")]
+    static SYN_TARGET: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+    /// `lab_syn`'s frame: its first 48 bytes, as 6 native-endian words.
+    #[map(name = "LAB_SYN_TEMPLATE")]
+    static SYN_TEMPLATE: Array<[u64; 6]> = Array::with_max_entries(1, 0);
+
+    /// Frames `lab_syn` has made (also the new flow's number). One counter for all CPUs, not a
+    /// per-CPU one: a benchmark thread that moves to another CPU between batches must not
+    /// replay flows it has already made. (A single benchmark thread runs it at a time.)
+    #[map(name = "LAB_SYN_SEQ")]
+    static SYN_SEQ: Array<u64> = Array::with_max_entries(1, 0);
+
+    /// A new-flow driver for BPF_PROG_TEST_RUN with `repeat`: restores the frame from
+    /// `LAB_SYN_TEMPLATE` (an Ethernet/IPv4/TCP frame), gives it a 5-tuple of its own (the
+    /// sequence number in the TCP source port and the low 16 bits of the IPv4 source address),
+    /// then tail-calls `LAB_SYN_TARGET[0]`. XDP_ABORTED if the tail call fails.
+    #[xdp]
+    pub fn lab_syn(ctx: XdpContext) -> u32 {
+        let start = ctx.data();
+        if start + TX_HDR > ctx.data_end() {
+            return xdp_action::XDP_ABORTED;
+        }
+        let Some(t) = SYN_TEMPLATE.get(0) else {
+            return xdp_action::XDP_ABORTED;
+        };
+        let Some(c) = SYN_SEQ.get_ptr_mut(0) else {
+            return xdp_action::XDP_ABORTED;
+        };
+        // SAFETY: a map value; one benchmark thread uses the driver at a time.
+        let seq = unsafe {
+            let v = *c;
+            *c = v + 1;
+            v
+        };
+        let p = start as *mut u64;
+        // SAFETY: 6 words = TX_HDR bytes, within data_end (checked above); word stores as in
+        // `lab_gen`.
+        unsafe {
+            *p = t[0];
+            *p.add(1) = t[1];
+            *p.add(2) = t[2];
+            *p.add(3) = t[3];
+            *p.add(4) = t[4];
+            *p.add(5) = t[5];
+        }
+        let n = seq as u32;
+        // SAFETY: IPv4 source address bytes 28..30 and TCP source port 34..36 < TX_HDR.
+        unsafe {
+            core::ptr::write_unaligned(
+                (start + 28) as *mut [u8; 2],
+                ((n >> 16) as u16).to_be_bytes(),
+            );
+            core::ptr::write_unaligned((start + 34) as *mut [u8; 2], (n as u16).to_be_bytes());
+        }
+        // SAFETY: a tail call into an XDP program of the same type, with this context.
+        unsafe { SYN_TARGET.tail_call(&ctx, 0) };
+        xdp_action::XDP_ABORTED
     }
 
     #[xdp]
