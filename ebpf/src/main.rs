@@ -56,14 +56,14 @@ mod program {
     };
     use rsplb_common::{
         Element, FLOW_NAT_TIME_SHIFT, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP,
-        VipInfo, VipKey, stat,
+        VIP_DIRECT_ONE, VIP_DIRECT_SHARED, VipInfo, VipKey, stat,
     };
 
     use crate::{
         Verdict, counters, flows,
         forward::{NO_NEXTHOP, set_macs, transmit},
         lookup::{addr_eq, flow_hash, maglev_pick, pinned},
-        maps::{CONFIG, NAT_REVERSE, VIP_FILTER, VIPS},
+        maps::{CONFIG, NAT_REVERSE, VIP_DIRECT, VIP_FILTER, VIPS},
         nat::{REFRESH_NS, Rewrite, claim_port, expired, flow_expired, rewrite, timeout_s},
         parse::{EthHdr, Packet, parse, ptr_at},
     };
@@ -95,33 +95,55 @@ mod program {
             proto: pkt.key.proto,
             family: pkt.key.family,
         };
-        if !maybe_vip(&vip_key) {
+        let bit = vip_key.filter_bit();
+        if !maybe_vip(bit) {
             return nat_reply(ctx, &pkt);
         }
-        let Some(vip) = (unsafe { VIPS.get(vip_key) }) else {
+        let Some(vip) = find_vip(&vip_key, bit) else {
             return nat_reply(ctx, &pkt);
         };
         if pkt.ttl <= 1 {
             return Err(pass(stat::PASS_TTL));
         }
         match vip.mode {
-            MODE_DSR => dsr(ctx, &pkt, vip),
+            MODE_DSR => dsr(ctx, &pkt, &vip),
             MODE_NAT if pkt.key.proto == PROTO_SCTP => Err(pass(stat::PASS_SCTP_NAT)),
-            MODE_NAT => nat_forward(ctx, &pkt, vip),
+            MODE_NAT => nat_forward(ctx, &pkt, &vip),
             // A mode this program does not know: leave the packet to the stack.
             _ => Err(pass(stat::PASS_NOT_VIP)),
         }
     }
 
-    /// The VIP pre-filter: false only if `key` is certainly not a VIP (its bit is clear). A word
-    /// that cannot be read (a resized map) means "maybe", so the filter can cost speed, never
-    /// correctness.
+    /// The VIP pre-filter: false only if `key` is certainly not a VIP (its bit, `bit`, is
+    /// clear). A word that cannot be read (a resized map) means "maybe", so the filter can cost
+    /// speed, never correctness.
     #[inline(always)]
-    fn maybe_vip(key: &VipKey) -> bool {
-        let bit = key.filter_bit();
+    fn maybe_vip(bit: u32) -> bool {
         match VIP_FILTER.get(bit / 64) {
             Some(word) => *word & (1u64 << (bit % 64)) != 0,
             None => true,
+        }
+    }
+
+    /// The VIP `key` (filter bit `bit`): from `RSPLB_VIP_DIRECT` when it owns its bit alone,
+    /// else from `RSPLB_VIPS`. A copy, whichever map it comes from: one value type downstream
+    /// keeps the verifier from exploring the rest of the program once per source map.
+    #[inline(always)]
+    fn find_vip(key: &VipKey, bit: u32) -> Option<VipInfo> {
+        let Some(direct) = VIP_DIRECT.get(bit) else {
+            return unsafe { VIPS.get(*key) }.copied();
+        };
+        match direct.state {
+            VIP_DIRECT_ONE => {
+                let k = &direct.key;
+                (k.port == key.port
+                    && k.proto == key.proto
+                    && k.family == key.family
+                    && addr_eq(&k.addr, &key.addr))
+                .then_some(direct.info)
+            }
+            VIP_DIRECT_SHARED => unsafe { VIPS.get(*key) }.copied(),
+            _ => None,
         }
     }
 

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use rsplb_common::{
     Config, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SIZE, DEFAULT_MAX_ELEMENTS,
     DEFAULT_MAX_VIPS, DEFAULT_NAT_CAPACITY, Element, FlowSet, MAX_TX_PORTS, NatKey, NatValue,
-    VIP_FILTER_WORDS, VipInfo, VipKey, flow_sets, stat,
+    VIP_FILTER_WORDS, VipDirect, VipInfo, VipKey, flow_sets, stat,
 };
 
 /// LRU flavour of the NAT table: the common LRU (flags 0), not `BPF_F_NO_COMMON_LRU`.
@@ -28,6 +28,10 @@ pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(DEFAULT_MA
 /// whose bit is clear is not for a VIP and skips the `RSPLB_VIPS` hash lookup.
 #[map(name = "RSPLB_VIP_FILTER")]
 pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
+
+/// VIPs by filter bit, for a lookup without hashing (`rsplb_common::VipDirect`).
+#[map(name = "RSPLB_VIP_DIRECT")]
+pub static VIP_DIRECT: Array<VipDirect> = Array::with_max_entries(VipDirect::ENTRIES, 0);
 
 /// Pool elements by element slot.
 #[map(name = "RSPLB_ELEMENTS")]

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, DevMap, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
-use rsplb_common::{Config, Counters, Element, NatKey, NatValue, VipInfo, VipKey, maps, stat};
+use rsplb_common::{
+    Config, Counters, Element, NatKey, NatValue, VipDirect, VipInfo, VipKey, maps, stat,
+};
 
 /// Root of the per-interface pin directories (on bpffs).
 pub const PIN_ROOT: &str = "/sys/fs/bpf/rsplb";
@@ -36,6 +38,8 @@ pub struct Maps {
     /// The VIP pre-filter (`None` for pins of a program built before it existed, which does not
     /// read one).
     pub vip_filter: Option<Array<MapData, u64>>,
+    /// VIPs by filter bit (`None` for pins of a program built before it existed).
+    pub vip_direct: Option<Array<MapData, VipDirect>>,
 }
 
 impl Maps {
@@ -74,22 +78,67 @@ impl Maps {
                 ),
                 Err(_) => None,
             },
+            vip_direct: match open(dir, maps::VIP_DIRECT) {
+                Ok(m) => Some(
+                    m.try_into()
+                        .context("RSPLB_VIP_DIRECT has an unexpected type")?,
+                ),
+                Err(_) => None,
+            },
         })
     }
 
     pub fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<()> {
-        self.vips
-            .insert(key, info, 0)
-            .context("writing RSPLB_VIPS")?;
+        self.change_vip(key, Some(info), |vips| {
+            vips.insert(key, info, 0).context("writing RSPLB_VIPS")
+        })?;
         self.update_vip_filter(key)
     }
 
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
-        match self.vips.remove(key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(e).context("removing from RSPLB_VIPS"),
-        }
+        self.change_vip(key, None, |vips| match vips.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).context("removing from RSPLB_VIPS"),
+        })?;
         self.update_vip_filter(key)
+    }
+
+    /// Applies `change` to `RSPLB_VIPS` (`key` becomes `info`, or is removed) and brings the
+    /// `RSPLB_VIP_DIRECT` entry of its filter bit along, in the order `VipDirect::transition`
+    /// gives: an entry leaves `VIP_DIRECT_ONE` (readers go to `RSPLB_VIPS`) before the map
+    /// changes, and is published again after.
+    fn change_vip(
+        &mut self,
+        key: &VipKey,
+        info: Option<&VipInfo>,
+        change: impl FnOnce(&mut HashMap<MapData, VipKey, VipInfo>) -> Result<()>,
+    ) -> Result<()> {
+        let Some(direct) = &mut self.vip_direct else {
+            return change(&mut self.vips);
+        };
+        let bit = key.filter_bit();
+        let current = direct.get(&bit, 0).context("reading RSPLB_VIP_DIRECT")?;
+        let mut after = Vec::new();
+        for entry in self.vips.iter() {
+            let (k, v) = entry.context("reading RSPLB_VIPS")?;
+            if k != *key {
+                after.push((k, v));
+            }
+        }
+        after.extend(info.map(|i| (*key, *i)));
+        let steps: Vec<VipDirect> = current.transition(VipDirect::for_bit(bit, after)).collect();
+        let (first, rest) = match steps.split_first() {
+            Some((f, rest)) if *f == current.shared() => (Some(*f), rest),
+            _ => (None, &steps[..]),
+        };
+        if let Some(f) = first {
+            direct.set(bit, f, 0).context("writing RSPLB_VIP_DIRECT")?;
+        }
+        change(&mut self.vips)?;
+        for d in rest {
+            direct.set(bit, d, 0).context("writing RSPLB_VIP_DIRECT")?;
+        }
+        Ok(())
     }
 
     /// Brings the pre-filter bit of `key` in line with `RSPLB_VIPS` (see `VipKey::filter_bit`):

@@ -402,6 +402,56 @@ fn non_vip_sharing_the_vips_filter_bit_is_still_passed() {
 }
 
 #[test]
+fn vips_sharing_a_filter_bit_are_both_served_through_the_hash_map() {
+    let mut lb = dsr_v4_tcp();
+    let vip = vip_key("198.18.0.10:80", PROTO_TCP);
+    assert_eq!(
+        lb.direct(vip.filter_bit()).state,
+        rsplb_common::VIP_DIRECT_ONE
+    );
+    let neighbour = filter_neighbour_of(&vip);
+    let other = lb.dsr_vip(&neighbour, PROTO_TCP, 1);
+    lb.fill_table(2, &[2]);
+    assert_eq!(other.filter_bit(), vip.filter_bit());
+    assert_eq!(
+        lb.direct(vip.filter_bit()).state,
+        rsplb_common::VIP_DIRECT_SHARED
+    );
+    for (dst, slot) in [("198.18.0.10:80", None), (neighbour.as_str(), Some(2))] {
+        let (action, out) = lb.run(&Frame::syn("198.18.5.1:40001", dst).build());
+        assert_eq!(action, XDP_TX, "{dst}");
+        if let Some(slot) = slot {
+            assert_eq!(element_of(&out), slot);
+        }
+    }
+    assert_eq!((lb.vip_stats(0).packets, lb.vip_stats(1).packets), (1, 1));
+}
+
+#[test]
+fn a_direct_entry_of_another_vip_is_not_this_one() {
+    // The bit's direct entry names another VIP (alone on the bit): a packet for an address that
+    // shares the bit is not a VIP, whatever the entry's value says.
+    let mut lb = dsr_v4_tcp();
+    let vip = vip_key("198.18.0.10:80", PROTO_TCP);
+    let neighbour = filter_neighbour_of(&vip);
+    let f = Frame::syn("198.18.5.1:40001", &neighbour).build();
+    let (action, out) = lb.run(&f);
+    assert_eq!((action, out), (XDP_PASS, f));
+    assert_eq!(lb.global(stat::PASS_NOT_VIP), 1);
+    // An entry in the state readers must not trust sends the lookup to the hash map.
+    let d = lb.direct(vip.filter_bit());
+    lb.set_direct(vip.filter_bit(), d.shared());
+    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    assert_eq!(lb.run(&syn).0, XDP_TX);
+    lb.set_direct(vip.filter_bit(), rsplb_common::VipDirect::default());
+    assert_eq!(
+        lb.run(&syn).0,
+        XDP_PASS,
+        "an empty entry: no VIP has the bit"
+    );
+}
+
+#[test]
 fn vip_is_served_only_with_its_filter_bit_and_after_updates() {
     let mut lb = dsr_v4_tcp();
     let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();

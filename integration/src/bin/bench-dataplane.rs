@@ -143,17 +143,19 @@ impl XdpBench {
             proto: PROTO_TCP,
             family: FAMILY_V4,
         };
-        vips.insert(
-            vip,
-            VipInfo {
-                slot: 0,
-                table: 0,
-                mode: MODE_DSR,
-                ..VipInfo::default()
-            },
-            0,
-        )?;
-        // The control plane's duty for every VIP: its pre-filter bit.
+        let info = VipInfo {
+            slot: 0,
+            table: 0,
+            mode: MODE_DSR,
+            ..VipInfo::default()
+        };
+        vips.insert(vip, info, 0)?;
+        // The control plane's duty for every VIP: its filter bit's direct entry...
+        let bit = vip.filter_bit();
+        let mut direct: Array<&mut MapData, rsplb_common::VipDirect> =
+            Array::try_from(ebpf.map_mut(maps::VIP_DIRECT).context("VIP direct map")?)?;
+        direct.set(bit, rsplb_common::VipDirect::for_bit(bit, [(vip, info)]), 0)?;
+        // ... and its pre-filter bit.
         let mut filter: Array<&mut MapData, u64> =
             Array::try_from(ebpf.map_mut(maps::VIP_FILTER).context("VIP filter map")?)?;
         let bit = vip.filter_bit();

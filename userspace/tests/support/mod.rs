@@ -14,7 +14,7 @@ use aya::{
 };
 use rsplb_common::{
     Config, Counters, ELEM_ACTIVE, Element, FAMILY_V4, FAMILY_V6, FlowEntry, FlowKey, FlowSet,
-    FlowValue, MODE_DSR, NatKey, NatValue, PROGRAM_NAME, VipInfo, VipKey, maps,
+    FlowValue, MODE_DSR, NatKey, NatValue, PROGRAM_NAME, VipDirect, VipInfo, VipKey, maps,
 };
 
 pub const MAGLEV_SIZE: u32 = 13;
@@ -127,12 +127,28 @@ impl Lb {
         m.set(0, cfg, 0).unwrap();
     }
 
-    /// Inserts a VIP and, as the control plane must, sets its pre-filter bit.
+    /// Inserts a VIP and, as the control plane must, sets its pre-filter bit and its bit's
+    /// `RSPLB_VIP_DIRECT` entry.
     pub fn set_vip(&mut self, key: VipKey, info: VipInfo) {
         let mut m: HashMap<&mut MapData, VipKey, VipInfo> =
             HashMap::try_from(self.map(maps::VIPS)).unwrap();
         m.insert(key, info, 0).unwrap();
+        let all: Vec<(VipKey, VipInfo)> = m.iter().map(|r| r.unwrap()).collect();
+        let bit = key.filter_bit();
+        self.set_direct(bit, VipDirect::for_bit(bit, all));
         self.set_filter_bit(&key);
+    }
+
+    pub fn direct(&mut self, bit: u32) -> VipDirect {
+        let m: Array<&mut MapData, VipDirect> =
+            Array::try_from(self.map(maps::VIP_DIRECT)).unwrap();
+        m.get(&bit, 0).unwrap()
+    }
+
+    pub fn set_direct(&mut self, bit: u32, d: VipDirect) {
+        let mut m: Array<&mut MapData, VipDirect> =
+            Array::try_from(self.map(maps::VIP_DIRECT)).unwrap();
+        m.set(bit, d, 0).unwrap();
     }
 
     /// Sets the pre-filter bit of `key` (`RSPLB_VIP_FILTER`).
