@@ -16,14 +16,26 @@
 //!
 //! The figure is the sink's count over fixed wall-clock windows while the sender runs, the
 //! median of all windows; the variants alternate (`cycles`) so load changes on the shared machine
-//! hit all of them. Everything runs on the sender's CPU: a veth's NAPI runs where the frame was
-//! sent, so the sender, the veths and the sink share the CPU with the balancer, and the rates
-//! are closed-loop (offered = delivered). That fixed harness cost (the floor, ~400 ns/packet
-//! here) bounds the rate ratio by floor/nft whatever the balancer does; `fwd_*_cost_ns` (per
-//! packet, over the floor) and `fwd_cost_ratio` compare the balancers' own work. (Threaded NAPI
-//! on `<in>` and the sink, to give the balancer a CPU of its own, was tried: on this shared
-//! 2-core machine the spinning sender starves the NAPI threads and the figures become noise.) The sink never answers ARP, so the balancer gets permanent neighbour entries for the
-//! elements.
+//! hit all of them.
+//!
+//! CPUs (`FwdOptions::pin`, on by default when the machine has two CPUs or more): the sender
+//! runs on CPU 0 and the balancer on CPU 1, as on separate hosts. A veth's NAPI runs where the
+//! frame was sent, so without this the sender would share the balancer's CPU and the rates
+//! would be closed-loop (offered = delivered). `<in>` therefore gets threaded NAPI
+//! (`/sys/class/net/<in>/threaded`) with its kernel threads pinned to CPU 1: rsplb, or the
+//! stack with nftables, runs there, and so does the sink's NAPI, which the balancer's CPU
+//! schedules (the elements' receive cost is on the balancer's CPU, the same for every
+//! variant). The sender offers more than the balancer forwards (`fwd_*_offered_mpps`), and the
+//! surplus is dropped at `<in>`'s ring. (Pinning the sink's NAPI to CPU 0 instead was tried and
+//! rejected: the stack wakes a remote NAPI thread for almost every packet, an inter-processor
+//! interrupt that rsplb's batched redirects do not pay, which would have made the stack look
+//! slower than it is.) With `pin` off everything runs on the sender's CPU.
+//!
+//! The floor (a bare XDP_REDIRECT) is the harness's own cost per packet; `fwd_*_cost_ns` (per
+//! packet, over the floor) and `fwd_cost_ratio` compare the balancers' own work. The floor
+//! does not read the frame, so a balancer's cost includes bringing the frame's headers into
+//! its cache. The sink never answers ARP, so the balancer gets permanent neighbour entries for
+//! the elements.
 //!
 //! Pitfall (why an earlier baseline measured ~64 packets/s): live frames come from a page_pool
 //! whose pages are recycled without being re-initialised. A frame the stack forwarded was
@@ -61,6 +73,9 @@ pub struct FwdOptions {
     pub batch: u32,
     /// Distinct flows (UDP source ports) the sender cycles through, frame by frame.
     pub flows: u16,
+    /// Sender on CPU 0, balancer (threaded NAPI of `<in>`) on CPU 1 (see the module
+    /// documentation). Needs two CPUs.
+    pub pin: bool,
 }
 
 impl Default for FwdOptions {
@@ -72,6 +87,7 @@ impl Default for FwdOptions {
             window: Duration::from_millis(1000),
             batch: 1 << 20,
             flows: 64,
+            pin: online_cpus() >= 2,
         }
     }
 }
@@ -96,6 +112,7 @@ pub struct FwdFigures {
     pub floor_rounds: Vec<Window>,
     pub flows: u16,
     pub elements: u8,
+    pub pinned: bool,
 }
 
 impl FwdFigures {
@@ -158,6 +175,14 @@ impl FwdFigures {
             ),
             format!("fwd_flows={}", self.flows),
             format!("fwd_elements={}", self.elements),
+            format!(
+                "fwd_cpus={}",
+                if self.pinned {
+                    "sender:0,balancer:1"
+                } else {
+                    "shared"
+                }
+            ),
         ]
     }
 }
@@ -335,6 +360,10 @@ fn send_until(
 /// Measures packets per second delivered at the sink (and offered by the sender) while the
 /// sender runs, over `opts.windows` windows.
 fn measure(topo: &Topology, sink: &LabXdp, opts: &FwdOptions) -> Result<Vec<Window>> {
+    if opts.pin {
+        // Attaching a program re-creates the veth's NAPI (and its threads): pin every time.
+        balancer_on_cpu(topo, BALANCER_CPU).context("moving the balancer's NAPI to its CPU")?;
+    }
     let sender = LabXdp::sender(&topo.frame(SPORT_BASE), opts.flows, SPORT_BASE)?;
     let client_ifindex = ifindex(topo.client.name(), "eth0")?;
     // DSR keeps the VIP as destination, DNAT writes the element's: count both.
@@ -351,7 +380,13 @@ fn measure(topo: &Topology, sink: &LabXdp, opts: &FwdOptions) -> Result<Vec<Wind
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<Vec<Window>> {
         let sending = scope.spawn(|| {
-            let r = send_until(topo, &sender, client_ifindex, opts, &stop);
+            let r = (|| {
+                if opts.pin {
+                    // The sender's per-call threads (`LabXdp::transmit`) inherit this affinity.
+                    set_affinity(0, SENDER_CPU)?;
+                }
+                send_until(topo, &sender, client_ifindex, opts, &stop)
+            })();
             stop.store(true, Ordering::Relaxed);
             r
         });
@@ -381,6 +416,59 @@ fn measure(topo: &Topology, sink: &LabXdp, opts: &FwdOptions) -> Result<Vec<Wind
         sent.context("sending")?;
         Ok(rounds)
     })
+}
+
+const SENDER_CPU: usize = 0;
+const BALANCER_CPU: usize = 1;
+
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Pins task `pid` (0: the calling thread) to `cpu`.
+fn set_affinity(pid: libc::pid_t, cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it (cpu < 1024).
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("sched_setaffinity({pid}, CPU {cpu})"));
+    }
+    Ok(())
+}
+
+/// Threaded NAPI on `<in>`, its kernel threads (`napi/<in>-<id>`) pinned to `cpu`.
+fn balancer_on_cpu(topo: &Topology, cpu: usize) -> Result<()> {
+    // sysfs shows the devices of the namespace that mounted it: `ip netns exec` mounts the
+    // balancer's.
+    topo.lb.exec(
+        "sh",
+        &[
+            "-c",
+            &format!("echo 1 > /sys/class/net/{}/threaded", topo.lb_in),
+        ],
+    )?;
+    // Thread names are cut at 15 characters: the prefix is shorter for our interface names.
+    let prefix = format!("napi/{}-", topo.lb_in);
+    let mut pinned = 0;
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.starts_with(&prefix) {
+            set_affinity(pid, cpu)?;
+            pinned += 1;
+        }
+    }
+    if pinned == 0 {
+        bail!("no NAPI thread named {prefix}* after enabling threaded NAPI");
+    }
+    Ok(())
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -494,6 +582,7 @@ pub fn run(opts: &FwdOptions) -> Result<FwdFigures> {
         floor_rounds,
         flows: opts.flows,
         elements: opts.elements,
+        pinned: opts.pin,
     })
 }
 
