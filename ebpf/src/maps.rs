@@ -13,8 +13,8 @@ use rsplb_common::{
 };
 
 /// LRU flavour of the NAT table: the common LRU (flags 0), not `BPF_F_NO_COMMON_LRU`.
-/// Measured here (bench-dataplane, SYNs of new flows): the per-CPU LRU is 30-70 ns slower per
-/// insert, because every pop from a per-CPU list rotates (scans) a few cold nodes of that list,
+/// Measured here when the flow table was an LRU hash too (SYNs of new flows, median of single
+/// runs): the per-CPU LRU was 30-70 ns slower per insert, because every pop from a per-CPU list rotates (scans) a few cold nodes of that list,
 /// while the common LRU pops from a per-CPU local free list and rotates only when it refills it
 /// (128 nodes at a time, under the global lock). The common LRU also lets one CPU use the whole
 /// capacity instead of `max_entries / nr_cpus`.

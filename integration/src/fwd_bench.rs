@@ -22,14 +22,16 @@
 //! runs on CPU 0 and the balancer on CPU 1, as on separate hosts. A veth's NAPI runs where the
 //! frame was sent, so without this the sender would share the balancer's CPU and the rates
 //! would be closed-loop (offered = delivered). `<in>` therefore gets threaded NAPI
-//! (`/sys/class/net/<in>/threaded`) with its kernel threads pinned to CPU 1: rsplb, or the
-//! stack with nftables, runs there, and so does the sink's NAPI, which the balancer's CPU
-//! schedules (the elements' receive cost is on the balancer's CPU, the same for every
+//! (`/sys/class/net/<in>/threaded`) with its kernel threads pinned to CPU 1 at real-time
+//! priority (SCHED_FIFO, so other tasks of the shared machine do not cut into a window):
+//! rsplb, or the stack with nftables, runs there, and so does the sink's NAPI, which the
+//! balancer's CPU schedules (the elements' receive cost is on the balancer's CPU, the same for every
 //! variant). The sender offers more than the balancer forwards (`fwd_*_offered_mpps`), and the
 //! surplus is dropped at `<in>`'s ring. (Pinning the sink's NAPI to CPU 0 instead was tried and
-//! rejected: the stack wakes a remote NAPI thread for almost every packet, an inter-processor
-//! interrupt that rsplb's batched redirects do not pay, which would have made the stack look
-//! slower than it is.) With `pin` off everything runs on the sender's CPU.
+//! rejected: nftables then fell from about 0.53 to 0.41 Mpps while its own work did not change,
+//! most likely because the stack's per-packet transmit wakes the remote NAPI thread far more
+//! often than rsplb's batched redirects do; that would have made the stack look slower than it
+//! is.) With `pin` off everything runs on the sender's CPU.
 //!
 //! The floor (a bare XDP_REDIRECT) is the harness's own cost per packet; `fwd_*_cost_ns` (per
 //! packet, over the floor) and `fwd_cost_ratio` compare the balancers' own work. The floor
@@ -440,7 +442,8 @@ fn set_affinity(pid: libc::pid_t, cpu: usize) -> Result<()> {
     Ok(())
 }
 
-/// Threaded NAPI on `<in>`, its kernel threads (`napi/<in>-<id>`) pinned to `cpu`.
+/// Threaded NAPI on `<in>`, its kernel threads (`napi/<in>-<id>`) pinned to `cpu` with
+/// real-time priority.
 fn balancer_on_cpu(topo: &Topology, cpu: usize) -> Result<()> {
     // sysfs shows the devices of the namespace that mounted it: `ip netns exec` mounts the
     // balancer's.
@@ -462,6 +465,16 @@ fn balancer_on_cpu(topo: &Topology, cpu: usize) -> Result<()> {
         let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
         if comm.starts_with(&prefix) {
             set_affinity(pid, cpu)?;
+            // Real-time priority: no other task of this shared machine runs on the balancer's
+            // CPU in the middle of a window (measured: without it, one window in three or four
+            // fell 20-45 %, for every variant; the kernel still keeps 5 % of the CPU for
+            // others).
+            let param = libc::sched_param { sched_priority: 50 };
+            // SAFETY: a plain syscall with a valid parameter.
+            if unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &param) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("SCHED_FIFO for NAPI thread {pid}"));
+            }
             pinned += 1;
         }
     }
