@@ -11,19 +11,22 @@ use tokio::net::{TcpListener, UdpSocket};
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 #[tokio::test]
-async fn tcp_check_follows_the_listener() {
+async fn tcp_check_needs_a_listener() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = listener.local_addr().unwrap();
-    let check = HealthCheck::Tcp { target };
-    check.probe(TIMEOUT).await.expect("listener is up");
-    drop(listener);
-    // Hold the port with a socket that does not listen: connecting is refused, and the port
-    // cannot be reused meanwhile (by another test, or by the probe's own ephemeral source port:
-    // a TCP connection to a free local port can connect to itself).
+    let up = HealthCheck::Tcp {
+        target: listener.local_addr().unwrap(),
+    };
+    up.probe(TIMEOUT).await.expect("listener is up");
+    // A port held by a socket that does not listen: connecting is refused. (Not the listener's
+    // port after closing it: that port can be taken meanwhile by another test, or by the
+    // probe's own ephemeral source port, since a TCP connection to a free local port can
+    // connect to itself; and it cannot always be bound again at once.)
     let holder = tokio::net::TcpSocket::new_v4().unwrap();
-    holder.set_reuseaddr(true).unwrap();
-    holder.bind(target).unwrap();
-    let err = check.probe(TIMEOUT).await.expect_err("listener is closed");
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let down = HealthCheck::Tcp {
+        target: holder.local_addr().unwrap(),
+    };
+    let err = down.probe(TIMEOUT).await.expect_err("nothing listens");
     assert!(err.to_string().contains("refused"), "{err}");
 }
 
