@@ -46,7 +46,8 @@ pub mod maps {
 pub const PROGRAM_NAME: &str = "rsplb_xdp";
 
 /// Default number of VIP slots. Each VIP owns two Maglev tables (active and standby), so the
-/// Maglev map holds `2 * max_vips * maglev_size` u32 entries: 64 VIPs at 65537 = 33.5 MB.
+/// Maglev map holds `2 * max_vips * maglev_size` u32 entries, each in an 8-byte array element:
+/// 64 VIPs at 65537 = 67 MB.
 pub const DEFAULT_MAX_VIPS: u32 = 64;
 /// Default number of element slots (all pools together).
 pub const DEFAULT_MAX_ELEMENTS: u32 = 4096;

@@ -3,6 +3,7 @@
 //! program depends on them (Maglev geometry comes from `RSPLB_CONFIG`, every index is checked by
 //! the map lookup itself).
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
@@ -38,9 +39,13 @@ pub static VIP_DIRECT: Array<VipDirect> = Array::with_max_entries(VipDirect::ENT
 pub static ELEMENTS: Array<Element> = Array::with_max_entries(DEFAULT_MAX_ELEMENTS, 0);
 
 /// Maglev lookup tables: two per VIP (active and standby), `maglev_size` element slots each.
+/// Mappable (`BPF_F_MMAPABLE`): userspace writes a standby table with one copy into its mapping
+/// instead of one syscall per entry.
 #[map(name = "RSPLB_MAGLEV")]
-pub static MAGLEV: Array<u32> =
-    Array::with_max_entries(2 * DEFAULT_MAX_VIPS * DEFAULT_MAGLEV_SIZE, 0);
+pub static MAGLEV: Array<u32> = Array::with_max_entries(
+    2 * DEFAULT_MAX_VIPS * DEFAULT_MAGLEV_SIZE,
+    BPF_F_MMAPABLE as u32,
+);
 
 /// Flow table: client 5-tuple -> pinned element (and SNAT port in NAT mode), as sets of ways
 /// (`crate::flows`). An evicted flow is re-selected by Maglev, which picks the same element

@@ -24,11 +24,88 @@ fn open(dir: &Path, name: &str) -> Result<Map> {
     Map::from_map_data(data).with_context(|| format!("map {name}: unsupported map type"))
 }
 
+/// A shared, writable mapping of `RSPLB_MAGLEV` (a `BPF_F_MMAPABLE` array of u32). Array
+/// elements are 8 bytes apart in the kernel (`round_up(value_size, 8)`): entry `i` is the u32 at
+/// byte `8 * i`.
+struct MaglevView {
+    ptr: std::ptr::NonNull<u32>,
+    entries: u64,
+    bytes: usize,
+}
+
+/// Bytes per element of a BPF array of u32 values.
+const ELEM_BYTES: u64 = 8;
+
+// SAFETY: the mapping is owned by this value and only written through `&mut self`.
+unsafe impl Send for MaglevView {}
+
+impl MaglevView {
+    /// `None` if the map cannot be mapped (created without `BPF_F_MMAPABLE`).
+    fn new(map: &Array<MapData, u32>) -> Option<MaglevView> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let entries = u64::from(map.len());
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        let bytes = usize::try_from(entries * ELEM_BYTES).ok()?.div_ceil(page) * page;
+        let fd = aya::maps::IterableMap::map(map).fd().as_fd().as_raw_fd();
+        // SAFETY: a fresh shared mapping of the map's value area; the kernel checks the length
+        // and refuses maps that are not mappable.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        Some(MaglevView {
+            ptr: std::ptr::NonNull::new(ptr.cast())?,
+            entries,
+            bytes,
+        })
+    }
+
+    /// Copies `entries` to index `base`; false (nothing written) if they do not fit.
+    fn write(&mut self, base: u64, entries: &[u32]) -> bool {
+        if base + entries.len() as u64 > self.entries {
+            return false;
+        }
+        // SAFETY: in bounds (checked above) of a live mapping that this value owns; the program
+        // reads the standby table being written here only after the VIP is switched to it.
+        let stride = (ELEM_BYTES / 4) as usize;
+        let words = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.ptr.as_ptr().add(base as usize * stride),
+                entries.len() * stride,
+            )
+        };
+        for (w, e) in words.chunks_exact_mut(stride).zip(entries) {
+            w[0] = *e;
+        }
+        true
+    }
+}
+
+impl Drop for MaglevView {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
+    }
+}
+
 /// The dataplane's maps, opened from their pins.
 pub struct Maps {
     pub vips: HashMap<MapData, VipKey, VipInfo>,
     pub elements: Array<MapData, Element>,
     pub maglev: Array<MapData, u32>,
+    /// `maglev` mapped into this process, when the map allows it (`BPF_F_MMAPABLE`; pins of
+    /// an older program do not): tables are then written with one copy.
+    maglev_view: Option<MaglevView>,
     pub nat: Option<HashMap<MapData, NatKey, NatValue>>,
     pub tx_ports: Map,
     pub element_stats: PerCpuArray<MapData, Counters>,
@@ -45,16 +122,19 @@ pub struct Maps {
 impl Maps {
     pub fn open(dir: &Path) -> Result<Maps> {
         let typed = |name: &str| -> Result<Map> { open(dir, name) };
+        let maglev: Array<MapData, u32> = typed(maps::MAGLEV)?
+            .try_into()
+            .context("RSPLB_MAGLEV has an unexpected type")?;
+        let maglev_view = MaglevView::new(&maglev);
         Ok(Maps {
+            maglev,
+            maglev_view,
             vips: typed(maps::VIPS)?
                 .try_into()
                 .context("RSPLB_VIPS has an unexpected type")?,
             elements: typed(maps::ELEMENTS)?
                 .try_into()
                 .context("RSPLB_ELEMENTS has an unexpected type")?,
-            maglev: typed(maps::MAGLEV)?
-                .try_into()
-                .context("RSPLB_MAGLEV has an unexpected type")?,
             // The NAT table may be a per-CPU LRU in some builds of the program; expiry then
             // relies on the kernel's LRU alone.
             nat: typed(maps::NAT_REVERSE)?.try_into().ok(),
@@ -174,8 +254,19 @@ impl Maps {
     }
 
     /// Writes one whole Maglev table (`table` is the table index, not an entry index).
+    /// Whether Maglev tables are written through a mapping of the map (else one syscall per
+    /// entry).
+    pub fn maglev_mapped(&self) -> bool {
+        self.maglev_view.is_some()
+    }
+
     pub fn write_maglev(&mut self, table: u32, size: u32, entries: &[u32]) -> Result<()> {
         let base = table as u64 * size as u64;
+        if let Some(view) = &mut self.maglev_view
+            && view.write(base, entries)
+        {
+            return Ok(());
+        }
         for (i, e) in entries.iter().enumerate() {
             let idx = u32::try_from(base + i as u64).context("Maglev index overflow")?;
             self.maglev

@@ -1047,3 +1047,48 @@ fn without_a_flow_table_maglev_places_every_packet() {
     assert_eq!(element_of(&lb.run(&ack).1), 2, "nothing pinned");
     assert!(lb.flows().is_empty());
 }
+
+#[test]
+fn maglev_tables_written_through_the_mapping_are_what_the_program_reads() {
+    // The control plane opens the maps from their pins and writes whole tables into a shared
+    // mapping of RSPLB_MAGLEV: check that the mapping is used and that the program sees it.
+    let mut lb = dsr_v4_tcp();
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/rsplb-test-maglev-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    for name in rsplb_common::maps::ALL {
+        lb.ebpf.map(name).unwrap().pin(dir.join(name)).unwrap();
+    }
+    let mut maps = rsplb::maps::Maps::open(&dir).unwrap();
+    assert!(maps.maglev_mapped(), "RSPLB_MAGLEV is mappable");
+    let size = support::MAGLEV_SIZE;
+    // Table 0 (the VIP's active one) all element 2, through the mapping.
+    maps.write_maglev(0, size, &vec![2; size as usize]).unwrap();
+    for i in 0..size {
+        assert_eq!(
+            maps.maglev.get(&i, 0).unwrap(),
+            2,
+            "entry {i} as the kernel reads it"
+        );
+    }
+    let (action, out) = lb.run(&Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build());
+    assert_eq!((action, element_of(&out)), (XDP_TX, 2));
+    maps.write_maglev(0, size, &vec![1; size as usize]).unwrap();
+    let (action, out) = lb.run(&Frame::syn("198.18.5.1:40002", "198.18.0.10:80").build());
+    assert_eq!((action, element_of(&out)), (XDP_TX, 1));
+    // A table that does not fit is refused, not written past the end.
+    let total = maps.maglev.len();
+    assert!(
+        maps.write_maglev(total / size, size, &vec![1; size as usize])
+            .is_err()
+    );
+}
