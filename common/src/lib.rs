@@ -45,9 +45,8 @@ pub mod maps {
 /// Name of the XDP program inside the object file.
 pub const PROGRAM_NAME: &str = "rsplb_xdp";
 
-/// Default number of VIP slots. Each VIP owns two Maglev tables (active and standby), so the
-/// Maglev map holds `2 * max_vips * maglev_size` u32 entries, each in an 8-byte array element:
-/// 64 VIPs at 65537 = 67 MB.
+/// Default number of VIP slots. Each VIP owns two Maglev tables (active and standby) of
+/// `maglev_blocks(maglev_size)` 64-byte blocks: 64 VIPs at 65537 = 16.8 MB.
 pub const DEFAULT_MAX_VIPS: u32 = 64;
 /// Default number of element slots (all pools together).
 pub const DEFAULT_MAX_ELEMENTS: u32 = 4096;
@@ -63,6 +62,54 @@ pub const MAX_TX_PORTS: u32 = 64;
 
 /// Maglev table entry meaning "no element": the pool is empty.
 pub const NO_ELEMENT: u32 = u32::MAX;
+
+/// Maglev entries per element of `RSPLB_MAGLEV`.
+pub const MAGLEV_BLOCK: usize = 32;
+/// An empty entry of a [`MaglevBlock`] (`NO_ELEMENT`, in 16 bits).
+pub const MAGLEV_EMPTY: u16 = u16::MAX;
+
+/// `MAGLEV_BLOCK` consecutive entries of a Maglev table (element slots in 16 bits): one
+/// element of `RSPLB_MAGLEV`, one cache line. A table of `size` entries takes
+/// [`maglev_blocks`]`(size)` blocks, the last one padded with `MAGLEV_EMPTY`; table `t` starts
+/// at block `t * maglev_blocks(size)`. (A BPF array gives every element at least 8 bytes, so a
+/// u32 per element would take 8 bytes per entry: blocks take 2.)
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaglevBlock {
+    pub slots: [u16; MAGLEV_BLOCK],
+}
+
+impl Default for MaglevBlock {
+    fn default() -> Self {
+        Self {
+            slots: [MAGLEV_EMPTY; MAGLEV_BLOCK],
+        }
+    }
+}
+
+impl MaglevBlock {
+    /// The block of up to `MAGLEV_BLOCK` table entries (element slots, `NO_ELEMENT` for none;
+    /// slots that do not fit 16 bits are refused by the loader and read as empty here).
+    pub fn from_entries(entries: &[u32]) -> Self {
+        let mut b = Self::default();
+        for (s, &e) in b.slots.iter_mut().zip(entries) {
+            *s = if e < MAGLEV_EMPTY as u32 {
+                e as u16
+            } else {
+                MAGLEV_EMPTY
+            };
+        }
+        b
+    }
+}
+
+/// Blocks of a Maglev table of `size` entries.
+pub const fn maglev_blocks(size: u32) -> u32 {
+    size.div_ceil(MAGLEV_BLOCK as u32)
+}
+
+/// Element slots fit the 16 bits of a Maglev entry, `MAGLEV_EMPTY` excluded.
+pub const MAX_ELEMENT_SLOTS: u32 = MAGLEV_EMPTY as u32;
 
 /// Address families as stored in keys (same values as `AF_INET`/`AF_INET6`).
 pub const FAMILY_V4: u8 = 2;
@@ -482,6 +529,7 @@ mod pod {
     unsafe impl aya::Pod for VipKey {}
     unsafe impl aya::Pod for VipInfo {}
     unsafe impl aya::Pod for VipDirect {}
+    unsafe impl aya::Pod for MaglevBlock {}
     unsafe impl aya::Pod for Element {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
@@ -507,6 +555,7 @@ mod tests {
         assert_eq!(size_of::<VipKey>(), 20);
         assert_eq!(size_of::<VipInfo>(), 32);
         assert_eq!(size_of::<VipDirect>(), 56);
+        assert_eq!(size_of::<MaglevBlock>(), 64);
         assert_eq!(size_of::<Element>(), 40);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowValue>(), 24);
@@ -716,6 +765,19 @@ mod tests {
             }
             assert_eq!(cur, to);
         }
+    }
+
+    #[test]
+    fn maglev_blocks_pack_a_table_and_pad_it_empty() {
+        assert_eq!(maglev_blocks(65537), 2049);
+        assert_eq!(maglev_blocks(32), 1);
+        assert_eq!(maglev_blocks(13), 1);
+        let b = MaglevBlock::from_entries(&[0, 7, NO_ELEMENT, 65534, 65535, 70000]);
+        assert_eq!(
+            &b.slots[..6],
+            &[0, 7, MAGLEV_EMPTY, 65534, MAGLEV_EMPTY, MAGLEV_EMPTY]
+        );
+        assert!(b.slots[6..].iter().all(|&s| s == MAGLEV_EMPTY));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! VIP, flow table and Maglev lookups: which element serves a packet.
 use aya_ebpf::bindings::xdp_action;
 use rsplb_common::{
-    Config, ELEM_ACTIVE, Element, FAMILY_V4, FlowKey, FlowValue, NO_ELEMENT, VipInfo, stat,
+    Config, ELEM_ACTIVE, Element, FAMILY_V4, FlowKey, FlowValue, MAGLEV_BLOCK, MAGLEV_EMPTY,
+    VipInfo, maglev_blocks, stat,
 };
 
 use crate::{
@@ -84,7 +85,8 @@ fn reduce(hash: u32, n: u32) -> u32 {
     ((hash as u64 * n as u64) >> 32) as u32
 }
 
-/// Maglev: the VIP's active table at `reduce(hash, maglev_size)` (`hash` = `flow_hash`).
+/// Maglev: entry `reduce(hash, maglev_size)` of the VIP's active table (`hash` = `flow_hash`),
+/// in its block of `MAGLEV_BLOCK` entries.
 #[inline(always)]
 pub fn maglev_pick(
     vip: &VipInfo,
@@ -95,14 +97,17 @@ pub fn maglev_pick(
     if size == 0 {
         return Err(NO_ELEMENT_VERDICT);
     }
-    let index = vip
+    let entry = reduce(hash, size);
+    let block = vip
         .table
-        .wrapping_mul(size)
-        .wrapping_add(reduce(hash, size));
-    let slot = *MAGLEV.get(index).ok_or(NO_ELEMENT_VERDICT)?;
-    if slot == NO_ELEMENT {
+        .wrapping_mul(maglev_blocks(size))
+        .wrapping_add(entry / MAGLEV_BLOCK as u32);
+    let block = MAGLEV.get(block).ok_or(NO_ELEMENT_VERDICT)?;
+    let slot = block.slots[entry as usize % MAGLEV_BLOCK];
+    if slot == MAGLEV_EMPTY {
         return Err(NO_ELEMENT_VERDICT);
     }
+    let slot = slot as u32;
     let element = ELEMENTS.get(slot).ok_or(NO_ELEMENT_VERDICT)?;
     // A table pointing at a free slot is userspace lagging behind: never forward to it.
     if element.flags & ELEM_ACTIVE == 0 {

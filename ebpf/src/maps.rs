@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use rsplb_common::{
     Config, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SIZE, DEFAULT_MAX_ELEMENTS,
-    DEFAULT_MAX_VIPS, DEFAULT_NAT_CAPACITY, Element, FlowSet, MAX_TX_PORTS, NatKey, NatValue,
-    VIP_FILTER_WORDS, VipDirect, VipInfo, VipKey, flow_sets, stat,
+    DEFAULT_MAX_VIPS, DEFAULT_NAT_CAPACITY, Element, FlowSet, MAX_TX_PORTS, MaglevBlock, NatKey,
+    NatValue, VIP_FILTER_WORDS, VipDirect, VipInfo, VipKey, flow_sets, maglev_blocks, stat,
 };
 
 /// LRU flavour of the NAT table: the common LRU (flags 0), not `BPF_F_NO_COMMON_LRU`.
@@ -38,12 +38,12 @@ pub static VIP_DIRECT: Array<VipDirect> = Array::with_max_entries(VipDirect::ENT
 #[map(name = "RSPLB_ELEMENTS")]
 pub static ELEMENTS: Array<Element> = Array::with_max_entries(DEFAULT_MAX_ELEMENTS, 0);
 
-/// Maglev lookup tables: two per VIP (active and standby), `maglev_size` element slots each.
-/// Mappable (`BPF_F_MMAPABLE`): userspace writes a standby table with one copy into its mapping
-/// instead of one syscall per entry.
+/// Maglev lookup tables: two per VIP (active and standby), `maglev_blocks(maglev_size)` blocks
+/// of `MAGLEV_BLOCK` 16-bit element slots each. Mappable (`BPF_F_MMAPABLE`): userspace writes a
+/// standby table with one copy into its mapping instead of one syscall per block.
 #[map(name = "RSPLB_MAGLEV")]
-pub static MAGLEV: Array<u32> = Array::with_max_entries(
-    2 * DEFAULT_MAX_VIPS * DEFAULT_MAGLEV_SIZE,
+pub static MAGLEV: Array<MaglevBlock> = Array::with_max_entries(
+    2 * DEFAULT_MAX_VIPS * maglev_blocks(DEFAULT_MAGLEV_SIZE),
     BPF_F_MMAPABLE as u32,
 );
 

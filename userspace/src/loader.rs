@@ -104,6 +104,12 @@ pub fn validate(opts: &AttachOptions) -> Result<()> {
     if opts.max_vips > u32::from(u16::MAX) {
         bail!("--max-vips is at most {}", u16::MAX);
     }
+    if opts.max_elements > rsplb_common::MAX_ELEMENT_SLOTS {
+        bail!(
+            "--max-elements is at most {} (Maglev entries are 16 bits)",
+            rsplb_common::MAX_ELEMENT_SLOTS
+        );
+    }
     let entries = 2 * opts.max_vips as u64 * opts.maglev_size as u64;
     if entries > MAX_MAGLEV_ENTRIES {
         bail!(
@@ -253,7 +259,9 @@ pub fn attach(
 }
 
 fn load_and_attach(iface: &str, ifindex: u32, opts: &AttachOptions) -> Result<u32> {
-    let maglev_entries = u32::try_from(2 * opts.max_vips as u64 * opts.maglev_size as u64)?;
+    let maglev_entries = u32::try_from(
+        2 * opts.max_vips as u64 * rsplb_common::maglev_blocks(opts.maglev_size) as u64,
+    )?;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(maps::VIPS, opts.max_vips)
         .map_max_entries(maps::ELEMENTS, opts.max_elements)

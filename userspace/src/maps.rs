@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, DevMap, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use rsplb_common::{
-    Config, Counters, Element, NatKey, NatValue, VipDirect, VipInfo, VipKey, maps, stat,
+    Config, Counters, Element, MAGLEV_BLOCK, MaglevBlock, NatKey, NatValue, VipDirect, VipInfo,
+    VipKey, maglev_blocks, maps, stat,
 };
 
 /// Root of the per-interface pin directories (on bpffs).
@@ -24,29 +25,26 @@ fn open(dir: &Path, name: &str) -> Result<Map> {
     Map::from_map_data(data).with_context(|| format!("map {name}: unsupported map type"))
 }
 
-/// A shared, writable mapping of `RSPLB_MAGLEV` (a `BPF_F_MMAPABLE` array of u32). Array
-/// elements are 8 bytes apart in the kernel (`round_up(value_size, 8)`): entry `i` is the u32 at
-/// byte `8 * i`.
+/// A shared, writable mapping of `RSPLB_MAGLEV` (a `BPF_F_MMAPABLE` array of `MaglevBlock`s,
+/// 64 bytes each, so the kernel lays them out without padding).
 struct MaglevView {
-    ptr: std::ptr::NonNull<u32>,
-    entries: u64,
+    ptr: std::ptr::NonNull<MaglevBlock>,
+    blocks: u64,
     bytes: usize,
 }
-
-/// Bytes per element of a BPF array of u32 values.
-const ELEM_BYTES: u64 = 8;
 
 // SAFETY: the mapping is owned by this value and only written through `&mut self`.
 unsafe impl Send for MaglevView {}
 
 impl MaglevView {
     /// `None` if the map cannot be mapped (created without `BPF_F_MMAPABLE`).
-    fn new(map: &Array<MapData, u32>) -> Option<MaglevView> {
+    fn new(map: &Array<MapData, MaglevBlock>) -> Option<MaglevView> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
-        let entries = u64::from(map.len());
+        let blocks = u64::from(map.len());
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
-        let bytes = usize::try_from(entries * ELEM_BYTES).ok()?.div_ceil(page) * page;
+        let block_bytes = std::mem::size_of::<MaglevBlock>();
+        let bytes = (usize::try_from(blocks).ok()? * block_bytes).div_ceil(page) * page;
         let fd = aya::maps::IterableMap::map(map).fd().as_fd().as_raw_fd();
         // SAFETY: a fresh shared mapping of the map's value area; the kernel checks the length
         // and refuses maps that are not mappable.
@@ -65,27 +63,24 @@ impl MaglevView {
         }
         Some(MaglevView {
             ptr: std::ptr::NonNull::new(ptr.cast())?,
-            entries,
+            blocks,
             bytes,
         })
     }
 
-    /// Copies `entries` to index `base`; false (nothing written) if they do not fit.
-    fn write(&mut self, base: u64, entries: &[u32]) -> bool {
-        if base + entries.len() as u64 > self.entries {
+    /// Copies `blocks` to block index `base`; false (nothing written) if they do not fit.
+    fn write(&mut self, base: u64, blocks: &[MaglevBlock]) -> bool {
+        if base + blocks.len() as u64 > self.blocks {
             return false;
         }
         // SAFETY: in bounds (checked above) of a live mapping that this value owns; the program
         // reads the standby table being written here only after the VIP is switched to it.
-        let stride = (ELEM_BYTES / 4) as usize;
-        let words = unsafe {
-            std::slice::from_raw_parts_mut(
-                self.ptr.as_ptr().add(base as usize * stride),
-                entries.len() * stride,
-            )
-        };
-        for (w, e) in words.chunks_exact_mut(stride).zip(entries) {
-            w[0] = *e;
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                blocks.as_ptr(),
+                self.ptr.as_ptr().add(base as usize),
+                blocks.len(),
+            );
         }
         true
     }
@@ -102,7 +97,7 @@ impl Drop for MaglevView {
 pub struct Maps {
     pub vips: HashMap<MapData, VipKey, VipInfo>,
     pub elements: Array<MapData, Element>,
-    pub maglev: Array<MapData, u32>,
+    pub maglev: Array<MapData, MaglevBlock>,
     /// `maglev` mapped into this process, when the map allows it (`BPF_F_MMAPABLE`; pins of
     /// an older program do not): tables are then written with one copy.
     maglev_view: Option<MaglevView>,
@@ -122,7 +117,7 @@ pub struct Maps {
 impl Maps {
     pub fn open(dir: &Path) -> Result<Maps> {
         let typed = |name: &str| -> Result<Map> { open(dir, name) };
-        let maglev: Array<MapData, u32> = typed(maps::MAGLEV)?
+        let maglev: Array<MapData, MaglevBlock> = typed(maps::MAGLEV)?
             .try_into()
             .context("RSPLB_MAGLEV has an unexpected type")?;
         let maglev_view = MaglevView::new(&maglev);
@@ -260,17 +255,32 @@ impl Maps {
         self.maglev_view.is_some()
     }
 
+    /// Writes one whole Maglev table (`table` is the table index; `entries` its `size` element
+    /// slots, `NO_ELEMENT` for none).
     pub fn write_maglev(&mut self, table: u32, size: u32, entries: &[u32]) -> Result<()> {
-        let base = table as u64 * size as u64;
+        if entries.len() != size as usize {
+            bail!(
+                "a Maglev table of {size} entries was given {}",
+                entries.len()
+            );
+        }
+        let blocks: Vec<MaglevBlock> = entries
+            .chunks(MAGLEV_BLOCK)
+            .map(MaglevBlock::from_entries)
+            .collect();
+        let base = u64::from(table) * u64::from(maglev_blocks(size));
+        if base + blocks.len() as u64 > u64::from(self.maglev.len()) {
+            bail!("Maglev table {table} lies beyond RSPLB_MAGLEV");
+        }
         if let Some(view) = &mut self.maglev_view
-            && view.write(base, entries)
+            && view.write(base, &blocks)
         {
             return Ok(());
         }
-        for (i, e) in entries.iter().enumerate() {
+        for (i, b) in blocks.iter().enumerate() {
             let idx = u32::try_from(base + i as u64).context("Maglev index overflow")?;
             self.maglev
-                .set(idx, e, 0)
+                .set(idx, b, 0)
                 .with_context(|| format!("writing RSPLB_MAGLEV[{idx}]"))?;
         }
         Ok(())

@@ -1073,22 +1073,27 @@ fn maglev_tables_written_through_the_mapping_are_what_the_program_reads() {
     let size = support::MAGLEV_SIZE;
     // Table 0 (the VIP's active one) all element 2, through the mapping.
     maps.write_maglev(0, size, &vec![2; size as usize]).unwrap();
-    for i in 0..size {
-        assert_eq!(
-            maps.maglev.get(&i, 0).unwrap(),
-            2,
-            "entry {i} as the kernel reads it"
-        );
-    }
+    let block = maps.maglev.get(&0, 0).unwrap();
+    assert!(
+        block.slots[..size as usize].iter().all(|&s| s == 2),
+        "as the kernel reads it: {block:?}"
+    );
+    assert!(
+        block.slots[size as usize..]
+            .iter()
+            .all(|&s| s == rsplb_common::MAGLEV_EMPTY),
+        "padding"
+    );
     let (action, out) = lb.run(&Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build());
     assert_eq!((action, element_of(&out)), (XDP_TX, 2));
     maps.write_maglev(0, size, &vec![1; size as usize]).unwrap();
     let (action, out) = lb.run(&Frame::syn("198.18.5.1:40002", "198.18.0.10:80").build());
     assert_eq!((action, element_of(&out)), (XDP_TX, 1));
-    // A table that does not fit is refused, not written past the end.
-    let total = maps.maglev.len();
+    // A table that does not fit, or of the wrong size, is refused, not written past the end.
+    let tables = maps.maglev.len() / rsplb_common::maglev_blocks(size);
     assert!(
-        maps.write_maglev(total / size, size, &vec![1; size as usize])
+        maps.write_maglev(tables, size, &vec![1; size as usize])
             .is_err()
     );
+    assert!(maps.write_maglev(0, size, &[1]).is_err());
 }

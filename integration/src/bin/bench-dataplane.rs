@@ -89,7 +89,7 @@ impl XdpBench {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::VIPS, 4)
             .map_max_entries(maps::ELEMENTS, 128)
-            .map_max_entries(maps::MAGLEV, 2 * MAGLEV_SIZE)
+            .map_max_entries(maps::MAGLEV, 2 * rsplb_common::maglev_blocks(MAGLEV_SIZE))
             .map_max_entries(maps::FLOWS, rsplb_common::flow_sets(flows))
             .map_max_entries(maps::NAT_REVERSE, 1024)
             .map_max_entries(maps::ELEMENT_STATS, 128)
@@ -135,10 +135,12 @@ impl XdpBench {
                 0,
             )?;
         }
-        let mut maglev: Array<&mut MapData, u32> =
+        // Table 0: the elements in turn (real tables come from the control plane's Maglev).
+        let mut maglev: Array<&mut MapData, rsplb_common::MaglevBlock> =
             Array::try_from(ebpf.map_mut(maps::MAGLEV).context("maglev map")?)?;
-        for i in 0..MAGLEV_SIZE {
-            maglev.set(i, i % ELEMENTS, 0)?;
+        let entries: Vec<u32> = (0..MAGLEV_SIZE).map(|i| i % ELEMENTS).collect();
+        for (i, chunk) in entries.chunks(rsplb_common::MAGLEV_BLOCK).enumerate() {
+            maglev.set(i as u32, rsplb_common::MaglevBlock::from_entries(chunk), 0)?;
         }
         let mut vips: HashMap<&mut MapData, VipKey, VipInfo> =
             HashMap::try_from(ebpf.map_mut(maps::VIPS).context("vips map")?)?;

@@ -93,7 +93,10 @@ impl Lb {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::VIPS, MAX_VIPS)
             .map_max_entries(maps::ELEMENTS, MAX_ELEMENTS)
-            .map_max_entries(maps::MAGLEV, 2 * MAX_VIPS * MAGLEV_SIZE)
+            .map_max_entries(
+                maps::MAGLEV,
+                2 * MAX_VIPS * rsplb_common::maglev_blocks(MAGLEV_SIZE),
+            )
             .map_max_entries(maps::FLOWS, rsplb_common::flow_sets(FLOW_CAPACITY))
             .map_max_entries(maps::NAT_REVERSE, 1024)
             .map_max_entries(maps::ELEMENT_STATS, MAX_ELEMENTS)
@@ -204,10 +207,15 @@ impl Lb {
 
     /// Fills Maglev table `table` with `slots` repeated (userspace would compute real Maglev).
     pub fn fill_table(&mut self, table: u32, slots: &[u32]) {
-        let mut m: Array<&mut MapData, u32> = Array::try_from(self.map(maps::MAGLEV)).unwrap();
-        for i in 0..MAGLEV_SIZE {
-            m.set(table * MAGLEV_SIZE + i, slots[i as usize % slots.len()], 0)
-                .unwrap();
+        let entries: Vec<u32> = (0..MAGLEV_SIZE as usize)
+            .map(|i| slots[i % slots.len()])
+            .collect();
+        let blocks = rsplb_common::maglev_blocks(MAGLEV_SIZE);
+        let mut m: Array<&mut MapData, rsplb_common::MaglevBlock> =
+            Array::try_from(self.map(maps::MAGLEV)).unwrap();
+        for (i, chunk) in entries.chunks(rsplb_common::MAGLEV_BLOCK).enumerate() {
+            let block = rsplb_common::MaglevBlock::from_entries(chunk);
+            m.set(table * blocks + i as u32, block, 0).unwrap();
         }
     }
 
