@@ -132,10 +132,10 @@ struct AttachArgs {
     /// Entries per Maglev table (a prime).
     #[arg(long, default_value_t = rsplb_common::DEFAULT_MAGLEV_SIZE, value_name = "N")]
     maglev_size: u32,
-    /// Number of VIP slots.
+    /// Number of VIP slots (at most 65535).
     #[arg(long, default_value_t = rsplb_common::DEFAULT_MAX_VIPS, value_name = "N")]
     max_vips: u32,
-    /// Number of element slots (all pools together).
+    /// Number of element slots, all pools together (at most 65535: Maglev entries are 16 bits).
     #[arg(long, default_value_t = rsplb_common::DEFAULT_MAX_ELEMENTS, value_name = "N")]
     max_elements: u32,
     /// Flows the flow table keeps pinned to their element (64 bytes each). The table is 4-way
