@@ -84,7 +84,7 @@ impl Default for FwdOptions {
     fn default() -> Self {
         Self {
             elements: 4,
-            cycles: 3,
+            cycles: 5,
             windows: 2,
             window: Duration::from_millis(1000),
             batch: 1 << 20,
