@@ -692,15 +692,19 @@ mod tests {
         panic!("no collision found");
     }
 
+    fn dsr_info() -> VipInfo {
+        VipInfo {
+            slot: 3,
+            mode: MODE_DSR,
+            ..VipInfo::default()
+        }
+    }
+
     #[test]
     fn vip_direct_entry_follows_the_vips_of_its_bit() {
         let (a, b) = colliding_vips();
         let bit = a.filter_bit();
-        let info = VipInfo {
-            slot: 3,
-            mode: MODE_DSR,
-            ..VipInfo::default()
-        };
+        let info = dsr_info();
         assert_eq!(VipDirect::for_bit(bit, []).state, VIP_DIRECT_NONE);
         let one = VipDirect::for_bit(bit, [(a, info), (vip(1, 1), info)]);
         assert_eq!((one.state, one.key, one.info), (VIP_DIRECT_ONE, a, info));
@@ -712,11 +716,7 @@ mod tests {
     fn vip_direct_transitions_never_expose_a_half_written_vip() {
         let (a, b) = colliding_vips();
         let bit = a.filter_bit();
-        let info = VipInfo {
-            slot: 3,
-            mode: MODE_DSR,
-            ..VipInfo::default()
-        };
+        let info = dsr_info();
         let none = VipDirect::default();
         let one = VipDirect::for_bit(bit, [(a, info)]);
         let flipped = VipDirect::for_bit(bit, [(a, VipInfo { table: 1, ..info })]);

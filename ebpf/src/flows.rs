@@ -15,7 +15,8 @@
 //! unchanged), never as a wrong element.
 use aya_ebpf::helpers::bpf_jiffies64;
 use rsplb_common::{
-    Config, FLOW_WAYS, FlowEntry, FlowKey, FlowSet, FlowValue, flow_check, flow_set_index,
+    Config, Element, FLOW_WAYS, FlowEntry, FlowKey, FlowSet, FlowValue, VipInfo, flow_check,
+    flow_set_index,
 };
 
 use crate::{lookup::addr_eq, maps::FLOWS};
@@ -91,10 +92,27 @@ pub fn touch(found: &Lookup, now: u32) {
     }
 }
 
+/// The value pinning a flow of `vip` to element slot `slot` at time `now` (DSR; NAT adds its
+/// port and time).
+#[inline(always)]
+pub fn value(slot: u32, element: &Element, vip: &VipInfo, now: u32) -> FlowValue {
+    FlowValue {
+        element: slot,
+        generation: element.generation,
+        vip_slot: vip.slot as u16,
+        seen: now,
+        ..FlowValue::default()
+    }
+}
+
 /// Pins `key` (hash `hash`) to `value`: over `way` (the flow's own way, being re-pinned) if
-/// not null, else in an empty way of `set`, else over its least recently refreshed way.
+/// not null, else in an empty way of `set`, else over its least recently refreshed way. Nothing
+/// when `set` is null (no flow table).
 #[inline(always)]
 pub fn pin(set: *mut FlowSet, way: *mut FlowEntry, key: &FlowKey, hash: u32, mut value: FlowValue) {
+    if set.is_null() {
+        return;
+    }
     let way = if way.is_null() {
         victim(set, value.seen)
     } else {

@@ -185,21 +185,13 @@ mod program {
             }
         }
         let (slot, element) = maglev_pick(vip, hash, cfg)?;
-        if !set.is_null() {
-            flows::pin(
-                set,
-                own_way,
-                &pkt.key,
-                hash,
-                FlowValue {
-                    element: slot,
-                    generation: element.generation,
-                    vip_slot: vip.slot as u16,
-                    seen: now,
-                    ..FlowValue::default()
-                },
-            );
-        }
+        flows::pin(
+            set,
+            own_way,
+            &pkt.key,
+            hash,
+            flows::value(slot, element, vip, now),
+        );
         set_macs(ctx, &element.dst_mac, &element.src_mac)?;
         Ok(sent(
             transmit(ctx, element.ifindex),
@@ -329,23 +321,17 @@ mod program {
                     xdp_action::XDP_DROP,
                     stat::DROP_NAT_PORTS_EXHAUSTED,
                 ))?;
-                if !set.is_null() {
-                    flows::pin(
-                        set,
-                        own_way,
-                        &pkt.key,
-                        hash,
-                        FlowValue {
-                            element: slot,
-                            generation: element.generation,
-                            vip_slot: vip.slot as u16,
-                            nat_port: port,
-                            seen: tick,
-                            nat_seen: now_t,
-                            check: 0,
-                        },
-                    );
-                }
+                flows::pin(
+                    set,
+                    own_way,
+                    &pkt.key,
+                    hash,
+                    FlowValue {
+                        nat_port: port,
+                        nat_seen: now_t,
+                        ..flows::value(slot, element, vip, tick)
+                    },
+                );
                 (slot, element, port)
             }
         };
