@@ -364,9 +364,9 @@ pub const fn flow_sets(capacity: u32) -> u32 {
     if sets == 0 { 1 } else { sets }
 }
 
-/// The set of a flow: its hash (the Maglev hash, `flow_hash` in the program) mapped onto
-/// `0..sets` by multiply-shift. The hash is rotated first so that the set does not follow the
-/// same bits as the flow's Maglev position.
+/// The set of a flow: its table hash (`table_hash` in the program) mapped onto
+/// `0..sets` by multiply-shift (of the hash rotated by 16 bits, which mixes its two halves into
+/// the bits that choose the set).
 #[inline(always)]
 pub const fn flow_set_index(hash: u32, sets: u32) -> u32 {
     ((hash.rotate_left(16) as u64 * sets as u64) >> 32) as u32

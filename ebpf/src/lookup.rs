@@ -57,6 +57,26 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
     fmix32(h ^ len)
 }
 
+/// The flow's hash in the flow table (its set and its entries' check): a cheaper hash than
+/// `flow_hash` (two 64-bit multiplies instead of a chain of fourteen 32-bit ones), computed for
+/// every packet of a VIP, while `flow_hash`, which every balancer must compute alike for Maglev,
+/// is needed only when a flow is placed.
+#[inline(always)]
+pub fn table_hash(key: &FlowKey) -> u32 {
+    let ports = (key.sport as u64) << 16 | key.dport as u64;
+    let mut x = (key.src[0] as u64) << 32 | key.dst[0] as u64;
+    x ^= (ports << 8 | key.proto as u64).rotate_left(40);
+    if key.family != FAMILY_V4 {
+        x ^= ((key.src[1] as u64) << 32 | key.dst[1] as u64).rotate_left(17);
+        x ^= ((key.src[2] as u64) << 32 | key.dst[2] as u64).rotate_left(29);
+        x ^= ((key.src[3] as u64) << 32 | key.dst[3] as u64).rotate_left(47);
+    }
+    x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    (x >> 32) as u32
+}
+
 /// Second, independent hash of the flow (SNAT port probing).
 #[inline(always)]
 pub fn rehash(h: u32, round: u32) -> u32 {

@@ -62,7 +62,7 @@ mod program {
     use crate::{
         Verdict, counters, flows,
         forward::{NO_NEXTHOP, set_macs, transmit},
-        lookup::{addr_eq, flow_hash, maglev_pick, pinned},
+        lookup::{addr_eq, flow_hash, maglev_pick, pinned, table_hash},
         maps::{CONFIG, NAT_REVERSE, VIP_DIRECT, VIP_FILTER, VIPS},
         nat::{REFRESH_NS, Rewrite, claim_port, expired, flow_expired, rewrite, timeout_s},
         parse::{EthHdr, Packet, parse, ptr_at},
@@ -160,12 +160,12 @@ mod program {
     #[inline(always)]
     fn dsr(ctx: &XdpContext, pkt: &Packet, vip: &VipInfo) -> Result<Verdict, Verdict> {
         let cfg = CONFIG.get(0).ok_or(NO_ELEMENT)?;
-        let hash = flow_hash(&pkt.key);
+        let th = table_hash(&pkt.key);
         let now = flows::now();
-        let set = flows::set(hash, cfg);
+        let set = flows::set(th, cfg);
         let mut own_way = core::ptr::null_mut();
         if !set.is_null() {
-            let found = flows::find(set, &pkt.key, hash);
+            let found = flows::find(set, &pkt.key, th);
             own_way = found.way;
             if found.hit {
                 match pinned(&found.value, vip) {
@@ -184,12 +184,12 @@ mod program {
                 }
             }
         }
-        let (slot, element) = maglev_pick(vip, hash, cfg)?;
+        let (slot, element) = maglev_pick(vip, flow_hash(&pkt.key), cfg)?;
         flows::pin(
             set,
             own_way,
             &pkt.key,
-            hash,
+            th,
             flows::value(slot, element, vip, now),
         );
         set_macs(ctx, &element.dst_mac, &element.src_mac)?;
@@ -228,8 +228,8 @@ mod program {
         let now_t = (now >> FLOW_NAT_TIME_SHIFT) as u32;
         let tick = flows::now();
         let timeout = timeout_s(vip, cfg, pkt.key.proto);
-        let hash = flow_hash(&pkt.key);
-        let set = flows::set(hash, cfg);
+        let th = table_hash(&pkt.key);
+        let set = flows::set(th, cfg);
         let mut chosen: Option<(u32, &Element, u16)> = None;
         let found = if set.is_null() {
             flows::Lookup {
@@ -238,7 +238,7 @@ mod program {
                 hit: false,
             }
         } else {
-            flows::find(set, &pkt.key, hash)
+            flows::find(set, &pkt.key, th)
         };
         let own_way = found.way;
         if found.hit {
@@ -287,6 +287,7 @@ mod program {
         let (slot, element, nat_port) = match chosen {
             Some(c) => c,
             None => {
+                let hash = flow_hash(&pkt.key);
                 let (slot, element) = maglev_pick(vip, hash, cfg)?;
                 if element.family != pkt.key.family {
                     return Err(NO_NEXTHOP);
@@ -325,7 +326,7 @@ mod program {
                     set,
                     own_way,
                     &pkt.key,
-                    hash,
+                    th,
                     FlowValue {
                         nat_port: port,
                         nat_seen: now_t,
