@@ -164,6 +164,7 @@ mod program {
         let now = flows::now();
         let set = flows::set(th, cfg);
         let mut own_way = core::ptr::null_mut();
+        let mut chosen: Option<(u32, &Element)> = None;
         if !set.is_null() {
             let found = flows::find(set, &pkt.key, th);
             own_way = found.way;
@@ -171,34 +172,34 @@ mod program {
                 match pinned(&found.value, vip) {
                     Some(element) => {
                         flows::touch(&found, now);
-                        set_macs(ctx, &element.dst_mac, &element.src_mac)?;
-                        return Ok(sent(
-                            transmit(ctx, element.ifindex),
-                            found.value.element,
-                            vip.slot,
-                            pkt,
-                            false,
-                        ));
+                        chosen = Some((found.value.element, element));
                     }
                     None => counters::global(stat::FLOW_RESELECTED),
                 }
             }
         }
-        let (slot, element) = maglev_pick(vip, flow_hash(&pkt.key), cfg)?;
-        flows::pin(
-            set,
-            own_way,
-            &pkt.key,
-            th,
-            flows::value(slot, element, vip, now),
-        );
+        let new_flow = chosen.is_none();
+        let (slot, element) = match chosen {
+            Some(c) => c,
+            None => {
+                let (slot, element) = maglev_pick(vip, flow_hash(&pkt.key), cfg)?;
+                flows::pin(
+                    set,
+                    own_way,
+                    &pkt.key,
+                    th,
+                    flows::value(slot, element, vip, now),
+                );
+                (slot, element)
+            }
+        };
         set_macs(ctx, &element.dst_mac, &element.src_mac)?;
         Ok(sent(
             transmit(ctx, element.ifindex),
             slot,
             vip.slot,
             pkt,
-            true,
+            new_flow,
         ))
     }
 
