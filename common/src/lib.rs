@@ -495,7 +495,11 @@ pub mod stat {
     /// SCTP to a NAT-mode VIP: pass. SCTP's CRC32c covers the ports and cannot be updated
     /// incrementally, so SCTP VIPs are DSR only (userspace should refuse NAT for them).
     pub const PASS_SCTP_NAT: u32 = 18;
-    pub const COUNT: u32 = 19;
+    /// A new flow took the way of another, live flow (its set was full). That flow is placed by
+    /// Maglev again at its next packet; a count that keeps rising means the flow table is too
+    /// small for the number of concurrent flows.
+    pub const FLOW_EVICTED: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     /// Names for the command line and metrics, indexed like the constants.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -518,6 +522,7 @@ pub mod stat {
         "flow_reselected",
         "pass_ttl",
         "pass_sctp_nat",
+        "flow_evicted",
     ];
 }
 

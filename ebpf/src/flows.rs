@@ -16,10 +16,10 @@
 use aya_ebpf::helpers::bpf_jiffies64;
 use rsplb_common::{
     Config, Element, FLOW_WAYS, FlowEntry, FlowKey, FlowSet, FlowValue, VipInfo, flow_check,
-    flow_set_index,
+    flow_set_index, stat,
 };
 
-use crate::{lookup::addr_eq, maps::FLOWS};
+use crate::{counters, lookup::addr_eq, maps::FLOWS};
 
 /// What the table holds for a flow.
 pub struct Lookup {
@@ -114,7 +114,11 @@ pub fn pin(set: *mut FlowSet, way: *mut FlowEntry, key: &FlowKey, hash: u32, mut
         return;
     }
     let way = if way.is_null() {
-        victim(set, value.seen)
+        let (way, evicted) = victim(set, value.seen);
+        if evicted {
+            counters::global(stat::FLOW_EVICTED);
+        }
+        way
     } else {
         way
     };
@@ -126,17 +130,20 @@ pub fn pin(set: *mut FlowSet, way: *mut FlowEntry, key: &FlowKey, hash: u32, mut
     }
 }
 
-/// The way a new flow takes: the first empty one, else the one idle longest.
+/// The way a new flow takes: the first empty one, else the one idle longest (then `true`: a
+/// live flow is evicted).
 #[inline(always)]
-fn victim(set: *mut FlowSet, now: u32) -> *mut FlowEntry {
+fn victim(set: *mut FlowSet, now: u32) -> (*mut FlowEntry, bool) {
     let mut victim = 0;
     let mut oldest = 0u32;
+    let mut evicted = true;
     let mut i = 0;
     while i < FLOW_WAYS {
         // SAFETY: as in `find`.
         let v = unsafe { &(*set).ways[i].value };
         if v.check == 0 {
             victim = i;
+            evicted = false;
             break;
         }
         let age = now.wrapping_sub(v.seen);
@@ -147,5 +154,6 @@ fn victim(set: *mut FlowSet, now: u32) -> *mut FlowEntry {
         i += 1;
     }
     // SAFETY: as in `find`; the mask keeps the index provably in range for the verifier.
-    unsafe { core::ptr::addr_of_mut!((*set).ways[victim & (FLOW_WAYS - 1)]) }
+    let way = unsafe { core::ptr::addr_of_mut!((*set).ways[victim & (FLOW_WAYS - 1)]) };
+    (way, evicted)
 }

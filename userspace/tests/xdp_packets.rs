@@ -965,6 +965,7 @@ fn a_full_set_replaces_its_least_recently_used_flow() {
         assert_eq!(action, XDP_TX);
     }
     assert_eq!(lb.flows().len(), usize::from(ways), "one way per flow");
+    assert_eq!(lb.global(stat::FLOW_EVICTED), 0, "empty ways first");
     // Flow 1 was used longest ago (ages are clock ticks: make it unambiguous).
     let key = |n| flow_key(&client(n), "198.18.0.10:80", PROTO_TCP);
     lb.edit_flow(&key(1), |v| v.seen = v.seen.wrapping_sub(1000));
@@ -974,6 +975,7 @@ fn a_full_set_replaces_its_least_recently_used_flow() {
         lb.flow(&key(1)).is_none(),
         "the least recently used flow left"
     );
+    assert_eq!(lb.global(stat::FLOW_EVICTED), 1);
     for n in (0..=ways).filter(|&n| n != 1) {
         assert!(lb.flow(&key(n)).is_some(), "flow {n} kept");
     }
