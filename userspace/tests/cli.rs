@@ -136,6 +136,13 @@ fn non_prime_maglev_size_and_unknown_interface_are_refused() {
     }
     let o = rsplb(&["attach", "d2nosuch0", "--maglev-size", "65536"]);
     assert_clean_failure(&o, "not a prime");
+    // Slots that do not fit the maps' 16-bit fields, and an empty flow table.
+    let o = rsplb(&["attach", "d2nosuch0", "--max-elements", "65536"]);
+    assert_clean_failure(&o, "--max-elements is at most 65535");
+    let o = rsplb(&["attach", "d2nosuch0", "--max-vips", "65536"]);
+    assert_clean_failure(&o, "--max-vips is at most 65535");
+    let o = rsplb(&["attach", "d2nosuch0", "--flow-capacity", "0"]);
+    assert_clean_failure(&o, "--flow-capacity must be at least 1");
     let o = rsplb(&["attach", "d2nosuch0"]);
     assert_clean_failure(&o, "no such interface `d2nosuch0`");
     let o = rsplb(&["-i", "d2nosuch0", "vip", "list"]);
