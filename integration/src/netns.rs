@@ -153,25 +153,11 @@ where
     F: FnOnce() -> Result<R> + Send + 'static,
     R: Send + 'static,
 {
-    let path = format!("/run/netns/{name}");
-    let file = fs::File::open(&path).with_context(|| format!("opening {path}"))?;
-    let handle = thread::Builder::new()
-        .name(format!("netns-{name}"))
-        .spawn(move || -> Result<R> {
-            // SAFETY: setns on a valid namespace fd affects only this (new, short-lived) thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error()).context("setns(CLONE_NEWNET)");
-            }
-            f()
-        })
-        .context("spawning a thread")?;
-    handle
-        .join()
-        .map_err(|_| anyhow!("the thread in network namespace {name} panicked"))?
+    in_netns_scoped(name, f)
 }
 
-/// Like [`in_netns`], for a closure that borrows from the caller (a scoped thread).
+/// Like [`in_netns`], for a closure that borrows from the caller (a scoped thread, joined
+/// before returning).
 pub fn in_netns_scoped<F, R>(name: &str, f: F) -> Result<R>
 where
     F: FnOnce() -> Result<R> + Send,
@@ -183,7 +169,8 @@ where
         let handle = thread::Builder::new()
             .name(format!("netns-{name}"))
             .spawn_scoped(scope, move || -> Result<R> {
-                // SAFETY: as in `in_netns`: only this new thread changes namespace.
+                // SAFETY: setns on a valid namespace fd affects only this (new, short-lived)
+                // thread.
                 let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
                 if rc != 0 {
                     return Err(std::io::Error::last_os_error()).context("setns(CLONE_NEWNET)");
