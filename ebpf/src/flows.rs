@@ -61,9 +61,17 @@ fn key_eq(a: &FlowKey, b: &FlowKey) -> bool {
         && a.family == b.family
 }
 
-/// Looks `key` (hash `hash`) up in `set`.
+/// Looks `key` (hash `hash`) up in `set` (a miss when `set` is null: no flow table).
 #[inline(always)]
 pub fn find(set: *mut FlowSet, key: &FlowKey, hash: u32) -> Lookup {
+    let miss = Lookup {
+        way: core::ptr::null_mut(),
+        value: FlowValue::default(),
+        hit: false,
+    };
+    if set.is_null() {
+        return miss;
+    }
     let mut i = 0;
     while i < FLOW_WAYS {
         // SAFETY: `set` is a map value of this program's array; `i < FLOW_WAYS`.
@@ -76,11 +84,7 @@ pub fn find(set: *mut FlowSet, key: &FlowKey, hash: u32) -> Lookup {
         }
         i += 1;
     }
-    Lookup {
-        way: core::ptr::null_mut(),
-        value: FlowValue::default(),
-        hit: false,
-    }
+    miss
 }
 
 /// Marks a flow that was hit as used now (at most one write per clock tick).

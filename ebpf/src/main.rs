@@ -64,7 +64,9 @@ mod program {
         forward::{NO_NEXTHOP, set_macs, transmit},
         lookup::{addr_eq, flow_hash, maglev_pick, pinned, table_hash},
         maps::{CONFIG, NAT_REVERSE, VIP_DIRECT, VIP_FILTER, VIPS},
-        nat::{REFRESH_NS, Rewrite, claim_port, expired, flow_expired, rewrite, timeout_s},
+        nat::{
+            REFRESH_NS, Rewrite, claim_port, expired, flow_age_ns, flow_expired, rewrite, timeout_s,
+        },
         parse::{EthHdr, Packet, parse, ptr_at},
     };
 
@@ -163,19 +165,15 @@ mod program {
         let th = table_hash(&pkt.key);
         let now = flows::now();
         let set = flows::set(th, cfg);
-        let mut own_way = core::ptr::null_mut();
+        let found = flows::find(set, &pkt.key, th);
         let mut chosen: Option<(u32, &Element)> = None;
-        if !set.is_null() {
-            let found = flows::find(set, &pkt.key, th);
-            own_way = found.way;
-            if found.hit {
-                match pinned(&found.value, vip) {
-                    Some(element) => {
-                        flows::touch(&found, now);
-                        chosen = Some((found.value.element, element));
-                    }
-                    None => counters::global(stat::FLOW_RESELECTED),
+        if found.hit {
+            match pinned(&found.value, vip) {
+                Some(element) => {
+                    flows::touch(&found, now);
+                    chosen = Some((found.value.element, element));
                 }
+                None => counters::global(stat::FLOW_RESELECTED),
             }
         }
         let new_flow = chosen.is_none();
@@ -185,7 +183,7 @@ mod program {
                 let (slot, element) = maglev_pick(vip, flow_hash(&pkt.key), cfg)?;
                 flows::pin(
                     set,
-                    own_way,
+                    found.way,
                     &pkt.key,
                     th,
                     flows::value(slot, element, vip, now),
@@ -232,25 +230,14 @@ mod program {
         let th = table_hash(&pkt.key);
         let set = flows::set(th, cfg);
         let mut chosen: Option<(u32, &Element, u16)> = None;
-        let found = if set.is_null() {
-            flows::Lookup {
-                way: core::ptr::null_mut(),
-                value: FlowValue::default(),
-                hit: false,
-            }
-        } else {
-            flows::find(set, &pkt.key, th)
-        };
-        let own_way = found.way;
+        let found = flows::find(set, &pkt.key, th);
         if found.hit {
             let flow = found.value;
             match pinned(&flow, vip) {
                 Some(element)
                     if flow.nat_port != 0 && !flow_expired(flow.nat_seen, timeout, now_t) =>
                 {
-                    if (now_t.wrapping_sub(flow.nat_seen) as u64) << FLOW_NAT_TIME_SHIFT
-                        > REFRESH_NS
-                    {
+                    if flow_age_ns(flow.nat_seen, now_t) > REFRESH_NS {
                         // Once a second: keep the reverse translation alive and make sure it is
                         // still this flow's (it may have been evicted from the LRU).
                         let key = NatKey {
@@ -325,7 +312,7 @@ mod program {
                 ))?;
                 flows::pin(
                     set,
-                    own_way,
+                    found.way,
                     &pkt.key,
                     th,
                     FlowValue {

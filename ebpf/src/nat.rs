@@ -52,11 +52,17 @@ pub fn expired(last_seen_ns: u64, timeout_s: u32, now: u64) -> bool {
     now.saturating_sub(last_seen_ns) > timeout_s as u64 * 1_000_000_000
 }
 
-/// `expired` for a flow table time (`FlowValue::nat_seen`, units of 2^FLOW_NAT_TIME_SHIFT ns,
-/// wrapping).
+/// Nanoseconds since flow table time `seen` (`FlowValue::nat_seen`, units of
+/// 2^FLOW_NAT_TIME_SHIFT ns, wrapping), at flow table time `now`.
+#[inline(always)]
+pub fn flow_age_ns(seen: u32, now: u32) -> u64 {
+    (now.wrapping_sub(seen) as u64) << FLOW_NAT_TIME_SHIFT
+}
+
+/// `expired` for a flow table time.
 #[inline(always)]
 pub fn flow_expired(seen: u32, timeout_s: u32, now: u32) -> bool {
-    ((now.wrapping_sub(seen) as u64) << FLOW_NAT_TIME_SHIFT) > timeout_s as u64 * 1_000_000_000
+    flow_age_ns(seen, now) > timeout_s as u64 * 1_000_000_000
 }
 
 #[inline(always)]
