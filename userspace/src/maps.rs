@@ -166,33 +166,35 @@ impl Maps {
     pub fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<()> {
         self.change_vip(key, Some(info), |vips| {
             vips.insert(key, info, 0).context("writing RSPLB_VIPS")
-        })?;
-        self.update_vip_filter(key)
+        })
     }
 
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
         self.change_vip(key, None, |vips| match vips.remove(key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(e).context("removing from RSPLB_VIPS"),
-        })?;
-        self.update_vip_filter(key)
+        })
     }
 
-    /// Applies `change` to `RSPLB_VIPS` (`key` becomes `info`, or is removed) and brings the
-    /// `RSPLB_VIP_DIRECT` entry of its filter bit along, in the order `VipDirect::transition`
-    /// gives: an entry leaves `VIP_DIRECT_ONE` (readers go to `RSPLB_VIPS`) before the map
-    /// changes, and is published again after.
+    /// Applies `change` to `RSPLB_VIPS` (`key` becomes `info`, or is removed) and brings along
+    /// what the program reads before it, both for the filter bit of `key`:
+    /// - the `RSPLB_VIP_DIRECT` entry, in the order `VipDirect::transition` gives: an entry
+    ///   leaves `VIP_DIRECT_ONE` (readers go to `RSPLB_VIPS`) before the map changes, and is
+    ///   published again after;
+    /// - then the pre-filter bit (see `VipKey::filter_bit`): set while any VIP has that bit,
+    ///   clear otherwise. The filter is thus always a superset of the VIPs the program must
+    ///   see: a VIP is served from the moment its bit is set, and a bit is cleared only after
+    ///   its last VIP is gone.
+    ///
+    /// Both follow from the VIPs as they will be after the change, read once before anything
+    /// is written (an unreadable `RSPLB_VIPS` fails the change with nothing written).
     fn change_vip(
         &mut self,
         key: &VipKey,
         info: Option<&VipInfo>,
         change: impl FnOnce(&mut HashMap<MapData, VipKey, VipInfo>) -> Result<()>,
     ) -> Result<()> {
-        let Some(direct) = &mut self.vip_direct else {
-            return change(&mut self.vips);
-        };
         let bit = key.filter_bit();
-        let current = direct.get(&bit, 0).context("reading RSPLB_VIP_DIRECT")?;
         let mut after = Vec::new();
         for entry in self.vips.iter() {
             let (k, v) = entry.context("reading RSPLB_VIPS")?;
@@ -201,39 +203,37 @@ impl Maps {
             }
         }
         after.extend(info.map(|i| (*key, *i)));
-        let steps: Vec<VipDirect> = current.transition(VipDirect::for_bit(bit, after)).collect();
-        let (first, rest) = match steps.split_first() {
-            Some((f, rest)) if *f == current.shared() => (Some(*f), rest),
-            _ => (None, &steps[..]),
-        };
-        if let Some(f) = first {
-            direct.set(bit, f, 0).context("writing RSPLB_VIP_DIRECT")?;
+        let bit_used = after.iter().any(|(k, _)| k.filter_bit() == bit);
+        match &mut self.vip_direct {
+            None => change(&mut self.vips)?,
+            Some(direct) => {
+                let current = direct.get(&bit, 0).context("reading RSPLB_VIP_DIRECT")?;
+                let steps: Vec<VipDirect> =
+                    current.transition(VipDirect::for_bit(bit, after)).collect();
+                let (first, rest) = match steps.split_first() {
+                    Some((f, rest)) if *f == current.shared() => (Some(*f), rest),
+                    _ => (None, &steps[..]),
+                };
+                if let Some(f) = first {
+                    direct.set(bit, f, 0).context("writing RSPLB_VIP_DIRECT")?;
+                }
+                change(&mut self.vips)?;
+                for d in rest {
+                    direct.set(bit, d, 0).context("writing RSPLB_VIP_DIRECT")?;
+                }
+            }
         }
-        change(&mut self.vips)?;
-        for d in rest {
-            direct.set(bit, d, 0).context("writing RSPLB_VIP_DIRECT")?;
-        }
-        Ok(())
+        self.set_filter_bit(bit, bit_used)
     }
 
-    /// Brings the pre-filter bit of `key` in line with `RSPLB_VIPS` (see `VipKey::filter_bit`):
-    /// set while any VIP in the map has that bit, clear otherwise. Called after every insert
-    /// and removal, so the filter is always a superset of the VIPs the program must see: a VIP
-    /// is served from the moment its bit is set, and a bit is cleared only after its last VIP
-    /// is gone.
-    fn update_vip_filter(&mut self, key: &VipKey) -> Result<()> {
+    /// Sets or clears pre-filter bit `bit` (a no-op for pins without a filter).
+    fn set_filter_bit(&mut self, bit: u32, on: bool) -> Result<()> {
         let Some(filter) = &mut self.vip_filter else {
             return Ok(());
         };
-        let bit = key.filter_bit();
-        // A key the iteration cannot read counts as using the bit: never clear on doubt.
-        let used = self
-            .vips
-            .keys()
-            .any(|k| k.map_or(true, |k| k.filter_bit() == bit));
         let (index, mask) = (bit / 64, 1u64 << (bit % 64));
         let word = filter.get(&index, 0).context("reading RSPLB_VIP_FILTER")?;
-        let new = if used { word | mask } else { word & !mask };
+        let new = if on { word | mask } else { word & !mask };
         if new != word {
             filter
                 .set(index, new, 0)
