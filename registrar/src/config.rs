@@ -1,26 +1,18 @@
 //! Registrar configuration: one serde struct with documented defaults, read from a TOML file
 //! (`--config FILE`) and overridden by command-line flags, then [`RegistrarConfig::validate`]d
-//! before anything starts.
-//!
-//! Defaults are chosen for a load balancer, where an element that stops answering must leave the
-//! pool in well under a second (rsplib waits 5 s + 5 s):
-//! - keep-alive interval 250 ms, ack timeout 250 ms: a silent element is removed 250..500 ms
-//!   after it last answered (median about 375 ms; `bench-registrar` measures 330-450 ms). The
-//!   price is 4 keep-alives and 4 acks per second per element: with a 10-byte pool handle 32 +
-//!   28 bytes of ASAP each way, about 240 bytes/s of ASAP, about 650 bytes/s on the wire with
-//!   TCP/IP headers, per element. At 10,000 elements that is 80,000 messages per second through
-//!   the registrar (it spends a few microseconds of CPU per message). Raise both for very
-//!   large deployments.
-//! - Handle resolution returns 3 elements when the PU does not ask for a count (rsplib's
-//!   MaxHResItems: PUs built on rsplib size their caches and failover lists for it, and a reply of
-//!   3 fits one small packet); a PU may ask for up to 128 (rsplib's hard cap) with the Handle
-//!   Resolution Option.
+//! before anything starts. The sections the protocol core decides with (`timers`, `limits`,
+//! `rate_limits`, `security`, `resolution`) are `rserpool_proto::config`'s types, documented
+//! there with their defaults; [`RegistrarConfig::core`] hands them to the core.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use rserpool_proto::config::{
+    Bucket, CoreConfig, LimitConfig, RateLimitConfig, ResolutionConfig, SecurityConfig, TimerConfig,
+};
 
 /// Default ASAP port (IANA).
 pub const ASAP_PORT: u16 = 3863;
@@ -71,85 +63,6 @@ pub struct AnnounceConfig {
     pub advertise: Vec<SocketAddr>,
 }
 
-/// Endpoint monitoring and announce timers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TimerConfig {
-    /// How often the home registrar sends ENDPOINT_KEEP_ALIVE to each element (ms).
-    pub keepalive_interval_ms: u64,
-    /// How long it waits for the ENDPOINT_KEEP_ALIVE_ACK before removing the element (ms).
-    pub keepalive_timeout_ms: u64,
-}
-
-/// Resource limits; exceeding one is answered with Lack of Resources (0x6), never a crash.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitConfig {
-    pub max_pools: usize,
-    pub max_elements_per_pool: usize,
-    pub max_elements: usize,
-    /// Elements one connection may register (a registrator is usually one PE or a sidecar).
-    pub max_elements_per_peer: usize,
-    /// Concurrent ASAP connections; more are refused with an ERROR (Lack of Resources).
-    pub max_peers: usize,
-    /// Largest ASAP message accepted (bytes, <= 65535).
-    pub max_message_size: usize,
-    /// Messages the registrar sends on its own (keep-alives) queued for one peer that does not
-    /// read them; beyond this the peer is disconnected (it would not read a Lack of Resources
-    /// either). Must exceed `max_elements_per_peer`.
-    pub max_pending_messages: usize,
-    /// Malformed messages a peer may send within `error_window_ms` before it is disconnected.
-    pub max_errors: u32,
-    pub error_window_ms: u64,
-    /// Endpoint Unreachable reports (RFC 5352 MAX-BAD-PE-REPORT) that remove an element.
-    pub max_bad_pe_reports: u32,
-    /// Count at most one report per reporting connection and element (until the element
-    /// re-registers), so that no single PU can evict an element by repeating itself (RFC 5355:
-    /// a PE must not be removed on one report). rsplib counts every report; set false for that.
-    /// Keep-alives still remove a dead element within `keepalive_interval + keepalive_timeout`.
-    pub distinct_reporters: bool,
-}
-
-/// Per-peer token buckets against floods (RFC 5355 section 6 / reference section 4).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RateLimitConfig {
-    pub registration: Bucket,
-    pub handle_resolution: Bucket,
-    pub endpoint_unreachable: Bucket,
-}
-
-/// A token bucket: `rate_per_s` tokens per second, at most `burst` saved. `rate_per_s = 0` means
-/// unlimited.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Bucket {
-    pub rate_per_s: u32,
-    pub burst: u32,
-}
-
-/// Who may register what.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SecurityConfig {
-    /// Accept user transport addresses that are not addresses of the registering connection
-    /// (e.g. a sidecar registering a server on another host). Off by default: a PE may only
-    /// register itself (reference 4, RFC 5355); violations get Rejected Security (0xa).
-    pub allow_foreign_addresses: bool,
-}
-
-/// Handle resolution.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ResolutionConfig {
-    /// Elements returned when the PU does not say (no Handle Resolution Option, or 0).
-    pub default_items: u32,
-    /// Most elements returned in one answer.
-    pub max_items: u32,
-    /// How many of the returned elements advance the policy's state (0 = the policy's default).
-    pub max_increment: u32,
-}
-
 impl Default for RegistrarConfig {
     fn default() -> Self {
         Self {
@@ -179,65 +92,6 @@ impl Default for AnnounceConfig {
             interval_ms: 1000,
             targets: Vec::new(),
             advertise: Vec::new(),
-        }
-    }
-}
-
-impl Default for TimerConfig {
-    fn default() -> Self {
-        Self {
-            keepalive_interval_ms: 250,
-            keepalive_timeout_ms: 250,
-        }
-    }
-}
-
-impl Default for LimitConfig {
-    fn default() -> Self {
-        Self {
-            max_pools: 10_000,
-            max_elements_per_pool: 100_000,
-            max_elements: 200_000,
-            max_elements_per_peer: 1_000,
-            max_peers: 20_000,
-            max_message_size: 65_535,
-            max_pending_messages: 2_048,
-            max_errors: 10,
-            error_window_ms: 10_000,
-            max_bad_pe_reports: 3,
-            distinct_reporters: true,
-        }
-    }
-}
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        Self {
-            // A PE registers once and re-registers for load updates: 100/s is far above need.
-            registration: Bucket {
-                rate_per_s: 100,
-                burst: 200,
-            },
-            // PUs resolve per connection they open: generous, but bounded.
-            handle_resolution: Bucket {
-                rate_per_s: 20_000,
-                burst: 2_000,
-            },
-            // A PU that reports more than a few failures per second is misbehaving.
-            endpoint_unreachable: Bucket {
-                rate_per_s: 10,
-                burst: 20,
-            },
-        }
-    }
-}
-
-impl Default for ResolutionConfig {
-    fn default() -> Self {
-        Self {
-            default_items: 3,
-            max_items: 128,
-            max_increment: 0,
         }
     }
 }
@@ -301,19 +155,9 @@ impl RegistrarConfig {
         if self.asap_listen.is_empty() {
             return Err(invalid("asap_listen", "at least one address is needed"));
         }
-        let t = &self.timers;
-        check_range(
-            "timers.keepalive_interval_ms",
-            t.keepalive_interval_ms,
-            10,
-            3_600_000,
-        )?;
-        check_range(
-            "timers.keepalive_timeout_ms",
-            t.keepalive_timeout_ms,
-            10,
-            3_600_000,
-        )?;
+        self.core()
+            .validate()
+            .map_err(|e| invalid(e.field, e.problem))?;
         let a = &self.announce;
         check_range("announce.interval_ms", a.interval_ms, 100, 60_000)?;
         check_range("announce.ttl", a.ttl as u64, 1, 255)?;
@@ -325,78 +169,30 @@ impl RegistrarConfig {
                 format!("{} is not a multicast address", group.ip()),
             ));
         }
-        let l = &self.limits;
-        for (field, v) in [
-            ("limits.max_pools", l.max_pools),
-            ("limits.max_elements_per_pool", l.max_elements_per_pool),
-            ("limits.max_elements", l.max_elements),
-            ("limits.max_elements_per_peer", l.max_elements_per_peer),
-            ("limits.max_peers", l.max_peers),
-            ("limits.max_pending_messages", l.max_pending_messages),
-        ] {
-            if v == 0 {
-                return Err(invalid(field, "must be at least 1"));
-            }
-        }
-        if l.max_pending_messages <= l.max_elements_per_peer {
-            return Err(invalid(
-                "limits.max_pending_messages",
-                format!(
-                    "{} must exceed limits.max_elements_per_peer ({}): every element of a peer \
-                     may have a keep-alive queued at once",
-                    l.max_pending_messages, l.max_elements_per_peer
-                ),
-            ));
-        }
-        check_range(
-            "limits.max_message_size",
-            l.max_message_size as u64,
-            64,
-            65_535,
-        )?;
-        check_range("limits.max_errors", l.max_errors as u64, 1, u32::MAX as u64)?;
-        check_range("limits.error_window_ms", l.error_window_ms, 1, 3_600_000)?;
-        check_range(
-            "limits.max_bad_pe_reports",
-            l.max_bad_pe_reports as u64,
-            1,
-            u32::MAX as u64,
-        )?;
-        for (field, b) in [
-            ("rate_limits.registration", self.rate_limits.registration),
-            (
-                "rate_limits.handle_resolution",
-                self.rate_limits.handle_resolution,
-            ),
-            (
-                "rate_limits.endpoint_unreachable",
-                self.rate_limits.endpoint_unreachable,
-            ),
-        ] {
-            if b.rate_per_s > 0 && b.burst == 0 {
-                return Err(invalid(
-                    field,
-                    "burst 0 with a non-zero rate would refuse everything",
-                ));
-            }
-        }
-        let r = &self.resolution;
-        check_range("resolution.max_items", r.max_items as u64, 1, 128)?;
-        check_range(
-            "resolution.default_items",
-            r.default_items as u64,
-            1,
-            r.max_items as u64,
-        )?;
         Ok(())
     }
 
     pub fn keepalive_interval(&self) -> Duration {
-        Duration::from_millis(self.timers.keepalive_interval_ms)
+        self.timers.keepalive_interval()
     }
 
     pub fn keepalive_timeout(&self) -> Duration {
-        Duration::from_millis(self.timers.keepalive_timeout_ms)
+        self.timers.keepalive_timeout()
+    }
+
+    /// What the protocol core decides with.
+    pub fn core(&self) -> CoreConfig {
+        CoreConfig {
+            timers: self.timers.clone(),
+            limits: self.limits.clone(),
+            rate_limits: self.rate_limits.clone(),
+            security: self.security.clone(),
+            resolution: self.resolution.clone(),
+            announce_interval: self
+                .announce
+                .enabled
+                .then(|| Duration::from_millis(self.announce.interval_ms)),
+        }
     }
 }
 

@@ -1,23 +1,17 @@
-//! RSerPool for rsplb: the ASAP (RFC 5352) and ENRP (RFC 5353) wire protocol with the parameters
-//! of RFC 5354, the handlespace with the pool policies of RFC 5356, a registrar whose protocol
-//! core does no I/O, the tokio shell that moves its bytes, and the PE and PU client side.
+//! RSerPool for rsplb with I/O: the registrar's tokio shell (transports, announces, admin
+//! endpoint), the PE and PU client side, the health-checking sidecar, the TOML configuration and
+//! `rsp-registrar`. The protocol itself (wire codec, handlespace, policies, the registrar's state
+//! machines) is `rserpool_proto`, which does no I/O; its modules are re-exported here so that
+//! one path names each type.
 //!
-//! Layers, bottom up:
-//! - [`types`]: domain values (pool handle, identifiers, transport addresses, policies, pool
-//!   elements) shared by every layer.
-//! - [`message`]: typed ASAP and ENRP messages.
-//! - [`wire`]: bytes <-> [`message`] (encode, decode, unknown-parameter handling, error causes).
-//! - `handlespace`: pools, elements, policies, checksums.
-//! - `core`: registrar state machines (messages + clock in, messages + timers out).
-//! - `shell`, `client`: tokio transports, PE and PU sides.
+//! - `shell`: binds the transports and moves bytes and time between them and the core.
+//! - `client`: the PE and PU sides (registration, keep-alive answers, handle resolution, hunt).
+//! - `sidecar`: registers a server that knows nothing of RSerPool and health-checks it.
+//! - `config`: the registrar's file and flags.
 
 pub mod client;
 pub mod config;
-pub mod core;
-pub mod handlespace;
-pub mod message;
-pub mod policy;
 pub mod shell;
 pub mod sidecar;
-pub mod types;
-pub mod wire;
+
+pub use rserpool_proto::{core, handlespace, message, policy, types, wire};

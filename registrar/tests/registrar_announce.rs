@@ -17,10 +17,11 @@ use netns_support::Netns;
 #[test]
 fn announces_go_to_the_multicast_group_on_the_chosen_interface() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root for network namespaces");
-        return;
-    }
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root: it builds network namespaces"
+    );
     let ns = Netns::new("r3ann");
     ns.ip(&[
         "link", "add", "r3a0", "type", "veth", "peer", "name", "r3a1",

@@ -144,7 +144,7 @@ impl Registrar {
             None
         };
         let core = RegistrarCore::new(
-            config.clone(),
+            config.core(),
             id,
             advertised,
             Instant::now(),

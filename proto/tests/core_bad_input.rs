@@ -4,10 +4,10 @@
 mod core_support;
 
 use core_support::*;
-use rsplb_registrar::core::{Event, PeerId};
-use rsplb_registrar::message::AsapMessage;
-use rsplb_registrar::types::{CauseCode, PeId, Policy};
-use rsplb_registrar::wire::{encode_asap, frame_length};
+use rserpool_proto::core::{Event, PeerId};
+use rserpool_proto::message::AsapMessage;
+use rserpool_proto::types::{CauseCode, PeId, Policy};
+use rserpool_proto::wire::{encode_asap, frame_length};
 
 /// A message: type, flags, body (Length filled in).
 fn msg(t: u8, body: &[u8]) -> Vec<u8> {
@@ -177,7 +177,7 @@ fn messages_a_registrar_does_not_take_are_unrecognized() {
     h.send(
         9,
         &AsapMessage::Error {
-            causes: vec![rsplb_registrar::types::ErrorCause::new(
+            causes: vec![rserpool_proto::types::ErrorCause::new(
                 CauseCode::Unspecified,
             )],
         },

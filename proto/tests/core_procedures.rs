@@ -3,9 +3,9 @@
 mod core_support;
 
 use core_support::*;
-use rsplb_registrar::core::{Action, HandlespaceEvent, RemovalReason};
-use rsplb_registrar::message::AsapMessage;
-use rsplb_registrar::types::{CauseCode, PeId, Policy, TransportAddress, TransportUse};
+use rserpool_proto::core::{Action, HandlespaceEvent, RemovalReason};
+use rserpool_proto::message::AsapMessage;
+use rserpool_proto::types::{CauseCode, PeId, Policy, TransportAddress, TransportUse};
 
 #[test]
 fn registration_makes_us_home_and_records_the_peer_as_asap_transport() {
@@ -397,7 +397,7 @@ fn connection_loss_removes_only_that_peers_elements() {
 #[test]
 fn announce_cadence() {
     let mut c = quiet_config();
-    c.announce.enabled = true;
+    c.announce_interval = Some(std::time::Duration::from_secs(1));
     let mut h = Harness::new(c);
     let mut times = Vec::new();
     let mut at = h.now;
@@ -405,7 +405,7 @@ fn announce_cadence() {
         h.advance(ms(100));
         for a in h.take() {
             if let Action::Announce { bytes } = a {
-                let m = rsplb_registrar::wire::decode_asap(&bytes).unwrap().message;
+                let m = rserpool_proto::wire::decode_asap(&bytes).unwrap().message;
                 assert_eq!(
                     m,
                     AsapMessage::ServerAnnounce {

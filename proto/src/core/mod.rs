@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::RegistrarConfig;
+use crate::config::CoreConfig;
 use crate::handlespace::{Handlespace, Limits, RegisterOutcome, RegistratorId};
 use crate::message::AsapMessage;
 use crate::types::{
@@ -223,7 +223,7 @@ struct Tracked {
 /// The registrar's protocol state. See the module documentation for the procedures.
 pub struct RegistrarCore {
     id: RegistrarId,
-    config: RegistrarConfig,
+    config: CoreConfig,
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
     error_window: Duration,
@@ -248,7 +248,7 @@ impl RegistrarCore {
     /// (empty = receivers use the datagram's source). `seed` feeds the random policies and the
     /// announce jitter (tests pass a constant).
     pub fn new(
-        config: RegistrarConfig,
+        config: CoreConfig,
         id: RegistrarId,
         announce_transports: Vec<TransportAddress>,
         now: Instant,
@@ -260,10 +260,7 @@ impl RegistrarCore {
             max_elements: config.limits.max_elements,
             max_bad_pe_reports: config.limits.max_bad_pe_reports,
         };
-        let announce_interval = config
-            .announce
-            .enabled
-            .then(|| Duration::from_millis(config.announce.interval_ms));
+        let announce_interval = config.announce_interval;
         let announce_bytes = announce_interval.and_then(|_| {
             wire::encode_asap(&AsapMessage::ServerAnnounce {
                 server_id: id,
@@ -273,8 +270,8 @@ impl RegistrarCore {
         });
         let mut core = Self {
             id,
-            keepalive_interval: config.keepalive_interval(),
-            keepalive_timeout: config.keepalive_timeout(),
+            keepalive_interval: config.timers.keepalive_interval(),
+            keepalive_timeout: config.timers.keepalive_timeout(),
             error_window: Duration::from_millis(config.limits.error_window_ms),
             announce_interval,
             announce_bytes,

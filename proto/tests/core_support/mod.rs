@@ -4,14 +4,14 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use rsplb_registrar::config::RegistrarConfig;
-use rsplb_registrar::core::{Action, Event, HandlespaceEvent, PeerId, PeerInfo, RegistrarCore};
-use rsplb_registrar::message::AsapMessage;
-use rsplb_registrar::types::{
+use rserpool_proto::config::CoreConfig;
+use rserpool_proto::core::{Action, Event, HandlespaceEvent, PeerId, PeerInfo, RegistrarCore};
+use rserpool_proto::message::AsapMessage;
+use rserpool_proto::types::{
     CauseCode, ErrorCause, PeId, Policy, PoolElement, PoolHandle, RegistrarId, TransportAddress,
     TransportUse,
 };
-use rsplb_registrar::wire::{decode_asap, encode_asap};
+use rserpool_proto::wire::{decode_asap, encode_asap};
 
 pub const ID: RegistrarId = RegistrarId(0x0102_0304);
 
@@ -23,10 +23,11 @@ pub struct Harness {
     pub actions: Vec<Action>,
 }
 
-pub fn quiet_config() -> RegistrarConfig {
-    let mut c = RegistrarConfig::default();
-    c.announce.enabled = false;
-    c
+pub fn quiet_config() -> CoreConfig {
+    CoreConfig {
+        announce_interval: None,
+        ..CoreConfig::default()
+    }
 }
 
 pub fn peer_ip(peer: u64) -> IpAddr {
@@ -58,7 +59,7 @@ pub fn element_at(addr: IpAddr, id: u32, policy: Policy) -> PoolElement {
 }
 
 impl Harness {
-    pub fn new(config: RegistrarConfig) -> Self {
+    pub fn new(config: CoreConfig) -> Self {
         let t0 = Instant::now();
         config.validate().unwrap();
         Self {

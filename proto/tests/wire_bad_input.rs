@@ -1,12 +1,12 @@
 //! Every class of bad input the decoder must refuse (or tolerate), with the RFC 5352/5354 cause it
 //! maps to. Messages are built by hand from bytes here, independent of the encoder.
 
-use rsplb_registrar::message::{AsapMessage, EnrpBody};
-use rsplb_registrar::types::{
+use rserpool_proto::message::{AsapMessage, EnrpBody};
+use rserpool_proto::types::{
     CauseCode, ErrorCause, PeId, Policy, PoolElement, PoolHandle, RegistrarId, TransportAddress,
     TransportUse,
 };
-use rsplb_registrar::wire::{
+use rserpool_proto::wire::{
     DecodeError, DecodeErrorKind as K, EncodeError, decode_asap, decode_enrp, encode_asap,
     frame_length,
 };

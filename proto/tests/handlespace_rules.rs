@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rsplb_registrar::handlespace::{
+use rserpool_proto::handlespace::{
     Handlespace, Limits, RegisterOutcome, RegistratorId, UnreachableReport,
 };
-use rsplb_registrar::types::{
+use rserpool_proto::types::{
     CauseCode, PeId, Policy, PoolElement, PoolHandle, RegistrarId, TransportAddress, TransportUse,
     policy_type,
 };

@@ -1,10 +1,10 @@
 //! Decoder fuzz target: any bytes, as ASAP and as ENRP. The decoder must not panic; whatever it
 //! accepts must re-encode to a canonical form that decodes to the same message (the property of
-//! registrar/tests/wire_fuzz.rs, which runs it under plain `cargo test`).
+//! proto/tests/wire_fuzz.rs, which runs it under plain `cargo test`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rsplb_registrar::wire::{self, EncodeError, Protocol};
+use rserpool_proto::wire::{self, EncodeError, Protocol};
 
 fuzz_target!(|data: &[u8]| {
     for protocol in [Protocol::Asap, Protocol::Enrp] {

@@ -9,16 +9,23 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rsplb_registrar::message::{AsapMessage, EnrpBody, EnrpMessage, Message, UpdateAction};
-use rsplb_registrar::types::{
+use rserpool_proto::message::{AsapMessage, EnrpBody, EnrpMessage, Message, UpdateAction};
+use rserpool_proto::types::{
     CauseCode, ErrorCause, PeId, Policy, PoolElement, PoolHandle, RegistrarId, ServerInformation,
     TransportAddress, TransportUse,
 };
-use rsplb_registrar::wire::{self, encode_policy_param, encode_transport_param};
+use rserpool_proto::wire::{self, encode_policy_param, encode_transport_param};
 
-fn oracle_dir() -> Option<PathBuf> {
+/// The oracle beside the repository; its absence fails the test with the reason (a conformance
+/// test that skips itself would pass without checking anything).
+fn oracle_dir() -> PathBuf {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/oracle");
-    d.join("decode_check.py").exists().then_some(d)
+    assert!(
+        d.join("decode_check.py").exists(),
+        "{} is missing: the conformance tests need shared/oracle checked out beside the repository",
+        d.display()
+    );
+    d
 }
 
 struct Verdict {
@@ -28,11 +35,8 @@ struct Verdict {
 }
 
 /// Runs hex2pcap + decode_check on the given messages.
-fn oracle(name: &str, lines: &[String], strict: bool) -> Option<Verdict> {
-    let Some(dir) = oracle_dir() else {
-        eprintln!("skipped: shared/oracle is not checked out beside the repository");
-        return None;
-    };
+fn oracle(name: &str, lines: &[String], strict: bool) -> Verdict {
+    let dir = oracle_dir();
     let tmp = std::env::temp_dir().join(format!("rsplb-oracle-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let hex = tmp.join("messages.hex");
@@ -64,11 +68,11 @@ fn oracle(name: &str, lines: &[String], strict: bool) -> Option<Verdict> {
         .rfind(|l| l.contains(" messages, "))
         .unwrap_or_default()
         .to_string();
-    Some(Verdict {
+    Verdict {
         status,
         summary,
         output,
-    })
+    }
 }
 
 fn line(m: &Message) -> String {
@@ -432,9 +436,7 @@ fn every_message_rsplb_sends_passes_wireshark_strict() {
     assert_eq!(enrp_types, (1..=10).collect::<Vec<u8>>());
 
     let lines: Vec<String> = msgs.iter().map(line).collect();
-    let Some(v) = oracle("strict", &lines, true) else {
-        return;
-    };
+    let v = oracle("strict", &lines, true);
     assert_eq!(v.status, 0, "decode_check --strict failed:\n{}", v.output);
     assert_eq!(
         v.summary,
@@ -477,9 +479,7 @@ fn rsplib_extension_policies_are_well_formed_for_wireshark() {
             }))
         })
         .collect();
-    let Some(v) = oracle("extensions", &lines, false) else {
-        return;
-    };
+    let v = oracle("extensions", &lines, false);
     assert_eq!(v.status, 0, "{}", v.output);
     assert_eq!(v.summary, "4 messages, 0 malformed", "{}", v.output);
 }
@@ -518,9 +518,7 @@ fn broken_encodings_are_flagged_by_the_oracle() {
             )
         })
         .collect();
-    let Some(v) = oracle("negative", &lines, true) else {
-        return;
-    };
+    let v = oracle("negative", &lines, true);
     assert_eq!(v.status, 1, "{}", v.output);
     assert_eq!(v.summary, "4 messages, 4 malformed", "{}", v.output);
 }
@@ -590,9 +588,7 @@ fn registration_rejections_the_core_sends_pass_wireshark_strict() {
         .iter()
         .map(|m| line(&Message::Asap(m.clone())))
         .collect();
-    let Some(v) = oracle("rejections", &lines, true) else {
-        return;
-    };
+    let v = oracle("rejections", &lines, true);
     assert_eq!(v.status, 0, "decode_check --strict failed:\n{}", v.output);
     assert_eq!(v.summary, "5 messages, 0 malformed", "{}", v.output);
 }

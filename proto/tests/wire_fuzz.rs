@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use rsplb_registrar::wire::{self, EncodeError, Protocol};
+use rserpool_proto::wire::{self, EncodeError, Protocol};
 
 const MUTATIONS_PER_SEED: usize = 10_000;
 

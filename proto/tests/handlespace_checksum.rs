@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rsplb_registrar::handlespace::{Handlespace, Limits, RegistratorId};
-use rsplb_registrar::types::{
+use rserpool_proto::handlespace::{Handlespace, Limits, RegistratorId};
+use rserpool_proto::types::{
     PeId, Policy, PoolElement, PoolHandle, RegistrarId, TransportAddress, TransportUse,
 };
 

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rsplb_registrar::handlespace::{Handlespace, Limits, RegistratorId};
-use rsplb_registrar::types::{
+use rserpool_proto::handlespace::{Handlespace, Limits, RegistratorId};
+use rserpool_proto::types::{
     CauseCode, PeId, Policy, PoolElement, PoolHandle, RegistrarId, TransportAddress, TransportUse,
 };
 
