@@ -16,6 +16,7 @@
 //!   3 fits one small packet); a PU may ask for up to 128 (rsplib's hard cap) with the Handle
 //!   Resolution Option.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ pub struct CoreConfig {
     pub resolution: ResolutionConfig,
     /// Cycle of ASAP Server Announces (rsplib: 1 s, jittered +-12.5 %); `None` sends none.
     pub announce_interval: Option<Duration>,
+    /// ENRP: the registrars of one operation scope sharing the handlespace.
+    pub enrp: EnrpConfig,
 }
 
 impl Default for CoreConfig {
@@ -42,6 +45,7 @@ impl Default for CoreConfig {
             security: SecurityConfig::default(),
             resolution: ResolutionConfig::default(),
             announce_interval: Some(Duration::from_secs(1)),
+            enrp: EnrpConfig::default(),
         }
     }
 }
@@ -142,6 +146,74 @@ impl CoreConfig {
             1,
             r.max_items as u64,
         )?;
+        let e = &self.enrp;
+        for (field, v, min, max) in [
+            (
+                "enrp.heartbeat_interval_ms",
+                e.heartbeat_interval_ms,
+                10,
+                300_000,
+            ),
+            (
+                "enrp.max_time_last_heard_ms",
+                e.max_time_last_heard_ms,
+                10,
+                600_000,
+            ),
+            (
+                "enrp.max_time_no_response_ms",
+                e.max_time_no_response_ms,
+                10,
+                60_000,
+            ),
+            ("enrp.takeover_expiry_ms", e.takeover_expiry_ms, 10, 600_000),
+            ("enrp.takeover_grace_ms", e.takeover_grace_ms, 10, 3_600_000),
+            (
+                "enrp.mentor_discovery_ms",
+                e.mentor_discovery_ms,
+                0,
+                600_000,
+            ),
+            (
+                "enrp.download_timeout_ms",
+                e.download_timeout_ms,
+                10,
+                3_600_000,
+            ),
+            (
+                "enrp.max_elements_per_table_response",
+                e.max_elements_per_table_response as u64,
+                1,
+                4_096,
+            ),
+            (
+                "enrp.max_table_response_bytes",
+                e.max_table_response_bytes as u64,
+                512,
+                65_535,
+            ),
+            ("enrp.max_peers", e.max_peers as u64, 1, 4_096),
+        ] {
+            check_range(field, v, min, max)?;
+        }
+        if e.max_time_last_heard_ms <= e.heartbeat_interval_ms {
+            return Err(InvalidConfig::new(
+                "enrp.max_time_last_heard_ms",
+                format!(
+                    "{} must exceed enrp.heartbeat_interval_ms ({}): a live peer would be \
+                     suspected between two heartbeats",
+                    e.max_time_last_heard_ms, e.heartbeat_interval_ms
+                ),
+            ));
+        }
+        if let Some(g) = e.multicast_group
+            && !g.ip().is_multicast()
+        {
+            return Err(InvalidConfig::new(
+                "enrp.multicast_group",
+                format!("{} is not a multicast address", g.ip()),
+            ));
+        }
         Ok(())
     }
 }
@@ -154,6 +226,118 @@ fn check_range(field: &'static str, v: u64, min: u64, max: u64) -> Result<(), In
         ))
     } else {
         Ok(())
+    }
+}
+
+/// ENRP (RFC 5353): where this registrar meets its peers and how fast it judges them.
+///
+/// ENRP is off while `listen` is empty: the registrar is then alone and serves at once. With it,
+/// the registrar first hunts for a mentor (`mentor_discovery_ms`), downloads the handlespace from
+/// it, and only then answers clients and sends ASAP Server Announces.
+///
+/// The timer defaults detect a dead peer in about one second (rsplib: about 10 s with a 2.4 s
+/// heartbeat), and that is safe because a wrong verdict costs little: a peer that is silent for
+/// `max_time_last_heard_ms` (600 ms, three heartbeats) is asked for a Presence with the R flag;
+/// only when that goes unanswered for `max_time_no_response_ms` (400 ms) more does a takeover
+/// start, and a target that is alive cancels it by answering. No element is ever removed because
+/// its registrar failed: a takeover only moves ownership. The price is one Presence of about 48
+/// bytes per peer every 200 ms: 240 bytes/s per peer pair and direction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrpConfig {
+    /// Where peer registrars reach this one with ENRP over TCP (IANA port 9901). Empty = ENRP
+    /// off.
+    pub listen: Vec<SocketAddr>,
+    /// Static peers (their ENRP endpoints). Peers are also learned from multicast Presence and
+    /// from List Responses.
+    pub peers: Vec<SocketAddr>,
+    /// Multicast group:port of ENRP Presence (rsplib's 239.0.0.51:9901); `None` = static peers
+    /// only.
+    pub multicast_group: Option<SocketAddr>,
+    /// IPv4 address of the interface to send and receive multicast Presence on (`None` = the
+    /// kernel's choice).
+    pub interface: Option<Ipv4Addr>,
+    /// Presence to every peer this often (ms, jittered +-12.5 % as rsplib does).
+    pub heartbeat_interval_ms: u64,
+    /// A peer not heard from for this long gets a Presence with the R flag (ms).
+    pub max_time_last_heard_ms: u64,
+    /// A peer that does not answer that Presence within this long is taken over (ms).
+    pub max_time_no_response_ms: u64,
+    /// A takeover not acknowledged by every live peer within this long is given up (ms).
+    pub takeover_expiry_ms: u64,
+    /// An element taken over from a dead registrar that this registrar cannot reach (no ASAP
+    /// connection to it, as over TCP) keeps its place this long for its pool element to
+    /// re-register somewhere; then it is removed (ms). rsplb's PE side re-registers as soon as
+    /// its connection breaks, well within this.
+    pub takeover_grace_ms: u64,
+    /// How long a starting registrar looks for a mentor before it serves alone (ms).
+    pub mentor_discovery_ms: u64,
+    /// How long the download from the mentor may take before the registrar serves anyway (ms).
+    pub download_timeout_ms: u64,
+    /// Most elements in one Handle Table Response (rsplib: 128).
+    pub max_elements_per_table_response: usize,
+    /// Most bytes of one Handle Table Response (a chunk that would be larger is cut).
+    pub max_table_response_bytes: usize,
+    /// Most peer registrars this registrar keeps; Presence from more is ignored and counted.
+    pub max_peers: usize,
+}
+
+impl Default for EnrpConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            peers: Vec::new(),
+            multicast_group: None,
+            interface: None,
+            heartbeat_interval_ms: 200,
+            max_time_last_heard_ms: 600,
+            max_time_no_response_ms: 400,
+            takeover_expiry_ms: 2_000,
+            takeover_grace_ms: 5_000,
+            mentor_discovery_ms: 1_000,
+            download_timeout_ms: 10_000,
+            max_elements_per_table_response: 128,
+            max_table_response_bytes: 16_384,
+            max_peers: 64,
+        }
+    }
+}
+
+impl EnrpConfig {
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Self::ms(self.heartbeat_interval_ms)
+    }
+
+    pub fn max_time_last_heard(&self) -> Duration {
+        Self::ms(self.max_time_last_heard_ms)
+    }
+
+    pub fn max_time_no_response(&self) -> Duration {
+        Self::ms(self.max_time_no_response_ms)
+    }
+
+    pub fn takeover_expiry(&self) -> Duration {
+        Self::ms(self.takeover_expiry_ms)
+    }
+
+    pub fn takeover_grace(&self) -> Duration {
+        Self::ms(self.takeover_grace_ms)
+    }
+
+    pub fn mentor_discovery(&self) -> Duration {
+        Self::ms(self.mentor_discovery_ms)
+    }
+
+    pub fn download_timeout(&self) -> Duration {
+        Self::ms(self.download_timeout_ms)
     }
 }
 

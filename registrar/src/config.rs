@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use rserpool_proto::config::{
-    Bucket, CoreConfig, LimitConfig, RateLimitConfig, ResolutionConfig, SecurityConfig, TimerConfig,
+    Bucket, CoreConfig, EnrpConfig, LimitConfig, RateLimitConfig, ResolutionConfig, SecurityConfig,
+    TimerConfig,
 };
 
 /// Default ASAP port (IANA).
@@ -39,6 +40,7 @@ pub struct RegistrarConfig {
     pub rate_limits: RateLimitConfig,
     pub security: SecurityConfig,
     pub resolution: ResolutionConfig,
+    pub enrp: EnrpConfig,
 }
 
 /// ASAP Server Announce (RFC 5352 section 3.6): how PEs and PUs discover the registrar.
@@ -78,6 +80,7 @@ impl Default for RegistrarConfig {
             rate_limits: RateLimitConfig::default(),
             security: SecurityConfig::default(),
             resolution: ResolutionConfig::default(),
+            enrp: EnrpConfig::default(),
         }
     }
 }
@@ -192,6 +195,7 @@ impl RegistrarConfig {
                 .announce
                 .enabled
                 .then(|| Duration::from_millis(self.announce.interval_ms)),
+            enrp: self.enrp.clone(),
         }
     }
 }

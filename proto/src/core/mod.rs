@@ -38,6 +38,7 @@
 //!   `limits.error_window_ms` close the peer's connection; no other peer is affected.
 
 mod bucket;
+mod enrp;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -48,13 +49,14 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::CoreConfig;
 use crate::handlespace::{Handlespace, Limits, RegisterOutcome, RegistratorId};
-use crate::message::AsapMessage;
+use crate::message::{AsapMessage, UpdateAction};
 use crate::types::{
     CauseCode, ErrorCause, PeId, PoolElement, PoolHandle, RegistrarId, TransportAddress,
     TransportProtocol, TransportUse,
 };
 use crate::wire::{self, DecodeError};
 use bucket::TokenBucket;
+pub use enrp::{EnrpDest, EnrpSource, EnrpStats, PeerState, PeerView, SyncState};
 
 /// Most bytes of an offending message or parameter copied into an ERROR's cause information:
 /// enough to identify it, and an ERROR never amplifies a flood.
@@ -122,6 +124,8 @@ pub enum Event {
     /// The transport could not delimit the next message (e.g. a TCP length field below 4): the
     /// stream cannot be re-synchronised, so the core answers with an ERROR and closes it.
     FramingError { peer: PeerId, error: DecodeError },
+    /// One complete ENRP message from a peer registrar (see [`RegistrarCore::handle_enrp`]).
+    Enrp { source: EnrpSource, bytes: Vec<u8> },
 }
 
 /// Output of the core, for the shell to carry out in order.
@@ -136,6 +140,8 @@ pub enum Action {
     Announce { bytes: Vec<u8> },
     /// The handlespace changed (for the load balancer's control plane and monitoring).
     Notify(HandlespaceEvent),
+    /// Send one ENRP message.
+    SendEnrp { to: EnrpDest, bytes: Vec<u8> },
 }
 
 /// Why the core closes a connection.
@@ -176,6 +182,10 @@ pub enum RemovalReason {
     Unreachable,
     Expired,
     ConnectionLost,
+    /// Its home registrar deregistered it (ENRP Handle Update).
+    PeerUpdate,
+    /// An ENRP audit found that its home registrar no longer has it.
+    Audit,
 }
 
 /// Counters for monitoring.
@@ -241,6 +251,9 @@ pub struct RegistrarCore {
     next_slot: u64,
     actions: VecDeque<Action>,
     stats: CoreStats,
+    enrp: Option<enrp::EnrpState>,
+    /// The latest time the core was given.
+    clock: Instant,
 }
 
 impl RegistrarCore {
@@ -285,6 +298,8 @@ impl RegistrarCore {
             next_slot: 0,
             actions: VecDeque::new(),
             stats: CoreStats::default(),
+            enrp: None,
+            clock: now,
             config,
         };
         // The first announce goes out at once: PEs and PUs waiting for a registrar find it
@@ -319,7 +334,8 @@ impl RegistrarCore {
         [
             self.timers.first().map(|(t, _)| *t),
             self.handlespace.next_expiry(),
-            self.next_announce,
+            self.next_announce.filter(|_| self.serving()),
+            self.enrp_poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -328,6 +344,8 @@ impl RegistrarCore {
 
     /// Fire every timer due at `now`: keep-alives, ack timeouts, expiries, announces.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+        self.enrp_timeout(now);
         while let Some(&(due, slot)) = self.timers.first() {
             if due > now {
                 break;
@@ -338,10 +356,14 @@ impl RegistrarCore {
         for (pool, element) in self.handlespace.expire(now) {
             self.stats.expired += 1;
             self.untrack(&pool, element.id);
+            if element.home_registrar == self.id {
+                self.enrp_own_change(UpdateAction::DelPe, &pool, &element);
+            }
             self.notify_removed(pool, element.id, RemovalReason::Expired);
         }
         if let (Some(at), Some(interval)) = (self.next_announce, self.announce_interval)
             && at <= now
+            && self.serving()
         {
             if let Some(bytes) = &self.announce_bytes {
                 self.actions.push_back(Action::Announce {
@@ -356,7 +378,9 @@ impl RegistrarCore {
 
     /// Feed one event.
     pub fn handle_event(&mut self, now: Instant, event: Event) {
+        self.clock = self.clock.max(now);
         match event {
+            Event::Enrp { source, bytes } => self.handle_enrp(now, source, &bytes),
             Event::Connected { peer, info } => self.peer_connected(now, peer, info),
             Event::Disconnected { peer } => self.drop_peer(peer),
             Event::Message { peer, bytes } => self.handle_message(now, peer, &bytes),
@@ -408,6 +432,7 @@ impl RegistrarCore {
             .remove_by_registrator(RegistratorId::Asap(peer.0))
         {
             self.untrack(&pool, element.id);
+            self.enrp_own_change(UpdateAction::DelPe, &pool, &element);
             self.notify_removed(pool, element.id, RemovalReason::ConnectionLost);
         }
     }
@@ -516,10 +541,16 @@ impl RegistrarCore {
         mut element: PoolElement,
     ) {
         let id = element.id;
-        let result = self.try_register(now, peer, &pool_handle, &mut element);
+        let result = if self.serving() {
+            self.try_register(now, peer, &pool_handle, &mut element)
+        } else {
+            // ENRP start-up: the handlespace is not complete yet (see `enrp`).
+            Err(CauseCode::LackOfResources)
+        };
         let (reject, error) = match result {
             Ok(updated) => {
                 self.stats.registrations += 1;
+                self.enrp_own_change(UpdateAction::AddPe, &pool_handle, &element);
                 element.asap_transport = None;
                 let event = if updated {
                     HandlespaceEvent::ElementUpdated {
@@ -608,30 +639,35 @@ impl RegistrarCore {
                 Ok(true)
             }
             _ => {
-                // Stale keep-alive state for this key (cannot normally exist): drop it first.
-                self.untrack(pool, element.id);
-                let s = self.next_slot;
-                self.next_slot += 1;
-                let due = now + self.keepalive_interval;
-                self.slots.insert((pool.clone(), element.id), s);
-                self.tracked.insert(
-                    s,
-                    Tracked {
-                        pool: pool.clone(),
-                        id: element.id,
-                        peer,
-                        due,
-                        last_sent: None,
-                        awaiting_ack: false,
-                        reporters: Vec::new(),
-                    },
-                );
-                self.timers.insert((due, s));
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.elements.insert(s);
-                }
+                self.track(now, peer, pool, element.id);
                 Ok(false)
             }
+        }
+    }
+
+    /// Start keep-alive monitoring of an element this registrar is home of, over `peer`.
+    fn track(&mut self, now: Instant, peer: PeerId, pool: &PoolHandle, id: PeId) {
+        // Stale keep-alive state for this key (cannot normally exist): drop it first.
+        self.untrack(pool, id);
+        let s = self.next_slot;
+        self.next_slot += 1;
+        let due = now + self.keepalive_interval;
+        self.slots.insert((pool.clone(), id), s);
+        self.tracked.insert(
+            s,
+            Tracked {
+                pool: pool.clone(),
+                id,
+                peer,
+                due,
+                last_sent: None,
+                awaiting_ack: false,
+                reporters: Vec::new(),
+            },
+        );
+        self.timers.insert((due, s));
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.elements.insert(s);
         }
     }
 
@@ -641,7 +677,9 @@ impl RegistrarCore {
         let error = match owner {
             Some(o) if o != peer => Some(vec![ErrorCause::new(CauseCode::RejectedSecurity)]),
             Some(_) => {
-                self.handlespace.deregister(&pool_handle, id);
+                if let Some(element) = self.handlespace.deregister(&pool_handle, id) {
+                    self.enrp_own_change(UpdateAction::DelPe, &pool_handle, &element);
+                }
                 self.untrack(&pool_handle, id);
                 self.stats.deregistrations += 1;
                 self.notify_removed(pool_handle.clone(), id, RemovalReason::Deregistered);
@@ -676,7 +714,9 @@ impl RegistrarCore {
             None | Some(0) => r.default_items,
             Some(n) => n.min(r.max_items),
         } as usize;
-        let result = if allowed {
+        let result = if !self.serving() {
+            Err(CauseCode::LackOfResources)
+        } else if allowed {
             self.handlespace
                 .select(&pool_handle, n, r.max_increment as usize, &mut self.rng)
         } else {
@@ -748,7 +788,9 @@ impl RegistrarCore {
             .report_unreachable(&pool, id)
             .is_some_and(|r| r.threshold_reached)
         {
-            self.handlespace.deregister(&pool, id);
+            if let Some(element) = self.handlespace.deregister(&pool, id) {
+                self.enrp_own_change(UpdateAction::DelPe, &pool, &element);
+            }
             self.untrack(&pool, id);
             self.notify_removed(pool, id, RemovalReason::Unreachable);
         }
@@ -765,7 +807,9 @@ impl RegistrarCore {
                 self.keepalive_timeout
             );
             self.stats.keepalive_timeouts += 1;
-            self.handlespace.deregister(&pool, id);
+            if let Some(element) = self.handlespace.deregister(&pool, id) {
+                self.enrp_own_change(UpdateAction::DelPe, &pool, &element);
+            }
             self.untrack(&pool, id);
             self.notify_removed(pool, id, RemovalReason::KeepAliveTimeout);
             return;

@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod announce;
+pub mod enrp;
 pub mod tcp;
 pub mod transport;
 
@@ -29,11 +30,12 @@ use anyhow::Context as _;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use crate::config::RegistrarConfig;
-use crate::core::{Action, Event, HandlespaceEvent, PeerId, PeerInfo, RegistrarCore};
-use crate::types::{RegistrarId, TransportAddress, TransportUse};
+use crate::core::{Action, EnrpSource, Event, HandlespaceEvent, PeerId, PeerInfo, RegistrarCore};
+use crate::types::{RegistrarId, ServerInformation, TransportAddress, TransportUse};
 use crate::wire::DecodeError;
 pub use admin::{HandlespaceSnapshot, Query, StatsSnapshot};
 use announce::Announcer;
+use enrp::{EnrpNet, EnrpSink};
 use transport::{CoreSink, Delivery, PeerCommand, PeerHandle, Transport, TransportContext};
 
 /// Capacity of the handlespace event broadcast: a subscriber that falls this far behind gets
@@ -49,6 +51,7 @@ pub struct Registrar {
     admin: Option<tokio::net::TcpListener>,
     admin_addr: Option<SocketAddr>,
     announcer: Option<Announcer>,
+    enrp: Option<Arc<EnrpNet>>,
     control: RegistrarControl,
     queries: mpsc::Receiver<Query>,
 }
@@ -143,13 +146,30 @@ impl Registrar {
         } else {
             None
         };
-        let core = RegistrarCore::new(
+        let mut core = RegistrarCore::new(
             config.core(),
             id,
             advertised,
             Instant::now(),
             rand::random(),
         );
+        let enrp = if config.enrp.enabled() {
+            let net = EnrpNet::bind(&config.enrp, config.limits.max_message_size).await?;
+            let local = net.local_addrs()[0];
+            // An unspecified address makes peers use the address the Presence came from.
+            let info = ServerInformation {
+                id,
+                transport: TransportAddress::Tcp {
+                    port: local.port(),
+                    transport_use: TransportUse::DataOnly,
+                    addr: local.ip(),
+                },
+            };
+            core.enable_enrp(info, Instant::now());
+            Some(Arc::new(net))
+        } else {
+            None
+        };
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (qtx, queries) = mpsc::channel(64);
         Ok(Self {
@@ -160,6 +180,7 @@ impl Registrar {
             admin,
             admin_addr,
             announcer,
+            enrp,
             control: RegistrarControl {
                 events,
                 queries: qtx,
@@ -182,6 +203,14 @@ impl Registrar {
         self.admin_addr
     }
 
+    /// Where peer registrars reach this one with ENRP (ports as bound; empty without ENRP).
+    pub fn enrp_addrs(&self) -> Vec<SocketAddr> {
+        self.enrp
+            .as_ref()
+            .map(|e| e.local_addrs().to_vec())
+            .unwrap_or_default()
+    }
+
     pub fn control(&self) -> RegistrarControl {
         self.control.clone()
     }
@@ -195,6 +224,7 @@ impl Registrar {
             transports,
             admin,
             announcer,
+            enrp,
             control,
             mut queries,
             ..
@@ -209,6 +239,7 @@ impl Registrar {
             timer: Notify::new(),
             events: control.events.clone(),
             announcer,
+            enrp: enrp.clone(),
         });
         let ctx = TransportContext::new(
             shared.clone(),
@@ -222,6 +253,12 @@ impl Registrar {
         drop(ctx);
         if let Some(l) = admin {
             tasks.spawn(admin::serve(l, control.queries.clone()));
+        }
+        if let Some(net) = enrp {
+            let sink: std::sync::Weak<dyn EnrpSink> =
+                Arc::downgrade(&(shared.clone() as Arc<dyn EnrpSink>));
+            log::info!("registrar {id} serving ENRP on {:?}", net.local_addrs());
+            tasks.spawn(net.serve(sink));
         }
         log::info!("registrar {id} serving ASAP on {:?}", config.asap_listen);
         tokio::pin!(shutdown);
@@ -259,6 +296,7 @@ struct Shared {
     timer: Notify,
     events: broadcast::Sender<HandlespaceEvent>,
     announcer: Option<Announcer>,
+    enrp: Option<Arc<EnrpNet>>,
 }
 
 struct State {
@@ -328,6 +366,11 @@ impl Shared {
                     // No subscriber is not an error.
                     let _ = self.events.send(ev);
                 }
+                Action::SendEnrp { to, bytes } => {
+                    if let Some(net) = &self.enrp {
+                        net.send(to, bytes);
+                    }
+                }
             }
         }
         if st
@@ -338,6 +381,15 @@ impl Shared {
             self.timer.notify_one();
         }
         d
+    }
+}
+
+impl EnrpSink for Shared {
+    fn enrp(&self, source: EnrpSource, bytes: &[u8]) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        st.core.handle_enrp(now, source, bytes);
+        self.route(&mut st, None, now);
     }
 }
 

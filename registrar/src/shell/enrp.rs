@@ -1,0 +1,355 @@
+//! ENRP's bytes: connections to and from peer registrars (TCP today, each message framed by its
+//! own length as ASAP over TCP is), and Presence by UDP multicast. The core decides everything;
+//! this module only carries [`Action::SendEnrp`](crate::core::Action::SendEnrp) out and feeds
+//! what arrives in as [`Event::Enrp`](crate::core::Event::Enrp).
+//!
+//! A registrar keeps one outgoing connection per peer endpoint, opened on the first message for
+//! it and re-opened after it breaks; what it sends to a peer always goes that way, so the peer
+//! sees it in order. Connections work both ways: whatever arrives on any of them (opened by
+//! either side) goes to the core with the connection it came on, for answers that must go back
+//! the same way. Messages for a peer that cannot be reached are dropped (counted): ENRP repairs
+//! the difference by its audit once the peer is back.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::config::EnrpConfig;
+use crate::core::{EnrpDest, EnrpSource, PeerId};
+use crate::types::TransportAddress;
+use crate::wire;
+
+/// Messages queued for one connection; beyond this they are dropped (a peer that does not read
+/// its ENRP is repaired by the audit later).
+const QUEUE: usize = 8_192;
+/// How long opening a connection to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A peer connection that takes nothing for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connection ids of ENRP start here, apart from ASAP's.
+const FIRST_CONN_ID: u64 = 1 << 48;
+
+/// What the ENRP transport needs from the registrar: a place to put what arrives.
+pub trait EnrpSink: Send + Sync + 'static {
+    fn enrp(&self, source: EnrpSource, bytes: &[u8]);
+}
+
+/// Counters of the ENRP transport.
+#[derive(Debug, Default)]
+pub struct EnrpNetStats {
+    pub dropped: AtomicU64,
+    pub connects_failed: AtomicU64,
+}
+
+/// ENRP's sockets and connections.
+pub struct EnrpNet {
+    listeners: Mutex<Vec<TcpListener>>,
+    local: Vec<SocketAddr>,
+    mcast: Option<(Arc<UdpSocket>, SocketAddr)>,
+    max_message_size: usize,
+    /// Outgoing connection by peer endpoint.
+    by_endpoint: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    /// Every live connection by id (for answers on the connection a message came on).
+    by_conn: Mutex<HashMap<PeerId, mpsc::Sender<Vec<u8>>>>,
+    ids: AtomicU64,
+    sink: OnceLock<Weak<dyn EnrpSink>>,
+    pub stats: EnrpNetStats,
+}
+
+impl EnrpNet {
+    /// Bind the listeners and the multicast socket.
+    pub async fn bind(config: &EnrpConfig, max_message_size: usize) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let mut listeners = Vec::new();
+        let mut local = Vec::new();
+        for addr in &config.listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for ENRP on TCP {addr}"))?;
+            local.push(l.local_addr()?);
+            listeners.push(l);
+        }
+        let mcast = match config.multicast_group {
+            Some(group) => Some((
+                Arc::new(
+                    multicast_socket(group, config.interface)
+                        .with_context(|| format!("joining the ENRP multicast group {group}"))?,
+                ),
+                group,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            listeners: Mutex::new(listeners),
+            local,
+            mcast,
+            max_message_size,
+            by_endpoint: Mutex::new(HashMap::new()),
+            by_conn: Mutex::new(HashMap::new()),
+            ids: AtomicU64::new(FIRST_CONN_ID),
+            sink: OnceLock::new(),
+            stats: EnrpNetStats::default(),
+        })
+    }
+
+    /// Where peers reach this registrar (ports as bound).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    /// Accept connections and multicast datagrams, feeding `sink`, until aborted.
+    pub async fn serve(self: Arc<Self>, sink: Weak<dyn EnrpSink>) {
+        let _ = self.sink.set(sink);
+        let listeners =
+            std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for l in listeners {
+            let me = self.clone();
+            tasks.spawn(async move {
+                loop {
+                    match l.accept().await {
+                        Ok((stream, remote)) => me.clone().start_connection(stream, remote, None),
+                        Err(e) => {
+                            log::warn!("accepting an ENRP connection: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            });
+        }
+        if let Some((sock, _)) = &self.mcast {
+            let me = self.clone();
+            let sock = sock.clone();
+            tasks.spawn(async move {
+                let mut buf = vec![0u8; 65_536];
+                loop {
+                    match sock.recv_from(&mut buf).await {
+                        Ok((n, from)) => me.deliver(EnrpSource::Datagram { from }, &buf[..n]),
+                        Err(e) => {
+                            log::debug!("receiving ENRP multicast: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        std::future::pending::<()>().await;
+    }
+
+    fn deliver(&self, source: EnrpSource, bytes: &[u8]) {
+        if let Some(sink) = self.sink.get().and_then(Weak::upgrade) {
+            sink.enrp(source, bytes);
+        }
+    }
+
+    /// Send one message as the core asked (never blocks).
+    pub fn send(self: &Arc<Self>, to: EnrpDest, bytes: Vec<u8>) {
+        match to {
+            EnrpDest::Multicast => {
+                if let Some((sock, group)) = &self.mcast
+                    && let Err(e) = sock.try_send_to(&bytes, *group)
+                {
+                    log::debug!("sending ENRP Presence to {group}: {e}");
+                }
+            }
+            EnrpDest::Connection(conn) => {
+                let tx = lock(&self.by_conn).get(&conn).cloned();
+                if tx.is_none_or(|tx| tx.try_send(bytes).is_err()) {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            EnrpDest::Endpoint(t) => {
+                let Some(addr) = tcp_endpoint(&t) else {
+                    log::debug!("ENRP endpoint {t:?} is not reachable over TCP");
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let mut map = lock(&self.by_endpoint);
+                if let Some(tx) = map.get(&addr) {
+                    match tx.try_send(bytes) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(b)) => {
+                            map.remove(&addr);
+                            self.dial(&mut map, addr, b);
+                        }
+                    }
+                } else {
+                    self.dial(&mut map, addr, bytes);
+                }
+            }
+        }
+    }
+
+    /// Open a connection to `addr`; `first` goes out first once it is up.
+    fn dial(
+        self: &Arc<Self>,
+        map: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+        addr: SocketAddr,
+        first: Vec<u8>,
+    ) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let _ = tx.try_send(first);
+        map.insert(addr, tx);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    log::debug!("ENRP: connecting to {addr}: {e}");
+                    me.connect_failed(addr);
+                    return;
+                }
+                Err(_) => {
+                    log::debug!("ENRP: connecting to {addr} timed out");
+                    me.connect_failed(addr);
+                    return;
+                }
+            };
+            me.run_connection(stream, addr, Some(rx)).await;
+            let mut map = lock(&me.by_endpoint);
+            if map.get(&addr).is_some_and(|tx| tx.is_closed()) {
+                map.remove(&addr);
+            }
+        });
+    }
+
+    fn connect_failed(&self, addr: SocketAddr) {
+        self.stats.connects_failed.fetch_add(1, Ordering::Relaxed);
+        lock(&self.by_endpoint).remove(&addr);
+    }
+
+    fn start_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        rx: Option<mpsc::Receiver<Vec<u8>>>,
+    ) {
+        tokio::spawn(async move { self.run_connection(stream, remote, rx).await });
+    }
+
+    /// Serve one connection both ways until it breaks.
+    async fn run_connection(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        rx: Option<mpsc::Receiver<Vec<u8>>>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let conn = PeerId(self.ids.fetch_add(1, Ordering::Relaxed));
+        // Answers on this connection go through the outgoing queue when it has one, so the
+        // order of everything sent over it is kept.
+        let (mut rx, reply_tx) = match rx {
+            Some(rx) => {
+                let tx = lock(&self.by_endpoint).get(&remote).cloned();
+                (rx, tx)
+            }
+            None => {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                (rx, Some(tx))
+            }
+        };
+        if let Some(tx) = reply_tx {
+            lock(&self.by_conn).insert(conn, tx);
+        }
+        let (mut rd, mut wr) = stream.into_split();
+        let source = EnrpSource::Connection { conn, remote };
+        let max = self.max_message_size;
+        let writer = async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = first;
+                while batch.len() < 64 * 1024 {
+                    match rx.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&batch)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+        };
+        let me = self.clone();
+        let reader = async move {
+            let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+            loop {
+                buf.reserve(16 * 1024);
+                match rd.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let mut start = 0;
+                loop {
+                    match wire::frame_length(&buf[start..], max) {
+                        Ok(Some(len)) if buf.len() - start >= len => {
+                            me.deliver(source.clone(), &buf[start..start + len]);
+                            start += len;
+                        }
+                        Ok(_) => break,
+                        Err(e) => {
+                            // The stream cannot be delimited any more: the core answers with
+                            // an ERROR (it sees the bytes as malformed) and the link goes.
+                            log::info!("ENRP from {remote}: {e}; closing the connection");
+                            me.deliver(source.clone(), &buf[start..]);
+                            return;
+                        }
+                    }
+                }
+                buf.drain(..start);
+            }
+        };
+        tokio::select! {
+            _ = writer => {}
+            _ = reader => {}
+        }
+        lock(&self.by_conn).remove(&conn);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The TCP address of an ENRP endpoint.
+fn tcp_endpoint(t: &TransportAddress) -> Option<SocketAddr> {
+    match t {
+        TransportAddress::Tcp { port, addr, .. } => Some(SocketAddr::new(*addr, *port)),
+        _ => None,
+    }
+}
+
+/// A UDP socket bound to the group's port, member of the group (on `interface` when given),
+/// sending to it with TTL 30 (rsplib's default) and looping back to local members.
+fn multicast_socket(group: SocketAddr, interface: Option<Ipv4Addr>) -> io::Result<UdpSocket> {
+    let IpAddr::V4(g) = group.ip() else {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "ENRP multicast over IPv6 is not supported; use static peers",
+        ));
+    };
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), group.port()).into())?;
+    let iface = interface.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    s.join_multicast_v4(&g, &iface)?;
+    s.set_multicast_ttl_v4(30)?;
+    s.set_multicast_loop_v4(true)?;
+    if let Some(i) = interface {
+        s.set_multicast_if_v4(&i)?;
+    }
+    UdpSocket::from_std(s.into())
+}
