@@ -160,12 +160,8 @@ fn a_dead_registrar_is_taken_over_and_no_element_leaves_any_handlespace() {
     assert!(took < ms(1_800), "takeover took {took:?}");
     assert_converged(&s, &[0, 1]);
     assert_eq!(s.view(0).len(), 60, "every element keeps its place");
-    for i in 0..2 {
-        assert_eq!(
-            s.removals(i),
-            removals_before[i],
-            "registrar {i} removed an element"
-        );
+    for (i, before) in removals_before.iter().enumerate().take(2) {
+        assert_eq!(s.removals(i), *before, "registrar {i} removed an element");
     }
     // Exactly one survivor became their home.
     let new_owners: std::collections::BTreeSet<u32> = s
