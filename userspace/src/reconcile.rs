@@ -968,6 +968,7 @@ mod tests {
                     elements,
                 })
                 .collect(),
+            checksums: Vec::new(),
         }
     }
 

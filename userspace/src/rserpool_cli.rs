@@ -12,7 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use rsplb_registrar::client::{
     self, AnnounceConfig, CacheConfig, ClientConfig, PoolElementConfig, PoolUser,
 };
-use rsplb_registrar::shell::admin::{HandlespaceSnapshot, policy_name};
+use rsplb_registrar::shell::admin::{HandlespaceSnapshot, RegistrarsSnapshot, policy_name};
 use rsplb_registrar::sidecar::health::{HealthCheck, HttpTarget};
 use rsplb_registrar::sidecar::{self, SidecarConfig};
 use rsplb_registrar::types::{
@@ -31,6 +31,10 @@ pub enum RserpoolCommand {
     /// Show a registrar's handlespace (pools, elements, policies, load, home registrar, age).
     #[command(after_long_help = HANDLESPACE_EXAMPLES)]
     Handlespace(HandlespaceArgs),
+    /// Show the registrars of a registrar's operation scope (ENRP peers: state, last heard,
+    /// checksums, mentor) and whether it is synchronised.
+    #[command(after_long_help = REGISTRARS_EXAMPLES)]
+    Registrars(HandlespaceArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,7 +72,20 @@ Examples:
 const HANDLESPACE_EXAMPLES: &str = "\
 Examples:
   rsplb handlespace
-  rsplb handlespace --admin 198.18.0.1:3870 --json";
+  rsplb handlespace --admin 198.18.0.1:3870 --json
+
+The CHECKSUMS lines give the RFC 5353 PE checksum of each home registrar's elements as this \
+registrar holds them: two registrars of one scope with equal lines hold equal handlespaces.";
+
+const REGISTRARS_EXAMPLES: &str = "\
+Examples:
+  rsplb registrars
+  rsplb registrars --admin 198.18.0.1:3870 --json
+
+STATE is alive, probing (silent too long; asked for a Presence), taking_over (this registrar is \
+becoming the home of the peer's elements) or auditing (repairing a checksum difference). \
+THEIRS is the checksum in the peer's last Presence, OURS the checksum of what this registrar \
+holds for it: they differ only briefly, while an update or an audit is under way.";
 
 /// Transport protocol of the registered server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -194,6 +211,15 @@ pub fn run(cmd: RserpoolCommand) -> Result<()> {
         RserpoolCommand::Resolve(args) => {
             let out = runtime.block_on(resolve(&args))?;
             print!("{out}");
+            Ok(())
+        }
+        RserpoolCommand::Registrars(args) => {
+            let snapshot = fetch_registrars(args.admin, Duration::from_millis(args.timeout))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&snapshot)?);
+            } else {
+                print!("{}", registrars_table(&snapshot));
+            }
             Ok(())
         }
         RserpoolCommand::Handlespace(args) => {
@@ -423,6 +449,60 @@ pub fn fetch_handlespace(admin: SocketAddr, timeout: Duration) -> Result<Handles
     })
 }
 
+/// GET /registrars from a registrar's admin endpoint.
+pub fn fetch_registrars(admin: SocketAddr, timeout: Duration) -> Result<RegistrarsSnapshot> {
+    let body = http_get(admin, "/registrars", timeout)
+        .with_context(|| format!("asking the registrar's admin endpoint at {admin}"))?;
+    serde_json::from_slice(&body).with_context(|| {
+        format!("reading the registrars from {admin} (not rsplb's admin endpoint?)")
+    })
+}
+
+fn registrars_table(s: &RegistrarsSnapshot) -> String {
+    let mut out = String::new();
+    let state = match s.sync_state {
+        None => "alone (ENRP off)".to_string(),
+        Some(st) => serde_json::to_value(st)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+    };
+    let _ = writeln!(
+        out,
+        "registrar {}: {state}, {} own element(s), checksum 0x{:04x}",
+        s.registrar_id_hex, s.own_elements, s.checksum
+    );
+    if s.peers.is_empty() {
+        let _ = writeln!(out, "no peers");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<10} {:<28} {:<12} {:>10} {:>7} {:>7} {:>9} {:<6}",
+        "ID", "ENDPOINT", "STATE", "HEARD", "THEIRS", "OURS", "ELEMENTS", "MENTOR"
+    );
+    for p in &s.peers {
+        let state = serde_json::to_value(p.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<10} {:<28} {:<12} {:>10} {:>7} {:>7} {:>9} {:<6}",
+            p.registrar_id_hex,
+            p.endpoint,
+            state,
+            format!("{} ago", human_ms(p.last_heard_ms)),
+            p.checksum
+                .map_or_else(|| "-".to_string(), |c| format!("{c:04x}")),
+            format!("{:04x}", p.local_checksum),
+            p.owned_elements,
+            if p.mentor { "yes" } else { "" }
+        );
+    }
+    out
+}
+
 fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Vec<u8>> {
     let timeout = timeout.max(Duration::from_millis(1));
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
@@ -495,6 +575,16 @@ fn handlespace_table(s: &HandlespaceSnapshot) -> String {
                 format!("{:08x}", e.home_registrar),
                 human_ms(e.age_ms),
                 expires
+            );
+        }
+    }
+    if !s.checksums.is_empty() {
+        let _ = writeln!(out, "\nCHECKSUMS (home registrar: elements, PE checksum)");
+        for c in &s.checksums {
+            let _ = writeln!(
+                out,
+                "  {}: {} element(s), 0x{:04x}",
+                c.registrar_id_hex, c.elements, c.checksum
             );
         }
     }

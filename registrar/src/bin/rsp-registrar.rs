@@ -14,7 +14,7 @@ use rsplb_registrar::shell::Registrar;
     name = "rsp-registrar",
     version,
     about = "RSerPool registrar: pool elements register here, pool users resolve pools here",
-    long_about = "RSerPool registrar (ASAP, RFC 5352).\n\n\
+    long_about = "RSerPool registrar (ASAP, RFC 5352; ENRP, RFC 5353).\n\n\
         Pool elements (servers) register into named pools over ASAP; pool users (clients, and the \
         rsplb load balancer) resolve pools into elements. The registrar monitors every element it \
         is home of with keep-alives (default every 250 ms, 250 ms to answer) and removes it when \
@@ -23,14 +23,22 @@ use rsplb_registrar::shell::Registrar;
         ASAP runs over TCP (port 3863; each message framed by its own length field). The registrar \
         announces itself with ASAP Server Announces to UDP multicast 239.0.0.50:3863 every second. \
         Operators read the handlespace as JSON from the admin endpoint (GET /handlespace, GET \
-        /stats; default 127.0.0.1:3870).\n\n\
+        /stats, GET /registrars; default 127.0.0.1:3870).\n\n\
+        With --enrp, several registrars of one operation scope share the handlespace (ENRP over \
+        TCP, port 9901): any of them serves any client, and when one dies another becomes the \
+        home of its elements within about a second (no element leaves a pool because its \
+        registrar failed). A starting registrar first looks for a mentor (--peer, \
+        --enrp-multicast), downloads the handlespace from it, and answers clients only then.\n\n\
         Settings come from defaults, then the TOML file of --config, then the flags below.",
     after_long_help = "Examples:\n  \
         rsp-registrar\n  \
         rsp-registrar --asap 198.18.0.1:3863 --announce-interface 198.18.0.1\n  \
         rsp-registrar --config /etc/rsplb/registrar.toml --keepalive-interval 1000\n  \
         rsp-registrar --no-announce --admin 127.0.0.1:3870 --id 0x10\n  \
-        curl -s http://127.0.0.1:3870/handlespace\n\n\
+        rsp-registrar --enrp 198.18.0.1:9901 --peer 198.18.0.2:9901 --peer 198.18.0.3:9901\n  \
+        rsp-registrar --enrp 0.0.0.0:9901 --enrp-multicast 239.0.0.51:9901 --enrp-interface 198.18.0.1\n  \
+        curl -s http://127.0.0.1:3870/handlespace\n  \
+        curl -s http://127.0.0.1:3870/registrars\n\n\
         A configuration file (every key optional):\n  \
         registrar_id = 16\n  \
         asap_listen = [\"0.0.0.0:3863\"]\n  \
@@ -66,7 +74,17 @@ use rsplb_registrar::shell::Registrar;
         [resolution]\n  \
         default_items = 3\n  \
         max_items = 128\n  \
-        max_increment = 0\n\n\
+        max_increment = 0\n  \
+        [enrp]\n  \
+        listen = [\"0.0.0.0:9901\"]\n  \
+        peers = [\"198.18.0.2:9901\"]\n  \
+        multicast_group = \"239.0.0.51:9901\"\n  \
+        heartbeat_interval_ms = 200\n  \
+        max_time_last_heard_ms = 600\n  \
+        max_time_no_response_ms = 400\n  \
+        takeover_expiry_ms = 2000\n  \
+        takeover_grace_ms = 5000\n  \
+        mentor_discovery_ms = 1000\n\n\
         Logging: RUST_LOG=debug (default info)."
 )]
 struct Cli {
@@ -115,6 +133,31 @@ struct Cli {
     /// Accept user transport addresses that are not the registering connection's.
     #[arg(long)]
     allow_foreign_addresses: bool,
+    /// ENRP listen address (repeatable; IANA port 9901): join an operation scope with the
+    /// registrars of --peer and/or --enrp-multicast. Without it the registrar is alone.
+    #[arg(long = "enrp", value_name = "ADDR:PORT")]
+    enrp: Vec<SocketAddr>,
+    /// A peer registrar's ENRP endpoint (repeatable).
+    #[arg(long = "peer", value_name = "ADDR:PORT", requires = "enrp")]
+    peers: Vec<SocketAddr>,
+    /// Find peers by ENRP Presence on this multicast group (rsplib's is 239.0.0.51:9901).
+    #[arg(long, value_name = "GROUP:PORT", requires = "enrp")]
+    enrp_multicast: Option<SocketAddr>,
+    /// IPv4 address of the interface for ENRP multicast.
+    #[arg(long, value_name = "ADDR", requires = "enrp_multicast")]
+    enrp_interface: Option<Ipv4Addr>,
+    /// ENRP Presence cycle in milliseconds [default 200].
+    #[arg(long, value_name = "MS", requires = "enrp")]
+    peer_heartbeat: Option<u64>,
+    /// Silence before a peer is asked for a Presence, in milliseconds [default 600].
+    #[arg(long, value_name = "MS", requires = "enrp")]
+    peer_max_last_heard: Option<u64>,
+    /// Time to answer that before the peer is taken over, in milliseconds [default 400].
+    #[arg(long, value_name = "MS", requires = "enrp")]
+    peer_max_no_response: Option<u64>,
+    /// How long a starting registrar looks for a mentor, in milliseconds [default 1000].
+    #[arg(long, value_name = "MS", requires = "enrp")]
+    mentor_discovery: Option<u64>,
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
@@ -171,6 +214,28 @@ fn build_config(cli: &Cli) -> anyhow::Result<RegistrarConfig> {
     }
     if cli.allow_foreign_addresses {
         c.security.allow_foreign_addresses = true;
+    }
+    if !cli.enrp.is_empty() {
+        c.enrp.listen = cli.enrp.clone();
+    }
+    c.enrp.peers.extend(cli.peers.iter().copied());
+    if let Some(g) = cli.enrp_multicast {
+        c.enrp.multicast_group = Some(g);
+    }
+    if let Some(i) = cli.enrp_interface {
+        c.enrp.interface = Some(i);
+    }
+    if let Some(v) = cli.peer_heartbeat {
+        c.enrp.heartbeat_interval_ms = v;
+    }
+    if let Some(v) = cli.peer_max_last_heard {
+        c.enrp.max_time_last_heard_ms = v;
+    }
+    if let Some(v) = cli.peer_max_no_response {
+        c.enrp.max_time_no_response_ms = v;
+    }
+    if let Some(v) = cli.mentor_discovery {
+        c.enrp.mentor_discovery_ms = v;
     }
     c.validate()?;
     Ok(c)

@@ -313,6 +313,25 @@ impl Task {
                     );
                     last_lost = Some(addr);
                 }
+                SessionEnd::Rejected(causes)
+                    if causes
+                        .iter()
+                        .all(|c| c.code == crate::types::CauseCode::LackOfResources) =>
+                {
+                    // A registrar that is full, or still synchronising with its operation
+                    // scope (ENRP start-up), refuses for now: another one may serve at once.
+                    log::info!(
+                        "pool element {id} of {}: registrar {} lacks resources (busy or still \
+                         synchronising); hunting again in {delay:?}",
+                        self.pe.pool_handle,
+                        conn.addr
+                    );
+                    last_lost = Some(conn.addr);
+                    drop(conn);
+                    if let Idle::Stop = self.idle_wait(delay).await {
+                        return;
+                    }
+                }
                 SessionEnd::Rejected(causes) => {
                     let err = ClientError::Rejected {
                         pool: self.pe.pool_handle.clone(),

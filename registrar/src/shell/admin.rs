@@ -2,6 +2,8 @@
 //!
 //! - `GET /handlespace`: [`HandlespaceSnapshot`] as JSON.
 //! - `GET /stats`: [`StatsSnapshot`] as JSON.
+//! - `GET /registrars`: [`RegistrarsSnapshot`] as JSON: this registrar's place in its operation
+//!   scope and the ENRP peers it knows.
 //!
 //! No authentication: bind it to loopback (the default, 127.0.0.1:3870) or a management network.
 
@@ -14,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{CoreStats, RegistrarCore};
+use crate::core::{CoreStats, EnrpStats, PeerState, RegistrarCore, SyncState};
 use crate::handlespace::RegistratorId;
 use crate::types::{Policy, TransportAddress, TransportUse};
 
@@ -28,6 +30,50 @@ pub struct HandlespaceSnapshot {
     pub pool_count: usize,
     pub element_count: usize,
     pub pools: Vec<PoolSnapshot>,
+    /// The PE checksum (RFC 5353) of each home registrar's elements as this registrar holds
+    /// them: equal lists on two registrars mean equal handlespaces.
+    #[serde(default)]
+    pub checksums: Vec<OwnerChecksum>,
+}
+
+/// One home registrar's elements in a handlespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OwnerChecksum {
+    pub registrar_id: u32,
+    pub registrar_id_hex: String,
+    pub elements: usize,
+    pub checksum: u16,
+}
+
+/// A registrar's place in its operation scope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegistrarsSnapshot {
+    pub registrar_id: u32,
+    pub registrar_id_hex: String,
+    /// `null` without ENRP (the registrar is alone), else `hunting`, `downloading` or `ready`.
+    pub sync_state: Option<SyncState>,
+    /// The PE checksum of this registrar's own elements (what its Presence carries).
+    pub checksum: u16,
+    pub own_elements: usize,
+    pub peers: Vec<PeerSnapshot>,
+    pub enrp: EnrpStats,
+}
+
+/// One ENRP peer as a registrar sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerSnapshot {
+    pub registrar_id: u32,
+    pub registrar_id_hex: String,
+    /// Where it is reached, e.g. `tcp:198.18.0.2:9901`.
+    pub endpoint: String,
+    /// `alive`, `probing` (asked for a Presence), `taking_over`, `auditing`.
+    pub state: PeerState,
+    pub last_heard_ms: u64,
+    /// The checksum in its last Presence, and the checksum of what this registrar holds for it.
+    pub checksum: Option<u16>,
+    pub local_checksum: u16,
+    pub owned_elements: usize,
+    pub mentor: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -223,6 +269,58 @@ pub fn snapshot(core: &RegistrarCore, now: Instant) -> HandlespaceSnapshot {
         pool_count: hs.pool_count(),
         element_count: hs.len(),
         pools,
+        checksums: owner_checksums(core),
+    }
+}
+
+fn owner_checksums(core: &RegistrarCore) -> Vec<OwnerChecksum> {
+    let hs = core.handlespace();
+    let mut owners: Vec<_> = hs.owners().collect();
+    owners.sort();
+    owners
+        .into_iter()
+        .map(|o| OwnerChecksum {
+            registrar_id: o.0,
+            registrar_id_hex: o.to_string(),
+            elements: hs.owned_count(o),
+            checksum: hs.checksum(o),
+        })
+        .collect()
+}
+
+fn endpoint_text(t: &TransportAddress) -> String {
+    let first = t.addrs().first().copied();
+    match first {
+        Some(ip) => format!("{}:{}", protocol_name(t), SocketAddr::new(ip, t.port())),
+        None => protocol_name(t).to_string(),
+    }
+}
+
+/// The registrar's scope: sync state and peers.
+pub fn registrars(core: &RegistrarCore, now: Instant) -> RegistrarsSnapshot {
+    let hs = core.handlespace();
+    RegistrarsSnapshot {
+        registrar_id: core.id().0,
+        registrar_id_hex: core.id().to_string(),
+        sync_state: core.sync_state(),
+        checksum: hs.checksum(core.id()),
+        own_elements: hs.owned_count(core.id()),
+        peers: core
+            .enrp_peers(now)
+            .into_iter()
+            .map(|p| PeerSnapshot {
+                registrar_id: p.id.0,
+                registrar_id_hex: p.id.to_string(),
+                endpoint: endpoint_text(&p.endpoint),
+                state: p.state,
+                last_heard_ms: ms(p.last_heard),
+                checksum: p.checksum,
+                local_checksum: p.local_checksum,
+                owned_elements: p.owned_elements,
+                mentor: p.mentor,
+            })
+            .collect(),
+        enrp: core.enrp_stats(),
     }
 }
 
@@ -242,6 +340,7 @@ pub fn stats(core: &RegistrarCore) -> StatsSnapshot {
 pub enum Query {
     Handlespace(oneshot::Sender<HandlespaceSnapshot>),
     Stats(oneshot::Sender<StatsSnapshot>),
+    Registrars(oneshot::Sender<RegistrarsSnapshot>),
 }
 
 /// Serve the admin endpoint until the task is dropped.
@@ -301,9 +400,17 @@ async fn serve_one(mut stream: TcpStream, queries: mpsc::Sender<Query>) -> io::R
                 Err(_) => ("503 Service Unavailable", b"{}".to_vec()),
             }
         }
+        ("GET", "/registrars") => {
+            let (tx, rx) = oneshot::channel();
+            let _ = queries.send(Query::Registrars(tx)).await;
+            match rx.await {
+                Ok(s) => ("200 OK", serde_json::to_vec(&s).unwrap_or_default()),
+                Err(_) => ("503 Service Unavailable", b"{}".to_vec()),
+            }
+        }
         ("GET", _) => (
             "404 Not Found",
-            br#"{"error":"not found; try /handlespace or /stats"}"#.to_vec(),
+            br#"{"error":"not found; try /handlespace, /stats or /registrars"}"#.to_vec(),
         ),
         _ => (
             "405 Method Not Allowed",

@@ -33,7 +33,7 @@ use crate::config::RegistrarConfig;
 use crate::core::{Action, EnrpSource, Event, HandlespaceEvent, PeerId, PeerInfo, RegistrarCore};
 use crate::types::{RegistrarId, ServerInformation, TransportAddress, TransportUse};
 use crate::wire::DecodeError;
-pub use admin::{HandlespaceSnapshot, Query, StatsSnapshot};
+pub use admin::{HandlespaceSnapshot, Query, RegistrarsSnapshot, StatsSnapshot};
 use announce::Announcer;
 use enrp::{EnrpNet, EnrpSink};
 use transport::{CoreSink, Delivery, PeerCommand, PeerHandle, Transport, TransportContext};
@@ -82,6 +82,16 @@ impl RegistrarControl {
         let (tx, rx) = oneshot::channel();
         self.queries
             .send(Query::Handlespace(tx))
+            .await
+            .context("the registrar is not running")?;
+        rx.await.context("the registrar stopped")
+    }
+
+    /// This registrar's place in its operation scope (ENRP peers, sync state).
+    pub async fn registrars(&self) -> anyhow::Result<RegistrarsSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .send(Query::Registrars(tx))
             .await
             .context("the registrar is not running")?;
         rx.await.context("the registrar stopped")
@@ -462,6 +472,9 @@ fn answer(core: &RegistrarCore, q: Query) {
         }
         Query::Stats(tx) => {
             let _ = tx.send(admin::stats(core));
+        }
+        Query::Registrars(tx) => {
+            let _ = tx.send(admin::registrars(core, Instant::now()));
         }
     }
 }
