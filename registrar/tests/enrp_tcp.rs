@@ -146,6 +146,24 @@ async fn three_registrars_share_one_handlespace_and_survive_the_loss_of_one() {
     let owners: BTreeSet<u32> = before.iter().map(|e| e.2).collect();
     assert_eq!(owners.len(), 3, "{owners:?}");
 
+    // Any registrar's handlespace can be read over ENRP, as rsplib's hsdump does.
+    let d = rsplb_registrar::client::enrp_dump::dump(SocketAddr::new(ip(net, 2), 9901), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(d.registrar.0, 0x1002);
+    let mut dumped: Vec<_> = d
+        .pools
+        .iter()
+        .flat_map(|(h, els)| {
+            els.iter()
+                .map(move |e| (h.to_string(), e.id.0, e.home_registrar.0))
+        })
+        .collect();
+    dumped.sort();
+    assert_eq!(dumped, before);
+    let peer_ids: BTreeSet<u32> = d.peers.iter().map(|p| p.id.0).collect();
+    assert_eq!(peer_ids, [0x1001, 0x1003].into_iter().collect());
+
     // A late registrar downloads everything from its mentor.
     let r4 = start(net, 4, &[1]).await;
     wait_converged(&[&r1, &r2, &r3, &r4], 30).await;

@@ -30,7 +30,7 @@ pub enum RserpoolCommand {
     Resolve(ResolveArgs),
     /// Show a registrar's handlespace (pools, elements, policies, load, home registrar, age).
     #[command(after_long_help = HANDLESPACE_EXAMPLES)]
-    Handlespace(HandlespaceArgs),
+    Handlespace(DumpArgs),
     /// Show the registrars of a registrar's operation scope (ENRP peers: state, last heard,
     /// checksums, mentor) and whether it is synchronised.
     #[command(after_long_help = REGISTRARS_EXAMPLES)]
@@ -73,6 +73,7 @@ const HANDLESPACE_EXAMPLES: &str = "\
 Examples:
   rsplb handlespace
   rsplb handlespace --admin 198.18.0.1:3870 --json
+  rsplb handlespace --registrar 198.18.0.2:9901     # over ENRP, any registrar of the scope
 
 The CHECKSUMS lines give the RFC 5353 PE checksum of each home registrar's elements as this \
 registrar holds them: two registrars of one scope with equal lines hold equal handlespaces.";
@@ -181,6 +182,16 @@ pub struct ResolveArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub admin: HandlespaceArgs,
+    /// Read the handlespace over ENRP from this registrar's ENRP endpoint instead (as rsplib's
+    /// hsdump does; works with any registrar of the scope, without its admin endpoint).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_socket_addr)]
+    pub registrar: Option<SocketAddr>,
+}
+
+#[derive(Args, Debug)]
 pub struct HandlespaceArgs {
     /// The registrar's admin endpoint.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_socket_addr, default_value = "127.0.0.1:3870")]
@@ -222,7 +233,22 @@ pub fn run(cmd: RserpoolCommand) -> Result<()> {
             }
             Ok(())
         }
-        RserpoolCommand::Handlespace(args) => {
+        RserpoolCommand::Handlespace(DumpArgs {
+            registrar: Some(addr),
+            admin: args,
+        }) => {
+            let d = runtime.block_on(rsplb_registrar::client::enrp_dump::dump(
+                addr,
+                Duration::from_millis(args.timeout),
+            ))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&dump_json(&d))?);
+            } else {
+                print!("{}", dump_table(&d));
+            }
+            Ok(())
+        }
+        RserpoolCommand::Handlespace(DumpArgs { admin: args, .. }) => {
             let snapshot = fetch_handlespace(args.admin, Duration::from_millis(args.timeout))?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&snapshot)?);
@@ -499,6 +525,63 @@ fn registrars_table(s: &RegistrarsSnapshot) -> String {
             p.owned_elements,
             if p.mentor { "yes" } else { "" }
         );
+    }
+    out
+}
+
+fn dump_json(d: &rsplb_registrar::client::enrp_dump::EnrpDump) -> serde_json::Value {
+    serde_json::json!({
+        "registrar_id": d.registrar.0,
+        "registrar_id_hex": d.registrar.to_string(),
+        "checksum": d.checksum,
+        "peers": d.peers.iter().map(|p| serde_json::json!({
+            "registrar_id": p.id.0,
+            "registrar_id_hex": p.id.to_string(),
+            "endpoint": transport_address(&p.transport),
+        })).collect::<Vec<_>>(),
+        "pools": d.pools.iter().map(|(h, els)| serde_json::json!({
+            "handle": h.to_string(),
+            "elements": els.iter().map(|e| {
+                let mut j = element_json(e);
+                j["home_registrar"] = serde_json::json!(e.home_registrar.0);
+                j
+            }).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn dump_table(d: &rsplb_registrar::client::enrp_dump::EnrpDump) -> String {
+    let mut out = String::new();
+    let n: usize = d.pools.iter().map(|(_, e)| e.len()).sum();
+    let _ = writeln!(
+        out,
+        "registrar {} (over ENRP): {} pool(s), {n} element(s), own checksum {}",
+        d.registrar,
+        d.pools.len(),
+        d.checksum
+            .map_or_else(|| "unknown".to_string(), |c| format!("0x{c:04x}"))
+    );
+    for p in &d.peers {
+        let _ = writeln!(out, "peer {} at {}", p.id, transport_address(&p.transport));
+    }
+    for (h, els) in &d.pools {
+        let _ = writeln!(out, "\npool {h} ({} element(s))", els.len());
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<40} {:<6} {:<24} {:<10}",
+            "ID", "ADDRESS", "PROTO", "POLICY", "HOME"
+        );
+        for e in els {
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<40} {:<6} {:<24} {:<10}",
+                e.id.to_string(),
+                transport_address(&e.user_transport),
+                protocol_name(&e.user_transport),
+                policy_text(&e.policy),
+                e.home_registrar.to_string()
+            );
+        }
     }
     out
 }
@@ -932,8 +1015,19 @@ mod tests {
         let RserpoolCommand::Handlespace(h) = parse(&["handlespace"]).unwrap() else {
             panic!()
         };
-        assert_eq!(h.admin, "127.0.0.1:3870".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            h.admin.admin,
+            "127.0.0.1:3870".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(h.registrar, None);
+        let RserpoolCommand::Handlespace(h) =
+            parse(&["handlespace", "--registrar", "198.18.0.2:9901"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(h.registrar, Some("198.18.0.2:9901".parse().unwrap()));
         assert!(parse(&["handlespace", "--admin", "x"]).is_err());
+        assert!(parse(&["handlespace", "--registrar", "x"]).is_err());
         assert!(parse(&["resolve", "web", "--items", "0"]).is_err());
     }
 

@@ -13,6 +13,7 @@
 //! Defaults follow rsplib's ASAP instance (reference 3.3) where a load balancer has no reason to
 //! differ; each one is documented on [`ClientConfig`].
 
+pub mod enrp_dump;
 mod hunt;
 mod pe;
 mod pu;
