@@ -548,7 +548,7 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
         }
         lim = raised;
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// The ASAP transports written into Server Announces (see `AnnounceConfig::advertise`).
