@@ -229,8 +229,10 @@ async fn the_admin_endpoint_drops_a_reader_that_never_reads() {
 async fn the_admin_endpoint_serves_a_unix_socket() {
     let dir = std::env::temp_dir().join(format!("rsplb-admin-test-{}", std::process::id()));
     let path = dir.join("admin.sock");
-    let mut c = RegistrarConfig::default();
-    c.admin_unix = Some(path.clone());
+    let c = RegistrarConfig {
+        admin_unix: Some(path.clone()),
+        ..RegistrarConfig::default()
+    };
     let r = start(c).await;
     assert_eq!(
         r.admin, None,
