@@ -10,13 +10,17 @@
 //!   28 bytes of ASAP each way, about 240 bytes/s of ASAP, about 650 bytes/s on the wire with
 //!   TCP/IP headers, per element. At 10,000 elements that is 80,000 messages per second through
 //!   the registrar (it spends a few microseconds of CPU per message). Raise both for very
-//!   large deployments.
+//!   large deployments: `bench-registrar` reports `keepalive_capacity_elements`, the population
+//!   one core keeps alive at these timers without a false eviction, and `limits.max_elements`
+//!   defaults to well below it.
+//! - A registrar that was itself stalled (its loop busy with a burst) must not remove elements
+//!   whose acks were waiting unread: see [`TimerConfig::stall_grace_ms`].
 //! - Handle resolution returns 3 elements when the PU does not ask for a count (rsplib's
 //!   MaxHResItems: PUs built on rsplib size their caches and failover lists for it, and a reply of
 //!   3 fits one small packet); a PU may ask for up to 128 (rsplib's hard cap) with the Handle
 //!   Resolution Option.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -83,6 +87,7 @@ impl CoreConfig {
             10,
             3_600_000,
         )?;
+        check_range("timers.stall_grace_ms", t.stall_grace_ms, 2, 60_000)?;
         let l = &self.limits;
         for (field, v) in [
             ("limits.max_pools", l.max_pools),
@@ -90,6 +95,7 @@ impl CoreConfig {
             ("limits.max_elements", l.max_elements),
             ("limits.max_elements_per_peer", l.max_elements_per_peer),
             ("limits.max_peers", l.max_peers),
+            ("limits.max_peers_per_address", l.max_peers_per_address),
             ("limits.max_pending_messages", l.max_pending_messages),
         ] {
             if v == 0 {
@@ -349,6 +355,10 @@ impl TimerConfig {
     pub fn keepalive_timeout(&self) -> Duration {
         Duration::from_millis(self.keepalive_timeout_ms)
     }
+
+    pub fn stall_grace(&self) -> Duration {
+        Duration::from_millis(self.stall_grace_ms)
+    }
 }
 
 /// Endpoint monitoring timers.
@@ -359,6 +369,14 @@ pub struct TimerConfig {
     pub keepalive_interval_ms: u64,
     /// How long it waits for the ENDPOINT_KEEP_ALIVE_ACK before removing the element (ms).
     pub keepalive_timeout_ms: u64,
+    /// Protection against the registrar's own stalls (ms, default 100). An ack deadline that the
+    /// core handles more than half of this after it was due means the core was not being fed
+    /// meanwhile (its loop was busy): the ack may be sitting unread in a socket or a queue. Such
+    /// an element is not removed; its deadline moves to this long after the late handling, so
+    /// the input that arrived meanwhile is read first. A dead element is still removed as soon
+    /// as the registrar keeps its own time again (at most `keepalive_timeout_ms` plus this per
+    /// stall later); no amount of load removes an element that answered.
+    pub stall_grace_ms: u64,
 }
 
 /// Resource limits; exceeding one is answered with Lack of Resources (0x6), never a crash.
@@ -372,6 +390,9 @@ pub struct LimitConfig {
     pub max_elements_per_peer: usize,
     /// Concurrent ASAP connections; more are refused with an ERROR (Lack of Resources).
     pub max_peers: usize,
+    /// Concurrent ASAP connections from one source address (refused the same way), so that one
+    /// host cannot take every connection slot or file descriptor.
+    pub max_peers_per_address: usize,
     /// Largest ASAP message accepted (bytes, <= 65535).
     pub max_message_size: usize,
     /// Messages the registrar sends on its own (keep-alives) queued for one peer that does not
@@ -383,14 +404,17 @@ pub struct LimitConfig {
     pub error_window_ms: u64,
     /// Endpoint Unreachable reports (RFC 5352 MAX-BAD-PE-REPORT) that remove an element.
     pub max_bad_pe_reports: u32,
-    /// Count at most one report per reporting connection and element (until the element
-    /// re-registers), so that no single PU can evict an element by repeating itself (RFC 5355:
-    /// a PE must not be removed on one report). rsplib counts every report; set false for that.
+    /// Count at most one report per reporting source address and element (until the element
+    /// re-registers), so that no single PU host can evict an element by repeating itself or by
+    /// opening more connections (RFC 5355: a PE must not be removed on one report). rsplib
+    /// counts every report; set false for that.
     /// Keep-alives still remove a dead element within `keepalive_interval + keepalive_timeout`.
     pub distinct_reporters: bool,
 }
 
-/// Per-peer token buckets against floods (RFC 5355 section 6 / reference section 4).
+/// Token buckets against floods (RFC 5355 section 6 / reference section 4): per connection for
+/// registrations and handle resolutions, per source address for Endpoint Unreachable reports
+/// (a host gains nothing by opening more connections).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
@@ -409,6 +433,18 @@ pub struct Bucket {
 }
 
 /// Who may register what.
+///
+/// The allow lists are for networks without certificates (RFC 5355 wants TLS; until then the
+/// source address is what a registrar can check). Each is a list of prefixes
+/// (`"198.18.0.0/15"`, `"fd00::/8"`, a bare address is a /32 or /128); absent (the default) lets
+/// every address take the role. See [`SecurityConfig::allows`].
+/// - `allow_pe`: who may register (and deregister) pool elements. Others get Rejected Security
+///   (0xa), the RFC's answer to a registration the registrar refuses on purpose.
+/// - `allow_pu`: who may resolve pool handles and report Endpoint Unreachable (addresses allowed
+///   as PE may too). A refused resolution is answered with Unknown Pool Handle (0x9), as for a
+///   rate-limited one: rsplib PUs back off as for an empty pool and learn nothing of the
+///   handlespace. Refused reports are dropped (they have no answer).
+/// - `allow_registrar`: who may peer as a registrar (ENRP); checked by the ENRP procedures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
@@ -416,6 +452,126 @@ pub struct SecurityConfig {
     /// (e.g. a sidecar registering a server on another host). Off by default: a PE may only
     /// register itself (reference 4, RFC 5355); violations get Rejected Security (0xa).
     pub allow_foreign_addresses: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_pe: Option<Vec<Prefix>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_pu: Option<Vec<Prefix>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_registrar: Option<Vec<Prefix>>,
+}
+
+/// The roles a source address may be allowed to take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Registers pool elements (ASAP registration, deregistration).
+    PoolElement,
+    /// Resolves pool handles, reports unreachable elements.
+    PoolUser,
+    /// Peers as a registrar (ENRP).
+    Registrar,
+}
+
+impl SecurityConfig {
+    /// May `addr` act as `role`? The one place every allow list is checked.
+    pub fn allows(&self, role: Role, addr: IpAddr) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 => v4,
+        };
+        let inside = |list: &Option<Vec<Prefix>>| {
+            list.as_ref()
+                .is_none_or(|l| l.iter().any(|p| p.contains(addr)))
+        };
+        let listed = |list: &Option<Vec<Prefix>>| {
+            list.as_ref()
+                .is_some_and(|l| l.iter().any(|p| p.contains(addr)))
+        };
+        match role {
+            Role::PoolElement => inside(&self.allow_pe),
+            Role::PoolUser => inside(&self.allow_pu) || listed(&self.allow_pe),
+            Role::Registrar => inside(&self.allow_registrar),
+        }
+    }
+
+    /// Whether any allow list restricts who may connect.
+    pub fn has_allow_list(&self) -> bool {
+        self.allow_pe.is_some() || self.allow_pu.is_some() || self.allow_registrar.is_some()
+    }
+}
+
+/// An address prefix such as `198.18.0.0/15` or `fd00::/8` (written as that string in files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Prefix {
+    pub fn new(addr: IpAddr, len: u8) -> Result<Self, String> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if len > max {
+            return Err(format!("prefix length {len} exceeds {max}"));
+        }
+        Ok(Self { addr, len })
+    }
+
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match (self.addr, addr) {
+            (IpAddr::V4(p), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(p) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(p), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(p) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|e| format!("{s:?}: not an address prefix ({e})"))?;
+        let len = match l {
+            Some(l) => l
+                .trim()
+                .parse()
+                .map_err(|e| format!("{s:?}: bad prefix length ({e})"))?,
+            None if addr.is_ipv4() => 32,
+            None => 128,
+        };
+        Prefix::new(addr, len).map_err(|e| format!("{s:?}: {e}"))
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Handle resolution.
@@ -435,6 +591,7 @@ impl Default for TimerConfig {
         Self {
             keepalive_interval_ms: 250,
             keepalive_timeout_ms: 250,
+            stall_grace_ms: 100,
         }
     }
 }
@@ -447,6 +604,7 @@ impl Default for LimitConfig {
             max_elements: 200_000,
             max_elements_per_peer: 1_000,
             max_peers: 20_000,
+            max_peers_per_address: 1_000,
             max_message_size: 65_535,
             max_pending_messages: 2_048,
             max_errors: 10,

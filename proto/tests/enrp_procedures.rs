@@ -459,3 +459,35 @@ fn own_multicast_presence_is_ignored() {
     assert_eq!(s.nodes[0].core.enrp_peers(s.now).len(), 1);
     assert_eq!(s.nodes[0].core.enrp_stats().id_collisions, 0);
 }
+
+#[test]
+fn registrars_outside_the_allow_list_are_not_heard() {
+    // Registrar 2 is outside 0's and 1's scope (allow_registrar: 198.18.0.1-2 only).
+    let mut s = Scope::new(3, |i| {
+        let mut c = scope_config(3, i);
+        if i < 2 {
+            c.enrp.peers.retain(|p| p.ip() != reg_ip(2));
+            c.security.allow_registrar = Some(vec![
+                "198.18.0.1/32".parse().unwrap(),
+                "198.18.0.2/32".parse().unwrap(),
+            ]);
+        }
+        c
+    });
+    s.run(ms(2_000));
+    for i in 0..2 {
+        let peers: Vec<u32> = s.nodes[i]
+            .core
+            .enrp_peers(s.now)
+            .iter()
+            .map(|p| p.id.0)
+            .collect();
+        assert_eq!(peers, vec![100 + (1 - i as u32)], "registrar {i}");
+        assert!(s.nodes[i].core.enrp_stats().refused > 0);
+    }
+    // Its Handle Updates change nothing either.
+    let pe = s.pe_connect(2, 30);
+    assert!(accepted(&s.register(2, pe, "web", element(30, 1, rr()))));
+    s.run(ms(200));
+    assert!(s.view(0).is_empty());
+}

@@ -5,7 +5,7 @@
 //! there with their defaults; [`RegistrarConfig::core`] hands them to the core.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,12 @@ pub struct RegistrarConfig {
     pub asap_listen: Vec<SocketAddr>,
     /// HTTP admin endpoint (`GET /handlespace`); `None` disables it.
     pub admin: Option<SocketAddr>,
+    /// Serve the admin endpoint on this Unix socket instead of `admin` (created with mode 0600;
+    /// a stale socket file is replaced). E.g. `"/run/rsplb/admin.sock"`;
+    /// `curl --unix-socket /run/rsplb/admin.sock http://x/handlespace` reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_unix: Option<PathBuf>,
+    pub connections: ConnectionConfig,
     pub announce: AnnounceConfig,
     pub timers: TimerConfig,
     pub limits: LimitConfig,
@@ -41,6 +47,51 @@ pub struct RegistrarConfig {
     pub security: SecurityConfig,
     pub resolution: ResolutionConfig,
     pub enrp: EnrpConfig,
+}
+
+/// Per-connection timeouts of the shell: what one peer may hold, and for how long.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// A peer that does not take what is written to it for this long is dropped at once (its
+    /// elements are removed with the connection): it cannot be serving anyone either (ms).
+    pub write_timeout_ms: u64,
+    /// A connection from which nothing arrives for this long is closed (ms). Keep-alive acks
+    /// keep an element's connection busy, so this closes idle pool users and dead peers only.
+    /// rsplib closes idle associations after 300 s.
+    pub idle_timeout_ms: u64,
+    /// A message that has begun to arrive must be complete within this long, or the connection
+    /// is closed: a partial message holds up to 64 KiB of buffer (ms).
+    pub partial_message_timeout_ms: u64,
+    /// An admin request must be read and answered within this long, or its connection is
+    /// dropped (a reader that never reads cannot hold a large answer in memory) (ms).
+    pub admin_timeout_ms: u64,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            write_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            partial_message_timeout_ms: 10_000,
+            admin_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ConnectionConfig {
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn partial_message_timeout(&self) -> Duration {
+        Duration::from_millis(self.partial_message_timeout_ms)
+    }
+    pub fn admin_timeout(&self) -> Duration {
+        Duration::from_millis(self.admin_timeout_ms)
+    }
 }
 
 /// ASAP Server Announce (RFC 5352 section 3.6): how PEs and PUs discover the registrar.
@@ -74,6 +125,8 @@ impl Default for RegistrarConfig {
                 ASAP_PORT,
             )],
             admin: Some(DEFAULT_ADMIN),
+            admin_unix: None,
+            connections: ConnectionConfig::default(),
             announce: AnnounceConfig::default(),
             timers: TimerConfig::default(),
             limits: LimitConfig::default(),
@@ -161,6 +214,39 @@ impl RegistrarConfig {
         self.core()
             .validate()
             .map_err(|e| invalid(e.field, e.problem))?;
+        let c = &self.connections;
+        check_range(
+            "connections.write_timeout_ms",
+            c.write_timeout_ms,
+            10,
+            3_600_000,
+        )?;
+        check_range(
+            "connections.idle_timeout_ms",
+            c.idle_timeout_ms,
+            10,
+            86_400_000,
+        )?;
+        check_range(
+            "connections.partial_message_timeout_ms",
+            c.partial_message_timeout_ms,
+            10,
+            3_600_000,
+        )?;
+        check_range(
+            "connections.admin_timeout_ms",
+            c.admin_timeout_ms,
+            10,
+            3_600_000,
+        )?;
+        if c.idle_timeout_ms <= self.timers.keepalive_interval_ms + self.timers.keepalive_timeout_ms
+        {
+            return Err(invalid(
+                "connections.idle_timeout_ms",
+                "must exceed timers.keepalive_interval_ms + keepalive_timeout_ms: a registered \
+                 element's acks are what keeps its connection busy",
+            ));
+        }
         let a = &self.announce;
         check_range("announce.interval_ms", a.interval_ms, 100, 60_000)?;
         check_range("announce.ttl", a.ttl as u64, 1, 255)?;

@@ -323,3 +323,40 @@ async fn no_registrar_is_a_clear_error() {
     let empty = PoolElementHandle::start(ClientConfig::default(), element("none", 1)).unwrap_err();
     assert!(matches!(empty, ClientError::Config(_)), "{empty}");
 }
+
+#[tokio::test]
+async fn re_registers_when_keep_alives_stop() {
+    let mut fake = FakeRegistrar::start().await;
+    let mut pe = element("quiet", 4);
+    // The next scheduled re-registration is 20 s away: far beyond this test.
+    pe.registration_life = Duration::from_secs(60);
+    let registering = tokio::spawn(PoolElementHandle::register(client(&[&fake]), pe));
+    let mut conn = fake.accept().await;
+    conn.accept_registration().await;
+    let _handle = registering.await.unwrap().unwrap();
+    let pool: PoolHandle = "quiet".parse().unwrap();
+    // Keep-alives every 100 ms, answered...
+    for _ in 0..4 {
+        conn.send(&AsapMessage::EndpointKeepAlive {
+            home: false,
+            server_id: RegistrarId(0x11),
+            pool_handle: pool.clone(),
+            id: PeId(4),
+        })
+        .await;
+        assert!(matches!(
+            conn.recv().await,
+            AsapMessage::EndpointKeepAliveAck { .. }
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...then none: the registrar dropped the element without a word. The element notices
+    // and registers again on its own, long before its re-registration interval.
+    let t0 = std::time::Instant::now();
+    let m = conn.recv().await;
+    assert!(
+        matches!(m, AsapMessage::Registration { .. }),
+        "expected a registration, got {m:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}

@@ -269,7 +269,8 @@ async fn keepalives_keep_an_element_and_silence_removes_it() {
         }
     }
     assert_eq!(r.control.snapshot().await.unwrap().element_count, 1);
-    // Stop answering but keep the connection: the element goes, the connection stays.
+    // Stop answering but keep the connection: the element goes, and its connection is closed
+    // (it had no other element), so the element learns of it at once.
     assert_eq!(
         next_event(&mut events).await,
         HandlespaceEvent::ElementRemoved {
@@ -283,7 +284,15 @@ async fn keepalives_keep_an_element_and_silence_removes_it() {
         pu.resolve("web").await,
         AsapMessage::HandleResolutionResponse { error: Some(_), .. }
     ));
-    // The connection still works: it can register again.
+    // What was queued (the unanswered keep-alive) arrives, then the end of the stream.
+    let mut seen = 0;
+    while let Some(m) = pe1.recv().await {
+        assert!(matches!(m, AsapMessage::EndpointKeepAlive { .. }), "{m:?}");
+        seen += 1;
+        assert!(seen < 10, "the connection was not closed");
+    }
+    // A new connection registers again.
+    let mut pe1 = Peer::connect(r.asap).await;
     let m = pe1.register("web", 5).await;
     assert!(matches!(
         m,

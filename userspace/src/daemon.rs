@@ -118,6 +118,10 @@ fn maintain(balancer: &Mutex<Balancer>) {
 
 /// Runs until SIGINT or SIGTERM.
 pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
+    // Every ASAP connection of the embedded registrar is a file descriptor.
+    if let Err(e) = rsplb_registrar::shell::raise_nofile_limit() {
+        log::warn!("cannot raise the open-file limit (RLIMIT_NOFILE): {e}");
+    }
     let balancer = Arc::new(Mutex::new(Balancer::open(iface)?));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -15,6 +15,17 @@
 //!   (stops acking keep-alives, keeps its connection) to a resolution no longer returning it,
 //!   polled every millisecond.
 //!
+//! - `false_evictions_under_load`: 10,000 healthy elements (100 connections that answer every
+//!   keep-alive at the default 250 ms timers) while the registrar is driven by the bursts that
+//!   used to stall it: pipelined handle resolutions (50 connections x 2,000 in one write), 3,000
+//!   connections opened and closed at once, and `/handlespace` reads, for about 3 s. Counts the
+//!   keep-alive removals (`keepalive_timeouts` in `/stats`): every one is false. Must be 0.
+//!   `deferred_deadlines_under_load` says how often the stall protection stepped in.
+//! - `keepalive_capacity_elements`: the largest population (stepped 2,000, 4,000, 8,000, 12,000,
+//!   16,000, 24,000, 32,000, 48,000) that one registrar keeps alive at the default 250 ms timers
+//!   for 5 s with no keep-alive removal. The answering clients run in this process on the same
+//!   shared cores, so this is a lower bound of the registrar's own capacity.
+//!
 //! - `reg_registrar_cpu_ns`, `hres_registrar_cpu_ns`: the registrar process's CPU time (user +
 //!   system) per answered request: what the registrar costs independently of the client load
 //!   generator, which shares the same cores.
@@ -121,6 +132,7 @@ async fn serve(keepalive_ms: u64) -> anyhow::Result<()> {
     c.limits.max_pending_messages = 1_000_001;
     c.limits.max_elements = 1_000_000;
     c.limits.max_elements_per_pool = 1_000_000;
+    c.limits.max_peers_per_address = 1_000_000;
     let r = rsplb_registrar::shell::Registrar::bind(c).await?;
     println!(
         "asap={} admin={} pid={}",
@@ -139,6 +151,7 @@ async fn serve(keepalive_ms: u64) -> anyhow::Result<()> {
 struct Server {
     child: Child,
     asap: SocketAddr,
+    admin: SocketAddr,
     pid: u32,
 }
 
@@ -168,6 +181,7 @@ async fn spawn_server(keepalive_ms: u64) -> anyhow::Result<Server> {
     };
     Ok(Server {
         asap: field("asap=")?.parse()?,
+        admin: field("admin=")?.parse()?,
         pid: field("pid=")?.parse()?,
         child,
     })
@@ -352,7 +366,122 @@ async fn bench(o: Opts) -> anyhow::Result<()> {
         server.stop().await;
     }
     println!("rss_bytes_per_pe={:.0}", median(rss));
+
+    let (mut fe, mut deferred) = (Vec::new(), Vec::new());
+    for _ in 0..o.rounds {
+        let server = spawn_server(250).await?;
+        let (f, d) = bench_false_evictions(&server, 10_000).await?;
+        fe.push(f as f64);
+        deferred.push(d as f64);
+        server.stop().await;
+    }
+    println!("false_evictions_under_load={:.0}", median(fe));
+    println!("deferred_deadlines_under_load={:.0}", median(deferred));
+    let mut cap = Vec::new();
+    for _ in 0..o.rounds {
+        cap.push(bench_keepalive_capacity().await? as f64);
+    }
+    println!("keepalive_capacity_elements={:.0}", median(cap));
     Ok(())
+}
+
+/// A counter of the registrar's `GET /stats`.
+async fn stat(server: &Server, key: &str) -> anyhow::Result<u64> {
+    let body = admin_get(server, "/stats").await?;
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    v.get(key)
+        .and_then(serde_json::Value::as_u64)
+        .with_context(|| format!("no {key} in /stats"))
+}
+
+async fn admin_get(server: &Server, path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(server.admin).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut all)).await??;
+    let at = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no HTTP header")?;
+    Ok(all.split_off(at + 4))
+}
+
+/// `elements` healthy elements under bursts; (keep-alive removals, deferred deadlines).
+async fn bench_false_evictions(server: &Server, elements: usize) -> anyhow::Result<(u64, u64)> {
+    let keepers = setup_pool(server, "load", elements, 100).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = stat(server, "keepalive_timeouts").await?;
+    let deferred0 = stat(server, "keepalive_deadlines_deferred").await?;
+    let hr = encode_asap(&AsapMessage::HandleResolution {
+        pool_handle: "load".parse()?,
+        items: None,
+    })?;
+    let burst = hr.repeat(2000);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        // Pipelined resolutions: 50 connections, 2,000 each in one write.
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (asap, burst) = (server.asap, burst.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = Conn::connect(asap).await?;
+                c.send_bytes(&burst).await?;
+                for _ in 0..2000 {
+                    c.recv().await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        // Large admin reads meanwhile.
+        for _ in 0..3 {
+            admin_get(server, "/handlespace").await?;
+        }
+        for t in tasks {
+            t.await??;
+        }
+        // 3,000 connections opened, then closed at once.
+        let mut idle = Vec::new();
+        for _ in 0..3000 {
+            idle.push(TcpStream::connect(server.asap).await?);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(idle);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = stat(server, "keepalive_timeouts").await?;
+    let deferred = stat(server, "keepalive_deadlines_deferred").await? - deferred0;
+    for k in keepers {
+        k.abort();
+    }
+    eprintln!(
+        "(load round: {} false evictions of {elements}, {deferred} deadlines deferred)",
+        after - before
+    );
+    Ok((after - before, deferred))
+}
+
+/// The largest stepped population kept alive for 5 s without a keep-alive removal.
+async fn bench_keepalive_capacity() -> anyhow::Result<usize> {
+    let mut best = 0;
+    for n in [2_000, 4_000, 8_000, 12_000, 16_000, 24_000, 32_000, 48_000] {
+        let server = spawn_server(250).await?;
+        let keepers = setup_pool(&server, "cap", n, (n / 100).max(1)).await?;
+        let before = stat(&server, "keepalive_timeouts").await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let evicted = stat(&server, "keepalive_timeouts").await? - before;
+        let deferred = stat(&server, "keepalive_deadlines_deferred").await?;
+        for k in keepers {
+            k.abort();
+        }
+        server.stop().await;
+        eprintln!("(capacity step {n}: {evicted} removed, {deferred} deadlines deferred)");
+        if evicted > 0 {
+            break;
+        }
+        best = n;
+    }
+    Ok(best)
 }
 
 /// `pes` connections register one element each, then re-register it for about 2 s.

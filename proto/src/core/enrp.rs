@@ -41,6 +41,8 @@
 //!   connection breaks and re-registers there, which moves its home at once (usually before the
 //!   takeover even starts); an element that never comes back keeps its place until its
 //!   registration life runs out.
+//! - Scope: with `security.allow_registrar`, messages from any other address are dropped
+//!   unanswered (RFC 5355: only the scope's registrars may peer); they create no peer state.
 //! - Loop guards and bad input: a message whose sender is this registrar is dropped (a
 //!   multicast echo; a different endpoint with this registrar's identifier is logged and counted
 //!   as a collision); one addressed to another registrar is dropped; an undecodable or
@@ -165,6 +167,8 @@ pub struct EnrpStats {
     pub id_collisions: u64,
     /// Claims of ownership of an element that a live registrar (or this one) monitors, refused.
     pub ownership_conflicts: u64,
+    /// Messages from addresses outside `security.allow_registrar`, dropped.
+    pub refused: u64,
 }
 
 /// A request this registrar is waiting on from one peer.
@@ -639,6 +643,17 @@ impl RegistrarCore {
     /// One ENRP message from the transport.
     pub fn handle_enrp(&mut self, now: Instant, source: EnrpSource, bytes: &[u8]) {
         self.clock = self.clock.max(now);
+        if !self
+            .config
+            .security
+            .allows(crate::config::Role::Registrar, source.ip())
+        {
+            // Not of this operation scope (security.allow_registrar): no answer, no state.
+            if let Some(e) = self.enrp.as_mut() {
+                e.stats.refused += 1;
+            }
+            return;
+        }
         let Some(e) = self.enrp.as_mut() else {
             return;
         };

@@ -18,12 +18,26 @@
 //! - Handle resolution returns `resolution.default_items` (3) elements when the PU does not ask,
 //!   at most `resolution.max_items` (128); an unknown or empty pool is Unknown Pool Handle (0x9).
 //! - Keep-alive: every `keepalive_interval` the home registrar sends ENDPOINT_KEEP_ALIVE; no ACK
-//!   (or re-registration) within `keepalive_timeout` removes the element. The connection stays
-//!   open (other elements may share it); the element learns of its removal at its next
-//!   re-registration or keep-alive.
+//!   (or re-registration) within `keepalive_timeout` removes the element. The deadline is judged
+//!   on input the core was given in time: an ack deadline handled more than half of
+//!   `timers.stall_grace_ms` late (the core was not being fed: the shell's loop was busy) moves
+//!   to `stall_grace` after that handling instead, so acks that arrived meanwhile and wait unread
+//!   are read first. The shell also reads pending input before it fires late timers.
+//! - An evicted element is told at once: when an eviction (keep-alive timeout, Endpoint
+//!   Unreachable, expiry) leaves its connection without elements, the connection is closed
+//!   (`CloseReason::NoElementsLeft`), as rsplib aborts the association; the element re-registers
+//!   at once. An element that shares its connection with others learns it from the missing
+//!   keep-alives (the client side watches for them).
 //! - ENDPOINT_UNREACHABLE: counted per element by the handlespace, at most once per reporting
-//!   connection until the element re-registers (`limits.distinct_reporters`, default on: one PU
-//!   cannot evict an element alone); at `max_bad_pe_reports` the element is removed.
+//!   source address until the element re-registers (`limits.distinct_reporters`, default on: one
+//!   PU host cannot evict an element alone, however many connections it opens); reports are
+//!   rate-limited per source address; at `max_bad_pe_reports` the element is removed. Every
+//!   removal is logged with its reason (and the reporters' addresses).
+//! - Allow lists (`security.allow_pe`, `allow_pu`; [`SecurityConfig::allows`]): a registration
+//!   from an address not allowed as PE is Rejected Security; a handle resolution from an address
+//!   allowed neither as PU nor as PE is Unknown Pool Handle; its reports are dropped.
+//! - Connections: at most `limits.max_peers`, and `limits.max_peers_per_address` from one source
+//!   address; a refused connection gets Lack of Resources and is closed.
 //! - Expiry: an element whose registration life ran out without a re-registration is removed,
 //!   even when it answers keep-alives (RFC 5352: the life bounds the registration).
 //! - Connection loss removes every element registered over that connection.
@@ -34,8 +48,13 @@
 //!   already registered is touched.
 //! - Malformed input: every undecodable message gets an ASAP ERROR with the decoder's cause and
 //!   info (unless its action bits say "discard silently"); parameters to "skip and report" get an
-//!   ERROR while the message is processed. More than `limits.max_errors` errors within
+//!   ERROR (at most [`MAX_ERROR_CAUSES`] causes) while the message is processed. Such a message,
+//!   and an ERROR received, count as errors too: more than `limits.max_errors` within
 //!   `limits.error_window_ms` close the peer's connection; no other peer is affected.
+//! - Logging: what a peer sends is never logged whole. Causes are summarised (the first few
+//!   codes and a count), and lines about limits being hit are rate-limited with a count of those
+//!   suppressed, so a flood cannot make the registrar write more than a few hundred bytes per
+//!   message or a few lines per second.
 
 mod bucket;
 mod enrp;
@@ -47,7 +66,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::CoreConfig;
+use crate::config::{CoreConfig, Role, SecurityConfig};
 use crate::handlespace::{Handlespace, Limits, RegisterOutcome, RegistratorId};
 use crate::message::{AsapMessage, UpdateAction};
 use crate::types::{
@@ -61,6 +80,13 @@ pub use enrp::{EnrpDest, EnrpSource, EnrpStats, PeerState, PeerView, SyncState};
 /// Most bytes of an offending message or parameter copied into an ERROR's cause information:
 /// enough to identify it, and an ERROR never amplifies a flood.
 pub const MAX_ERROR_INFO: usize = 512;
+
+/// Most causes in one ERROR the registrar sends (the rest of a message's "skip and report"
+/// parameters are not reported): an ERROR stays small, and always encodable.
+pub const MAX_ERROR_CAUSES: usize = 16;
+
+/// Causes named in a log line; the rest are counted.
+const LOGGED_CAUSES: usize = 4;
 
 /// A peer (one association/connection) as the shell names it. Never reused within one core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -153,6 +179,11 @@ pub enum CloseReason {
     Framing,
     /// `limits.max_peers` connections are open already.
     TooManyPeers,
+    /// `limits.max_peers_per_address` connections from this source address are open already.
+    TooManyPeersFromAddress,
+    /// The connection's last element was evicted (keep-alive timeout, Endpoint Unreachable,
+    /// expiry): closing tells the element at once, and it re-registers.
+    NoElementsLeft,
 }
 
 /// A change of the handlespace, as subscribers see it.
@@ -202,13 +233,24 @@ pub struct CoreStats {
     pub errors_sent: u64,
     pub rate_limited: u64,
     pub peers_closed: u64,
+    /// ERROR messages received from peers.
+    pub errors_received: u64,
+    /// Messages that counted toward a peer's error limit.
+    pub peer_errors: u64,
+    /// Ack deadlines moved because the core handled them late (its loop was stalled).
+    pub keepalive_deadlines_deferred: u64,
+    /// Requests refused by an allow list.
+    pub refused_by_allow_list: u64,
+    /// Connections refused by `max_peers` or `max_peers_per_address`.
+    pub connections_refused: u64,
 }
 
 struct Peer {
     info: PeerInfo,
+    /// The source address that limits and allow lists apply to (the first address).
+    source: IpAddr,
     registrations: TokenBucket,
     resolutions: TokenBucket,
-    unreachables: TokenBucket,
     /// Times of recent protocol errors (at most `max_errors`).
     errors: VecDeque<Instant>,
     /// Elements registered over this connection (slots).
@@ -225,9 +267,45 @@ struct Tracked {
     /// When the last keep-alive went out (next one = this + interval).
     last_sent: Option<Instant>,
     awaiting_ack: bool,
-    /// Connections whose Endpoint Unreachable report was counted since the last registration
-    /// (`limits.distinct_reporters`).
-    reporters: Vec<PeerId>,
+    /// Source addresses whose Endpoint Unreachable report was counted since the last
+    /// registration (`limits.distinct_reporters`).
+    reporters: Vec<IpAddr>,
+}
+
+/// What the core keeps per source address with open connections.
+struct Source {
+    peers: usize,
+    unreachables: TokenBucket,
+}
+
+/// Rate-limits a kind of log line that peers can trigger at will: at most one per second, with
+/// the count of those suppressed in between.
+#[derive(Default)]
+struct LogGate {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogGate {
+    /// `Some(suppressed since the last line)` when a line may be written now.
+    fn pass(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|l| now.saturating_duration_since(l) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Log gates of the core, one per kind of line.
+#[derive(Default)]
+struct LogGates {
+    refused: LogGate,
+    peer_errors: LogGate,
 }
 
 /// The registrar's protocol state. See the module documentation for the procedures.
@@ -243,6 +321,8 @@ pub struct RegistrarCore {
     handlespace: Handlespace,
     rng: StdRng,
     peers: HashMap<PeerId, Peer>,
+    sources: HashMap<IpAddr, Source>,
+    log_gates: LogGates,
     /// Element key -> slot.
     slots: HashMap<(PoolHandle, PeId), u64>,
     tracked: HashMap<u64, Tracked>,
@@ -292,6 +372,8 @@ impl RegistrarCore {
             handlespace: Handlespace::new(limits),
             rng: StdRng::seed_from_u64(seed),
             peers: HashMap::new(),
+            sources: HashMap::new(),
+            log_gates: LogGates::default(),
             slots: HashMap::new(),
             tracked: HashMap::new(),
             timers: BTreeSet::new(),
@@ -355,11 +437,16 @@ impl RegistrarCore {
         }
         for (pool, element) in self.handlespace.expire(now) {
             self.stats.expired += 1;
-            self.untrack(&pool, element.id);
+            log::info!(
+                "element {} of pool {pool} removed: registration life ran out",
+                element.id
+            );
+            let owner = self.untrack(&pool, element.id);
             if element.home_registrar == self.id {
                 self.enrp_own_change(UpdateAction::DelPe, &pool, &element);
             }
             self.notify_removed(pool, element.id, RemovalReason::Expired);
+            self.close_if_empty(owner);
         }
         if let (Some(at), Some(interval)) = (self.next_announce, self.announce_interval)
             && at <= now
@@ -396,23 +483,58 @@ impl RegistrarCore {
     }
 
     fn peer_connected(&mut self, now: Instant, peer: PeerId, info: PeerInfo) {
-        if self.peers.len() >= self.config.limits.max_peers {
+        let source = info
+            .remote_addrs
+            .first()
+            .copied()
+            .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), canonical);
+        let limits = &self.config.limits;
+        let from_source = self.sources.get(&source).map_or(0, |s| s.peers);
+        let refused = if self.peers.len() >= limits.max_peers {
+            Some((
+                CloseReason::TooManyPeers,
+                "limits.max_peers",
+                limits.max_peers,
+            ))
+        } else if from_source >= limits.max_peers_per_address {
+            Some((
+                CloseReason::TooManyPeersFromAddress,
+                "limits.max_peers_per_address",
+                limits.max_peers_per_address,
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, key, limit)) = refused {
+            self.stats.connections_refused += 1;
+            if let Some(suppressed) = self.log_gates.refused.pass(now) {
+                log::warn!(
+                    "refusing a connection from {source}: {key} ({limit}) reached \
+                     ({} open, {from_source} from this address; {suppressed} more refused \
+                     since the last such message)",
+                    self.peers.len()
+                );
+            }
             self.send_error(peer, vec![ErrorCause::new(CauseCode::LackOfResources)]);
-            self.actions.push_back(Action::Close {
-                peer,
-                reason: CloseReason::TooManyPeers,
-            });
+            self.actions.push_back(Action::Close { peer, reason });
             self.stats.peers_closed += 1;
             return;
         }
         let rl = &self.config.rate_limits;
+        self.sources
+            .entry(source)
+            .or_insert_with(|| Source {
+                peers: 0,
+                unreachables: TokenBucket::new(rl.endpoint_unreachable, now),
+            })
+            .peers += 1;
         self.peers.insert(
             peer,
             Peer {
                 info,
+                source,
                 registrations: TokenBucket::new(rl.registration, now),
                 resolutions: TokenBucket::new(rl.handle_resolution, now),
-                unreachables: TokenBucket::new(rl.endpoint_unreachable, now),
                 errors: VecDeque::new(),
                 elements: HashSet::new(),
             },
@@ -424,16 +546,40 @@ impl RegistrarCore {
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };
+        if let Some(s) = self.sources.get_mut(&p.source) {
+            s.peers -= 1;
+            if s.peers == 0 {
+                self.sources.remove(&p.source);
+            }
+        }
         if p.elements.is_empty() {
             return;
         }
-        for (pool, element) in self
+        let removed = self
             .handlespace
-            .remove_by_registrator(RegistratorId::Asap(peer.0))
-        {
+            .remove_by_registrator(RegistratorId::Asap(peer.0));
+        log::info!(
+            "connection {} from {} gone: removing its {} element(s)",
+            peer.0,
+            p.source,
+            removed.len()
+        );
+        for (pool, element) in removed {
             self.untrack(&pool, element.id);
             self.enrp_own_change(UpdateAction::DelPe, &pool, &element);
             self.notify_removed(pool, element.id, RemovalReason::ConnectionLost);
+        }
+    }
+
+    /// After an eviction: close the connection that registered the element when it has no
+    /// element left, so that the element learns of it at once.
+    fn close_if_empty(&mut self, owner: Option<PeerId>) {
+        let Some(peer) = owner else {
+            return;
+        };
+        if self.peers.get(&peer).is_some_and(|p| p.elements.is_empty()) {
+            log::info!("connection {}: no element left; closing it", peer.0);
+            self.close(peer, CloseReason::NoElementsLeft);
         }
     }
 
@@ -467,8 +613,24 @@ impl RegistrarCore {
             }
         };
         if !decoded.reports.is_empty() {
-            let causes = decoded.reports.into_iter().map(truncate_info).collect();
+            let total = decoded.reports.len();
+            let causes: Vec<ErrorCause> = decoded
+                .reports
+                .into_iter()
+                .take(MAX_ERROR_CAUSES)
+                .map(truncate_info)
+                .collect();
+            log::debug!(
+                "peer {}: message 0x{:02x} with {total} parameter(s) to report: {}",
+                peer.0,
+                decoded.message.type_code(),
+                summarize_causes(&causes, total)
+            );
             self.send_error(peer, causes);
+            self.count_error(now, peer);
+            if !self.peers.contains_key(&peer) {
+                return; // closed for too many errors
+            }
         }
         match decoded.message {
             AsapMessage::Registration {
@@ -488,8 +650,17 @@ impl RegistrarCore {
                 self.endpoint_unreachable(now, peer, pool_handle, id)
             }
             AsapMessage::Error { causes } => {
-                // Never answer an ERROR with an ERROR (no loops); log it for the operator.
-                log::info!("peer {} reports errors: {causes:?}", peer.0);
+                // Never answer an ERROR with an ERROR (no loops); log a summary for the
+                // operator, and count it: a peer that keeps reporting errors is broken.
+                self.stats.errors_received += 1;
+                if let Some(suppressed) = self.log_gates.peer_errors.pass(now) {
+                    log::info!(
+                        "peer {} reports errors: {} ({suppressed} peer error lines suppressed)",
+                        peer.0,
+                        summarize_causes(&causes, causes.len())
+                    );
+                }
+                self.count_error(now, peer);
             }
             other => {
                 // A well-formed message a registrar does not accept (a response, an announce,
@@ -522,6 +693,7 @@ impl RegistrarCore {
             p.errors.pop_front();
         }
         p.errors.push_back(now);
+        self.stats.peer_errors += 1;
         if p.errors.len() >= max {
             log::warn!(
                 "peer {}: {} malformed messages within {:?}; closing",
@@ -572,6 +744,17 @@ impl RegistrarCore {
                     "peer {}: registration of {id} in {pool_handle} rejected: {cause}",
                     peer.0
                 );
+                if cause == CauseCode::RejectedSecurity
+                    && let Some(p) = self.peers.get(&peer)
+                    && !self.config.security.allows(Role::PoolElement, p.source)
+                    && let Some(suppressed) = self.log_gates.refused.pass(now)
+                {
+                    log::warn!(
+                        "registration from {} refused: not in security.allow_pe \
+                         ({suppressed} similar messages suppressed)",
+                        p.source
+                    );
+                }
                 (true, Some(vec![rejection_cause(cause, &element)]))
             }
         };
@@ -597,6 +780,10 @@ impl RegistrarCore {
         let allow_foreign = self.config.security.allow_foreign_addresses;
         let max_per_peer = self.config.limits.max_elements_per_peer;
         let p = self.peers.get_mut(&peer).ok_or(CauseCode::Unspecified)?;
+        if !self.config.security.allows(Role::PoolElement, p.source) {
+            self.stats.refused_by_allow_list += 1;
+            return Err(CauseCode::RejectedSecurity);
+        }
         if !p.registrations.try_take(now) {
             self.stats.rate_limited += 1;
             return Err(CauseCode::RejectedSecurity);
@@ -674,7 +861,15 @@ impl RegistrarCore {
     fn deregistration(&mut self, peer: PeerId, pool_handle: PoolHandle, id: PeId) {
         let slot = self.slots.get(&(pool_handle.clone(), id)).copied();
         let owner = slot.and_then(|s| self.tracked.get(&s)).map(|t| t.peer);
+        let allowed = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| self.config.security.allows(Role::PoolElement, p.source));
         let error = match owner {
+            _ if !allowed => {
+                self.stats.refused_by_allow_list += 1;
+                Some(vec![ErrorCause::new(CauseCode::RejectedSecurity)])
+            }
             Some(o) if o != peer => Some(vec![ErrorCause::new(CauseCode::RejectedSecurity)]),
             Some(_) => {
                 if let Some(element) = self.handlespace.deregister(&pool_handle, id) {
@@ -708,7 +903,11 @@ impl RegistrarCore {
             return;
         };
         self.stats.handle_resolutions += 1;
-        let allowed = p.resolutions.try_take(now);
+        let permitted = allowed_as_user(&self.config.security, p.source);
+        if !permitted {
+            self.stats.refused_by_allow_list += 1;
+        }
+        let allowed = permitted && p.resolutions.try_take(now);
         let r = &self.config.resolution;
         let n = match items {
             None | Some(0) => r.default_items,
@@ -720,7 +919,9 @@ impl RegistrarCore {
             self.handlespace
                 .select(&pool_handle, n, r.max_increment as usize, &mut self.rng)
         } else {
-            self.stats.rate_limited += 1;
+            if permitted {
+                self.stats.rate_limited += 1;
+            }
             Err(CauseCode::UnknownPoolHandle)
         };
         let msg = match result {
@@ -765,34 +966,50 @@ impl RegistrarCore {
     }
 
     fn endpoint_unreachable(&mut self, now: Instant, peer: PeerId, pool: PoolHandle, id: PeId) {
-        let Some(p) = self.peers.get_mut(&peer) else {
+        let Some(source) = self.peers.get(&peer).map(|p| p.source) else {
             return;
         };
-        if !p.unreachables.try_take(now) {
+        if !allowed_as_user(&self.config.security, source) {
+            self.stats.refused_by_allow_list += 1;
+            return;
+        }
+        // Per source address: a host gains nothing by opening more connections.
+        let Some(s) = self.sources.get_mut(&source) else {
+            return;
+        };
+        if !s.unreachables.try_take(now) {
             self.stats.rate_limited += 1;
             return;
         }
         self.stats.unreachable_reports += 1;
+        let slot = self.slots.get(&(pool.clone(), id)).copied();
         if self.config.limits.distinct_reporters {
-            let slot = self.slots.get(&(pool.clone(), id)).copied();
             let Some(t) = slot.and_then(|s| self.tracked.get_mut(&s)) else {
                 return; // not an element of ours (or gone)
             };
-            if t.reporters.contains(&peer) {
-                return; // this connection's report already counts
+            if t.reporters.contains(&source) {
+                return; // this address's report already counts
             }
-            t.reporters.push(peer);
+            t.reporters.push(source);
         }
-        if self
-            .handlespace
-            .report_unreachable(&pool, id)
-            .is_some_and(|r| r.threshold_reached)
+        if let Some(r) = self.handlespace.report_unreachable(&pool, id)
+            && r.threshold_reached
         {
+            let reporters = slot
+                .and_then(|s| self.tracked.get(&s))
+                .map(|t| summarize_addrs(&t.reporters))
+                .unwrap_or_else(|| format!("last from {source} (reporters not tracked)"));
+            log::info!(
+                "element {id} of pool {pool} removed: {} Endpoint Unreachable reports, \
+                 from {reporters}",
+                r.reports
+            );
             if let Some(element) = self.handlespace.deregister(&pool, id) {
                 self.enrp_own_change(UpdateAction::DelPe, &pool, &element);
             }
-            self.untrack(&pool, id);
+            let owner = self.untrack(&pool, id);
             self.notify_removed(pool, id, RemovalReason::Unreachable);
+            self.close_if_empty(owner);
         }
     }
 
@@ -801,17 +1018,27 @@ impl RegistrarCore {
             return;
         };
         if t.awaiting_ack {
+            let grace = self.config.timers.stall_grace();
+            if now.saturating_duration_since(t.due) > grace / 2 {
+                // Handled late: the core was not fed while the deadline passed, so the ack may
+                // be waiting unread. Read what arrived first (see `TimerConfig::stall_grace_ms`).
+                self.stats.keepalive_deadlines_deferred += 1;
+                t.due = now + grace;
+                self.timers.insert((t.due, slot));
+                return;
+            }
             let (pool, id) = (t.pool.clone(), t.id);
             log::info!(
-                "element {id} of pool {pool}: no keep-alive ack within {:?}; removing",
+                "element {id} of pool {pool} removed: no keep-alive ack within {:?}",
                 self.keepalive_timeout
             );
             self.stats.keepalive_timeouts += 1;
             if let Some(element) = self.handlespace.deregister(&pool, id) {
                 self.enrp_own_change(UpdateAction::DelPe, &pool, &element);
             }
-            self.untrack(&pool, id);
+            let owner = self.untrack(&pool, id);
             self.notify_removed(pool, id, RemovalReason::KeepAliveTimeout);
+            self.close_if_empty(owner);
             return;
         }
         t.awaiting_ack = true;
@@ -829,17 +1056,16 @@ impl RegistrarCore {
         self.send(peer, &msg);
     }
 
-    /// Forget the keep-alive state of an element (already out of the handlespace).
-    fn untrack(&mut self, pool: &PoolHandle, id: PeId) {
-        let Some(slot) = self.slots.remove(&(pool.clone(), id)) else {
-            return;
-        };
-        if let Some(t) = self.tracked.remove(&slot) {
-            self.timers.remove(&(t.due, slot));
-            if let Some(p) = self.peers.get_mut(&t.peer) {
-                p.elements.remove(&slot);
-            }
+    /// Forget the keep-alive state of an element (already out of the handlespace); returns the
+    /// connection that registered it.
+    fn untrack(&mut self, pool: &PoolHandle, id: PeId) -> Option<PeerId> {
+        let slot = self.slots.remove(&(pool.clone(), id))?;
+        let t = self.tracked.remove(&slot)?;
+        self.timers.remove(&(t.due, slot));
+        if let Some(p) = self.peers.get_mut(&t.peer) {
+            p.elements.remove(&slot);
         }
+        Some(t.peer)
     }
 
     fn notify_removed(&mut self, pool: PoolHandle, id: PeId, reason: RemovalReason) {
@@ -859,9 +1085,46 @@ impl RegistrarCore {
     fn send(&mut self, peer: PeerId, msg: &AsapMessage) {
         match wire::encode_asap(msg) {
             Ok(bytes) => self.actions.push_back(Action::Send { peer, bytes }),
-            // Only reachable with values the core built itself; log rather than crash.
-            Err(e) => log::error!("cannot encode {msg:?}: {e}"),
+            // Only reachable with values the core built itself; log rather than crash (the
+            // type only: the message may hold what a peer sent).
+            Err(e) => log::error!(
+                "cannot encode a message of type 0x{:02x}: {e}",
+                msg.type_code()
+            ),
         }
+    }
+}
+
+/// May `addr` resolve pool handles and report unreachable elements?
+fn allowed_as_user(security: &SecurityConfig, addr: IpAddr) -> bool {
+    security.allows(Role::PoolUser, addr)
+}
+
+/// `total` causes for a log line: the first few codes with the length of their information, and
+/// how many more there were. Never longer than a few hundred bytes, whatever the peer sent.
+fn summarize_causes(causes: &[ErrorCause], total: usize) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!("{total} cause(s)");
+    for c in causes.iter().take(LOGGED_CAUSES) {
+        let _ = write!(s, "; {} ({} bytes of info)", c.code, c.info.len());
+    }
+    if total > LOGGED_CAUSES {
+        let _ = write!(s, "; {} more not shown", total - LOGGED_CAUSES);
+    }
+    s
+}
+
+/// Reporters' addresses for a log line (at most a handful named).
+fn summarize_addrs(addrs: &[IpAddr]) -> String {
+    let shown: Vec<String> = addrs.iter().take(8).map(ToString::to_string).collect();
+    if addrs.len() > shown.len() {
+        format!(
+            "{} and {} more",
+            shown.join(", "),
+            addrs.len() - shown.len()
+        )
+    } else {
+        shown.join(", ")
     }
 }
 

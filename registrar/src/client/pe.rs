@@ -1,5 +1,12 @@
 //! The pool element side of ASAP (RFC 5352 3.1-3.5): registration, re-registration, keep-alive
 //! answers, home registrar changes, deregistration, and recovery from a lost registrar.
+//!
+//! Keep-alive watchdog: once two keep-alives have shown the registrar's interval, an element
+//! that hears none for [`KEEPALIVE_MISSES`] intervals (at least [`KEEPALIVE_WATCHDOG_MIN`])
+//! assumes the registrar dropped it and re-registers at once on the same connection; if that
+//! gets no answer, it hunts for another registrar. Without it, an element removed by its
+//! registrar (which stops sending keep-alives) would stay out of its pool until its next
+//! scheduled re-registration. (A registrar that closes the connection is noticed at once.)
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +21,11 @@ use crate::types::{
 };
 
 use super::{ClientConfig, ClientError, RegistrarConnection, RegistrarTable, nonzero};
+
+/// Keep-alive intervals without a keep-alive after which an element re-registers.
+pub const KEEPALIVE_MISSES: u32 = 4;
+/// The watchdog never fires sooner than this after the last keep-alive.
+pub const KEEPALIVE_WATCHDOG_MIN: Duration = Duration::from_millis(1000);
 
 /// What to register.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -417,11 +429,21 @@ impl Task {
         let mut home = RegistrarId(0);
         let mut next_reregistration = Instant::now() + interval;
         let far = Duration::from_secs(86400 * 365);
+        // The keep-alive watchdog: when the last keep-alive came, and the registrar's interval
+        // (the shortest gap seen between two).
+        let mut last_keepalive: Option<Instant> = None;
+        let mut keepalive_interval: Option<Duration> = None;
 
         loop {
             let deadline = pending
                 .as_ref()
                 .map_or(Instant::now() + far, Pending::deadline);
+            let watchdog = match (last_keepalive, keepalive_interval) {
+                (Some(last), Some(i)) if registered => {
+                    Some(last + (i * KEEPALIVE_MISSES).max(KEEPALIVE_WATCHDOG_MIN))
+                }
+                _ => None,
+            };
             tokio::select! {
                 msg = conn.stream.recv() => {
                     let msg = match msg {
@@ -438,6 +460,12 @@ impl Task {
                             if let Err(e) = conn.stream.send(&ack).await {
                                 return lost(e);
                             }
+                            let now = Instant::now();
+                            if let Some(prev) = last_keepalive {
+                                let gap = now - prev;
+                                keepalive_interval = Some(keepalive_interval.map_or(gap, |i| i.min(gap)));
+                            }
+                            last_keepalive = Some(now);
                             // H flag: the sender is (now) our home registrar. Also learn the
                             // identifier of the registrar we registered with from its first
                             // keep-alive.
@@ -532,6 +560,21 @@ impl Task {
                     };
                     return lost(ClientError::Timeout { what, registrar: addr, after: timeout });
                 }
+                _ = sleep_until_opt(watchdog), if watchdog.is_some() && pending.is_none() => {
+                    log::warn!(
+                        "pool element {id} of {}: no keep-alive from registrar {addr} for {:?}; \
+                         re-registering",
+                        self.pe.pool_handle,
+                        last_keepalive.map(|t| t.elapsed()).unwrap_or_default()
+                    );
+                    // Watch again from now; a re-registration that gets no answer loses the
+                    // registrar and starts a hunt.
+                    last_keepalive = Some(Instant::now());
+                    if let Err(e) = conn.stream.send(&self.registration()).await {
+                        return lost(e);
+                    }
+                    pending = Some(Pending::Registration { reply: None, previous: None, deadline: Instant::now() + timeout });
+                }
                 _ = tokio::time::sleep_until(next_reregistration), if pending.is_none() && registered => {
                     if let Err(e) = conn.stream.send(&self.registration()).await {
                         return lost(e);
@@ -567,5 +610,12 @@ impl Task {
                 }
             }
         }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }

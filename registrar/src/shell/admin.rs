@@ -5,19 +5,27 @@
 //! - `GET /registrars`: [`RegistrarsSnapshot`] as JSON: this registrar's place in its operation
 //!   scope and the ENRP peers it knows.
 //!
-//! No authentication: bind it to loopback (the default, 127.0.0.1:3870) or a management network.
+//! No authentication: bind it to loopback (the default, 127.0.0.1:3870), a management network, or
+//! a Unix socket (`admin_unix = "/run/rsplb/admin.sock"`, mode 0600: file permissions decide who
+//! may read).
+//!
+//! The registrar's loop only copies the handlespace's entries (a few milliseconds at 20,000
+//! elements); building the JSON happens on a blocking thread, so a large `/handlespace` never
+//! holds up keep-alives. A client that does not read its answer within the admin timeout is
+//! dropped.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{CoreStats, EnrpStats, PeerState, RegistrarCore, SyncState};
-use crate::handlespace::RegistratorId;
+use crate::handlespace::{ElementEntry, RegistratorId};
+use crate::types::PoolHandle;
 use crate::types::{Policy, TransportAddress, TransportUse};
 
 /// The whole handlespace as the admin endpoint serves it. Keys are stable; numbers are numbers.
@@ -216,15 +224,59 @@ fn ms(d: Duration) -> u64 {
 
 /// Build a snapshot of the core's handlespace at `now`.
 pub fn snapshot(core: &RegistrarCore, now: Instant) -> HandlespaceSnapshot {
+    raw_snapshot(core, now).build()
+}
+
+/// The handlespace's entries as copied under the registrar's lock: the cheap part of a
+/// snapshot. [`RawSnapshot::build`] does the rest, anywhere.
+#[derive(Debug)]
+pub struct RawSnapshot {
+    registrar: crate::types::RegistrarId,
+    now: Instant,
+    pool_count: usize,
+    element_count: usize,
+    pools: Vec<(PoolHandle, u32, Vec<ElementEntry>)>,
+    checksums: Vec<OwnerChecksum>,
+}
+
+/// Copy what a snapshot needs.
+pub fn raw_snapshot(core: &RegistrarCore, now: Instant) -> RawSnapshot {
     let hs = core.handlespace();
-    let pools = hs
-        .pools()
-        .map(|(handle, pool)| PoolSnapshot {
+    RawSnapshot {
+        registrar: core.id(),
+        now,
+        pool_count: hs.pool_count(),
+        element_count: hs.len(),
+        pools: hs
+            .pools()
+            .map(|(h, p)| (h.clone(), p.policy_type(), p.elements().cloned().collect()))
+            .collect(),
+        checksums: owner_checksums(core),
+    }
+}
+
+impl RawSnapshot {
+    /// The snapshot, built on a blocking thread (it formats every element).
+    pub async fn build_off_loop(self) -> Option<HandlespaceSnapshot> {
+        tokio::task::spawn_blocking(move || self.build()).await.ok()
+    }
+
+    pub fn build(self) -> HandlespaceSnapshot {
+        build_snapshot(self)
+    }
+}
+
+fn build_snapshot(raw: RawSnapshot) -> HandlespaceSnapshot {
+    let now = raw.now;
+    let pools = raw
+        .pools
+        .into_iter()
+        .map(|(handle, policy_type, elements)| PoolSnapshot {
             handle: handle.to_string(),
-            policy: policy_name(pool.policy_type()),
-            policy_type: pool.policy_type(),
-            elements: pool
-                .elements()
+            policy: policy_name(policy_type),
+            policy_type,
+            elements: elements
+                .iter()
                 .map(|e| {
                     let pe = e.element();
                     let t = &pe.user_transport;
@@ -260,16 +312,16 @@ pub fn snapshot(core: &RegistrarCore, now: Instant) -> HandlespaceSnapshot {
         })
         .collect();
     HandlespaceSnapshot {
-        registrar_id: core.id().0,
-        registrar_id_hex: core.id().to_string(),
+        registrar_id: raw.registrar.0,
+        registrar_id_hex: raw.registrar.to_string(),
         time_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(ms)
             .unwrap_or(0),
-        pool_count: hs.pool_count(),
-        element_count: hs.len(),
+        pool_count: raw.pool_count,
+        element_count: raw.element_count,
         pools,
-        checksums: owner_checksums(core),
+        checksums: raw.checksums,
     }
 }
 
@@ -338,28 +390,65 @@ pub fn stats(core: &RegistrarCore) -> StatsSnapshot {
 /// A question the admin endpoint (or an embedding program) asks the driver.
 #[derive(Debug)]
 pub enum Query {
-    Handlespace(oneshot::Sender<HandlespaceSnapshot>),
+    /// The handlespace's entries; the asker builds the snapshot ([`RawSnapshot::build_off_loop`]).
+    Handlespace(oneshot::Sender<RawSnapshot>),
     Stats(oneshot::Sender<StatsSnapshot>),
     Registrars(oneshot::Sender<RegistrarsSnapshot>),
 }
 
-/// Serve the admin endpoint until the task is dropped.
-pub async fn serve(listener: TcpListener, queries: mpsc::Sender<Query>) {
+/// Where the admin endpoint listens.
+pub enum AdminListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Serve the admin endpoint until the task is dropped. Each request, from its first byte to the
+/// last byte of its answer, must be done within `timeout` (a client that never reads its answer
+/// is dropped then).
+pub async fn serve(listener: AdminListener, queries: mpsc::Sender<Query>, timeout: Duration) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = match &listener {
+            AdminListener::Tcp(l) => l.accept().await.map(|(s, _)| Conn::Tcp(s)),
+            AdminListener::Unix(l) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
+        };
+        let Ok(stream) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let queries = queries.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_one(stream, queries).await {
+            let served = match stream {
+                Conn::Tcp(s) => serve_bounded(s, queries, timeout).await,
+                Conn::Unix(s) => serve_bounded(s, queries, timeout).await,
+            };
+            if let Err(e) = served {
                 log::debug!("admin request: {e}");
             }
         });
     }
 }
 
-async fn serve_one(mut stream: TcpStream, queries: mpsc::Sender<Query>) -> io::Result<()> {
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// One request within `timeout`; the stream is dropped (closed, unsent data discarded) when it
+/// runs out.
+async fn serve_bounded<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    queries: mpsc::Sender<Query>,
+    timeout: Duration,
+) -> io::Result<()> {
+    tokio::time::timeout(timeout, serve_one(stream, queries))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "admin timeout"))?
+}
+
+async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    queries: mpsc::Sender<Query>,
+) -> io::Result<()> {
     let mut req = Vec::with_capacity(1024);
     let read = async {
         loop {
@@ -387,9 +476,18 @@ async fn serve_one(mut stream: TcpStream, queries: mpsc::Sender<Query>) -> io::R
         ("GET", "/handlespace") => {
             let (tx, rx) = oneshot::channel();
             let _ = queries.send(Query::Handlespace(tx)).await;
-            match rx.await {
-                Ok(s) => ("200 OK", serde_json::to_vec(&s).unwrap_or_default()),
-                Err(_) => ("503 Service Unavailable", b"{}".to_vec()),
+            let body = match rx.await {
+                // Formatting and serialising 20,000 elements takes a while: not on the loop.
+                Ok(raw) => tokio::task::spawn_blocking(move || {
+                    serde_json::to_vec(&raw.build()).unwrap_or_default()
+                })
+                .await
+                .ok(),
+                Err(_) => None,
+            };
+            match body {
+                Some(b) => ("200 OK", b),
+                None => ("503 Service Unavailable", b"{}".to_vec()),
             }
         }
         ("GET", "/stats") => {

@@ -48,7 +48,7 @@ pub struct Registrar {
     config: RegistrarConfig,
     transports: Vec<Box<dyn Transport>>,
     asap_addrs: Vec<SocketAddr>,
-    admin: Option<tokio::net::TcpListener>,
+    admin: Option<admin::AdminListener>,
     admin_addr: Option<SocketAddr>,
     announcer: Option<Announcer>,
     enrp: Option<Arc<EnrpNet>>,
@@ -84,7 +84,10 @@ impl RegistrarControl {
             .send(Query::Handlespace(tx))
             .await
             .context("the registrar is not running")?;
-        rx.await.context("the registrar stopped")
+        let raw = rx.await.context("the registrar stopped")?;
+        raw.build_off_loop()
+            .await
+            .context("building the handlespace snapshot")
     }
 
     /// This registrar's place in its operation scope (ENRP peers, sync state).
@@ -132,16 +135,18 @@ impl Registrar {
             asap_addrs.extend(t.local_addrs());
             transports.push(Box::new(t));
         }
-        let (admin, admin_addr) = match config.admin {
-            Some(addr) => {
+        let (admin, admin_addr) = match (&config.admin_unix, config.admin) {
+            (Some(path), _) => (Some(bind_admin_unix(path)?), None),
+            (None, Some(addr)) => {
                 let l = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("listening for the admin endpoint on {addr}"))?;
                 let a = l.local_addr()?;
-                (Some(l), Some(a))
+                (Some(admin::AdminListener::Tcp(l)), Some(a))
             }
-            None => (None, None),
+            (None, None) => (None, None),
         };
+        warn_if_open(&config);
         let advertised = announce_transports(&config, &asap_addrs);
         let announcer = if config.announce.enabled {
             let source_port = if advertised.is_empty() {
@@ -251,18 +256,27 @@ impl Registrar {
             announcer,
             enrp: enrp.clone(),
         });
-        let ctx = TransportContext::new(
+        let mut ctx = TransportContext::new(
             shared.clone(),
             config.limits.max_message_size,
             config.limits.max_pending_messages,
         );
+        ctx.timeouts = transport::PeerTimeouts {
+            write: config.connections.write_timeout(),
+            idle: config.connections.idle_timeout(),
+            partial_message: config.connections.partial_message_timeout(),
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for t in transports {
             tasks.spawn(t.serve(ctx.clone()));
         }
         drop(ctx);
         if let Some(l) = admin {
-            tasks.spawn(admin::serve(l, control.queries.clone()));
+            tasks.spawn(admin::serve(
+                l,
+                control.queries.clone(),
+                config.connections.admin_timeout(),
+            ));
         }
         if let Some(net) = enrp {
             let sink: std::sync::Weak<dyn EnrpSink> =
@@ -280,6 +294,8 @@ impl Registrar {
                 q = queries.recv() => {
                     if let Some(q) = q {
                         answer(&shared.lock().core, q);
+                        // Let the connections' input in before the next round of timers.
+                        tokio::task::yield_now().await;
                     }
                 }
                 _ = shared.timer.notified() => {}
@@ -323,7 +339,9 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Fire due timers; returns the next deadline.
+    /// Fire due timers; returns the next deadline. Input that arrived before a deadline but is
+    /// still unread (the loop was busy) is not lost: the core defers a deadline it handles late
+    /// (`timers.stall_grace_ms`), and the loop yields to the connections after other work.
     fn fire_timers(&self) -> Option<Instant> {
         let mut st = self.lock();
         let now = Instant::now();
@@ -468,7 +486,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 fn answer(core: &RegistrarCore, q: Query) {
     match q {
         Query::Handlespace(tx) => {
-            let _ = tx.send(admin::snapshot(core, Instant::now()));
+            // Only the copy happens here; formatting happens off the loop.
+            let _ = tx.send(admin::raw_snapshot(core, Instant::now()));
         }
         Query::Stats(tx) => {
             let _ = tx.send(admin::stats(core));
@@ -477,6 +496,72 @@ fn answer(core: &RegistrarCore, q: Query) {
             let _ = tx.send(admin::registrars(core, Instant::now()));
         }
     }
+}
+
+/// Bind the admin endpoint's Unix socket (mode 0600), replacing a stale socket file.
+fn bind_admin_unix(path: &std::path::Path) -> anyhow::Result<admin::AdminListener> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if let Ok(m) = std::fs::symlink_metadata(path)
+        && m.file_type().is_socket()
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("listening for the admin endpoint on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    Ok(admin::AdminListener::Unix(l))
+}
+
+/// A registrar reachable beyond loopback that checks neither certificates nor source addresses
+/// lets anyone register into its pools: say so loudly.
+fn warn_if_open(config: &RegistrarConfig) {
+    let open: Vec<String> = config
+        .asap_listen
+        .iter()
+        .filter(|a| !a.ip().is_loopback())
+        .map(ToString::to_string)
+        .collect();
+    if !open.is_empty() && !config.security.has_allow_list() {
+        log::warn!(
+            "SECURITY: ASAP is served on {} without TLS and without an allow list: any host that \
+             reaches it can register pool elements (and steer traffic) or resolve pools. Set \
+             [security] allow_pe / allow_pu (source prefixes) or listen on loopback only.",
+            open.join(", ")
+        );
+    }
+}
+
+/// Raise this process's open-file limit (RLIMIT_NOFILE) to its hard limit: every ASAP
+/// connection is a file descriptor, and the usual soft limit of 1024 is far below
+/// `limits.max_peers`. Returns the limit now in force. Called by `rsp-registrar` and
+/// `rsplb run` at start-up.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        lim = raised;
+    }
+    Ok(lim.rlim_cur)
 }
 
 /// The ASAP transports written into Server Announces (see `AnnounceConfig::advertise`).

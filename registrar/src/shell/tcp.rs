@@ -1,5 +1,11 @@
 //! ASAP over TCP: one connection is one peer; each message is delimited by its own Length field
 //! (the RSerPool header's, see [`crate::wire::frame_length`]).
+//!
+//! What one connection may hold ([`PeerTimeouts`]): a peer that does not take its answers within
+//! the write timeout is dropped at once (reset, nothing more is flushed: waiting for a flush is
+//! what the peer is not doing); one that sends nothing for the idle timeout, or leaves a message
+//! incomplete for the partial-message timeout, is closed. An idle connection holds no read
+//! buffer.
 
 use std::future::Future;
 use std::io;
@@ -11,11 +17,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::transport::{Delivery, PeerCommand, PeerHandle, Transport, TransportContext};
-
-/// A peer that does not take what is written to it for this long is disconnected (its elements
-/// are removed with the connection): it cannot be serving anyone either.
-const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+use super::transport::{
+    Delivery, PeerCommand, PeerHandle, PeerTimeouts, Transport, TransportContext,
+};
 use crate::core::{PeerId, PeerInfo};
 use crate::wire;
 
@@ -45,7 +49,11 @@ impl Transport for TcpTransport {
                     Ok(x) => x,
                     Err(e) => {
                         // EMFILE and friends: wait a little instead of spinning.
-                        log::warn!("accepting an ASAP connection: {e}");
+                        log::warn!(
+                            "accepting an ASAP connection: {e} (out of file descriptors? \
+                             rsp-registrar raises RLIMIT_NOFILE to its hard limit at start-up; \
+                             see also limits.max_peers)"
+                        );
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     }
@@ -81,16 +89,22 @@ async fn serve_peer(
     mut rx: mpsc::Receiver<PeerCommand>,
     ctx: &TransportContext,
 ) {
+    let t = ctx.timeouts;
     let (mut rd, wr) = stream.into_split();
     let mut wr = BufWriter::with_capacity(16 * 1024, wr);
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut buf: Vec<u8> = Vec::new();
     let mut reading = true;
+    let mut last_input = tokio::time::Instant::now();
+    // Since when `buf` holds the beginning of a message.
+    let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
+        let idle_at = last_input + t.idle;
+        let limit_at = partial_since.map_or(idle_at, |p| idle_at.min(p + t.partial_message));
         tokio::select! {
             r = read_more(&mut rd, &mut buf), if reading => {
                 match r {
                     Ok(0) | Err(_) => return,
-                    Ok(_) => {}
+                    Ok(_) => last_input = tokio::time::Instant::now(),
                 }
                 let (consumed, error) = frames(&buf, ctx.max_message_size);
                 let mut delivery = if consumed > 0 {
@@ -100,30 +114,69 @@ async fn serve_peer(
                     Delivery::default()
                 };
                 buf.drain(..consumed);
+                if buf.is_empty() {
+                    buf = Vec::new(); // an idle connection holds no buffer
+                    partial_since = None;
+                } else if consumed > 0 || partial_since.is_none() {
+                    partial_since = Some(last_input);
+                }
                 if let Some(error) = error {
                     reading = false;
                     let d = ctx.sink.framing_error(peer, error);
                     delivery.replies.extend(d.replies);
                     delivery.close |= d.close;
                 }
-                let written = tokio::time::timeout(WRITE_TIMEOUT, write_all(&mut wr, &delivery)).await;
-                if !matches!(written, Ok(Ok(()))) || delivery.close {
-                    let _ = wr.shutdown().await;
-                    return;
+                let written = tokio::time::timeout(t.write, write_all(&mut wr, &delivery)).await;
+                if !matches!(written, Ok(Ok(()))) {
+                    log::debug!("peer {}: not reading its answers; dropping it", peer.0);
+                    return drop_now(rd, wr);
+                }
+                if delivery.close {
+                    return close(rd, wr, t).await;
                 }
             }
             cmd = rx.recv() => {
-                let written = tokio::time::timeout(WRITE_TIMEOUT, write_queued(&mut wr, &mut rx, cmd)).await;
+                let written = tokio::time::timeout(t.write, write_queued(&mut wr, &mut rx, cmd)).await;
                 match written {
                     Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => {
-                        let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
-                        return;
+                    Ok(Ok(false)) => return close(rd, wr, t).await,
+                    Ok(Err(_)) | Err(_) => {
+                        log::debug!("peer {}: not reading what it is sent; dropping it", peer.0);
+                        return drop_now(rd, wr);
                     }
-                    Ok(Err(_)) | Err(_) => return,
                 }
             }
+            _ = tokio::time::sleep_until(limit_at), if reading => {
+                if partial_since.is_some_and(|p| p + t.partial_message <= limit_at) {
+                    log::debug!(
+                        "peer {}: a message incomplete after {:?} ({} bytes); closing",
+                        peer.0, t.partial_message, buf.len()
+                    );
+                } else {
+                    log::debug!("peer {}: idle for {:?}; closing", peer.0, t.idle);
+                }
+                return drop_now(rd, wr);
+            }
         }
+    }
+}
+
+/// Close after what is queued: the flush and the FIN are bounded by the write timeout, after
+/// which the connection is dropped as it is.
+async fn close(rd: OwnedReadHalf, mut wr: BufWriter<OwnedWriteHalf>, t: PeerTimeouts) {
+    if !matches!(
+        tokio::time::timeout(t.write, wr.shutdown()).await,
+        Ok(Ok(()))
+    ) {
+        drop_now(rd, wr);
+    }
+}
+
+/// Drop the connection without waiting for anything: unsent data is discarded and the peer gets
+/// a reset, so the kernel does not keep the socket's buffers either.
+fn drop_now(rd: OwnedReadHalf, wr: BufWriter<OwnedWriteHalf>) {
+    if let Ok(stream) = rd.reunite(wr.into_inner()) {
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
     }
 }
 
@@ -193,7 +246,15 @@ impl<'a> Iterator for Frames<'a> {
     }
 }
 
+/// Read what is there. Into a stack buffer when nothing is pending, so that a connection between
+/// messages holds no heap buffer; straight into `buf` while a message is incomplete.
 async fn read_more(rd: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.is_empty() {
+        let mut chunk = [0u8; 8 * 1024];
+        let n = rd.read(&mut chunk).await?;
+        buf.extend_from_slice(&chunk[..n]);
+        return Ok(n);
+    }
     buf.reserve(16 * 1024);
     rd.read_buf(buf).await
 }

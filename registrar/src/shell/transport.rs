@@ -80,6 +80,30 @@ pub struct TransportContext {
     pub max_message_size: usize,
     /// Capacity of each peer's command queue.
     pub max_pending_messages: usize,
+    /// How long one peer may hold the registrar's resources (`[connections]`).
+    pub timeouts: PeerTimeouts,
+}
+
+/// Per-connection timeouts every transport applies (see `ConnectionConfig`).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerTimeouts {
+    /// Writing to a peer that does not read: drop it (never wait for a flush).
+    pub write: std::time::Duration,
+    /// Nothing received for this long: close.
+    pub idle: std::time::Duration,
+    /// A message begun and not complete after this long: close.
+    pub partial_message: std::time::Duration,
+}
+
+impl Default for PeerTimeouts {
+    fn default() -> Self {
+        let c = crate::config::ConnectionConfig::default();
+        Self {
+            write: c.write_timeout(),
+            idle: c.idle_timeout(),
+            partial_message: c.partial_message_timeout(),
+        }
+    }
 }
 
 impl TransportContext {
@@ -93,6 +117,7 @@ impl TransportContext {
             peer_ids: Arc::new(AtomicU64::new(1)),
             max_message_size,
             max_pending_messages,
+            timeouts: PeerTimeouts::default(),
         }
     }
 
