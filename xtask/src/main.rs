@@ -51,8 +51,8 @@ enum Cmd {
     },
     /// Run a benchmark and print its `key=value` figures.
     Bench {
-        /// `dataplane` or `registrar`.
-        #[arg(value_parser = ["dataplane", "registrar"])]
+        /// `dataplane`, `registrar` or `enrp`.
+        #[arg(value_parser = ["dataplane", "registrar", "enrp"])]
         which: String,
         /// Extra arguments for the benchmark binary.
         #[arg(last = true)]
