@@ -4,10 +4,14 @@
 //!
 //! Each element contributes the 16-bit words of its pool handle (an odd last byte padded with a
 //! zero byte) and the two words of its identifier in network byte order. The words are read
-//! big-endian here (the Internet checksum convention, RFC 1071); rsplib reads them in host order,
-//! which on a little-endian host gives the byte-swapped sum (RFC 1071 2(B): the one's-complement
-//! sum is byte-order independent up to that swap). Whoever puts the value on the wire compares it
-//! with rsplib's bytes.
+//! big-endian here (the Internet checksum convention, RFC 1071) and the value goes on the wire
+//! big-endian. rsplib (`poolelementnode-template_impl.h`, `poolhandlespacechecksum.c`) reads the
+//! same bytes as host-order words, sums and complements them, and copies the host-order `u16`
+//! into the parameter without `htons`. On a little-endian host its value is the byte swap of
+//! ours (RFC 1071 2(B): the one's-complement sum is byte-order independent up to that swap), and
+//! writing that swapped value in little-endian memory order puts exactly our big-endian bytes on
+//! the wire. The test `rsplib_little_endian_host_puts_the_same_bytes_on_the_wire` replays rsplib's
+//! steps on explicit little-endian words; the interop lab compares with rsplib's Presence.
 //!
 //! Sums are kept unfolded in a `u64` (no overflow below 2^47 elements), so adding an element on
 //! insert and subtracting it on removal is exact; [`finish`] folds the carries and complements.
@@ -57,6 +61,52 @@ mod tests {
         assert_eq!(element_sum(&h, PeId(0x0001_0002)), sum);
         assert_eq!(finish(sum), !(sum as u16));
         assert_eq!(finish(0), 0xffff);
+    }
+
+    /// rsplib's algorithm, step by step as on x86: 16-bit loads in little-endian order, the odd
+    /// last byte copied into the low-address byte of a zeroed word, end-around carry, complement,
+    /// and the host-order result copied into the message.
+    fn rsplib_wire_bytes(elements: &[(&[u8], u32)]) -> [u8; 2] {
+        let mut sum: u32 = 0;
+        let mut add = |bytes: &[u8]| {
+            let mut it = bytes.chunks_exact(2);
+            for w in it.by_ref() {
+                sum = sum.wrapping_add(u32::from(u16::from_le_bytes([w[0], w[1]])));
+            }
+            if let [last] = it.remainder() {
+                sum = sum.wrapping_add(u32::from(u16::from_le_bytes([*last, 0])));
+            }
+        };
+        for (handle, id) in elements {
+            add(handle);
+            add(&id.to_be_bytes()); // htonl(Identifier)
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        (!(sum as u16)).to_le_bytes()
+    }
+
+    #[test]
+    fn rsplib_little_endian_host_puts_the_same_bytes_on_the_wire() {
+        let cases: &[&[(&[u8], u32)]] = &[
+            &[],
+            &[(b"EchoPool", 0x1234_5678)],
+            &[(b"abc", 1), (b"abc", 2), (b"web", 0xffff_ffff)],
+            &[
+                (b"x", 0xdead_beef),
+                (b"PingPongPool", 0x0102_0304),
+                (b"\xff\xfe\x00", 7),
+            ],
+        ];
+        for case in cases {
+            let ours = finish(
+                case.iter()
+                    .map(|(h, id)| element_sum(&PoolHandle::new(h.to_vec()).unwrap(), PeId(*id)))
+                    .sum(),
+            );
+            assert_eq!(ours.to_be_bytes(), rsplib_wire_bytes(case), "{case:?}");
+        }
     }
 
     #[test]
