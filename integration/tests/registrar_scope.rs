@@ -1,0 +1,184 @@
+//! An operation scope in front of the dataplane: a registrar (`rsp-registrar --enrp`) on each of
+//! the three server hosts, and the balancer's own embedded registrar (`rsplb run
+//! --registrar-config` with an `[enrp]` section) as a fourth peer. Each server registers through
+//! its sidecar at the registrar of its own host; the balancer learns every element over ENRP and
+//! serves them behind a DSR VIP. Then the registrar of s1's host is SIGKILLed: its element moves
+//! to another registrar, and throughout, no element leaves the dataplane, no new connection
+//! fails and no established connection breaks.
+
+mod common;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use rsplb_integration::{
+    TcpConn,
+    netns::ChildGuard,
+    rserpool::{Sidecar, contains_all, pool_elements, wait_for_elements},
+    tcp_burst,
+};
+
+const POOL: &str = "web";
+const REGISTER_BOUND: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_registrar_killed_in_a_scope_changes_nothing_in_the_dataplane() {
+    let mut lab = attached_lab();
+    let vip_ip: IpAddr = lab.vip4(0).into();
+    let vip = SocketAddr::new(vip_ip, 80);
+    lab.rsplb
+        .on(&["vip", "add", &vip_str(vip_ip, 80, "tcp"), "--pool", POOL])
+        .expect("vip add");
+
+    let registrar_bin = lab
+        .rsplb
+        .bin
+        .parent()
+        .expect("rsplb has a directory")
+        .join("rsp-registrar");
+    assert!(
+        registrar_bin.is_file(),
+        "{} is missing: build it with `cargo build -p rsplb-registrar` (cargo xtask test does)",
+        registrar_bin.display()
+    );
+    let host_ips: Vec<IpAddr> = lab.server_hosts.iter().map(|h| h.v4.into()).collect();
+    let lb_ip: IpAddr = lab.lb.v4.into();
+    let enrp = |ip: IpAddr| SocketAddr::new(ip, 9901).to_string();
+    let asap = |ip: IpAddr| SocketAddr::new(ip, 3863).to_string();
+
+    // One registrar per server host, each with every other one (and the balancer) as peer.
+    let mut registrars: Vec<ChildGuard> = Vec::new();
+    for (i, ip) in host_ips.iter().enumerate() {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", lab.server_hosts[i].netns.name()])
+            .arg(&registrar_bin)
+            .args(["--id", &format!("{}", 0x101 + i)])
+            .args(["--asap", &asap(*ip), "--enrp", &enrp(*ip)])
+            .args(["--no-admin", "--no-announce"]);
+        for other in host_ips.iter().filter(|o| *o != ip).chain([&lb_ip]) {
+            cmd.args(["--peer", &enrp(*other)]);
+        }
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("SCOPE_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+        registrars.push(ChildGuard::spawn(cmd).expect("rsp-registrar"));
+    }
+
+    // The balancer's embedded registrar joins the scope.
+    let config = std::env::temp_dir().join(format!("rsplb-scope-{}.toml", std::process::id()));
+    let peers: Vec<String> = host_ips
+        .iter()
+        .map(|ip| format!("\"{}\"", enrp(*ip)))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "registrar_id = 0x1ff\nasap_listen = [\"{}\"]\n[announce]\nenabled = false\n\
+             [enrp]\nlisten = [\"{}\"]\npeers = [{}]\n",
+            asap(lb_ip),
+            enrp(lb_ip),
+            peers.join(", ")
+        ),
+    )
+    .unwrap();
+    let config_str = config.display().to_string();
+    lab.start_daemon(&["--registrar-config", &config_str, "--interval", "1"])
+        .expect("rsplb run --registrar-config");
+    // The daemon reads the file as it starts: removed when the test ends, however it ends.
+    let _config_guard = RemoveOnDrop(config.clone());
+
+    // Sidecars register at their own host's registrar first, the next host's second.
+    let sidecar = Sidecar {
+        pool: POOL,
+        port: 80,
+        policy: None,
+    };
+    let mut sidecars = Vec::new();
+    for i in 0..3 {
+        let mut args = sidecar.args(&lab, i).unwrap();
+        // Replace the balancer's registrar with the host's own, then the next host's.
+        let at = args.iter().position(|a| a == "--registrar").unwrap();
+        args[at + 1] = asap(host_ips[i]);
+        args.insert(at + 2, "--registrar".into());
+        args.insert(at + 3, asap(host_ips[(i + 1) % 3]));
+        let mut cmd = Command::new(&lab.rsplb.bin);
+        cmd.args(&args);
+        sidecars.push(ChildGuard::spawn(cmd).expect("sidecar"));
+    }
+    let elements: Vec<String> = (0..3).map(|i| element(&lab, i, vip_ip, 80)).collect();
+    let took = wait_for_elements(
+        &lab.rsplb,
+        POOL,
+        REGISTER_BOUND,
+        "three servers in the dataplane over ENRP",
+        |l| Ok(contains_all(l, &elements)),
+    );
+    lab.check_daemons().expect("rsplb run");
+    let took = took.unwrap();
+    println!(
+        "registration_via_enrp_to_dataplane_s={:.3}",
+        took.as_secs_f64()
+    );
+
+    let t = tcp_burst(lab.client.netns.name(), vip, 300).expect("tcp burst");
+    assert_eq!(t.failed, 0, "connections failed: {t}");
+    assert!(counts(&t, 3).iter().all(|&n| n > 0), "{t}");
+    let mut long: Vec<(TcpConn, String)> = Vec::new();
+    for _ in 0..30 {
+        let mut c = TcpConn::open(lab.client.netns.name(), vip).expect("connect");
+        let s = c.ask().expect("first request");
+        long.push((c, s));
+    }
+    assert!(long.iter().any(|(_, s)| s == "s1"), "no connection on s1");
+
+    // SIGKILL the registrar of s1's host.
+    let pid = registrars[0].pid() as i32;
+    // SAFETY: kill with our own child's pid and a valid signal.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let start = Instant::now();
+    let mut bursts = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        let list = pool_elements(&lab.rsplb, POOL).unwrap();
+        assert!(
+            contains_all(&list, &elements),
+            "an element left the dataplane {:?} after the registrar died: {:?}",
+            start.elapsed(),
+            list.iter().map(|e| &e.address).collect::<Vec<_>>()
+        );
+        let t = tcp_burst(lab.client.netns.name(), vip, 30).expect("tcp burst");
+        assert_eq!(
+            t.failed, 0,
+            "connections failed after the registrar died: {t}"
+        );
+        bursts += 1;
+    }
+    assert!(bursts >= 3, "only {bursts} bursts in 4 s");
+    for (c, s) in long.iter_mut() {
+        assert_eq!(
+            &c.ask().expect("a connection broke when a registrar died"),
+            s
+        );
+    }
+    let t = tcp_burst(lab.client.netns.name(), vip, 300).expect("tcp burst");
+    assert_eq!(t.failed, 0, "{t}");
+    assert!(counts(&t, 3).iter().all(|&n| n > 0), "{t}");
+    for s in sidecars.iter_mut() {
+        s.check_running().expect("a sidecar exited");
+    }
+    for r in registrars.iter_mut().skip(1) {
+        r.check_running().expect("a surviving registrar exited");
+    }
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
