@@ -114,6 +114,25 @@ impl Balancer {
         Ok(self.state()?.vips)
     }
 
+    /// Each VIP's active Maglev table, read back from the map, as a digest of the elements its
+    /// entries send flows to (`maglev::digest`, 16 hex digits): balancers serving the same VIPs
+    /// from the same pools show the same digests, whatever element slots they chose.
+    pub fn vip_digests(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        let st = self.state()?;
+        let keys: std::collections::HashMap<u32, String> = st
+            .elements
+            .iter()
+            .map(|e| (e.slot, e.maglev_key()))
+            .collect();
+        let mut out = std::collections::BTreeMap::new();
+        for v in &st.vips {
+            let table = self.maps.read_maglev(v.table, st.options.maglev_size)?;
+            let d = maglev::digest(&table, |slot| keys.get(&slot).map(|k| k.as_bytes()));
+            out.insert(v.vip.clone(), format!("{d:016x}"));
+        }
+        Ok(out)
+    }
+
     pub fn list_elements(&self, pool: Option<&PoolHandle>) -> Result<Vec<ElementStateEntry>> {
         Ok(self
             .state()?

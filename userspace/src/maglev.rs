@@ -77,6 +77,31 @@ fn hash(key: &[u8], seed: u64) -> u64 {
 
 /// Builds the lookup table of `size` entries (a prime, checked by [`check_size`]).
 /// An empty pool (or one where every weight is 0) gives `NO_ELEMENT` everywhere.
+/// A digest of a table as the elements it sends each entry to, by their stable keys (not by
+/// element slots, which differ between hosts): two balancers whose tables send every hash value
+/// to the same element have the same digest. FNV-1a 64 over the size and, entry by entry, the
+/// element's key and a 0 byte (or a lone 0 byte for an empty entry).
+pub fn digest<'a>(table: &[u32], key_of: impl Fn(u32) -> Option<&'a [u8]>) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(PRIME);
+    };
+    for b in (table.len() as u64).to_le_bytes() {
+        eat(b);
+    }
+    for &slot in table {
+        if slot != NO_ELEMENT
+            && let Some(k) = key_of(slot)
+        {
+            k.iter().for_each(|&b| eat(b));
+        }
+        eat(0);
+    }
+    h
+}
+
 pub fn build(elements: &[MaglevElement<'_>], size: u32) -> Vec<u32> {
     let m = size as u64;
     let mut table = vec![NO_ELEMENT; size as usize];
@@ -143,6 +168,33 @@ pub fn build(elements: &[MaglevElement<'_>], size: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two hosts that gave the same elements other slots build tables with the same digest; a
+    /// weight change or another element changes it.
+    #[test]
+    fn digests_follow_the_elements_not_their_slots() {
+        let keys = ["198.18.1.2:80", "198.18.1.3:80", "198.18.1.4:80"];
+        let table = |slots: [u32; 3], weights: [u32; 3]| {
+            let els: Vec<MaglevElement<'_>> = (0..3)
+                .map(|i| MaglevElement {
+                    key: keys[i].as_bytes(),
+                    weight: weights[i],
+                    id: slots[i],
+                })
+                .collect();
+            let t = build(&els, 251);
+            digest(&t, |s| {
+                slots
+                    .iter()
+                    .position(|&x| x == s)
+                    .map(|i| keys[i].as_bytes())
+            })
+        };
+        let a = table([0, 1, 2], [1, 2, 3]);
+        assert_eq!(a, table([7, 3, 5], [1, 2, 3]));
+        assert_ne!(a, table([0, 1, 2], [1, 2, 4]));
+        assert_ne!(a, table([0, 1, 2], [1, 2, 0]));
+    }
     use std::collections::HashMap;
 
     fn keys(n: usize) -> Vec<String> {

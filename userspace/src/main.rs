@@ -386,10 +386,11 @@ fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("deleting VIP {vip} on {iface}"))?,
                 VipCmd::List { json } => {
                     let vips = b.list_vips()?;
+                    let digests = b.vip_digests()?;
                     if json {
-                        print_json(&output::vips_json(&iface, &vips));
+                        print_json(&output::vips_json(&iface, &vips, &digests));
                     } else {
-                        print!("{}", output::vips_table(&vips));
+                        print!("{}", output::vips_table(&vips, &digests));
                     }
                 }
             }

@@ -86,6 +86,26 @@ impl MaglevView {
     }
 }
 
+impl MaglevView {
+    /// Copies `n` blocks from block index `base`; `None` if they do not fit.
+    fn read(&self, base: u64, n: usize) -> Option<Vec<MaglevBlock>> {
+        if base + n as u64 > self.blocks {
+            return None;
+        }
+        let mut out = vec![MaglevBlock::default(); n];
+        // SAFETY: in bounds (checked above) of a live mapping that this value owns; a block
+        // being rewritten at the same moment can only be a standby table's, not an active one.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(base as usize),
+                out.as_mut_ptr(),
+                n,
+            );
+        }
+        Some(out)
+    }
+}
+
 impl Drop for MaglevView {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping made in `new`.
@@ -284,6 +304,39 @@ impl Maps {
                 .with_context(|| format!("writing RSPLB_MAGLEV[{idx}]"))?;
         }
         Ok(())
+    }
+
+    /// Reads one whole Maglev table back from the map, as the program sees it (`NO_ELEMENT` for
+    /// an empty entry).
+    pub fn read_maglev(&self, table: u32, size: u32) -> Result<Vec<u32>> {
+        let n = maglev_blocks(size) as usize;
+        let base = u64::from(table) * u64::from(maglev_blocks(size));
+        if base + n as u64 > u64::from(self.maglev.len()) {
+            bail!("Maglev table {table} lies beyond RSPLB_MAGLEV");
+        }
+        let blocks = match self.maglev_view.as_ref().and_then(|v| v.read(base, n)) {
+            Some(b) => b,
+            None => (0..n as u64)
+                .map(|i| {
+                    let idx = u32::try_from(base + i).context("Maglev index overflow")?;
+                    self.maglev
+                        .get(&idx, 0)
+                        .with_context(|| format!("reading RSPLB_MAGLEV[{idx}]"))
+                })
+                .collect::<Result<_>>()?,
+        };
+        Ok(blocks
+            .iter()
+            .flat_map(|b| b.slots.iter())
+            .take(size as usize)
+            .map(|&s| {
+                if s == rsplb_common::MAGLEV_EMPTY {
+                    rsplb_common::NO_ELEMENT
+                } else {
+                    u32::from(s)
+                }
+            })
+            .collect())
     }
 
     pub fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {

@@ -1,6 +1,7 @@
 //! What the command line prints: the `--json` shapes of cli-contract.md, the human tables, and
 //! per-second rates between two counter snapshots. Pure functions, tested without a kernel.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use rsplb_common::{Counters, stat};
@@ -19,7 +20,8 @@ fn state_name(s: ElementState) -> &'static str {
     }
 }
 
-pub fn vips_json(iface: &str, vips: &[VipState]) -> Value {
+/// `digests`: each VIP's table digest (`Balancer::vip_digests`), by VIP.
+pub fn vips_json(iface: &str, vips: &[VipState], digests: &BTreeMap<String, String>) -> Value {
     json!({
         "interface": iface,
         "vips": vips.iter().map(|v| json!({
@@ -28,6 +30,7 @@ pub fn vips_json(iface: &str, vips: &[VipState]) -> Value {
             "mode": v.mode.to_string(),
             "snat": v.snat.map(|a| a.to_string()),
             "slot": v.slot,
+            "table_digest": digests.get(&v.vip),
         })).collect::<Vec<_>>(),
     })
 }
@@ -55,17 +58,18 @@ pub fn elements_json(iface: &str, elements: &[ElementStateEntry]) -> Value {
     })
 }
 
-pub fn vips_table(vips: &[VipState]) -> String {
+pub fn vips_table(vips: &[VipState], digests: &BTreeMap<String, String>) -> String {
     let mut s = format!(
-        "{:<28} {:<16} {:<5} {:<24} {:>5}\n",
-        "VIP", "POOL", "MODE", "SNAT", "SLOT"
+        "{:<28} {:<16} {:<5} {:<24} {:>5} {:<16}\n",
+        "VIP", "POOL", "MODE", "SNAT", "SLOT", "TABLE DIGEST"
     );
     for v in vips {
         let snat = v.snat.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        let d = digests.get(&v.vip).map_or("-", String::as_str);
         let _ = writeln!(
             s,
-            "{:<28} {:<16} {:<5} {:<24} {:>5}",
-            v.vip, v.pool, v.mode, snat, v.slot
+            "{:<28} {:<16} {:<5} {:<24} {:>5} {:<16}",
+            v.vip, v.pool, v.mode, snat, v.slot, d
         );
     }
     s
@@ -423,11 +427,16 @@ mod tests {
             slot: 0,
             table: 1,
         }];
-        let v = vips_json("veth0", &vips);
+        let digests: BTreeMap<String, String> = [(
+            "198.18.0.100:80/tcp".to_string(),
+            "00112233aabbccdd".to_string(),
+        )]
+        .into();
+        let v = vips_json("veth0", &vips, &digests);
         assert_eq!(
             v,
             json!({"interface":"veth0","vips":[{"vip":"198.18.0.100:80/tcp","pool":"web",
-                "mode":"dsr","snat":null,"slot":0}]})
+                "mode":"dsr","snat":null,"slot":0,"table_digest":"00112233aabbccdd"}]})
         );
         let mut e = ElementStateEntry {
             pool: "web".into(),

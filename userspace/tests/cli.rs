@@ -449,3 +449,68 @@ fn same_interface_name_from_another_namespace_is_refused() {
     // The original attachment is untouched.
     assert!(lab.xdp_on_link());
 }
+
+/// Two balancers (two attachments in two namespaces) configured with the same VIP and pool, but
+/// with the elements added in another order and after other elements came and went (so their
+/// element slots differ), show the same table digest after every kind of change, and a
+/// different one while they differ.
+#[test]
+fn two_balancers_with_the_same_pool_show_the_same_table_digest() {
+    assert!(
+        is_root(),
+        "this test needs root: it attaches XDP in network namespaces"
+    );
+    let a = Lab::new();
+    let b = Lab::new();
+    for lab in [&a, &b] {
+        lab.ok(&["attach", &lab.lb_if, "--generic", "--maglev-size", "4093"]);
+        lab.ok(&["vip", "add", "198.18.99.100:80/tcp", "--pool", "web"]);
+    }
+    let digest = |lab: &Lab| -> String {
+        let v = lab.json(&["vip", "list", "--json"]);
+        v["vips"][0]["table_digest"]
+            .as_str()
+            .expect("a table digest")
+            .to_string()
+    };
+    let els = ["198.18.99.2", "198.18.99.3", "198.18.99.4"];
+    // b first sees another element come and go, then the three in reverse order.
+    b.ok(&["element", "add", "web", "198.18.99.9"]);
+    b.ok(&["element", "del", "web", "198.18.99.9"]);
+    for e in els {
+        a.ok(&["element", "add", "web", e]);
+    }
+    for e in els.iter().rev() {
+        b.ok(&["element", "add", "web", e]);
+    }
+    let slots = |lab: &Lab| -> Vec<u64> {
+        let v = lab.json(&["element", "list", "--json"]);
+        v["elements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["slot"].as_u64().unwrap())
+            .collect()
+    };
+    assert_ne!(slots(&a), slots(&b), "the test needs different slots");
+    assert_eq!(digest(&a), digest(&b), "same elements, same table");
+    let empty_a = digest(&a);
+    // Each kind of change: differ on one, equal again once both made it.
+    let changes: [&[&str]; 4] = [
+        &["element", "weight", "web", "198.18.99.3", "3"],
+        &["element", "drain", "web", "198.18.99.2"],
+        &["element", "add", "web", "198.18.99.5", "--weight", "2"],
+        &["element", "del", "web", "198.18.99.4"],
+    ];
+    for change in changes {
+        a.ok(change);
+        assert_ne!(
+            digest(&a),
+            digest(&b),
+            "after {change:?} on one balancer only"
+        );
+        b.ok(change);
+        assert_eq!(digest(&a), digest(&b), "after {change:?} on both");
+    }
+    assert_ne!(digest(&a), empty_a);
+}
