@@ -491,3 +491,62 @@ fn registrars_outside_the_allow_list_are_not_heard() {
     s.run(ms(200));
     assert!(s.view(0).is_empty());
 }
+
+#[test]
+fn a_table_response_beyond_the_handlespace_limits_fills_it_to_the_limit_and_no_further() {
+    // The mentor holds 300 elements; the newcomer may hold 200.
+    let mut s = populated(100);
+    let mut c = scope_config(4, 3);
+    c.enrp.peers = vec![std::net::SocketAddr::new(reg_ip(0), ENRP_PORT)];
+    c.limits.max_elements = 200;
+    let late = s.add(c);
+    s.run_until(ms(3_000), |s| s.nodes[late].core.serving());
+    assert_eq!(s.view(late).len(), 200);
+    let st = s.nodes[late].core.enrp_stats();
+    assert_eq!(st.table_elements_refused, 100, "{st:?}");
+    // The newcomer still serves its own pool elements... and the others are untouched.
+    assert_converged(&s, &[0, 1, 2]);
+    assert_eq!(s.view(0).len(), 300);
+}
+
+#[test]
+fn a_peer_flooding_presence_and_handle_updates_changes_nothing_registered() {
+    let mut s = populated(5);
+    let before = s.view(0);
+    // Registrar 101 is real; a flood of valid Handle Updates for new elements "owned" by it, and
+    // of Presences with wrong checksums, from its address.
+    for k in 0..2_000u32 {
+        let mut el = element(11, 50_000 + k, rr());
+        el.home_registrar = RegistrarId(101);
+        let m = EnrpMessage {
+            sender: RegistrarId(101),
+            receiver: RegistrarId(100),
+            body: if k % 2 == 0 {
+                EnrpBody::Presence {
+                    reply_required: true,
+                    checksum: k as u16,
+                    info: None,
+                }
+            } else {
+                EnrpBody::HandleUpdate {
+                    takeover_suggested: false,
+                    action: UpdateAction::DelPe,
+                    pool_handle: ph("web"),
+                    element: s.nodes[0]
+                        .core
+                        .handlespace()
+                        .element(&ph("web"), rserpool_proto::types::PeId(1_000 + k % 5))
+                        .unwrap()
+                        .element()
+                        .clone(),
+                }
+            },
+        };
+        s.inject(0, 5_000 + k as u64, encode_enrp(&m).unwrap());
+    }
+    // A peer may not delete another registrar's elements, nor this one's; the audits its wrong
+    // checksums cause repair nothing because nothing is wrong.
+    s.run(ms(1_000));
+    assert_eq!(s.view(0), before);
+    assert_converged(&s, &[0, 1, 2]);
+}

@@ -169,6 +169,9 @@ pub struct EnrpStats {
     pub ownership_conflicts: u64,
     /// Messages from addresses outside `security.allow_registrar`, dropped.
     pub refused: u64,
+    /// Elements of Handle Table Responses this registrar could not take (a pool rule or a limit
+    /// of its handlespace), each refused alone.
+    pub table_elements_refused: u64,
 }
 
 /// A request this registrar is waiting on from one peer.
@@ -969,6 +972,9 @@ impl RegistrarCore {
                     element.home_registrar
                 };
                 if let Err(cause) = self.apply_remote(now, sender, owner, &pool, element) {
+                    if let Some(e) = self.enrp.as_mut() {
+                        e.stats.table_elements_refused += 1;
+                    }
                     log::debug!("ENRP: element of {pool} from {sender} refused: {cause}");
                 }
             }
