@@ -550,3 +550,30 @@ fn a_peer_flooding_presence_and_handle_updates_changes_nothing_registered() {
     assert_eq!(s.view(0), before);
     assert_converged(&s, &[0, 1, 2]);
 }
+
+#[test]
+fn an_element_that_re_registers_elsewhere_moves_at_once_everywhere() {
+    let mut s = populated(3);
+    // Registrar 100 dies; its pool element 1000 re-registers at 101 right away (as rsplb's PE
+    // side does when its connection breaks), long before 100 is judged dead.
+    s.down.insert(0);
+    let pe = s.pe_connect(1, 10);
+    assert!(accepted(&s.register(
+        1,
+        pe,
+        "web",
+        element(10, 1_000, rr())
+    )));
+    s.run(ms(20));
+    let owner = |s: &Scope, i: usize| s.view(i).into_iter().find(|e| e.1 == 1_000).map(|e| e.2);
+    assert_eq!(
+        owner(&s, 2),
+        Some(101),
+        "the third registrar follows the Handle Update"
+    );
+    let st = s.nodes[2].core.enrp_stats();
+    assert_eq!((st.audits, st.ownership_conflicts), (0, 0), "{st:?}");
+    s.run(ms(3_000));
+    assert_converged(&s, &[1, 2]);
+    assert_eq!(owner(&s, 1), Some(101));
+}

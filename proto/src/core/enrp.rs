@@ -971,7 +971,7 @@ impl RegistrarCore {
                 } else {
                     element.home_registrar
                 };
-                if let Err(cause) = self.apply_remote(now, sender, owner, &pool, element) {
+                if let Err(cause) = self.apply_remote(now, sender, owner, &pool, element, false) {
                     if let Some(e) = self.enrp.as_mut() {
                         e.stats.table_elements_refused += 1;
                     }
@@ -1032,6 +1032,11 @@ impl RegistrarCore {
 
     /// An element learned from a peer (table or update). Elements this registrar is home of are
     /// its own to judge: a peer's copy never changes them.
+    ///
+    /// `fresh`: a Handle Update in which the sender names itself the home: the element has just
+    /// registered there, so that is where it lives now (unless this registrar keeps it alive
+    /// itself). A table entry may be a registrar's claim from a takeover it cannot back, and is
+    /// judged by [`Self::may_move`].
     fn apply_remote(
         &mut self,
         now: Instant,
@@ -1039,6 +1044,7 @@ impl RegistrarCore {
         owner: RegistrarId,
         pool: &PoolHandle,
         element: PoolElement,
+        fresh: bool,
     ) -> Result<(), CauseCode> {
         if owner == self.id {
             return Ok(());
@@ -1047,7 +1053,11 @@ impl RegistrarCore {
             .handlespace
             .element(pool, element.id)
             .map(|e| e.owner())
-            && !self.may_move(current, sender, owner, pool, element.id)
+            && !(if fresh && owner == sender && current != self.id {
+                true
+            } else {
+                self.may_move(current, sender, owner, pool, element.id)
+            })
         {
             if let Some(e) = self.enrp.as_mut() {
                 e.stats.ownership_conflicts += 1;
@@ -1152,7 +1162,9 @@ impl RegistrarCore {
         };
         match action {
             UpdateAction::AddPe => {
-                if let Err(cause) = self.apply_remote(now, sender, owner, &pool, element.clone()) {
+                if let Err(cause) =
+                    self.apply_remote(now, sender, owner, &pool, element.clone(), true)
+                {
                     if let Some(e) = self.enrp.as_mut() {
                         e.stats.handle_updates_refused += 1;
                     }
