@@ -224,3 +224,58 @@ async fn three_registrars_share_one_handlespace_and_survive_the_loss_of_one() {
         r.task.abort();
     }
 }
+
+/// An ENRP connection that starts a message and never finishes it, or says nothing, is closed
+/// after the shell's timeouts; the registrar keeps serving its scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_idle_enrp_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let net = 2;
+    let mut config = RegistrarConfig {
+        asap_listen: vec![SocketAddr::new(ip(net, 1), 0)],
+        admin: None,
+        registrar_id: Some(0x2001),
+        ..RegistrarConfig::default()
+    };
+    config.announce.enabled = false;
+    config.enrp.listen = vec![SocketAddr::new(ip(net, 1), 9901)];
+    config.connections.partial_message_timeout_ms = 300;
+    config.connections.idle_timeout_ms = 600;
+    let registrar = Registrar::bind(config).await.unwrap();
+    let task = tokio::spawn(registrar.run(std::future::pending()));
+    let enrp = SocketAddr::new(ip(net, 1), 9901);
+    // Half of a 64-byte Presence header...
+    let mut partial = tokio::net::TcpStream::connect(enrp).await.unwrap();
+    partial
+        .write_all(&[0x01, 0x00, 0x00, 0x40, 0, 0])
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(enrp).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(WAIT, partial.read(&mut b))
+        .await
+        .unwrap();
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "the partial connection stays: {n:?}"
+    );
+    let partial_closed = started.elapsed();
+    let n = tokio::time::timeout(WAIT, idle.read(&mut b)).await.unwrap();
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "the idle connection stays: {n:?}"
+    );
+    let idle_closed = started.elapsed();
+    assert!(
+        partial_closed >= Duration::from_millis(250),
+        "{partial_closed:?}"
+    );
+    assert!(idle_closed >= Duration::from_millis(550), "{idle_closed:?}");
+    // Still serving.
+    let d = rsplb_registrar::client::enrp_dump::dump(enrp, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(d.registrar.0, 0x2001);
+    task.abort();
+}

@@ -36,6 +36,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connection ids of ENRP start here, apart from ASAP's.
 const FIRST_CONN_ID: u64 = 1 << 48;
+/// Most ENRP connections at once (in and out); more are refused at accept. A scope has a few
+/// registrars, each with one connection each way to every other.
+const MAX_CONNECTIONS: usize = 1_024;
 
 /// What the ENRP transport needs from the registrar: a place to put what arrives.
 pub trait EnrpSink: Send + Sync + 'static {
@@ -47,6 +50,10 @@ pub trait EnrpSink: Send + Sync + 'static {
 pub struct EnrpNetStats {
     pub dropped: AtomicU64,
     pub connects_failed: AtomicU64,
+    /// Connections refused because [`MAX_CONNECTIONS`] were open.
+    pub refused: AtomicU64,
+    /// Connections closed for a stalled partial message or for idling.
+    pub timed_out: AtomicU64,
 }
 
 /// ENRP's sockets and connections.
@@ -55,18 +62,31 @@ pub struct EnrpNet {
     local: Vec<SocketAddr>,
     mcast: Option<(Arc<UdpSocket>, SocketAddr)>,
     max_message_size: usize,
+    /// A message begun but not finished within this long closes its connection (a peer cannot
+    /// pin a 64 KiB buffer forever): `connections.partial_message_timeout_ms`.
+    partial_timeout: Duration,
+    /// A connection that brings nothing for this long is closed (`connections.idle_timeout_ms`);
+    /// live peers say Presence several times a second, and the shell opens a new connection
+    /// when there is something to send.
+    idle_timeout: Duration,
     /// Outgoing connection by peer endpoint.
     by_endpoint: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
     /// Every live connection by id (for answers on the connection a message came on).
     by_conn: Mutex<HashMap<PeerId, mpsc::Sender<Vec<u8>>>>,
     ids: AtomicU64,
+    /// Connections being served now.
+    live: AtomicU64,
     sink: OnceLock<Weak<dyn EnrpSink>>,
     pub stats: EnrpNetStats,
 }
 
 impl EnrpNet {
     /// Bind the listeners and the multicast socket.
-    pub async fn bind(config: &EnrpConfig, max_message_size: usize) -> anyhow::Result<Self> {
+    pub async fn bind(
+        config: &EnrpConfig,
+        max_message_size: usize,
+        connections: &crate::config::ConnectionConfig,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let mut listeners = Vec::new();
         let mut local = Vec::new();
@@ -92,9 +112,12 @@ impl EnrpNet {
             local,
             mcast,
             max_message_size,
+            partial_timeout: connections.partial_message_timeout(),
+            idle_timeout: connections.idle_timeout(),
             by_endpoint: Mutex::new(HashMap::new()),
             by_conn: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(FIRST_CONN_ID),
+            live: AtomicU64::new(0),
             sink: OnceLock::new(),
             stats: EnrpNetStats::default(),
         })
@@ -116,7 +139,21 @@ impl EnrpNet {
             tasks.spawn(async move {
                 loop {
                     match l.accept().await {
-                        Ok((stream, remote)) => me.clone().start_connection(stream, remote, None),
+                        Ok((stream, remote)) => {
+                            if me.live.load(Ordering::Relaxed) >= MAX_CONNECTIONS as u64 {
+                                let n = me.stats.refused.fetch_add(1, Ordering::Relaxed);
+                                if n.is_power_of_two() {
+                                    log::warn!(
+                                        "ENRP: {MAX_CONNECTIONS} connections open; refusing \
+                                         {remote} ({} refused so far)",
+                                        n + 1
+                                    );
+                                }
+                                drop(stream);
+                                continue;
+                            }
+                            me.clone().start_connection(stream, remote, None)
+                        }
                         Err(e) => {
                             log::warn!("accepting an ENRP connection: {e}");
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -249,8 +286,10 @@ impl EnrpNet {
     ) {
         let _ = stream.set_nodelay(true);
         let conn = PeerId(self.ids.fetch_add(1, Ordering::Relaxed));
+        self.live.fetch_add(1, Ordering::Relaxed);
         // Answers on this connection go through the outgoing queue when it has one, so the
         // order of everything sent over it is kept.
+        let outgoing = rx.is_some();
         let (mut rx, reply_tx) = match rx {
             Some(rx) => {
                 let tx = lock(&self.by_endpoint).get(&remote).cloned();
@@ -267,6 +306,14 @@ impl EnrpNet {
         let (mut rd, mut wr) = stream.into_split();
         let source = EnrpSource::Connection { conn, remote };
         let max = self.max_message_size;
+        // Our own outgoing connections carry what we send; peers answer on theirs, so an
+        // outgoing connection may rightly receive nothing for long.
+        let idle_timeout = if outgoing {
+            Duration::MAX
+        } else {
+            self.idle_timeout
+        };
+        let partial_timeout = self.partial_timeout;
         let writer = async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = first;
@@ -287,9 +334,26 @@ impl EnrpNet {
             let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
             loop {
                 buf.reserve(16 * 1024);
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
+                let limit = if buf.is_empty() {
+                    idle_timeout
+                } else {
+                    partial_timeout
+                };
+                match tokio::time::timeout(limit, rd.read_buf(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(_)) => {}
+                    Err(_) => {
+                        me.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                        log::info!(
+                            "ENRP from {remote}: nothing {} for {limit:?}; closing",
+                            if buf.is_empty() {
+                                "received"
+                            } else {
+                                "completing the message"
+                            }
+                        );
+                        return;
+                    }
                 }
                 let mut start = 0;
                 loop {
@@ -316,6 +380,7 @@ impl EnrpNet {
             _ = reader => {}
         }
         lock(&self.by_conn).remove(&conn);
+        self.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -169,7 +169,12 @@ impl Registrar {
             rand::random(),
         );
         let enrp = if config.enrp.enabled() {
-            let net = EnrpNet::bind(&config.enrp, config.limits.max_message_size).await?;
+            let net = EnrpNet::bind(
+                &config.enrp,
+                config.limits.max_message_size,
+                &config.connections,
+            )
+            .await?;
             let local = net.local_addrs()[0];
             // An unspecified address makes peers use the address the Presence came from.
             let info = ServerInformation {
