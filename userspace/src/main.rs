@@ -92,9 +92,15 @@ enum Cmd {
         priority: weight 1 for the highest priority of the pool, the others drained; least \
         used: from 100 (idle) down to 1 (fully loaded). Elements added by hand with `element \
         add` are never changed or removed by the registrar.\n\n\
+        With --enrp, the embedded registrar joins an operation scope as a full ENRP peer (static \
+        --peer registrars, or the [enrp] section of --registrar-config): the pools follow the \
+        whole scope's handlespace, whichever registrar an element registered at, and balancers \
+        serving the same VIPs from the same scope build the same tables (compare the TABLE \
+        DIGEST of `rsplb vip list`). A registrar failure changes nothing in the dataplane.\n\n\
         Examples:\n  rsplb run\n  rsplb -i eth1 run --metrics 127.0.0.1:9464\n  \
         rsplb -i eth1 run --registrar\n  \
-        rsplb -i eth1 run --registrar 198.18.0.1:3863 --registrar-config /etc/rsplb/registrar.toml"
+        rsplb -i eth1 run --registrar 198.18.0.1:3863 --registrar-config /etc/rsplb/registrar.toml\n  \
+        rsplb -i eth1 run --registrar 198.18.0.1:3863 --enrp 198.18.0.1:9901 --peer 198.18.0.2:9901"
     )]
     Run {
         /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
@@ -111,6 +117,13 @@ enum Cmd {
         /// implies --registrar.
         #[arg(long, value_name = "FILE")]
         registrar_config: Option<PathBuf>,
+        /// The embedded registrar's ENRP listen address (repeatable; port 9901): join an
+        /// operation scope. Implies --registrar.
+        #[arg(long = "enrp", value_name = "ADDR:PORT")]
+        enrp: Vec<SocketAddr>,
+        /// A peer registrar of the scope (its ENRP endpoint; repeatable).
+        #[arg(long = "peer", value_name = "ADDR:PORT", requires = "enrp")]
+        peers: Vec<SocketAddr>,
     },
     #[command(flatten)]
     Rserpool(rserpool_cli::RserpoolCommand),
@@ -468,12 +481,14 @@ fn run(cli: Cli) -> Result<()> {
             interval,
             registrar,
             registrar_config,
+            enrp,
+            peers,
         } => {
             let iface = pick_iface(cli.iface)?;
             if !(interval.is_finite() && interval > 0.0) {
                 bail!("--interval needs a positive number of seconds");
             }
-            let registrar = registrar_config_from(registrar, registrar_config)?;
+            let registrar = registrar_config_from(registrar, registrar_config, enrp, peers)?;
             daemon::run(
                 &iface,
                 daemon::RunOptions {
@@ -490,8 +505,10 @@ fn run(cli: Cli) -> Result<()> {
 fn registrar_config_from(
     listen: Option<Option<SocketAddr>>,
     file: Option<PathBuf>,
+    enrp: Vec<SocketAddr>,
+    peers: Vec<SocketAddr>,
 ) -> Result<Option<RegistrarConfig>> {
-    if listen.is_none() && file.is_none() {
+    if listen.is_none() && file.is_none() && enrp.is_empty() {
         return Ok(None);
     }
     let mut config = match &file {
@@ -501,6 +518,10 @@ fn registrar_config_from(
     if let Some(Some(addr)) = listen {
         config.asap_listen = vec![addr];
     }
+    if !enrp.is_empty() {
+        config.enrp.listen = enrp;
+    }
+    config.enrp.peers.extend(peers);
     config
         .validate()
         .context("invalid registrar configuration")?;

@@ -95,6 +95,7 @@ pub async fn dump(addr: SocketAddr, timeout: Duration) -> anyhow::Result<EnrpDum
         pools: Vec::new(),
     };
     let (mut have_list, mut have_table) = (false, false);
+    let mut out_open = true;
     let mut elements = 0usize;
     while !(have_list && have_table) {
         let msg = tokio::select! {
@@ -103,13 +104,29 @@ pub async fn dump(addr: SocketAddr, timeout: Duration) -> anyhow::Result<EnrpDum
                 inbound = Some(s.into_split().0);
                 continue;
             }
-            m = read_message(&mut rd_out, &mut buf_out) => m,
+            m = read_message(&mut rd_out, &mut buf_out), if out_open => match m {
+                Ok(m) => anyhow::Ok(m),
+                Err(e) => {
+                    // Answers may still come on the registrar's own connection to us.
+                    log::debug!("ENRP dump: our connection to {addr} ended: {e}");
+                    out_open = false;
+                    continue;
+                }
+            },
             m = async {
                 match inbound.as_mut() {
                     Some(r) => read_message(r, &mut buf_in).await,
                     None => std::future::pending().await,
                 }
-            } => m,
+            } => match m {
+                Ok(m) => anyhow::Ok(m),
+                Err(e) => {
+                    log::debug!("ENRP dump: the connection from {addr} ended: {e}");
+                    inbound = None;
+                    buf_in.clear();
+                    continue;
+                }
+            },
             _ = tokio::time::sleep_until(deadline) => {
                 bail!(
                     "ENRP at {addr}: no complete answer within {timeout:?} ({} pool(s), {elements} \
