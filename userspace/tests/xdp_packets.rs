@@ -1055,6 +1055,8 @@ fn maglev_tables_written_through_the_mapping_are_what_the_program_reads() {
     // The control plane opens the maps from their pins and writes whole tables into a shared
     // mapping of RSPLB_MAGLEV: check that the mapping is used and that the program sees it.
     let mut lb = dsr_v4_tcp();
+    // On a fresh host nothing may have mounted bpffs yet (`rsplb attach` does it).
+    rsplb::loader::ensure_bpffs().unwrap();
     let dir = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/rsplb-test-maglev-{}",
         std::process::id()
