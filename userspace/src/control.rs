@@ -151,6 +151,9 @@ impl Balancer {
         nat_timeout_s: Option<u32>,
     ) -> Result<u32> {
         check_snat(&vip, mode, snat)?;
+        if let Some(t) = nat_timeout_s {
+            crate::loader::check_timeout("--nat-timeout", t)?;
+        }
         self.transact(|st, maps| {
             if st.find_vip(&vip).is_some() {
                 bail!("VIP {vip} already exists (use `vip change`)");
@@ -442,24 +445,25 @@ impl Balancer {
     /// Removes NAT translations idle longer than their VIP's timeout.
     pub fn expire_nat(&mut self) -> Result<usize> {
         let st = self.state()?;
-        let cfg = self.maps.config.get(&0, 0).unwrap_or_default();
-        let default_tcp = cfg.nat_tcp_timeout_s.max(1) as u64 * 1_000_000_000;
-        let default_udp = cfg.nat_udp_timeout_s.max(1) as u64 * 1_000_000_000;
-        let per_vip: std::collections::HashMap<u32, (u32, u8)> = st
+        let per_vip: std::collections::HashMap<u32, u32> = st
             .vips
             .iter()
-            .map(|v| (v.slot, (v.nat_timeout_s, v.parsed().proto.number())))
+            .map(|v| (v.slot, st.options.vip_timeout_s(v)))
             .collect();
+        let fallback = st
+            .options
+            .nat_tcp_timeout_s
+            .max(st.options.nat_udp_timeout_s);
         let now = crate::maps::monotonic_ns();
-        Ok(self
-            .maps
-            .expire_nat(now, |v| match per_vip.get(&v.vip_slot) {
-                // The program records the timeout that applied when it created the entry.
-                _ if v.timeout_s > 0 => v.timeout_s as u64 * 1_000_000_000,
-                Some((t, _)) if *t > 0 => *t as u64 * 1_000_000_000,
-                Some((_, p)) if *p == rsplb_common::PROTO_TCP => default_tcp,
-                _ => default_udp,
-            }))
+        Ok(self.maps.expire_nat(now, |v| {
+            // The program records the timeout that applied when it created the entry.
+            let t = match per_vip.get(&v.vip_slot) {
+                _ if v.timeout_s > 0 => v.timeout_s,
+                Some(t) => *t,
+                None => fallback,
+            };
+            t as u64 * 1_000_000_000
+        }))
     }
 
     /// Reads every counter (per-CPU values summed).
@@ -623,7 +627,7 @@ fn publish_vip_with(st: &mut State, maps: &mut Maps, i: usize, table: &[u32]) ->
         mode: v.mode.code(),
         flags: 0,
         _pad: [0; 2],
-        nat_timeout_s: v.nat_timeout_s,
+        timeout_s: st.options.vip_timeout_s(v),
         snat_addr: v.snat.map(addr_words).unwrap_or_default(),
     };
     maps.set_vip(&vip.key(), &info)?;

@@ -15,7 +15,7 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use rsplb_common::{Config, PROGRAM_NAME, maps};
+use rsplb_common::{MAX_FLOW_TIMEOUT_S, PROGRAM_NAME, maps};
 
 use crate::{
     maglev,
@@ -120,6 +120,22 @@ pub fn validate(opts: &AttachOptions) -> Result<()> {
     }
     if opts.nat_port_min == 0 || opts.nat_port_min > opts.nat_port_max {
         bail!("--nat-ports must be MIN-MAX with 1 <= MIN <= MAX");
+    }
+    for (flag, t) in [
+        ("--dsr-tcp-timeout", opts.dsr_tcp_timeout_s),
+        ("--dsr-udp-timeout", opts.dsr_udp_timeout_s),
+        ("--nat-tcp-timeout", opts.nat_tcp_timeout_s),
+        ("--nat-udp-timeout", opts.nat_udp_timeout_s),
+    ] {
+        check_timeout(flag, t)?;
+    }
+    Ok(())
+}
+
+/// Idle timeouts are 1 s to `MAX_FLOW_TIMEOUT_S` (the flow table's clock wraps).
+pub fn check_timeout(flag: &str, secs: u32) -> Result<()> {
+    if secs == 0 || secs > MAX_FLOW_TIMEOUT_S {
+        bail!("{flag} must be 1..={MAX_FLOW_TIMEOUT_S} seconds (20 days), not {secs}");
     }
     Ok(())
 }
@@ -283,14 +299,7 @@ fn load_and_attach(iface: &str, ifindex: u32, opts: &AttachOptions) -> Result<u3
                 .with_context(|| format!("pinning {name} at {}", pdir.display()))?;
         }
         let mut m = Maps::open(&pdir)?;
-        m.write_config(&Config {
-            maglev_size: opts.maglev_size,
-            nat_tcp_timeout_s: 300,
-            nat_udp_timeout_s: 30,
-            nat_port_min: opts.nat_port_min,
-            nat_port_max: opts.nat_port_max,
-            flow_sets: rsplb_common::flow_sets(opts.flow_capacity),
-        })?;
+        m.write_config(&opts.config())?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or_else(|| anyhow!("the XDP object has no program {PROGRAM_NAME}"))?

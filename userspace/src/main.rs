@@ -53,7 +53,14 @@ enum Cmd {
         after_long_help = "The process exits after attaching: the pinned link keeps the \
         program attached. Attaching an interface that rsplb already attached re-adopts it \
         without reloading, so no flow is dropped; --force reloads (keeping VIPs and elements).\n\n\
+        Idle flows age out: a DSR flow entry after --dsr-tcp-timeout (TCP, SCTP) or \
+        --dsr-udp-timeout, a NAT translation after --nat-tcp-timeout or --nat-udp-timeout (or the \
+        VIP's own --nat-timeout); the flow's next packet is then placed as a new flow.\n\n\
+        On a veth, frames sent back out (XDP_TX, XDP_REDIRECT) reach the peer only if the peer has \
+        an XDP program of its own (XDP_PASS is enough) and the veths that send to this one have \
+        checksum offload off (`ethtool -K PEER tx off`); attach warns when it can see otherwise.\n\n\
         Examples:\n  rsplb attach eth1\n  rsplb attach veth0 --generic --maglev-size 4093 --max-vips 8\n  \
+        rsplb attach eth1 --dsr-tcp-timeout 900 --dsr-udp-timeout 60\n  \
         rsplb --netns lb attach veth-lb"
     )]
     Attach(AttachArgs),
@@ -146,6 +153,19 @@ struct AttachArgs {
     /// SNAT source ports for NAT VIPs, inclusive.
     #[arg(long, default_value = "20000-60999", value_name = "MIN-MAX", value_parser = parse_port_range)]
     nat_ports: (u16, u16),
+    /// DSR: seconds a TCP or SCTP flow may stay idle before its flow entry ages out (its next
+    /// packet is then placed by Maglev like a new flow's).
+    #[arg(long, default_value_t = rsplb::state::DEFAULT_TCP_TIMEOUT_S, value_name = "SECS")]
+    dsr_tcp_timeout: u32,
+    /// DSR: the same for UDP flows.
+    #[arg(long, default_value_t = rsplb::state::DEFAULT_UDP_TIMEOUT_S, value_name = "SECS")]
+    dsr_udp_timeout: u32,
+    /// NAT: seconds a TCP translation may stay idle (a VIP's --nat-timeout overrides it).
+    #[arg(long, default_value_t = rsplb::state::DEFAULT_TCP_TIMEOUT_S, value_name = "SECS")]
+    nat_tcp_timeout: u32,
+    /// NAT: the same for UDP translations.
+    #[arg(long, default_value_t = rsplb::state::DEFAULT_UDP_TIMEOUT_S, value_name = "SECS")]
+    nat_udp_timeout: u32,
     /// Reload even if already attached (or attached from another network namespace).
     #[arg(long)]
     force: bool,
@@ -315,6 +335,10 @@ fn run(cli: Cli) -> Result<()> {
                 nat_port_min: a.nat_ports.0,
                 nat_port_max: a.nat_ports.1,
                 generic: a.generic,
+                dsr_tcp_timeout_s: a.dsr_tcp_timeout,
+                dsr_udp_timeout_s: a.dsr_udp_timeout,
+                nat_tcp_timeout_s: a.nat_tcp_timeout,
+                nat_udp_timeout_s: a.nat_udp_timeout,
                 ..AttachOptions::default()
             };
             match loader::attach(&a.iface, &opts, a.force, cli.netns.clone())? {
