@@ -11,7 +11,7 @@ use rsplb::{
     addr::{ElementAddr, Mode, PoolHandle, Vip, parse_port_range, parse_weight},
     control::Balancer,
     daemon, loader, output,
-    state::AttachOptions,
+    state::{AttachOptions, ElementState},
 };
 use rsplb_registrar::config::RegistrarConfig;
 
@@ -220,7 +220,10 @@ enum VipCmd {
 enum ElementCmd {
     /// Add an element to a pool (creates the pool).
     #[command(
-        after_long_help = "The port defaults to the VIP's port (DSR cannot change ports).\n\n\
+        after_long_help = "The port defaults to the VIP's port. DSR cannot change ports: in a \
+        pool served by a DSR VIP an element is its address (198.18.1.2 and 198.18.1.2:80 are the \
+        same element of a VIP on port 80) and another port is refused. A NAT VIP's elements must \
+        be of the VIP's address family.\n\n\
         Examples:\n  rsplb element add web 198.18.1.2 --weight 3\n  rsplb element add dns [fd00::2]:5353"
     )]
     Add {
@@ -231,7 +234,7 @@ enum ElementCmd {
         #[arg(long, default_value = "1", value_parser = parse_weight)]
         weight: u16,
     },
-    /// Change an element's weight.
+    /// Change an element's weight (a draining element stays draining: see `element undrain`).
     #[command(after_long_help = "Example:\n  rsplb element weight web 198.18.1.2 10")]
     Weight {
         pool: PoolHandle,
@@ -240,8 +243,15 @@ enum ElementCmd {
         weight: u16,
     },
     /// Stop giving an element new flows; its existing flows stay.
-    #[command(after_long_help = "Example:\n  rsplb element drain web 198.18.1.2")]
+    #[command(
+        after_long_help = "In a pool served by a DSR VIP an element is its address: \
+        198.18.1.2 and 198.18.1.2:80 name the same element.\n\n\
+        Examples:\n  rsplb element drain web 198.18.1.2\n  rsplb element undrain web 198.18.1.2"
+    )]
     Drain { pool: PoolHandle, addr: ElementAddr },
+    /// Put a drained element back in service with its weight (new flows reach it again).
+    #[command(after_long_help = "Example:\n  rsplb element undrain web 198.18.1.2")]
+    Undrain { pool: PoolHandle, addr: ElementAddr },
     /// Remove an element; its flows are re-selected.
     #[command(after_long_help = "Example:\n  rsplb element del web 198.18.1.2")]
     Del { pool: PoolHandle, addr: ElementAddr },
@@ -442,10 +452,41 @@ fn run(cli: Cli) -> Result<()> {
                         .set_weight(&pool, addr, weight)
                         .with_context(|| format!("weighting {addr} in pool {pool} on {iface}"))?;
                     warn(&addr, &r);
+                    let e = &r.element;
+                    match e.state {
+                        ElementState::Active => eprintln!(
+                            "rsplb: {} in pool {pool}: weight {}",
+                            e.element_addr(),
+                            e.weight
+                        ),
+                        ElementState::Draining => eprintln!(
+                            "rsplb: {} in pool {pool}: weight {}; it is still draining (no new flows): `rsplb element undrain {pool} {}` puts it back in service",
+                            e.element_addr(),
+                            e.weight,
+                            e.element_addr()
+                        ),
+                    }
                 }
-                ElementCmd::Drain { pool, addr } => b
-                    .drain_element(&pool, addr)
-                    .with_context(|| format!("draining {addr} in pool {pool} on {iface}"))?,
+                ElementCmd::Drain { pool, addr } => {
+                    let e = b
+                        .drain_element(&pool, addr)
+                        .with_context(|| format!("draining {addr} in pool {pool} on {iface}"))?;
+                    eprintln!(
+                        "rsplb: {} in pool {pool} is draining: no new flows, its existing flows stay (`rsplb element undrain {pool} {}` undoes it)",
+                        e.element_addr(),
+                        e.element_addr()
+                    );
+                }
+                ElementCmd::Undrain { pool, addr } => {
+                    let e = b
+                        .undrain_element(&pool, addr)
+                        .with_context(|| format!("undraining {addr} in pool {pool} on {iface}"))?;
+                    eprintln!(
+                        "rsplb: {} in pool {pool} is back in service with weight {}",
+                        e.element_addr(),
+                        e.weight
+                    );
+                }
                 ElementCmd::Del { pool, addr } => b
                     .remove_element(&pool, addr)
                     .with_context(|| format!("removing {addr} from pool {pool} on {iface}"))?,

@@ -331,7 +331,7 @@ fn attach_configure_readopt_detach() {
         "element",
         "add",
         "web",
-        &format!("{ghost}:8080"),
+        &format!("{ghost}:80"),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("unresolved"), "{}", stderr(&o));
@@ -359,7 +359,7 @@ fn attach_configure_readopt_detach() {
     assert!(real["ifindex"].is_u64());
     let ghost_row = els
         .iter()
-        .find(|e| e["address"] == format!("{ghost}:8080").as_str())
+        .find(|e| e["address"] == format!("{ghost}:80").as_str())
         .expect("ghost element");
     assert_eq!(ghost_row["mac"], Value::Null);
 
@@ -394,14 +394,7 @@ fn attach_configure_readopt_detach() {
     let els = lab.json(&["-i", &lab.lb_if, "element", "list", "--json"]);
     assert_eq!(els["elements"].as_array().unwrap().len(), 2);
 
-    lab.ok(&[
-        "-i",
-        &lab.lb_if,
-        "element",
-        "del",
-        "web",
-        &format!("{ghost}:8080"),
-    ]);
+    lab.ok(&["-i", &lab.lb_if, "element", "del", "web", &ghost]);
     lab.ok(&["-i", &lab.lb_if, "vip", "del", &vip]);
     let stats = lab.json(&["-i", &lab.lb_if, "stats", "--json"]);
     assert!(stats["global"]["action_tx"].is_u64());
@@ -513,4 +506,211 @@ fn two_balancers_with_the_same_pool_show_the_same_table_digest() {
         assert_eq!(digest(&a), digest(&b), "after {change:?} on both");
     }
     assert_ne!(digest(&a), empty_a);
+}
+
+/// The addresses of the elements of `pool`, as `element list --json` shows them.
+fn element_rows(lab: &Lab, pool: &str) -> Vec<Value> {
+    let v = lab.json(&["-i", &lab.lb_if, "element", "list", pool, "--json"]);
+    v["elements"].as_array().expect("elements").clone()
+}
+
+#[test]
+fn a_drained_element_is_put_back_in_service_and_each_command_says_what_it_did() {
+    let lab = Lab::new();
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+    ]);
+    let vip = format!("{}:80/tcp", lab.ip(100));
+    lab.ok(&["-i", &lab.lb_if, "vip", "add", &vip, "--pool", "web"]);
+    let el = lab.ip(2);
+    lab.ok(&[
+        "-i", &lab.lb_if, "element", "add", "web", &el, "--weight", "3",
+    ]);
+
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "drain", "web", &el]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("draining"), "{}", stderr(&o));
+    assert_eq!(element_rows(&lab, "web")[0]["state"], "draining");
+
+    // A weight change says the element is still draining, and how to undo that.
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "weight", "web", &el, "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("still draining"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("element undrain web"), "{}", stderr(&o));
+    // Adding it again points at both commands.
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "add", "web", &el]);
+    assert_clean_failure(&o, "element undrain");
+
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "undrain", "web", &el]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("back in service with weight 5"),
+        "{}",
+        stderr(&o)
+    );
+    let row = &element_rows(&lab, "web")[0];
+    assert_eq!(
+        (row["state"].as_str(), row["weight"].as_u64()),
+        (Some("active"), Some(5))
+    );
+
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "undrain", "web", &lab.ip(77)]);
+    assert_clean_failure(&o, "no element");
+    let o = rsplb(&["element", "undrain", "--help"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Example"));
+}
+
+#[test]
+fn in_a_dsr_pool_an_element_is_its_address() {
+    let lab = Lab::new();
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+    ]);
+    let vip = format!("{}:80/tcp", lab.ip(100));
+    lab.ok(&["-i", &lab.lb_if, "vip", "add", &vip, "--pool", "web"]);
+    let el = lab.ip(3);
+    // Written with the VIP's port: the same element as the bare address.
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "web",
+        &format!("{el}:80"),
+    ]);
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "add", "web", &el]);
+    assert_clean_failure(&o, "already in pool web");
+    let rows = element_rows(&lab, "web");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0]["address"],
+        format!("{el}:80").as_str(),
+        "as first written"
+    );
+    // Another port cannot work in DSR: refused, saying why.
+    let o = lab.rsplb(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "web",
+        &format!("{el}:8080"),
+    ]);
+    assert_clean_failure(&o, "DSR cannot change ports");
+    let o = lab.rsplb(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "web",
+        &format!("{}:8080", lab.ip(4)),
+    ]);
+    assert_clean_failure(&o, "DSR cannot change ports");
+    // Found however it is written.
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "drain",
+        "web",
+        &format!("{el}:80"),
+    ]);
+    assert_eq!(element_rows(&lab, "web")[0]["state"], "draining");
+    lab.ok(&["-i", &lab.lb_if, "element", "undrain", "web", &el]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "del",
+        "web",
+        &format!("{el}:80"),
+    ]);
+    assert!(element_rows(&lab, "web").is_empty());
+
+    // Elements added before their DSR VIP: two spellings of one address are refused at `vip add`.
+    lab.ok(&["-i", &lab.lb_if, "element", "add", "early", &el]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "early",
+        &format!("{el}:80"),
+    ]);
+    let vip2 = format!("{}:80/tcp", lab.ip(101));
+    let o = lab.rsplb(&["-i", &lab.lb_if, "vip", "add", &vip2, "--pool", "early"]);
+    assert_clean_failure(&o, "one element");
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "del",
+        "early",
+        &format!("{el}:80"),
+    ]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "early",
+        &format!("{}:8080", lab.ip(5)),
+    ]);
+    let o = lab.rsplb(&["-i", &lab.lb_if, "vip", "add", &vip2, "--pool", "early"]);
+    assert_clean_failure(&o, "cannot change ports");
+}
+
+#[test]
+fn nat_between_address_families_is_refused_naming_both() {
+    let lab = Lab::new();
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+    ]);
+    let vip = format!("{}:80/tcp", lab.ip(100));
+    let snat = lab.ip(1);
+    lab.ok(&[
+        "-i", &lab.lb_if, "vip", "add", &vip, "--pool", "web", "--mode", "nat", "--snat", &snat,
+    ]);
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "add", "web", "[fd00::2]:8080"]);
+    assert_clean_failure(&o, "NAT does not translate between IPv4 and IPv6");
+    assert!(stderr(&o).contains("IPv4 NAT VIP"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is IPv6"), "{}", stderr(&o));
+    assert!(element_rows(&lab, "web").is_empty());
+
+    // The other way round: a pool of IPv6 elements, then an IPv4 NAT VIP on it.
+    lab.ok(&["-i", &lab.lb_if, "element", "add", "v6pool", "fd00::5"]);
+    let vip2 = format!("{}:81/tcp", lab.ip(100));
+    let o = lab.rsplb(&[
+        "-i", &lab.lb_if, "vip", "add", &vip2, "--pool", "v6pool", "--mode", "nat", "--snat", &snat,
+    ]);
+    assert_clean_failure(&o, "VIP");
+    assert!(stderr(&o).contains("is IPv4"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("IPv6 element"), "{}", stderr(&o));
+    // Nor may a DSR VIP on that pool become NAT.
+    lab.ok(&["-i", &lab.lb_if, "vip", "add", &vip2, "--pool", "v6pool"]);
+    let o = lab.rsplb(&[
+        "-i", &lab.lb_if, "vip", "change", &vip2, "--mode", "nat", "--snat", &snat,
+    ]);
+    assert_clean_failure(&o, "NAT does not translate");
+    // An SNAT address of the other family is refused too.
+    let vip3 = format!("{}:82/tcp", lab.ip(100));
+    let o = lab.rsplb(&[
+        "-i", &lab.lb_if, "vip", "add", &vip3, "--pool", "p3", "--mode", "nat", "--snat", "fd00::1",
+    ]);
+    assert_clean_failure(&o, "--snat fd00::1 is IPv6");
 }
