@@ -17,6 +17,7 @@ pub mod maps;
 pub mod nexthop;
 pub mod output;
 pub mod reconcile;
+pub mod recover;
 pub mod state;
 
 /// The compiled XDP program (ELF, BTF), built by build.rs.

@@ -61,7 +61,8 @@ enum Cmd {
         checksum offload off (`ethtool -K PEER tx off`); attach warns when it can see otherwise.\n\n\
         Examples:\n  rsplb attach eth1\n  rsplb attach veth0 --generic --maglev-size 4093 --max-vips 8\n  \
         rsplb attach eth1 --dsr-tcp-timeout 900 --dsr-udp-timeout 60\n  \
-        rsplb --netns lb attach veth-lb"
+        rsplb --netns lb attach veth-lb\n  \
+        rsplb attach eth1 --recover-state   (state.json lost or damaged: rebuild it from the maps)"
     )]
     Attach(AttachArgs),
     /// Remove the program, its link, maps and state from an interface.
@@ -169,6 +170,11 @@ struct AttachArgs {
     /// Reload even if already attached (or attached from another network namespace).
     #[arg(long)]
     force: bool,
+    /// When /run/rsplb/IFACE/state.json is missing or damaged while the program is attached,
+    /// rebuild it from the pinned maps instead of refusing (pool names become recovered-N,
+    /// weights come back as the Maglev table's proportions).
+    #[arg(long)]
+    recover_state: bool,
 }
 
 #[derive(Subcommand)]
@@ -351,11 +357,24 @@ fn run(cli: Cli) -> Result<()> {
                 nat_udp_timeout_s: a.nat_udp_timeout,
                 ..AttachOptions::default()
             };
-            match loader::attach(&a.iface, &opts, a.force, cli.netns.clone())? {
+            let recovery = if a.recover_state {
+                loader::StateRecovery::FromMaps
+            } else {
+                loader::StateRecovery::Refuse
+            };
+            match loader::attach(&a.iface, &opts, a.force, cli.netns.clone(), recovery)? {
                 loader::AttachOutcome::Loaded { prog_id } => eprintln!(
                     "rsplb: attached to {} in {} mode (program id {prog_id})",
                     a.iface,
                     if a.generic { "generic" } else { "native" }
+                ),
+                loader::AttachOutcome::Recovered {
+                    prog_id,
+                    vips,
+                    elements,
+                } => eprintln!(
+                    "rsplb: {} is attached (program id {prog_id}); rebuilt its state from the pinned maps: {vips} VIP(s), {elements} element(s). Pool names are recovered-N and weights the Maglev tables' proportions: check `rsplb element list` and `rsplb vip list`",
+                    a.iface
                 ),
                 loader::AttachOutcome::Readopted { prog_id } => eprintln!(
                     "rsplb: {} was already attached; re-adopted the pinned program (id {prog_id}) without reloading",

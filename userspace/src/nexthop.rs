@@ -238,6 +238,19 @@ impl Netlink {
         Ok(None)
     }
 
+    /// Whether `ifindex` has an XDP program attached in generic (SKB) mode.
+    pub fn xdp_generic(&mut self, ifindex: u32) -> Result<bool, NextHopError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        let replies = self.request(RouteNetlinkMessage::GetLink(msg), NLM_F_REQUEST)?;
+        Ok(replies.iter().any(|r| {
+            matches!(r, RouteNetlinkMessage::NewLink(m) if m.attributes.iter().any(|a| {
+                matches!(a, LinkAttribute::Xdp(x)
+                    if x.iter().any(|x| matches!(x, LinkXdp::SkbProgId(id) if *id != 0)))
+            }))
+        }))
+    }
+
     /// Resolves the next hop toward `addr`. When the neighbour is unknown, provokes resolution
     /// with one UDP datagram to the discard port (9) and polls until `wait` elapses. An
     /// unresolved neighbour gives a `NextHop` with a zero `dst_mac` (the kernel drops with

@@ -714,3 +714,232 @@ fn nat_between_address_families_is_refused_naming_both() {
     ]);
     assert_clean_failure(&o, "--snat fd00::1 is IPv6");
 }
+
+/// What a state file can look like after a crash, a full disk or a careless hand: empty, not
+/// JSON, cut off mid-way.
+fn damaged_state_files(good: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("empty", String::new()),
+        ("garbage", "\u{1}\u{2}not json at all".to_string()),
+        ("truncated", good[..good.len() / 2].to_string()),
+    ]
+}
+
+#[test]
+fn attach_never_wipes_a_live_attachment_whose_state_file_is_damaged() {
+    let lab = Lab::new();
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+    ]);
+    let prog = lab.prog_id().expect("prog id");
+    let dsr = format!("{}:80/tcp", lab.ip(100));
+    let nat = format!("{}:8080/tcp", lab.ip(101));
+    lab.ok(&["-i", &lab.lb_if, "vip", "add", &dsr, "--pool", "web"]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "vip",
+        "add",
+        &nat,
+        "--pool",
+        "api",
+        "--mode",
+        "nat",
+        "--snat",
+        &lab.ip(1),
+        "--nat-timeout",
+        "77",
+    ]);
+    lab.ok(&["-i", &lab.lb_if, "element", "add", "web", &lab.ip(2)]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "web",
+        &lab.ip(3),
+        "--weight",
+        "2",
+    ]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "api",
+        &format!("{}:9000", lab.ip(4)),
+    ]);
+    let path = format!("{}/state.json", lab.state_dir());
+    let good = std::fs::read_to_string(&path).unwrap();
+
+    let mut cases = damaged_state_files(&good);
+    cases.push(("missing", String::new()));
+    for (what, text) in cases {
+        if what == "missing" {
+            std::fs::remove_file(&path).unwrap();
+        } else {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let o = lab.rsplb(&[
+            "attach",
+            &lab.lb_if,
+            "--maglev-size",
+            "251",
+            "--max-vips",
+            "4",
+        ]);
+        assert_clean_failure(&o, &path);
+        assert!(
+            stderr(&o).contains("--recover-state"),
+            "{what}: {}",
+            stderr(&o)
+        );
+        // Nothing was touched: same program, still attached, pins in place.
+        assert_eq!(lab.prog_id(), Some(prog), "{what}: program replaced");
+        assert!(lab.xdp_on_link(), "{what}: detached");
+
+        // The maps hold the truth: rebuild the state from them.
+        let o = lab.rsplb(&["attach", &lab.lb_if, "--recover-state"]);
+        assert!(o.status.success(), "{what}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("2 VIP(s), 3 element(s)"),
+            "{what}: {}",
+            stderr(&o)
+        );
+        assert_eq!(lab.prog_id(), Some(prog), "{what}: program replaced");
+        let vips = lab.json(&["-i", &lab.lb_if, "vip", "list", "--json"]);
+        let vips = vips["vips"].as_array().unwrap();
+        let row = |v: &str| vips.iter().find(|r| r["vip"] == v).cloned().expect(v);
+        assert_eq!(row(&dsr)["mode"], "dsr", "{what}");
+        assert_eq!(row(&nat)["mode"], "nat", "{what}");
+        assert_eq!(row(&nat)["snat"], lab.ip(1).as_str(), "{what}");
+        let els = lab.json(&["-i", &lab.lb_if, "element", "list", "--json"]);
+        let els = els["elements"].as_array().unwrap();
+        let el = |a: &str| els.iter().find(|r| r["address"] == a).cloned().expect(a);
+        // The web pool (both elements, weights 1:2) and the api pool are told apart.
+        let (e2, e3, e4) = (
+            el(&lab.ip(2)),
+            el(&lab.ip(3)),
+            el(&format!("{}:9000", lab.ip(4))),
+        );
+        assert_eq!(e2["pool"], e3["pool"], "{what}");
+        assert_ne!(e2["pool"], e4["pool"], "{what}");
+        assert_eq!(row(&dsr)["pool"], e2["pool"], "{what}");
+        assert_eq!(row(&nat)["pool"], e4["pool"], "{what}");
+        assert_eq!(
+            (e2["weight"].as_u64(), e3["weight"].as_u64()),
+            (Some(1), Some(2))
+        );
+        // And the recovered state works: changes apply again.
+        let pool = e2["pool"].as_str().unwrap().to_string();
+        lab.ok(&[
+            "-i",
+            &lab.lb_if,
+            "element",
+            "weight",
+            &pool,
+            &lab.ip(2),
+            "2",
+        ]);
+        lab.ok(&[
+            "-i",
+            &lab.lb_if,
+            "element",
+            "weight",
+            &pool,
+            &lab.ip(2),
+            "1",
+        ]);
+    }
+}
+
+#[test]
+fn a_running_daemon_whose_state_file_is_damaged_stops_and_says_so() {
+    use std::{
+        process::{Child, Stdio},
+        time::{Duration, Instant},
+    };
+    struct Daemon(Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let lab = Lab::new();
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+    ]);
+    let vip = format!("{}:80/tcp", lab.ip(100));
+    lab.ok(&["-i", &lab.lb_if, "vip", "add", &vip, "--pool", "web"]);
+    let path = format!("{}/state.json", lab.state_dir());
+    let good = std::fs::read_to_string(&path).unwrap();
+    for (what, text) in damaged_state_files(&good) {
+        std::fs::write(&path, &good).unwrap();
+        let log = std::env::temp_dir().join(format!("{}-{what}.log", lab.lb_ns));
+        let mut daemon = Daemon(
+            Command::new(BIN)
+                .args([
+                    "--netns",
+                    &lab.lb_ns,
+                    "-i",
+                    &lab.lb_if,
+                    "run",
+                    "--interval",
+                    "0.2",
+                ])
+                .env_remove("RSPLB_NETNS")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        let started = Instant::now();
+        while !read_log().contains("running on") {
+            assert!(
+                daemon.0.try_wait().unwrap().is_none(),
+                "{what}: {}",
+                read_log()
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{what}: never started"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let damaged = Instant::now();
+        let status = loop {
+            if let Some(s) = daemon.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                damaged.elapsed() < Duration::from_secs(20),
+                "{what}: the daemon kept running on a damaged state file: {}",
+                read_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let err = read_log();
+        let _ = std::fs::remove_file(&log);
+        assert!(!status.success(), "{what}: exit status {status}: {err}");
+        assert!(err.contains("ERROR"), "{what}: no error logged: {err}");
+        assert!(
+            err.contains(&path) && err.contains("--recover-state"),
+            "{what}: {err}"
+        );
+        // The dataplane stays attached.
+        assert!(lab.xdp_on_link(), "{what}");
+    }
+}
