@@ -362,7 +362,15 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 loader::StateRecovery::Refuse
             };
-            match loader::attach(&a.iface, &opts, a.force, cli.netns.clone(), recovery)? {
+            let outcome = loader::attach(&a.iface, &opts, a.force, cli.netns.clone(), recovery)?;
+            if !a.generic
+                && let Some(w) = loader::ifindex(&a.iface)
+                    .ok()
+                    .and_then(|i| rsplb::veth::warning(&a.iface, i))
+            {
+                eprintln!("rsplb: warning: {w}");
+            }
+            match outcome {
                 loader::AttachOutcome::Loaded { prog_id } => eprintln!(
                     "rsplb: attached to {} in {} mode (program id {prog_id})",
                     a.iface,

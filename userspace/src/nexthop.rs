@@ -12,13 +12,24 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    link::{LinkAttribute, LinkMessage, LinkXdp},
+    link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteMessage},
 };
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_ROUTE};
 
 use crate::state::NextHop;
+
+/// What [`Netlink::link_summary`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkSummary {
+    pub name: String,
+    pub veth: bool,
+    /// The peer's ifindex (in its own namespace) for a veth.
+    pub link: Option<u32>,
+    /// The peer lives in another network namespace.
+    pub link_elsewhere: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NextHopError {
@@ -236,6 +247,33 @@ impl Netlink {
             }
         }
         Ok(None)
+    }
+
+    /// The link `ifindex` as far as the veth checks need it: its name, whether it is a veth,
+    /// its peer's ifindex (`IFLA_LINK`) and whether that peer is in another network namespace.
+    pub fn link_summary(&mut self, ifindex: u32) -> Result<LinkSummary, NextHopError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        let replies = self.request(RouteNetlinkMessage::GetLink(msg), NLM_F_REQUEST)?;
+        let mut out = LinkSummary::default();
+        for r in replies {
+            if let RouteNetlinkMessage::NewLink(m) = r {
+                for a in &m.attributes {
+                    match a {
+                        LinkAttribute::IfName(n) => out.name = n.clone(),
+                        LinkAttribute::Link(l) => out.link = Some(*l),
+                        LinkAttribute::LinkNetNsId(_) => out.link_elsewhere = true,
+                        LinkAttribute::LinkInfo(infos) => {
+                            out.veth |= infos
+                                .iter()
+                                .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Whether `ifindex` has an XDP program attached in generic (SKB) mode.

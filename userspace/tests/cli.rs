@@ -943,3 +943,73 @@ fn a_running_daemon_whose_state_file_is_damaged_stops_and_says_so() {
         assert!(lab.xdp_on_link(), "{what}");
     }
 }
+
+#[test]
+fn attach_on_a_veth_warns_until_the_peer_can_take_its_frames() {
+    let lab = Lab::new();
+    struct PeerPins(String);
+    impl Drop for PeerPins {
+        fn drop(&mut self) {
+            let _ = Command::new(BIN).args(["detach", &self.0]).output();
+            let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/rsplb/{}", self.0));
+            let _ = std::fs::remove_dir_all(format!("/run/rsplb/{}", self.0));
+        }
+    }
+    let _peer_pins = PeerPins(lab.peer_if.clone());
+    let small = ["--maglev-size", "251", "--max-vips", "2"];
+    let attach = |args: &[&str]| {
+        let mut full = vec!["attach", lab.lb_if.as_str()];
+        full.extend_from_slice(args);
+        let o = lab.rsplb(&full);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    // A fresh veth pair: the peer has no XDP program and checksum offload on.
+    let err = attach(&small);
+    assert!(err.contains("warning"), "{err}");
+    assert!(
+        err.contains(&format!("peer {} has no XDP program", lab.peer_if)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "ip -n {} link set dev {}",
+            lab.peer_ns, lab.peer_if
+        )),
+        "{err}"
+    );
+    assert!(err.contains("checksum offload is on"), "{err}");
+    assert!(
+        err.contains(&format!("ethtool -K {} tx off", lab.peer_if)),
+        "{err}"
+    );
+
+    // Checksum offload off: only the XDP part remains.
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.peer_ns,
+        "ethtool",
+        "-K",
+        &lab.peer_if,
+        "tx",
+        "off",
+    ]);
+    let err = attach(&small);
+    assert!(err.contains("has no XDP program"), "{err}");
+    assert!(!err.contains("checksum offload"), "{err}");
+
+    // An XDP program on the peer (here rsplb's own): no warning.
+    let o = rsplb(&[
+        "--netns",
+        &lab.peer_ns,
+        "attach",
+        &lab.peer_if,
+        "--maglev-size",
+        "251",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = attach(&small);
+    assert!(!err.contains("warning"), "{err}");
+}
