@@ -27,8 +27,8 @@ pub struct LinkSummary {
     pub veth: bool,
     /// The peer's ifindex (in its own namespace) for a veth.
     pub link: Option<u32>,
-    /// The peer lives in another network namespace.
-    pub link_elsewhere: bool,
+    /// The nsid (in this namespace) of the namespace the peer lives in, when it is another.
+    pub link_netnsid: Option<i32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -262,7 +262,7 @@ impl Netlink {
                     match a {
                         LinkAttribute::IfName(n) => out.name = n.clone(),
                         LinkAttribute::Link(l) => out.link = Some(*l),
-                        LinkAttribute::LinkNetNsId(_) => out.link_elsewhere = true,
+                        LinkAttribute::LinkNetNsId(id) => out.link_netnsid = Some(*id),
                         LinkAttribute::LinkInfo(infos) => {
                             out.veth |= infos
                                 .iter()
@@ -274,6 +274,24 @@ impl Netlink {
             }
         }
         Ok(out)
+    }
+
+    /// The nsid this namespace gives the network namespace open as `fd` (RTM_GETNSID), if any.
+    pub fn nsid_of(&mut self, fd: i32) -> Result<Option<i32>, NextHopError> {
+        use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+        let mut msg = NsidMessage::default();
+        msg.attributes.push(NsidAttribute::Fd(fd as u32));
+        let replies = self.request(RouteNetlinkMessage::GetNsId(msg), NLM_F_REQUEST)?;
+        for r in replies {
+            if let RouteNetlinkMessage::NewNsId(m) = r {
+                for a in m.attributes {
+                    if let NsidAttribute::Id(id) = a {
+                        return Ok((id >= 0).then_some(id));
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Whether `ifindex` has an XDP program attached in generic (SKB) mode.

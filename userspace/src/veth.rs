@@ -7,11 +7,7 @@
 //! XDP forwards with a wrong checksum: the veths sending to this one need `tx off`. Without
 //! either, every connection fails while `rsplb stats` counts packets as transmitted.
 
-use std::{
-    fs,
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
-    path::Path,
-};
+use std::{fs, os::fd::AsRawFd as _, path::Path};
 
 use crate::nexthop::Netlink;
 
@@ -58,12 +54,11 @@ fn tx_csum(name: &str) -> Option<bool> {
     (rc == 0).then_some(value.data != 0)
 }
 
-/// The peer `peer` of the veth `ifindex`, looked at from the current namespace.
-fn check_here(ifindex: u32, peer: u32, elsewhere: bool) -> Option<PeerCheck> {
+/// The peer `peer` of a veth, looked at from the namespace it lives in (the current one).
+fn check_here(peer: u32) -> Option<PeerCheck> {
     let mut nl = Netlink::new().ok()?;
     let link = nl.link_summary(peer).ok()?;
-    // From another namespace, make sure this is our peer: a veth pointing back at us.
-    if !link.veth || (elsewhere && link.link != Some(ifindex)) {
+    if !link.veth {
         return None;
     }
     Some(PeerCheck {
@@ -77,28 +72,28 @@ fn check_here(ifindex: u32, peer: u32, elsewhere: bool) -> Option<PeerCheck> {
 /// The peer of `ifindex` if it is a veth whose peer can be found (in this namespace or in one
 /// of the named namespaces under /run/netns); `None` for anything else.
 pub fn check_peer(ifindex: u32) -> Option<PeerCheck> {
-    let me = Netlink::new().ok()?.link_summary(ifindex).ok()?;
+    let mut nl = Netlink::new().ok()?;
+    let me = nl.link_summary(ifindex).ok()?;
     if !me.veth {
         return None;
     }
     let peer = me.link?;
-    if !me.link_elsewhere {
-        return check_here(ifindex, peer, false);
-    }
-    let here = crate::loader::netns_inode().ok();
+    let Some(nsid) = me.link_netnsid else {
+        return check_here(peer);
+    };
+    // The peer's namespace is the named one to which this namespace gives the peer's nsid.
     let entries = fs::read_dir("/run/netns").ok()?;
     for entry in entries.flatten() {
         let path = entry.path();
-        // The peer is elsewhere: this namespace's same ifindex is another link (maybe us).
-        if fs::metadata(&path).map(|m| m.ino()).ok() == here {
+        let Ok(file) = fs::File::open(&path) else {
+            continue;
+        };
+        if nl.nsid_of(file.as_raw_fd()).ok().flatten() != Some(nsid) {
             continue;
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let found = in_netns(&path, move || check_here(ifindex, peer, true)).flatten();
-        if let Some(mut c) = found {
-            c.netns = Some(name);
-            return Some(c);
-        }
+        let mut c = in_netns(&path, move || check_here(peer)).flatten()?;
+        c.netns = Some(entry.file_name().to_string_lossy().into_owned());
+        return Some(c);
     }
     None
 }
