@@ -183,8 +183,11 @@ pub struct VipInfo {
     pub mode: u8,
     pub flags: u8,
     pub _pad: [u8; 2],
-    /// NAT: this many seconds without a packet expire a translation (0 = default of the program).
-    pub nat_timeout_s: u32,
+    /// Idle timeout of this VIP's flows, seconds, resolved by userspace (the VIP's own
+    /// `--nat-timeout`, else the attach default for its mode and protocol): a flow entry (DSR and
+    /// NAT) or NAT translation idle this long is gone, and the flow's next packet is placed as
+    /// new. The program has no default of its own: userspace always writes at least 1.
+    pub timeout_s: u32,
     /// NAT: source address the balancer uses toward the elements (same family as the elements).
     pub snat_addr: [u32; 4],
 }
@@ -322,11 +325,13 @@ pub struct FlowValue {
     pub vip_slot: u16,
     /// NAT: the balancer's source port for this flow (network byte order), 0 in DSR mode.
     pub nat_port: u16,
-    /// Recency for replacement within the set: the low 32 bits of `jiffies` when the flow was
-    /// last refreshed (written at most once per tick, so the hot path stays read-only).
+    /// When the flow last had a packet: `bpf_ktime_get_ns() >> FLOW_TIME_SHIFT` (about 1 ms
+    /// units, wrapping after 49 days), written at most once per unit so the hot path stays
+    /// read-only. Both the replacement within the set (least recently seen) and the idle
+    /// timeout (`VipInfo::timeout_s`) read it.
     pub seen: u32,
-    /// NAT expiry: `bpf_ktime_get_ns() >> FLOW_NAT_TIME_SHIFT` (about 1 ms units, wrapping)
-    /// of the last refresh. 0 in DSR mode.
+    /// NAT: when the reverse translation was last refreshed (same units as `seen`, written at
+    /// most once a second). 0 in DSR mode.
     pub nat_seen: u32,
     /// 0: the way is empty. Otherwise [`flow_check`] of the entry: a reader accepts an entry
     /// only if this matches its key and value, so an entry half-written by another CPU (the
@@ -337,8 +342,12 @@ pub struct FlowValue {
 /// Ways per set of the flow table.
 pub const FLOW_WAYS: usize = 4;
 
-/// Units of `FlowValue::nat_seen`: 2^20 ns.
-pub const FLOW_NAT_TIME_SHIFT: u32 = 20;
+/// Units of `FlowValue::seen` and `FlowValue::nat_seen`: 2^20 ns (about 1 ms).
+pub const FLOW_TIME_SHIFT: u32 = 20;
+
+/// Longest idle timeout userspace may set (`VipInfo::timeout_s`): flow times wrap after 2^32
+/// units (49 days), so ages up to half of that are told apart from the future.
+pub const MAX_FLOW_TIMEOUT_S: u32 = 20 * 24 * 3600;
 
 /// One way of the flow table: a client 5-tuple and where it is pinned (64 bytes: one cache
 /// line when the set is aligned).
@@ -424,8 +433,8 @@ pub struct NatValue {
     /// Interface the client's packet came in by: replies leave through it (XDP_TX when the reply
     /// arrives there too, else XDP_REDIRECT through `RSPLB_TX_PORTS`).
     pub reply_ifindex: u32,
-    /// Translation timeout in seconds, fixed when the translation was created (the VIP's, or the
-    /// configuration's default): `last_seen_ns` older than this means the entry is free.
+    /// Translation timeout in seconds, fixed when the translation was created (the VIP's
+    /// `VipInfo::timeout_s`): `last_seen_ns` older than this means the entry is free.
     pub timeout_s: u32,
     pub _pad2: u32,
 }
@@ -440,14 +449,16 @@ pub struct Counters {
 }
 
 /// Program-wide configuration (`RSPLB_CONFIG`, one entry), written by the loader before attach.
+/// The timeouts are the attach defaults, kept here for the control plane (a state rebuilt from
+/// the maps): the program reads each VIP's resolved `VipInfo::timeout_s`, never these.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     /// Entries per Maglev table (a prime).
     pub maglev_size: u32,
-    /// Default NAT translation timeout for TCP, seconds.
+    /// Default NAT idle timeout for TCP, seconds.
     pub nat_tcp_timeout_s: u32,
-    /// Default NAT translation timeout for UDP and SCTP, seconds.
+    /// Default NAT idle timeout for UDP, seconds.
     pub nat_udp_timeout_s: u32,
     /// First and last SNAT source port (host order), inclusive.
     pub nat_port_min: u16,
@@ -455,6 +466,10 @@ pub struct Config {
     /// Sets in `RSPLB_FLOWS` ([`flow_sets`] of the flow capacity). 0: no flow table, every
     /// packet is placed by Maglev alone.
     pub flow_sets: u32,
+    /// Default DSR idle timeout for TCP and SCTP, seconds.
+    pub dsr_tcp_timeout_s: u32,
+    /// Default DSR idle timeout for UDP, seconds.
+    pub dsr_udp_timeout_s: u32,
 }
 
 /// Indexes of `RSPLB_GLOBAL_STATS` (per-CPU u64 array): one per XDP action taken and one per
@@ -499,7 +514,12 @@ pub mod stat {
     /// Maglev again at its next packet; a count that keeps rising means the flow table is too
     /// small for the number of concurrent flows.
     pub const FLOW_EVICTED: u32 = 19;
-    pub const COUNT: u32 = 20;
+    /// A VIP whose mode this program does not know (a newer control plane): pass.
+    pub const PASS_UNKNOWN_MODE: u32 = 20;
+    /// NAT: the element chosen for a new flow is not in the VIP's address family (no NAT46/64;
+    /// the control plane refuses such pools): drop.
+    pub const DROP_FAMILY_MISMATCH: u32 = 21;
+    pub const COUNT: u32 = 22;
 
     /// Names for the command line and metrics, indexed like the constants.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -523,6 +543,8 @@ pub mod stat {
         "pass_ttl",
         "pass_sctp_nat",
         "flow_evicted",
+        "pass_unknown_mode",
+        "drop_family_mismatch",
     ];
 }
 
@@ -569,7 +591,7 @@ mod tests {
         assert_eq!(size_of::<NatKey>(), 40);
         assert_eq!(size_of::<NatValue>(), 80);
         assert_eq!(size_of::<Counters>(), 24);
-        assert_eq!(size_of::<Config>(), 20);
+        assert_eq!(size_of::<Config>(), 28);
     }
 
     #[test]

@@ -10,7 +10,13 @@
 //!   that packet's Ethernet source (the client or its router) and destination and its ingress
 //!   interface (`NatValue::reply_*`).
 //! - SCTP VIPs are DSR only (`stat::PASS_SCTP_NAT`).
-//! - NAT needs the element in the VIP's address family (no NAT46/64): otherwise DROP_NO_NEXTHOP.
+//! - NAT needs the element in the VIP's address family (no NAT46/64): otherwise
+//!   DROP_FAMILY_MISMATCH (the control plane refuses such pools; the counter catches the rest).
+//! - A TCP SYN (without ACK) is a new connection: it is placed by Maglev and overwrites its
+//!   5-tuple's flow entry, in both modes (as Katran bypasses its connection table for SYNs), so
+//!   drains and weight changes reach clients that reuse ports.
+//! - Flow entries idle longer than their VIP's `timeout_s` (set by userspace) are gone: the
+//!   flow's next packet is placed as new. The program holds no policy value of its own.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -51,12 +57,10 @@ impl Verdict {
 
 #[cfg(target_arch = "bpf")]
 mod program {
-    use aya_ebpf::{
-        bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
-    };
+    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use rsplb_common::{
-        Element, FLOW_NAT_TIME_SHIFT, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP,
-        VIP_DIRECT_ONE, VIP_DIRECT_SHARED, VipInfo, VipKey, stat,
+        Element, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP, VIP_DIRECT_ONE,
+        VIP_DIRECT_SHARED, VipInfo, VipKey, stat,
     };
 
     use crate::{
@@ -64,9 +68,7 @@ mod program {
         forward::{NO_NEXTHOP, set_macs, transmit},
         lookup::{addr_eq, flow_hash, maglev_pick, pinned, table_hash},
         maps::{CONFIG, NAT_REVERSE, VIP_DIRECT, VIP_FILTER, VIPS},
-        nat::{
-            REFRESH_NS, Rewrite, claim_port, expired, flow_age_ns, flow_expired, rewrite, timeout_s,
-        },
+        nat::{REFRESH_NS, Rewrite, claim_port, expired, rewrite},
         parse::{EthHdr, Packet, parse, ptr_at},
     };
 
@@ -74,6 +76,7 @@ mod program {
         Verdict::new(xdp_action::XDP_PASS, reason)
     }
     const NO_ELEMENT: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_NO_ELEMENT);
+    const FAMILY_MISMATCH: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_FAMILY_MISMATCH);
 
     #[xdp]
     pub fn rsplb_xdp(ctx: XdpContext) -> u32 {
@@ -111,8 +114,9 @@ mod program {
             MODE_DSR => dsr(ctx, &pkt, &vip),
             MODE_NAT if pkt.key.proto == PROTO_SCTP => Err(pass(stat::PASS_SCTP_NAT)),
             MODE_NAT => nat_forward(ctx, &pkt, &vip),
-            // A mode this program does not know: leave the packet to the stack.
-            _ => Err(pass(stat::PASS_NOT_VIP)),
+            // A mode this program does not know (a newer control plane): leave the packet to
+            // the stack, and say so.
+            _ => Err(pass(stat::PASS_UNKNOWN_MODE)),
         }
     }
 
@@ -158,16 +162,17 @@ mod program {
         v
     }
 
-    /// DSR: the established flow's element, or Maglev's choice pinned in the flow table.
+    /// DSR: the established flow's element, or Maglev's choice pinned in the flow table (a SYN
+    /// or a flow idle past its timeout is placed as new, over its old entry).
     #[inline(always)]
     fn dsr(ctx: &XdpContext, pkt: &Packet, vip: &VipInfo) -> Result<Verdict, Verdict> {
         let cfg = CONFIG.get(0).ok_or(NO_ELEMENT)?;
         let th = table_hash(&pkt.key);
-        let now = flows::now();
+        let now = flows::flow_time(flows::now_ns());
         let set = flows::set(th, cfg);
         let found = flows::find(set, &pkt.key, th);
         let mut chosen: Option<(u32, &Element)> = None;
-        if found.hit {
+        if found.hit && !pkt.syn && !flows::expired(found.value.seen, vip.timeout_s, now) {
             match pinned(&found.value, vip) {
                 Some(element) => {
                     flows::touch(&found, now);
@@ -223,21 +228,21 @@ mod program {
     #[inline(always)]
     fn nat_forward(ctx: &XdpContext, pkt: &Packet, vip: &VipInfo) -> Result<Verdict, Verdict> {
         let cfg = CONFIG.get(0).ok_or(NO_ELEMENT)?;
-        let now = unsafe { bpf_ktime_get_ns() };
-        let now_t = (now >> FLOW_NAT_TIME_SHIFT) as u32;
-        let tick = flows::now();
-        let timeout = timeout_s(vip, cfg, pkt.key.proto);
+        let now = flows::now_ns();
+        let now_t = flows::flow_time(now);
+        let timeout = vip.timeout_s;
         let th = table_hash(&pkt.key);
         let set = flows::set(th, cfg);
         let mut chosen: Option<(u32, &Element, u16)> = None;
         let found = flows::find(set, &pkt.key, th);
-        if found.hit {
+        // A SYN is a new connection: a new translation on Maglev's current choice.
+        if found.hit && !pkt.syn {
             let flow = found.value;
             match pinned(&flow, vip) {
                 Some(element)
-                    if flow.nat_port != 0 && !flow_expired(flow.nat_seen, timeout, now_t) =>
+                    if flow.nat_port != 0 && !flows::expired(flow.nat_seen, timeout, now_t) =>
                 {
-                    if flow_age_ns(flow.nat_seen, now_t) > REFRESH_NS {
+                    if flows::age_ns(flow.nat_seen, now_t) > REFRESH_NS {
                         // Once a second: keep the reverse translation alive and make sure it is
                         // still this flow's (it may have been evicted from the LRU).
                         let key = NatKey {
@@ -256,13 +261,13 @@ mod program {
                                 // SAFETY: `way` points into the flow table (from `find`).
                                 unsafe {
                                     (*found.way).value.nat_seen = now_t;
-                                    (*found.way).value.seen = tick;
+                                    (*found.way).value.seen = now_t;
                                 }
                                 chosen = Some((flow.element, element, flow.nat_port));
                             }
                         }
                     } else {
-                        flows::touch(&found, tick);
+                        flows::touch(&found, now_t);
                         chosen = Some((flow.element, element, flow.nat_port));
                     }
                 }
@@ -278,7 +283,7 @@ mod program {
                 let hash = flow_hash(&pkt.key);
                 let (slot, element) = maglev_pick(vip, hash, cfg)?;
                 if element.family != pkt.key.family {
-                    return Err(NO_NEXTHOP);
+                    return Err(FAMILY_MISMATCH);
                 }
                 let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(NO_NEXTHOP)?;
                 let (client_mac, own_mac) = unsafe { ((*eth).src, (*eth).dst) };
@@ -318,15 +323,14 @@ mod program {
                     FlowValue {
                         nat_port: port,
                         nat_seen: now_t,
-                        ..flows::value(slot, element, vip, tick)
+                        ..flows::value(slot, element, vip, now_t)
                     },
                 );
                 (slot, element, port)
             }
         };
-        if element.family != pkt.key.family {
-            return Err(NO_NEXTHOP);
-        }
+        // (A pinned flow's element was checked for its family when the flow was placed: a slot
+        // changes address only with a new generation.)
         set_macs(ctx, &element.dst_mac, &element.src_mac)?;
         rewrite(
             ctx,
@@ -369,7 +373,7 @@ mod program {
         };
         let nat = NAT_REVERSE.get_ptr_mut(key).ok_or(NOT_VIP)?;
         let nat = unsafe { &mut *nat };
-        let now = unsafe { bpf_ktime_get_ns() };
+        let now = flows::now_ns();
         if expired(nat.last_seen_ns, nat.timeout_s, now) {
             return Err(NOT_VIP);
         }

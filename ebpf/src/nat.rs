@@ -7,9 +7,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, xdp_action},
     programs::XdpContext,
 };
-use rsplb_common::{
-    Config, FAMILY_V4, FLOW_NAT_TIME_SHIFT, NatKey, NatValue, PROTO_TCP, PROTO_UDP, VipInfo, stat,
-};
+use rsplb_common::{Config, FAMILY_V4, NatKey, NatValue, PROTO_TCP, PROTO_UDP, stat};
 
 use crate::{
     Verdict,
@@ -22,47 +20,11 @@ use crate::{
 const NAT_PROBES: u32 = 16;
 /// `last_seen_ns` is written at most this often (the hot path stays read-only in between).
 pub const REFRESH_NS: u64 = 1_000_000_000;
-/// Timeouts when neither the VIP nor the configuration sets one.
-const FALLBACK_TCP_TIMEOUT_S: u32 = 300;
-const FALLBACK_UDP_TIMEOUT_S: u32 = 60;
-
 const TRUNCATED: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_TRUNCATED);
-
-/// Translation timeout of a VIP's flows, seconds.
-#[inline(always)]
-pub fn timeout_s(vip: &VipInfo, cfg: &Config, proto: u8) -> u32 {
-    if vip.nat_timeout_s != 0 {
-        return vip.nat_timeout_s;
-    }
-    if proto == PROTO_TCP {
-        if cfg.nat_tcp_timeout_s != 0 {
-            cfg.nat_tcp_timeout_s
-        } else {
-            FALLBACK_TCP_TIMEOUT_S
-        }
-    } else if cfg.nat_udp_timeout_s != 0 {
-        cfg.nat_udp_timeout_s
-    } else {
-        FALLBACK_UDP_TIMEOUT_S
-    }
-}
 
 #[inline(always)]
 pub fn expired(last_seen_ns: u64, timeout_s: u32, now: u64) -> bool {
     now.saturating_sub(last_seen_ns) > timeout_s as u64 * 1_000_000_000
-}
-
-/// Nanoseconds since flow table time `seen` (`FlowValue::nat_seen`, units of
-/// 2^FLOW_NAT_TIME_SHIFT ns, wrapping), at flow table time `now`.
-#[inline(always)]
-pub fn flow_age_ns(seen: u32, now: u32) -> u64 {
-    (now.wrapping_sub(seen) as u64) << FLOW_NAT_TIME_SHIFT
-}
-
-/// `expired` for a flow table time.
-#[inline(always)]
-pub fn flow_expired(seen: u32, timeout_s: u32, now: u32) -> bool {
-    flow_age_ns(seen, now) > timeout_s as u64 * 1_000_000_000
 }
 
 #[inline(always)]

@@ -16,6 +16,11 @@ const ETH_P_IPV6: u16 = 0x86dd;
 pub const TCP_CSUM_OFF: usize = 16;
 /// Offset of the UDP checksum in the UDP header.
 pub const UDP_CSUM_OFF: usize = 6;
+/// Offset of the flags byte in the TCP header, and the two flags that tell a connection's
+/// first packet (SYN without ACK).
+const TCP_FLAGS_OFF: usize = 13;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
 #[repr(C)]
 pub struct EthHdr {
@@ -65,6 +70,9 @@ pub struct Packet {
     pub l4_off: usize,
     /// Frame length in bytes (counters).
     pub len: u32,
+    /// A TCP SYN without ACK: a new connection, placed as new even if its 5-tuple is still in
+    /// the flow table (a client reusing a port).
+    pub syn: bool,
 }
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
@@ -168,10 +176,17 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
         key.sport = (*ports).src;
         key.dport = (*ports).dst;
     }
+    let mut syn = false;
+    if key.proto == PROTO_TCP {
+        // Within the 20 bytes checked above.
+        let flags: *const u8 = ptr_at(ctx, l4_off + TCP_FLAGS_OFF).ok_or(TRUNCATED)?;
+        syn = unsafe { *flags } & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    }
     Ok(Packet {
         key,
         ttl,
         l4_off,
         len: frame_len as u32,
+        syn,
     })
 }

@@ -61,10 +61,14 @@ fn weighted_traffic(ipv6: bool, vip_port: u16, element_port: u16, mode: &str) {
         let e = stats
             .element(pool, &addr)
             .unwrap_or_else(|| panic!("no counters for {addr} in {stats:?}"));
-        assert_eq!(
-            e.new_flows,
-            seen.tcp_connections + seen.udp_flows,
-            "new flows of {addr}"
+        // Every TCP SYN is placed as a new flow, so a SYN the client retransmitted (its
+        // SYN-ACK was late on this loaded machine) counts again: at least one new flow per
+        // connection, and only a few more.
+        let connections = seen.tcp_connections + seen.udp_flows;
+        assert!(
+            e.new_flows >= connections && e.new_flows <= connections + connections / 50 + 2,
+            "new flows of {addr}: {} for {connections} connections and UDP flows",
+            e.new_flows
         );
         // DSR: the balancer sees only what goes to the element; NAT: both directions.
         let p = lab.packets_at_server(i, element_port).unwrap();
@@ -76,7 +80,11 @@ fn weighted_traffic(ipv6: bool, vip_port: u16, element_port: u16, mode: &str) {
         assert_eq!(e.packets, through_balancer, "packets of {addr} ({p:?})");
     }
     let vips: u64 = stats.vips.iter().map(|v| v.new_flows).sum();
-    assert_eq!(vips, u64::from(TCP_CONNECTIONS) + 1 + u64::from(UDP_FLOWS));
+    let flows = u64::from(TCP_CONNECTIONS) + 1 + u64::from(UDP_FLOWS);
+    assert!(
+        vips >= flows && vips <= flows + flows / 50 + 2,
+        "{vips} new flows for {flows} connections and UDP flows (retransmitted SYNs count again)"
+    );
 }
 
 #[test]

@@ -62,6 +62,8 @@ pub struct ElementReport {
     pub slot: u32,
     /// Why the next hop is unresolved, if it is.
     pub unresolved: Option<String>,
+    /// The element as it is now (its address as the pool knows it, weight, state).
+    pub element: ElementStateEntry,
 }
 
 /// One attached interface's control plane.
@@ -151,10 +153,14 @@ impl Balancer {
         nat_timeout_s: Option<u32>,
     ) -> Result<u32> {
         check_snat(&vip, mode, snat)?;
+        if let Some(t) = nat_timeout_s {
+            crate::loader::check_timeout("--nat-timeout", t)?;
+        }
         self.transact(|st, maps| {
             if st.find_vip(&vip).is_some() {
                 bail!("VIP {vip} already exists (use `vip change`)");
             }
+            check_pool_for_vip(st, pool.as_str(), &vip, mode)?;
             let (slot, _) = st.vip_slots.allocate("vip")?;
             maps.reset_vip_counters(slot)?;
             st.vips.push(VipState {
@@ -195,6 +201,8 @@ impl Balancer {
                 v.snat = snat;
             }
             check_snat(&vip, v.mode, v.snat)?;
+            let (pool, mode) = (v.pool.clone(), v.mode);
+            check_pool_for_vip(st, &pool, &vip, mode)?;
             publish_vip(st, maps, i)
         })
     }
@@ -264,7 +272,7 @@ impl Balancer {
         pool: &PoolHandle,
         addr: ElementAddr,
     ) -> Result<bool> {
-        self.transact(|st, maps| match st.find_element(pool, &addr) {
+        self.transact(|st, maps| match find_element(st, pool, &addr) {
             Some(i) if st.elements[i].owner == Owner::Registrar => {
                 remove_at(st, maps, i)?;
                 Ok(true)
@@ -288,11 +296,15 @@ impl Balancer {
             .map_err(anyhow::Error::from)
             .and_then(|mut nl| Ok(nl.resolve(addr.addr, RESOLVE_WAIT)?));
         self.transact(|st, maps| {
-            let existing = st.find_element(pool, &addr);
+            check_element_for_pool(st, pool.as_str(), &addr)?;
+            // An element keeps the spelling it was added with (what `element list` shows and
+            // the registrar's reconciler compares with); `find_element` knows its other ones.
+            let existing = find_element(st, pool, &addr);
             let i = match (existing, how) {
-                (Some(_), Upsert::MustBeNew) => {
-                    bail!("element {addr} is already in pool {pool} (use `element weight`)")
-                }
+                (Some(i), Upsert::MustBeNew) => bail!(
+                    "element {} is already in pool {pool} (`element weight` changes its weight, `element undrain` puts a drained element back in service)",
+                    st.elements[i].element_addr()
+                ),
                 (None, Upsert::MustExist) => bail!("no element {addr} in pool {pool}"),
                 (Some(i), Upsert::Registrar { .. }) if st.elements[i].owner == Owner::Manual => {
                     return Ok(None);
@@ -341,19 +353,46 @@ impl Balancer {
             write_element(maps, &st.elements[i])?;
             let slot = st.elements[i].slot;
             publish_pool(st, maps, pool.as_str())?;
-            Ok(Some(ElementReport { slot, unresolved }))
+            Ok(Some(ElementReport {
+                slot,
+                unresolved,
+                element: st.elements[i].clone(),
+            }))
         })
     }
 
-    /// No new flows; existing flows stay.
-    pub fn drain_element(&mut self, pool: &PoolHandle, addr: ElementAddr) -> Result<()> {
+    /// No new flows; existing flows stay. Returns the element as it is now.
+    pub fn drain_element(
+        &mut self,
+        pool: &PoolHandle,
+        addr: ElementAddr,
+    ) -> Result<ElementStateEntry> {
+        self.set_element_state(pool, addr, ElementState::Draining)
+    }
+
+    /// Puts a drained element back in service (into its pool's Maglev tables, with its
+    /// weight). Returns the element as it is now.
+    pub fn undrain_element(
+        &mut self,
+        pool: &PoolHandle,
+        addr: ElementAddr,
+    ) -> Result<ElementStateEntry> {
+        self.set_element_state(pool, addr, ElementState::Active)
+    }
+
+    fn set_element_state(
+        &mut self,
+        pool: &PoolHandle,
+        addr: ElementAddr,
+        state: ElementState,
+    ) -> Result<ElementStateEntry> {
         self.transact(|st, maps| {
-            let i = st
-                .find_element(pool, &addr)
+            let i = find_element(st, pool, &addr)
                 .ok_or_else(|| anyhow!("no element {addr} in pool {pool}"))?;
-            st.elements[i].state = ElementState::Draining;
+            st.elements[i].state = state;
             write_element(maps, &st.elements[i])?;
-            publish_pool(st, maps, pool.as_str())
+            publish_pool(st, maps, pool.as_str())?;
+            Ok(st.elements[i].clone())
         })
     }
 
@@ -361,8 +400,7 @@ impl Balancer {
     /// re-selected.
     pub fn remove_element(&mut self, pool: &PoolHandle, addr: ElementAddr) -> Result<()> {
         self.transact(|st, maps| {
-            let i = st
-                .find_element(pool, &addr)
+            let i = find_element(st, pool, &addr)
                 .ok_or_else(|| anyhow!("no element {addr} in pool {pool}"))?;
             remove_at(st, maps, i)
         })
@@ -442,24 +480,25 @@ impl Balancer {
     /// Removes NAT translations idle longer than their VIP's timeout.
     pub fn expire_nat(&mut self) -> Result<usize> {
         let st = self.state()?;
-        let cfg = self.maps.config.get(&0, 0).unwrap_or_default();
-        let default_tcp = cfg.nat_tcp_timeout_s.max(1) as u64 * 1_000_000_000;
-        let default_udp = cfg.nat_udp_timeout_s.max(1) as u64 * 1_000_000_000;
-        let per_vip: std::collections::HashMap<u32, (u32, u8)> = st
+        let per_vip: std::collections::HashMap<u32, u32> = st
             .vips
             .iter()
-            .map(|v| (v.slot, (v.nat_timeout_s, v.parsed().proto.number())))
+            .map(|v| (v.slot, st.options.vip_timeout_s(v)))
             .collect();
+        let fallback = st
+            .options
+            .nat_tcp_timeout_s
+            .max(st.options.nat_udp_timeout_s);
         let now = crate::maps::monotonic_ns();
-        Ok(self
-            .maps
-            .expire_nat(now, |v| match per_vip.get(&v.vip_slot) {
-                // The program records the timeout that applied when it created the entry.
-                _ if v.timeout_s > 0 => v.timeout_s as u64 * 1_000_000_000,
-                Some((t, _)) if *t > 0 => *t as u64 * 1_000_000_000,
-                Some((_, p)) if *p == rsplb_common::PROTO_TCP => default_tcp,
-                _ => default_udp,
-            }))
+        Ok(self.maps.expire_nat(now, |v| {
+            // The program records the timeout that applied when it created the entry.
+            let t = match per_vip.get(&v.vip_slot) {
+                _ if v.timeout_s > 0 => v.timeout_s,
+                Some(t) => *t,
+                None => fallback,
+            };
+            t as u64 * 1_000_000_000
+        }))
     }
 
     /// Reads every counter (per-CPU values summed).
@@ -540,7 +579,122 @@ fn remove_at(st: &mut State, maps: &mut Maps, i: usize) -> Result<()> {
     Ok(())
 }
 
+fn family_name(addr: IpAddr) -> &'static str {
+    if addr.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// The VIPs that serve `pool` in DSR mode.
+fn dsr_vips<'a>(st: &'a State, pool: &'a str) -> impl Iterator<Item = &'a VipState> + 'a {
+    st.vips
+        .iter()
+        .filter(move |v| v.pool == pool && v.mode == Mode::Dsr)
+}
+
+/// Refuses an element that a VIP of `pool` could not reach: one with a port other than a DSR
+/// VIP's (DSR rewrites Ethernet addresses only, so the element gets the VIP's port), or one of
+/// the other address family than a NAT VIP's (no NAT46/64).
+fn check_element_for_pool(st: &State, pool: &str, addr: &ElementAddr) -> Result<()> {
+    if let Some(port) = addr.port
+        && let Some(v) = dsr_vips(st, pool).find(|v| v.parsed().port != port)
+    {
+        bail!(
+            "pool {pool} is served by the DSR VIP {}: DSR cannot change ports, the element gets the VIP's port {}, not {port}; add it as {} (no port), or serve the pool with a NAT VIP",
+            v.vip,
+            v.parsed().port,
+            ElementAddr {
+                addr: addr.addr,
+                port: None
+            }
+        );
+    }
+    if let Some(v) = st.vips.iter().find(|v| {
+        v.pool == pool && v.mode == Mode::Nat && v.parsed().addr.is_ipv4() != addr.addr.is_ipv4()
+    }) {
+        bail!(
+            "pool {pool} is served by the {} NAT VIP {}, and {addr} is {}: NAT does not translate between IPv4 and IPv6 (use an {} element, or a DSR VIP)",
+            family_name(v.parsed().addr),
+            v.vip,
+            family_name(addr.addr),
+            family_name(v.parsed().addr),
+        );
+    }
+    Ok(())
+}
+
+/// Refuses to serve `pool` by `vip` in `mode` when the pool's elements do not fit it (as
+/// [`check_element_for_pool`]), or when a DSR VIP would see one element twice.
+fn check_pool_for_vip(st: &State, pool: &str, vip: &Vip, mode: Mode) -> Result<()> {
+    let elements: Vec<&ElementStateEntry> = st.pool_elements(pool).collect();
+    match mode {
+        Mode::Dsr => {
+            if let Some(e) = elements
+                .iter()
+                .find(|e| e.port.is_some_and(|p| p != vip.port))
+            {
+                bail!(
+                    "pool {pool} has the element {}: a DSR VIP cannot change ports, its elements get the VIP's port {}; remove it or use a NAT VIP",
+                    e.element_addr(),
+                    vip.port
+                );
+            }
+            for (i, a) in elements.iter().enumerate() {
+                if let Some(b) = elements[i + 1..].iter().find(|b| b.addr == a.addr) {
+                    bail!(
+                        "pool {pool} has {} and {}, which are one element for a DSR VIP (DSR reaches an element by its address); remove one first",
+                        a.element_addr(),
+                        b.element_addr()
+                    );
+                }
+            }
+        }
+        Mode::Nat => {
+            if let Some(e) = elements
+                .iter()
+                .find(|e| e.addr.is_ipv4() != vip.addr.is_ipv4())
+            {
+                bail!(
+                    "VIP {vip} is {} and pool {pool} has the {} element {}: NAT does not translate between IPv4 and IPv6 (use elements of the VIP's family, or DSR)",
+                    family_name(vip.addr),
+                    family_name(e.addr),
+                    e.element_addr()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The element `addr` of `pool`, however it was written: exactly, or, in a pool that a DSR VIP
+/// serves, by its address (with no port, or its own, or the DSR VIP's).
+fn find_element(st: &State, pool: &PoolHandle, addr: &ElementAddr) -> Option<usize> {
+    st.find_element(pool, addr).or_else(|| {
+        let dsr_ports: Vec<u16> = dsr_vips(st, pool.as_str())
+            .map(|v| v.parsed().port)
+            .collect();
+        if dsr_ports.is_empty() {
+            return None;
+        }
+        st.elements.iter().position(|e| {
+            e.pool == pool.as_str()
+                && e.addr == addr.addr
+                && (addr.port.is_none()
+                    || e.port.is_none()
+                    || addr.port == e.port
+                    || addr.port.is_some_and(|p| dsr_ports.contains(&p)))
+        })
+    })
+}
+
 fn check_snat(vip: &Vip, mode: Mode, snat: Option<IpAddr>) -> Result<()> {
+    if let (Mode::Nat, Some(s)) = (mode, snat)
+        && s.is_ipv4() != vip.addr.is_ipv4()
+    {
+        bail!(
+            "VIP {vip} is {} and its --snat {s} is {}: NAT does not translate between IPv4 and IPv6",
+            family_name(vip.addr),
+            family_name(s)
+        );
+    }
     match (mode, snat) {
         (Mode::Nat, None) => bail!(
             "VIP {vip} in NAT mode needs --snat ADDR (the balancer's source address toward the elements)"
@@ -623,7 +777,7 @@ fn publish_vip_with(st: &mut State, maps: &mut Maps, i: usize, table: &[u32]) ->
         mode: v.mode.code(),
         flags: 0,
         _pad: [0; 2],
-        nat_timeout_s: v.nat_timeout_s,
+        timeout_s: st.options.vip_timeout_s(v),
         snat_addr: v.snat.map(addr_words).unwrap_or_default(),
     };
     maps.set_vip(&vip.key(), &info)?;

@@ -23,7 +23,7 @@ use tokio::{
 
 use rsplb_registrar::{config::RegistrarConfig, shell::Registrar};
 
-use crate::{control::Balancer, output, reconcile};
+use crate::{control::Balancer, output, reconcile, state::StateError};
 
 /// Daemon settings.
 #[derive(Debug, Clone)]
@@ -90,11 +90,36 @@ async fn serve_metrics(listener: TcpListener, balancer: Arc<Mutex<Balancer>>) {
     }
 }
 
-/// One maintenance pass: next hops, then NAT expiry.
-fn maintain(balancer: &Mutex<Balancer>) {
+/// The error of a state file that cannot be read (missing, empty, corrupt), if `e` is one.
+fn unreadable_state(e: &anyhow::Error) -> Option<&StateError> {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<StateError>())
+        .find(|s| matches!(s, StateError::Json { .. } | StateError::Io { .. }))
+}
+
+/// One maintenance pass: next hops, then NAT expiry. Fails only when the state file cannot be
+/// read: the daemon could then apply no change at all, so it must stop and say so rather than
+/// keep running as if it worked.
+fn maintain(balancer: &Mutex<Balancer>) -> Result<()> {
     let Ok(mut b) = balancer.lock() else {
-        return;
+        return Ok(());
     };
+    let iface = b.interface().to_string();
+    let fatal = |e: &anyhow::Error| -> Result<()> {
+        match unreadable_state(e) {
+            Some(s) => {
+                let msg = format!(
+                    "{s}: this daemon cannot apply any change to {iface} (the dataplane keeps forwarding with its last tables); stopping. `rsplb attach {iface} --recover-state` rebuilds the state from the pinned maps"
+                );
+                log::error!("{msg}");
+                Err(anyhow::anyhow!(msg))
+            }
+            None => Ok(()),
+        }
+    };
+    if let Err(e) = b.state() {
+        return fatal(&e);
+    }
     match b.refresh_nexthops(Duration::from_millis(200)) {
         Ok((changed, unresolved)) => {
             if changed > 0 {
@@ -107,13 +132,17 @@ fn maintain(balancer: &Mutex<Balancer>) {
                 );
             }
         }
-        Err(e) => log::warn!("{}: refreshing next hops: {e:#}", b.interface()),
+        Err(e) => {
+            fatal(&e)?;
+            log::warn!("{iface}: refreshing next hops: {e:#}");
+        }
     }
     match b.expire_nat() {
         Ok(0) => {}
         Ok(n) => log::info!("{}: expired {n} NAT translation(s)", b.interface()),
         Err(e) => log::warn!("{}: expiring NAT translations: {e:#}", b.interface()),
     }
+    Ok(())
 }
 
 /// Runs until SIGINT or SIGTERM.
@@ -165,7 +194,9 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
                 _ = int.recv() => break Ok(()),
             }
             let b = balancer.clone();
-            let _ = tokio::task::spawn_blocking(move || maintain(&b)).await;
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || maintain(&b)).await {
+                break Err(e);
+            }
         };
         if let Some(r) = registrar {
             r.stop().await;

@@ -17,7 +17,9 @@ pub mod maps;
 pub mod nexthop;
 pub mod output;
 pub mod reconcile;
+pub mod recover;
 pub mod state;
+pub mod veth;
 
 /// The compiled XDP program (ELF, BTF), built by build.rs.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsplb-xdp"));

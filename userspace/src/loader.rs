@@ -15,12 +15,12 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use rsplb_common::{Config, PROGRAM_NAME, maps};
+use rsplb_common::{MAX_FLOW_TIMEOUT_S, PROGRAM_NAME, maps};
 
 use crate::{
     maglev,
     maps::{LINK_PIN, Maps, PIN_ROOT, pin_dir},
-    state::{AttachOptions, State, StateLock, state_dir},
+    state::{AttachOptions, State, StateError, StateLock, state_dir},
 };
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -121,14 +121,41 @@ pub fn validate(opts: &AttachOptions) -> Result<()> {
     if opts.nat_port_min == 0 || opts.nat_port_min > opts.nat_port_max {
         bail!("--nat-ports must be MIN-MAX with 1 <= MIN <= MAX");
     }
+    for (flag, t) in [
+        ("--dsr-tcp-timeout", opts.dsr_tcp_timeout_s),
+        ("--dsr-udp-timeout", opts.dsr_udp_timeout_s),
+        ("--nat-tcp-timeout", opts.nat_tcp_timeout_s),
+        ("--nat-udp-timeout", opts.nat_udp_timeout_s),
+    ] {
+        check_timeout(flag, t)?;
+    }
+    Ok(())
+}
+
+/// Idle timeouts are 1 s to `MAX_FLOW_TIMEOUT_S` (the flow table's clock wraps).
+pub fn check_timeout(flag: &str, secs: u32) -> Result<()> {
+    if secs == 0 || secs > MAX_FLOW_TIMEOUT_S {
+        bail!("{flag} must be 1..={MAX_FLOW_TIMEOUT_S} seconds (20 days), not {secs}");
+    }
     Ok(())
 }
 
 /// What `attach` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttachOutcome {
-    Loaded { prog_id: u32 },
-    Readopted { prog_id: u32 },
+    Loaded {
+        prog_id: u32,
+    },
+    Readopted {
+        prog_id: u32,
+    },
+    /// Re-adopted, with the state rebuilt from the pinned maps (`--recover-state`): these many
+    /// VIPs and elements.
+    Recovered {
+        prog_id: u32,
+        vips: usize,
+        elements: usize,
+    },
 }
 
 /// Program id attached to `ifindex` through the pinned link, if that link is alive.
@@ -172,12 +199,27 @@ fn describe_netns(name: &Option<String>, inode: u64) -> String {
     }
 }
 
+/// How `attach` treats an attachment whose state file is unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateRecovery {
+    /// Refuse, naming the file and `--recover-state` (the dataplane is left as it is).
+    #[default]
+    Refuse,
+    /// Rebuild the state from the pinned maps (`crate::recover`).
+    FromMaps,
+}
+
 /// Loads and attaches, or re-adopts an existing attachment. `netns_name` is only recorded.
+///
+/// The pinned maps are the truth of a live attachment: a state file that is missing, empty,
+/// corrupt or unreadable never makes `attach` reload it (which would empty every table). Without
+/// `recovery` it refuses; with [`StateRecovery::FromMaps`] it rebuilds the state from the maps.
 pub fn attach(
     iface: &str,
     opts: &AttachOptions,
     force: bool,
     netns_name: Option<String>,
+    recovery: StateRecovery,
 ) -> Result<AttachOutcome> {
     require_root("attaching XDP")?;
     validate(opts)?;
@@ -187,8 +229,50 @@ pub fn attach(
     let sdir = state_dir(iface);
     let _lock = StateLock::acquire(&sdir)?;
     let state_path = sdir.join("state.json");
-    let previous = State::load(&state_path).ok();
     let pdir = pin_dir(iface);
+    let loaded = State::load(&state_path);
+    let link_prog = pinned_link_prog_id(iface);
+    let live = link_prog.is_some() && link_prog == attached_xdp_prog_id(ifindex);
+    let previous = match loaded {
+        Ok(st) => Some(st),
+        Err(StateError::Io { source, .. }) if source.kind() == ErrorKind::NotFound && !live => None,
+        Err(e) if live && recovery == StateRecovery::FromMaps => {
+            let generic = crate::nexthop::Netlink::new()
+                .and_then(|mut nl| nl.xdp_generic(ifindex))
+                .unwrap_or(opts.generic);
+            let st =
+                crate::recover::state_from_maps(&pdir, iface, ifindex, inode, netns_name, generic)
+                    .with_context(|| {
+                        format!("rebuilding {} from the pinned maps", state_path.display())
+                    })?;
+            st.save(&state_path)?;
+            log::warn!(
+                "{iface}: {} was unreadable ({e}); rebuilt it from the pinned maps",
+                state_path.display()
+            );
+            return Ok(AttachOutcome::Recovered {
+                prog_id: link_prog.unwrap_or(0),
+                vips: st.vips.len(),
+                elements: st.elements.len(),
+            });
+        }
+        Err(e) if live => bail!(
+            "{e}. `{iface}` is attached and forwarding with its pinned maps (left untouched): \
+             `rsplb attach {iface} --recover-state` rebuilds {} from them (VIPs, modes, elements, \
+             weights; pool names become recovered-N), or restore the file from a backup",
+            state_path.display()
+        ),
+        Err(e) if pdir.join(LINK_PIN).exists() => {
+            // Pins of a program that is no longer attached: nothing live to lose.
+            log::warn!("{iface}: ignoring {e}: the pinned program is not attached any more");
+            None
+        }
+        Err(StateError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => None,
+        Err(e) => {
+            log::warn!("{iface}: ignoring {e}: nothing is attached");
+            None
+        }
+    };
 
     if pdir.join(LINK_PIN).exists() {
         if let Some(prev) = &previous
@@ -204,9 +288,7 @@ pub fn attach(
                 );
             }
         }
-        let link_prog = pinned_link_prog_id(iface);
-        let live = link_prog.is_some()
-            && link_prog == attached_xdp_prog_id(ifindex)
+        let live = live
             && previous
                 .as_ref()
                 .is_some_and(|p| p.ifindex == ifindex && p.netns_inode == inode);
@@ -283,14 +365,7 @@ fn load_and_attach(iface: &str, ifindex: u32, opts: &AttachOptions) -> Result<u3
                 .with_context(|| format!("pinning {name} at {}", pdir.display()))?;
         }
         let mut m = Maps::open(&pdir)?;
-        m.write_config(&Config {
-            maglev_size: opts.maglev_size,
-            nat_tcp_timeout_s: 300,
-            nat_udp_timeout_s: 30,
-            nat_port_min: opts.nat_port_min,
-            nat_port_max: opts.nat_port_max,
-            flow_sets: rsplb_common::flow_sets(opts.flow_capacity),
-        })?;
+        m.write_config(&opts.config())?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or_else(|| anyhow!("the XDP object has no program {PROGRAM_NAME}"))?

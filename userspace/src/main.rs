@@ -11,7 +11,7 @@ use rsplb::{
     addr::{ElementAddr, Mode, PoolHandle, Vip, parse_port_range, parse_weight},
     control::Balancer,
     daemon, loader, output,
-    state::AttachOptions,
+    state::{AttachOptions, ElementState},
 };
 use rsplb_registrar::config::RegistrarConfig;
 
@@ -53,8 +53,16 @@ enum Cmd {
         after_long_help = "The process exits after attaching: the pinned link keeps the \
         program attached. Attaching an interface that rsplb already attached re-adopts it \
         without reloading, so no flow is dropped; --force reloads (keeping VIPs and elements).\n\n\
+        Idle flows age out: a DSR flow entry after --dsr-tcp-timeout (TCP, SCTP) or \
+        --dsr-udp-timeout, a NAT translation after --nat-tcp-timeout or --nat-udp-timeout (or the \
+        VIP's own --nat-timeout); the flow's next packet is then placed as a new flow.\n\n\
+        On a veth, frames sent back out (XDP_TX, XDP_REDIRECT) reach the peer only if the peer has \
+        an XDP program of its own (XDP_PASS is enough) and the veths that send to this one have \
+        checksum offload off (`ethtool -K PEER tx off`); attach warns when it can see otherwise.\n\n\
         Examples:\n  rsplb attach eth1\n  rsplb attach veth0 --generic --maglev-size 4093 --max-vips 8\n  \
-        rsplb --netns lb attach veth-lb"
+        rsplb attach eth1 --dsr-tcp-timeout 900 --dsr-udp-timeout 60\n  \
+        rsplb --netns lb attach veth-lb\n  \
+        rsplb attach eth1 --recover-state   (state.json lost or damaged: rebuild it from the maps)"
     )]
     Attach(AttachArgs),
     /// Remove the program, its link, maps and state from an interface.
@@ -159,9 +167,27 @@ struct AttachArgs {
     /// SNAT source ports for NAT VIPs, inclusive.
     #[arg(long, default_value = "20000-60999", value_name = "MIN-MAX", value_parser = parse_port_range)]
     nat_ports: (u16, u16),
+    /// DSR: seconds a TCP or SCTP flow may stay idle before its flow entry ages out (its next
+    /// packet is then placed by Maglev like a new flow's).
+    #[arg(long, default_value_t = rsplb::state::DEFAULT_TCP_TIMEOUT_S, value_name = "SECS")]
+    dsr_tcp_timeout: u32,
+    /// DSR: the same for UDP flows.
+    #[arg(long, default_value_t = rsplb::state::DEFAULT_UDP_TIMEOUT_S, value_name = "SECS")]
+    dsr_udp_timeout: u32,
+    /// NAT: seconds a TCP translation may stay idle (a VIP's --nat-timeout overrides it).
+    #[arg(long, default_value_t = rsplb::state::DEFAULT_TCP_TIMEOUT_S, value_name = "SECS")]
+    nat_tcp_timeout: u32,
+    /// NAT: the same for UDP translations.
+    #[arg(long, default_value_t = rsplb::state::DEFAULT_UDP_TIMEOUT_S, value_name = "SECS")]
+    nat_udp_timeout: u32,
     /// Reload even if already attached (or attached from another network namespace).
     #[arg(long)]
     force: bool,
+    /// When /run/rsplb/IFACE/state.json is missing or damaged while the program is attached,
+    /// rebuild it from the pinned maps instead of refusing (pool names become recovered-N,
+    /// weights come back as the Maglev table's proportions).
+    #[arg(long)]
+    recover_state: bool,
 }
 
 #[derive(Subcommand)]
@@ -213,7 +239,10 @@ enum VipCmd {
 enum ElementCmd {
     /// Add an element to a pool (creates the pool).
     #[command(
-        after_long_help = "The port defaults to the VIP's port (DSR cannot change ports).\n\n\
+        after_long_help = "The port defaults to the VIP's port. DSR cannot change ports: in a \
+        pool served by a DSR VIP an element is its address (198.18.1.2 and 198.18.1.2:80 are the \
+        same element of a VIP on port 80) and another port is refused. A NAT VIP's elements must \
+        be of the VIP's address family.\n\n\
         Examples:\n  rsplb element add web 198.18.1.2 --weight 3\n  rsplb element add dns [fd00::2]:5353"
     )]
     Add {
@@ -224,7 +253,7 @@ enum ElementCmd {
         #[arg(long, default_value = "1", value_parser = parse_weight)]
         weight: u16,
     },
-    /// Change an element's weight.
+    /// Change an element's weight (a draining element stays draining: see `element undrain`).
     #[command(after_long_help = "Example:\n  rsplb element weight web 198.18.1.2 10")]
     Weight {
         pool: PoolHandle,
@@ -233,8 +262,15 @@ enum ElementCmd {
         weight: u16,
     },
     /// Stop giving an element new flows; its existing flows stay.
-    #[command(after_long_help = "Example:\n  rsplb element drain web 198.18.1.2")]
+    #[command(
+        after_long_help = "In a pool served by a DSR VIP an element is its address: \
+        198.18.1.2 and 198.18.1.2:80 name the same element.\n\n\
+        Examples:\n  rsplb element drain web 198.18.1.2\n  rsplb element undrain web 198.18.1.2"
+    )]
     Drain { pool: PoolHandle, addr: ElementAddr },
+    /// Put a drained element back in service with its weight (new flows reach it again).
+    #[command(after_long_help = "Example:\n  rsplb element undrain web 198.18.1.2")]
+    Undrain { pool: PoolHandle, addr: ElementAddr },
     /// Remove an element; its flows are re-selected.
     #[command(after_long_help = "Example:\n  rsplb element del web 198.18.1.2")]
     Del { pool: PoolHandle, addr: ElementAddr },
@@ -328,13 +364,38 @@ fn run(cli: Cli) -> Result<()> {
                 nat_port_min: a.nat_ports.0,
                 nat_port_max: a.nat_ports.1,
                 generic: a.generic,
+                dsr_tcp_timeout_s: a.dsr_tcp_timeout,
+                dsr_udp_timeout_s: a.dsr_udp_timeout,
+                nat_tcp_timeout_s: a.nat_tcp_timeout,
+                nat_udp_timeout_s: a.nat_udp_timeout,
                 ..AttachOptions::default()
             };
-            match loader::attach(&a.iface, &opts, a.force, cli.netns.clone())? {
+            let recovery = if a.recover_state {
+                loader::StateRecovery::FromMaps
+            } else {
+                loader::StateRecovery::Refuse
+            };
+            let outcome = loader::attach(&a.iface, &opts, a.force, cli.netns.clone(), recovery)?;
+            if !a.generic
+                && let Some(w) = loader::ifindex(&a.iface)
+                    .ok()
+                    .and_then(|i| rsplb::veth::warning(&a.iface, i))
+            {
+                eprintln!("rsplb: warning: {w}");
+            }
+            match outcome {
                 loader::AttachOutcome::Loaded { prog_id } => eprintln!(
                     "rsplb: attached to {} in {} mode (program id {prog_id})",
                     a.iface,
                     if a.generic { "generic" } else { "native" }
+                ),
+                loader::AttachOutcome::Recovered {
+                    prog_id,
+                    vips,
+                    elements,
+                } => eprintln!(
+                    "rsplb: {} is attached (program id {prog_id}); rebuilt its state from the pinned maps: {vips} VIP(s), {elements} element(s). Pool names are recovered-N and weights the Maglev tables' proportions: check `rsplb element list` and `rsplb vip list`",
+                    a.iface
                 ),
                 loader::AttachOutcome::Readopted { prog_id } => eprintln!(
                     "rsplb: {} was already attached; re-adopted the pinned program (id {prog_id}) without reloading",
@@ -431,10 +492,41 @@ fn run(cli: Cli) -> Result<()> {
                         .set_weight(&pool, addr, weight)
                         .with_context(|| format!("weighting {addr} in pool {pool} on {iface}"))?;
                     warn(&addr, &r);
+                    let e = &r.element;
+                    match e.state {
+                        ElementState::Active => eprintln!(
+                            "rsplb: {} in pool {pool}: weight {}",
+                            e.element_addr(),
+                            e.weight
+                        ),
+                        ElementState::Draining => eprintln!(
+                            "rsplb: {} in pool {pool}: weight {}; it is still draining (no new flows): `rsplb element undrain {pool} {}` puts it back in service",
+                            e.element_addr(),
+                            e.weight,
+                            e.element_addr()
+                        ),
+                    }
                 }
-                ElementCmd::Drain { pool, addr } => b
-                    .drain_element(&pool, addr)
-                    .with_context(|| format!("draining {addr} in pool {pool} on {iface}"))?,
+                ElementCmd::Drain { pool, addr } => {
+                    let e = b
+                        .drain_element(&pool, addr)
+                        .with_context(|| format!("draining {addr} in pool {pool} on {iface}"))?;
+                    eprintln!(
+                        "rsplb: {} in pool {pool} is draining: no new flows, its existing flows stay (`rsplb element undrain {pool} {}` undoes it)",
+                        e.element_addr(),
+                        e.element_addr()
+                    );
+                }
+                ElementCmd::Undrain { pool, addr } => {
+                    let e = b
+                        .undrain_element(&pool, addr)
+                        .with_context(|| format!("undraining {addr} in pool {pool} on {iface}"))?;
+                    eprintln!(
+                        "rsplb: {} in pool {pool} is back in service with weight {}",
+                        e.element_addr(),
+                        e.weight
+                    );
+                }
                 ElementCmd::Del { pool, addr } => b
                     .remove_element(&pool, addr)
                     .with_context(|| format!("removing {addr} from pool {pool} on {iface}"))?,

@@ -12,13 +12,24 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    link::{LinkAttribute, LinkMessage, LinkXdp},
+    link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteMessage},
 };
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_ROUTE};
 
 use crate::state::NextHop;
+
+/// What [`Netlink::link_summary`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkSummary {
+    pub name: String,
+    pub veth: bool,
+    /// The peer's ifindex (in its own namespace) for a veth.
+    pub link: Option<u32>,
+    /// The nsid (in this namespace) of the namespace the peer lives in, when it is another.
+    pub link_netnsid: Option<i32>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NextHopError {
@@ -236,6 +247,64 @@ impl Netlink {
             }
         }
         Ok(None)
+    }
+
+    /// The link `ifindex` as far as the veth checks need it: its name, whether it is a veth,
+    /// its peer's ifindex (`IFLA_LINK`) and whether that peer is in another network namespace.
+    pub fn link_summary(&mut self, ifindex: u32) -> Result<LinkSummary, NextHopError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        let replies = self.request(RouteNetlinkMessage::GetLink(msg), NLM_F_REQUEST)?;
+        let mut out = LinkSummary::default();
+        for r in replies {
+            if let RouteNetlinkMessage::NewLink(m) = r {
+                for a in &m.attributes {
+                    match a {
+                        LinkAttribute::IfName(n) => out.name = n.clone(),
+                        LinkAttribute::Link(l) => out.link = Some(*l),
+                        LinkAttribute::LinkNetNsId(id) => out.link_netnsid = Some(*id),
+                        LinkAttribute::LinkInfo(infos) => {
+                            out.veth |= infos
+                                .iter()
+                                .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The nsid this namespace gives the network namespace open as `fd` (RTM_GETNSID), if any.
+    pub fn nsid_of(&mut self, fd: i32) -> Result<Option<i32>, NextHopError> {
+        use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+        let mut msg = NsidMessage::default();
+        msg.attributes.push(NsidAttribute::Fd(fd as u32));
+        let replies = self.request(RouteNetlinkMessage::GetNsId(msg), NLM_F_REQUEST)?;
+        for r in replies {
+            if let RouteNetlinkMessage::NewNsId(m) = r {
+                for a in m.attributes {
+                    if let NsidAttribute::Id(id) = a {
+                        return Ok((id >= 0).then_some(id));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether `ifindex` has an XDP program attached in generic (SKB) mode.
+    pub fn xdp_generic(&mut self, ifindex: u32) -> Result<bool, NextHopError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        let replies = self.request(RouteNetlinkMessage::GetLink(msg), NLM_F_REQUEST)?;
+        Ok(replies.iter().any(|r| {
+            matches!(r, RouteNetlinkMessage::NewLink(m) if m.attributes.iter().any(|a| {
+                matches!(a, LinkAttribute::Xdp(x)
+                    if x.iter().any(|x| matches!(x, LinkXdp::SkbProgId(id) if *id != 0)))
+            }))
+        }))
     }
 
     /// Resolves the next hop toward `addr`. When the neighbour is unknown, provokes resolution

@@ -61,6 +61,63 @@ pub struct AttachOptions {
     pub nat_port_max: u16,
     /// `true` = generic (SKB) mode, `false` = native (driver) mode.
     pub generic: bool,
+    /// Idle timeouts of flows, seconds: DSR flow entries (TCP and SCTP; UDP) and NAT
+    /// translations (TCP; UDP) of VIPs without a `--nat-timeout` of their own. (State files
+    /// written before these existed get the defaults.)
+    #[serde(default = "default_dsr_tcp_timeout")]
+    pub dsr_tcp_timeout_s: u32,
+    #[serde(default = "default_dsr_udp_timeout")]
+    pub dsr_udp_timeout_s: u32,
+    #[serde(default = "default_nat_tcp_timeout")]
+    pub nat_tcp_timeout_s: u32,
+    #[serde(default = "default_nat_udp_timeout")]
+    pub nat_udp_timeout_s: u32,
+}
+
+/// Default idle timeouts, seconds: long for connections (which end with FIN/RST, and whose
+/// keep-alives keep them fresh), short for UDP.
+pub const DEFAULT_TCP_TIMEOUT_S: u32 = 300;
+pub const DEFAULT_UDP_TIMEOUT_S: u32 = 30;
+
+fn default_dsr_tcp_timeout() -> u32 {
+    DEFAULT_TCP_TIMEOUT_S
+}
+fn default_dsr_udp_timeout() -> u32 {
+    DEFAULT_UDP_TIMEOUT_S
+}
+fn default_nat_tcp_timeout() -> u32 {
+    DEFAULT_TCP_TIMEOUT_S
+}
+fn default_nat_udp_timeout() -> u32 {
+    DEFAULT_UDP_TIMEOUT_S
+}
+
+impl AttachOptions {
+    /// The dataplane configuration these options give (`RSPLB_CONFIG`).
+    pub fn config(&self) -> rsplb_common::Config {
+        rsplb_common::Config {
+            maglev_size: self.maglev_size,
+            nat_tcp_timeout_s: self.nat_tcp_timeout_s,
+            nat_udp_timeout_s: self.nat_udp_timeout_s,
+            nat_port_min: self.nat_port_min,
+            nat_port_max: self.nat_port_max,
+            flow_sets: rsplb_common::flow_sets(self.flow_capacity),
+            dsr_tcp_timeout_s: self.dsr_tcp_timeout_s,
+            dsr_udp_timeout_s: self.dsr_udp_timeout_s,
+        }
+    }
+
+    /// The idle timeout the dataplane applies to the flows of `vip` (`VipInfo::timeout_s`).
+    pub fn vip_timeout_s(&self, vip: &VipState) -> u32 {
+        let udp = vip.parsed().proto == crate::addr::Protocol::Udp;
+        match vip.mode {
+            Mode::Nat if vip.nat_timeout_s > 0 => vip.nat_timeout_s,
+            Mode::Nat if udp => self.nat_udp_timeout_s,
+            Mode::Nat => self.nat_tcp_timeout_s,
+            Mode::Dsr if udp => self.dsr_udp_timeout_s,
+            Mode::Dsr => self.dsr_tcp_timeout_s,
+        }
+    }
 }
 
 impl Default for AttachOptions {
@@ -74,6 +131,10 @@ impl Default for AttachOptions {
             nat_port_min: 20000,
             nat_port_max: 60999,
             generic: false,
+            dsr_tcp_timeout_s: DEFAULT_TCP_TIMEOUT_S,
+            dsr_udp_timeout_s: DEFAULT_UDP_TIMEOUT_S,
+            nat_tcp_timeout_s: DEFAULT_TCP_TIMEOUT_S,
+            nat_udp_timeout_s: DEFAULT_UDP_TIMEOUT_S,
         }
     }
 }

@@ -331,7 +331,7 @@ fn attach_configure_readopt_detach() {
         "element",
         "add",
         "web",
-        &format!("{ghost}:8080"),
+        &format!("{ghost}:80"),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("unresolved"), "{}", stderr(&o));
@@ -359,7 +359,7 @@ fn attach_configure_readopt_detach() {
     assert!(real["ifindex"].is_u64());
     let ghost_row = els
         .iter()
-        .find(|e| e["address"] == format!("{ghost}:8080").as_str())
+        .find(|e| e["address"] == format!("{ghost}:80").as_str())
         .expect("ghost element");
     assert_eq!(ghost_row["mac"], Value::Null);
 
@@ -394,14 +394,7 @@ fn attach_configure_readopt_detach() {
     let els = lab.json(&["-i", &lab.lb_if, "element", "list", "--json"]);
     assert_eq!(els["elements"].as_array().unwrap().len(), 2);
 
-    lab.ok(&[
-        "-i",
-        &lab.lb_if,
-        "element",
-        "del",
-        "web",
-        &format!("{ghost}:8080"),
-    ]);
+    lab.ok(&["-i", &lab.lb_if, "element", "del", "web", &ghost]);
     lab.ok(&["-i", &lab.lb_if, "vip", "del", &vip]);
     let stats = lab.json(&["-i", &lab.lb_if, "stats", "--json"]);
     assert!(stats["global"]["action_tx"].is_u64());
@@ -513,4 +506,510 @@ fn two_balancers_with_the_same_pool_show_the_same_table_digest() {
         assert_eq!(digest(&a), digest(&b), "after {change:?} on both");
     }
     assert_ne!(digest(&a), empty_a);
+}
+
+/// The addresses of the elements of `pool`, as `element list --json` shows them.
+fn element_rows(lab: &Lab, pool: &str) -> Vec<Value> {
+    let v = lab.json(&["-i", &lab.lb_if, "element", "list", pool, "--json"]);
+    v["elements"].as_array().expect("elements").clone()
+}
+
+#[test]
+fn a_drained_element_is_put_back_in_service_and_each_command_says_what_it_did() {
+    let lab = Lab::new();
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+    ]);
+    let vip = format!("{}:80/tcp", lab.ip(100));
+    lab.ok(&["-i", &lab.lb_if, "vip", "add", &vip, "--pool", "web"]);
+    let el = lab.ip(2);
+    lab.ok(&[
+        "-i", &lab.lb_if, "element", "add", "web", &el, "--weight", "3",
+    ]);
+
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "drain", "web", &el]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("draining"), "{}", stderr(&o));
+    assert_eq!(element_rows(&lab, "web")[0]["state"], "draining");
+
+    // A weight change says the element is still draining, and how to undo that.
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "weight", "web", &el, "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("still draining"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("element undrain web"), "{}", stderr(&o));
+    // Adding it again points at both commands.
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "add", "web", &el]);
+    assert_clean_failure(&o, "element undrain");
+
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "undrain", "web", &el]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("back in service with weight 5"),
+        "{}",
+        stderr(&o)
+    );
+    let row = &element_rows(&lab, "web")[0];
+    assert_eq!(
+        (row["state"].as_str(), row["weight"].as_u64()),
+        (Some("active"), Some(5))
+    );
+
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "undrain", "web", &lab.ip(77)]);
+    assert_clean_failure(&o, "no element");
+    let o = rsplb(&["element", "undrain", "--help"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Example"));
+}
+
+#[test]
+fn in_a_dsr_pool_an_element_is_its_address() {
+    let lab = Lab::new();
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+    ]);
+    let vip = format!("{}:80/tcp", lab.ip(100));
+    lab.ok(&["-i", &lab.lb_if, "vip", "add", &vip, "--pool", "web"]);
+    let el = lab.ip(3);
+    // Written with the VIP's port: the same element as the bare address.
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "web",
+        &format!("{el}:80"),
+    ]);
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "add", "web", &el]);
+    assert_clean_failure(&o, "already in pool web");
+    let rows = element_rows(&lab, "web");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0]["address"],
+        format!("{el}:80").as_str(),
+        "as first written"
+    );
+    // Another port cannot work in DSR: refused, saying why.
+    let o = lab.rsplb(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "web",
+        &format!("{el}:8080"),
+    ]);
+    assert_clean_failure(&o, "DSR cannot change ports");
+    let o = lab.rsplb(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "web",
+        &format!("{}:8080", lab.ip(4)),
+    ]);
+    assert_clean_failure(&o, "DSR cannot change ports");
+    // Found however it is written.
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "drain",
+        "web",
+        &format!("{el}:80"),
+    ]);
+    assert_eq!(element_rows(&lab, "web")[0]["state"], "draining");
+    lab.ok(&["-i", &lab.lb_if, "element", "undrain", "web", &el]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "del",
+        "web",
+        &format!("{el}:80"),
+    ]);
+    assert!(element_rows(&lab, "web").is_empty());
+
+    // Elements added before their DSR VIP: two spellings of one address are refused at `vip add`.
+    lab.ok(&["-i", &lab.lb_if, "element", "add", "early", &el]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "early",
+        &format!("{el}:80"),
+    ]);
+    let vip2 = format!("{}:80/tcp", lab.ip(101));
+    let o = lab.rsplb(&["-i", &lab.lb_if, "vip", "add", &vip2, "--pool", "early"]);
+    assert_clean_failure(&o, "one element");
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "del",
+        "early",
+        &format!("{el}:80"),
+    ]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "early",
+        &format!("{}:8080", lab.ip(5)),
+    ]);
+    let o = lab.rsplb(&["-i", &lab.lb_if, "vip", "add", &vip2, "--pool", "early"]);
+    assert_clean_failure(&o, "cannot change ports");
+}
+
+#[test]
+fn nat_between_address_families_is_refused_naming_both() {
+    let lab = Lab::new();
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+    ]);
+    let vip = format!("{}:80/tcp", lab.ip(100));
+    let snat = lab.ip(1);
+    lab.ok(&[
+        "-i", &lab.lb_if, "vip", "add", &vip, "--pool", "web", "--mode", "nat", "--snat", &snat,
+    ]);
+    let o = lab.rsplb(&["-i", &lab.lb_if, "element", "add", "web", "[fd00::2]:8080"]);
+    assert_clean_failure(&o, "NAT does not translate between IPv4 and IPv6");
+    assert!(stderr(&o).contains("IPv4 NAT VIP"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is IPv6"), "{}", stderr(&o));
+    assert!(element_rows(&lab, "web").is_empty());
+
+    // The other way round: a pool of IPv6 elements, then an IPv4 NAT VIP on it.
+    lab.ok(&["-i", &lab.lb_if, "element", "add", "v6pool", "fd00::5"]);
+    let vip2 = format!("{}:81/tcp", lab.ip(100));
+    let o = lab.rsplb(&[
+        "-i", &lab.lb_if, "vip", "add", &vip2, "--pool", "v6pool", "--mode", "nat", "--snat", &snat,
+    ]);
+    assert_clean_failure(&o, "VIP");
+    assert!(stderr(&o).contains("is IPv4"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("IPv6 element"), "{}", stderr(&o));
+    // Nor may a DSR VIP on that pool become NAT.
+    lab.ok(&["-i", &lab.lb_if, "vip", "add", &vip2, "--pool", "v6pool"]);
+    let o = lab.rsplb(&[
+        "-i", &lab.lb_if, "vip", "change", &vip2, "--mode", "nat", "--snat", &snat,
+    ]);
+    assert_clean_failure(&o, "NAT does not translate");
+    // An SNAT address of the other family is refused too.
+    let vip3 = format!("{}:82/tcp", lab.ip(100));
+    let o = lab.rsplb(&[
+        "-i", &lab.lb_if, "vip", "add", &vip3, "--pool", "p3", "--mode", "nat", "--snat", "fd00::1",
+    ]);
+    assert_clean_failure(&o, "--snat fd00::1 is IPv6");
+}
+
+/// What a state file can look like after a crash, a full disk or a careless hand: empty, not
+/// JSON, cut off mid-way.
+fn damaged_state_files(good: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("empty", String::new()),
+        ("garbage", "\u{1}\u{2}not json at all".to_string()),
+        ("truncated", good[..good.len() / 2].to_string()),
+    ]
+}
+
+#[test]
+fn attach_never_wipes_a_live_attachment_whose_state_file_is_damaged() {
+    let lab = Lab::new();
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+    ]);
+    let prog = lab.prog_id().expect("prog id");
+    let dsr = format!("{}:80/tcp", lab.ip(100));
+    let nat = format!("{}:8080/tcp", lab.ip(101));
+    lab.ok(&["-i", &lab.lb_if, "vip", "add", &dsr, "--pool", "web"]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "vip",
+        "add",
+        &nat,
+        "--pool",
+        "api",
+        "--mode",
+        "nat",
+        "--snat",
+        &lab.ip(1),
+        "--nat-timeout",
+        "77",
+    ]);
+    lab.ok(&["-i", &lab.lb_if, "element", "add", "web", &lab.ip(2)]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "web",
+        &lab.ip(3),
+        "--weight",
+        "2",
+    ]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "api",
+        &format!("{}:9000", lab.ip(4)),
+    ]);
+    let path = format!("{}/state.json", lab.state_dir());
+    let good = std::fs::read_to_string(&path).unwrap();
+
+    let mut cases = damaged_state_files(&good);
+    cases.push(("missing", String::new()));
+    for (what, text) in cases {
+        if what == "missing" {
+            std::fs::remove_file(&path).unwrap();
+        } else {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let o = lab.rsplb(&[
+            "attach",
+            &lab.lb_if,
+            "--maglev-size",
+            "251",
+            "--max-vips",
+            "4",
+        ]);
+        assert_clean_failure(&o, &path);
+        assert!(
+            stderr(&o).contains("--recover-state"),
+            "{what}: {}",
+            stderr(&o)
+        );
+        // Nothing was touched: same program, still attached, pins in place.
+        assert_eq!(lab.prog_id(), Some(prog), "{what}: program replaced");
+        assert!(lab.xdp_on_link(), "{what}: detached");
+
+        // The maps hold the truth: rebuild the state from them.
+        let o = lab.rsplb(&["attach", &lab.lb_if, "--recover-state"]);
+        assert!(o.status.success(), "{what}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("2 VIP(s), 3 element(s)"),
+            "{what}: {}",
+            stderr(&o)
+        );
+        assert_eq!(lab.prog_id(), Some(prog), "{what}: program replaced");
+        let vips = lab.json(&["-i", &lab.lb_if, "vip", "list", "--json"]);
+        let vips = vips["vips"].as_array().unwrap();
+        let row = |v: &str| vips.iter().find(|r| r["vip"] == v).cloned().expect(v);
+        assert_eq!(row(&dsr)["mode"], "dsr", "{what}");
+        assert_eq!(row(&nat)["mode"], "nat", "{what}");
+        assert_eq!(row(&nat)["snat"], lab.ip(1).as_str(), "{what}");
+        let els = lab.json(&["-i", &lab.lb_if, "element", "list", "--json"]);
+        let els = els["elements"].as_array().unwrap();
+        let el = |a: &str| els.iter().find(|r| r["address"] == a).cloned().expect(a);
+        // The web pool (both elements, weights 1:2) and the api pool are told apart.
+        let (e2, e3, e4) = (
+            el(&lab.ip(2)),
+            el(&lab.ip(3)),
+            el(&format!("{}:9000", lab.ip(4))),
+        );
+        assert_eq!(e2["pool"], e3["pool"], "{what}");
+        assert_ne!(e2["pool"], e4["pool"], "{what}");
+        assert_eq!(row(&dsr)["pool"], e2["pool"], "{what}");
+        assert_eq!(row(&nat)["pool"], e4["pool"], "{what}");
+        assert_eq!(
+            (e2["weight"].as_u64(), e3["weight"].as_u64()),
+            (Some(1), Some(2))
+        );
+        // And the recovered state works: changes apply again.
+        let pool = e2["pool"].as_str().unwrap().to_string();
+        lab.ok(&[
+            "-i",
+            &lab.lb_if,
+            "element",
+            "weight",
+            &pool,
+            &lab.ip(2),
+            "2",
+        ]);
+        lab.ok(&[
+            "-i",
+            &lab.lb_if,
+            "element",
+            "weight",
+            &pool,
+            &lab.ip(2),
+            "1",
+        ]);
+    }
+}
+
+#[test]
+fn a_running_daemon_whose_state_file_is_damaged_stops_and_says_so() {
+    use std::{
+        process::{Child, Stdio},
+        time::{Duration, Instant},
+    };
+    struct Daemon(Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let lab = Lab::new();
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+    ]);
+    let vip = format!("{}:80/tcp", lab.ip(100));
+    lab.ok(&["-i", &lab.lb_if, "vip", "add", &vip, "--pool", "web"]);
+    let path = format!("{}/state.json", lab.state_dir());
+    let good = std::fs::read_to_string(&path).unwrap();
+    for (what, text) in damaged_state_files(&good) {
+        std::fs::write(&path, &good).unwrap();
+        let log = std::env::temp_dir().join(format!("{}-{what}.log", lab.lb_ns));
+        let mut daemon = Daemon(
+            Command::new(BIN)
+                .args([
+                    "--netns",
+                    &lab.lb_ns,
+                    "-i",
+                    &lab.lb_if,
+                    "run",
+                    "--interval",
+                    "0.2",
+                ])
+                .env_remove("RSPLB_NETNS")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        let started = Instant::now();
+        while !read_log().contains("running on") {
+            assert!(
+                daemon.0.try_wait().unwrap().is_none(),
+                "{what}: {}",
+                read_log()
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{what}: never started"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let damaged = Instant::now();
+        let status = loop {
+            if let Some(s) = daemon.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                damaged.elapsed() < Duration::from_secs(20),
+                "{what}: the daemon kept running on a damaged state file: {}",
+                read_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let err = read_log();
+        let _ = std::fs::remove_file(&log);
+        assert!(!status.success(), "{what}: exit status {status}: {err}");
+        assert!(err.contains("ERROR"), "{what}: no error logged: {err}");
+        assert!(
+            err.contains(&path) && err.contains("--recover-state"),
+            "{what}: {err}"
+        );
+        // The dataplane stays attached.
+        assert!(lab.xdp_on_link(), "{what}");
+    }
+}
+
+#[test]
+fn attach_on_a_veth_warns_until_the_peer_can_take_its_frames() {
+    let lab = Lab::new();
+    struct PeerPins(String);
+    impl Drop for PeerPins {
+        fn drop(&mut self) {
+            let _ = Command::new(BIN).args(["detach", &self.0]).output();
+            let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/rsplb/{}", self.0));
+            let _ = std::fs::remove_dir_all(format!("/run/rsplb/{}", self.0));
+        }
+    }
+    let _peer_pins = PeerPins(lab.peer_if.clone());
+    let small = ["--maglev-size", "251", "--max-vips", "2"];
+    let attach = |args: &[&str]| {
+        let mut full = vec!["attach", lab.lb_if.as_str()];
+        full.extend_from_slice(args);
+        let o = lab.rsplb(&full);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    // A fresh veth pair: the peer has no XDP program and checksum offload on.
+    let err = attach(&small);
+    assert!(err.contains("warning"), "{err}");
+    assert!(
+        err.contains(&format!("peer {} has no XDP program", lab.peer_if)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "ip -n {} link set dev {}",
+            lab.peer_ns, lab.peer_if
+        )),
+        "{err}"
+    );
+    assert!(err.contains("checksum offload is on"), "{err}");
+    assert!(
+        err.contains(&format!("ethtool -K {} tx off", lab.peer_if)),
+        "{err}"
+    );
+
+    // Checksum offload off: only the XDP part remains.
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.peer_ns,
+        "ethtool",
+        "-K",
+        &lab.peer_if,
+        "tx",
+        "off",
+    ]);
+    let err = attach(&small);
+    assert!(err.contains("has no XDP program"), "{err}");
+    assert!(!err.contains("checksum offload"), "{err}");
+
+    // An XDP program on the peer (here rsplb's own): no warning.
+    let o = rsplb(&[
+        "--netns",
+        &lab.peer_ns,
+        "attach",
+        &lab.peer_if,
+        "--maglev-size",
+        "251",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = attach(&small);
+    assert!(!err.contains("warning"), "{err}");
 }

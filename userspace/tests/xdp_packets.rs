@@ -293,29 +293,52 @@ fn draining_element_keeps_its_flows_but_gets_no_new_ones() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// New flows: a TCP SYN is pinned with one insert-if-absent; a SYN whose 5-tuple is already in the
-// flow table must be treated exactly like any other packet of that flow.
+// New flows: a TCP SYN (without ACK) is a new connection. It is placed by Maglev and overwrites
+// its 5-tuple's flow entry even when that entry is still there (a client reusing a port), so
+// drains and weight changes reach it; other packets of a flow follow the flow table.
 
 #[test]
-fn retransmitted_syn_keeps_its_element_while_the_table_changes() {
+fn syn_reusing_a_port_is_placed_as_new_over_its_old_flow_entry() {
     let mut lb = dsr_v4_tcp();
     lb.fill_table(0, &[1]);
     let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
     assert_eq!(element_of(&lb.run(&syn).1), 1);
     lb.fill_table(0, &[2]);
     let (action, out) = lb.run(&syn);
-    assert_eq!((action, element_of(&out)), (XDP_TX, 1));
-    assert_eq!(
-        lb.element_stats(1).new_flows,
-        1,
-        "a retransmission is not a new flow"
-    );
-    assert_eq!(lb.element_stats(2).packets, 0);
-    assert_eq!(lb.globals(), vec![("action_tx", 2)]);
+    assert_eq!((action, element_of(&out)), (XDP_TX, 2));
+    let flow = lb
+        .flow(&flow_key("198.18.5.1:40001", "198.18.0.10:80", PROTO_TCP))
+        .expect("re-pinned, in one way");
+    assert_eq!((flow.element, flow.generation), (2, 1));
+    // The new connection's next packets follow it.
+    let ack = Frame::tcp("198.18.5.1:40001", "198.18.0.10:80").build();
+    assert_eq!(element_of(&lb.run(&ack).1), 2);
+    assert_eq!(lb.element_stats(2).new_flows, 1);
+    assert_eq!(lb.vip_stats(0).new_flows, 2);
+    assert_eq!(lb.globals(), vec![("action_tx", 3)]);
 }
 
 #[test]
-fn syn_of_a_flow_whose_element_left_is_reselected() {
+fn syn_reusing_a_port_of_a_draining_elements_flow_goes_elsewhere() {
+    // The reported defect: every reused-port connection went back to the drained element.
+    let (mut lb, ack) = pinned_to_1_then_table_2();
+    let mut e = lb.get_element(1);
+    e.flags = ELEM_ACTIVE | ELEM_DRAINING;
+    lb.set_element(1, e);
+    // The established connection stays on the draining element...
+    assert_eq!(element_of(&lb.run(&ack).1), 1);
+    // ...and a new connection from the same client port does not.
+    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    for _ in 0..3 {
+        let (action, out) = lb.run(&syn);
+        assert_eq!((action, element_of(&out)), (XDP_TX, 2));
+        assert_eq!(element_of(&lb.run(&ack).1), 2);
+    }
+    assert_eq!(lb.element_stats(1).packets, 2);
+}
+
+#[test]
+fn syn_reusing_a_port_after_its_element_left_is_placed_without_a_reselection() {
     let mut lb = dsr_v4_tcp();
     lb.fill_table(0, &[1]);
     let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
@@ -326,7 +349,8 @@ fn syn_of_a_flow_whose_element_left_is_reselected() {
     lb.set_element(1, e);
     let (action, out) = lb.run(&syn);
     assert_eq!((action, element_of(&out)), (XDP_TX, 2));
-    assert_eq!(lb.global(stat::FLOW_RESELECTED), 1);
+    // A new connection, not a flow moved away from its element.
+    assert_eq!(lb.global(stat::FLOW_RESELECTED), 0);
     let flow = lb
         .flow(&flow_key("198.18.5.1:40001", "198.18.0.10:80", PROTO_TCP))
         .unwrap();
@@ -334,21 +358,151 @@ fn syn_of_a_flow_whose_element_left_is_reselected() {
 }
 
 #[test]
-fn syn_of_a_draining_elements_flow_is_served_even_with_an_empty_table() {
-    let mut lb = dsr_v4_tcp();
-    lb.fill_table(0, &[1]);
-    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
-    assert_eq!(element_of(&lb.run(&syn).1), 1);
+fn syn_with_no_element_in_service_is_dropped_and_the_old_flow_stays() {
+    let (mut lb, ack) = pinned_to_1_then_table_2();
     let mut e = lb.get_element(1);
     e.flags = ELEM_ACTIVE | ELEM_DRAINING;
     lb.set_element(1, e);
     lb.fill_table(0, &[NO_ELEMENT]);
-    let (action, out) = lb.run(&syn);
-    assert_eq!((action, element_of(&out)), (XDP_TX, 1));
-    // A new flow has nowhere to go.
-    let other = Frame::syn("198.18.5.1:40002", "198.18.0.10:80").build();
-    assert_eq!(lb.run(&other).0, XDP_DROP);
+    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    assert_eq!(lb.run(&syn).0, XDP_DROP);
     assert_eq!(lb.global(stat::DROP_NO_ELEMENT), 1);
+    // The draining element's connection keeps going.
+    assert_eq!(element_of(&lb.run(&ack).1), 1);
+}
+
+#[test]
+fn nat_syn_reusing_a_port_gets_a_new_translation_on_the_new_element() {
+    let mut lb = nat_lb("198.18.0.10:80", PROTO_TCP, SNAT_V4, "198.18.1.3", 8080);
+    let mut e4 = element(4, "198.18.1.4");
+    e4.port = 8080u16.to_be();
+    lb.set_element(4, e4);
+    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    let ack = Frame::tcp("198.18.5.1:40001", "198.18.0.10:80").build();
+    let (action, out) = lb.run(&syn);
+    assert_eq!((action, parse(&out).dst), (XDP_TX, sa("198.18.1.3:8080")));
+    // Element 3 drains: out of the table, in service for its flows.
+    let mut e3 = lb.get_element(3);
+    e3.flags = ELEM_ACTIVE | ELEM_DRAINING;
+    lb.set_element(3, e3);
+    lb.fill_table(2, &[4]);
+    assert_eq!(parse(&lb.run(&ack).1).dst, sa("198.18.1.3:8080"));
+    let (action, out) = lb.run(&syn);
+    let p = parse(&out);
+    assert_eq!((action, p.dst), (XDP_TX, sa("198.18.1.4:8080")));
+    assert!(p.ip_csum_ok && p.l4_csum_ok);
+    assert_eq!(parse(&lb.run(&ack).1).dst, sa("198.18.1.4:8080"));
+    let flow = lb
+        .flow(&flow_key("198.18.5.1:40001", "198.18.0.10:80", PROTO_TCP))
+        .unwrap();
+    assert_eq!(flow.element, 4);
+    // Replies from the new element reach the client.
+    let mut reply = Frame::tcp(
+        "198.18.1.4:8080",
+        &format!("{SNAT_V4}:{}", u16::from_be(flow.nat_port)),
+    );
+    reply.eth_src = element_mac(4);
+    let (action, out) = lb.run(&reply.build());
+    assert_eq!((action, parse(&out).dst), (XDP_TX, sa("198.18.5.1:40001")));
+    assert_eq!(lb.element_stats(4).new_flows, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle flows age out after their VIP's timeout (`VipInfo::timeout_s`, written by userspace).
+
+/// Flow table time units in `secs` seconds.
+fn flow_units(secs: u64) -> u32 {
+    ((secs * 1_000_000_000) >> rsplb_common::FLOW_TIME_SHIFT) as u32
+}
+
+#[test]
+fn idle_dsr_flow_ages_out_after_its_vips_timeout() {
+    let (mut lb, ack) = pinned_to_1_then_table_2();
+    let key = flow_key("198.18.5.1:40001", "198.18.0.10:80", PROTO_TCP);
+    // Idle for less than the timeout: still pinned.
+    lb.edit_flow(&key, |v| {
+        v.seen = v
+            .seen
+            .wrapping_sub(flow_units(support::FLOW_TIMEOUT_S as u64 - 5))
+    });
+    assert_eq!(element_of(&lb.run(&ack).1), 1);
+    // Idle for longer: gone, and placed again (here on the table's element 2).
+    lb.edit_flow(&key, |v| {
+        v.seen = v
+            .seen
+            .wrapping_sub(flow_units(support::FLOW_TIMEOUT_S as u64 + 5))
+    });
+    let (action, out) = lb.run(&ack);
+    assert_eq!((action, element_of(&out)), (XDP_TX, 2));
+    assert_eq!(lb.flow(&key).unwrap().element, 2);
+    assert_eq!(lb.element_stats(2).new_flows, 1);
+    assert_eq!(lb.global(stat::FLOW_RESELECTED), 0);
+}
+
+#[test]
+fn the_idle_timeout_is_the_vips_own() {
+    // A UDP VIP whose flows age after 30 s (what userspace writes for DSR UDP by default).
+    let mut lb = Lb::new();
+    let key = support::vip_key("198.18.0.10:53", PROTO_UDP);
+    lb.set_vip(
+        key,
+        VipInfo {
+            slot: 0,
+            table: 0,
+            mode: rsplb_common::MODE_DSR,
+            timeout_s: 30,
+            ..VipInfo::default()
+        },
+    );
+    lb.set_element(1, element(1, "198.18.1.1"));
+    lb.set_element(2, element(2, "198.18.1.2"));
+    lb.fill_table(0, &[1]);
+    let f = Frame::new(PROTO_UDP, "198.18.5.1:5353", "198.18.0.10:53").build();
+    assert_eq!(element_of(&lb.run(&f).1), 1);
+    lb.fill_table(0, &[2]);
+    let fk = flow_key("198.18.5.1:5353", "198.18.0.10:53", PROTO_UDP);
+    lb.edit_flow(&fk, |v| v.seen = v.seen.wrapping_sub(flow_units(25)));
+    assert_eq!(element_of(&lb.run(&f).1), 1, "25 s idle: kept");
+    lb.edit_flow(&fk, |v| v.seen = v.seen.wrapping_sub(flow_units(35)));
+    assert_eq!(element_of(&lb.run(&f).1), 2, "35 s idle: aged out");
+}
+
+#[test]
+fn unknown_vip_mode_is_passed_and_counted_as_such() {
+    let mut lb = dsr_v4_tcp();
+    let key = support::vip_key("198.18.0.10:80", PROTO_TCP);
+    lb.set_vip(
+        key,
+        VipInfo {
+            slot: 0,
+            table: 0,
+            mode: 7,
+            timeout_s: support::FLOW_TIMEOUT_S,
+            ..VipInfo::default()
+        },
+    );
+    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    let (action, out) = lb.run(&syn);
+    assert_eq!((action, out), (XDP_PASS, syn));
+    assert_eq!(
+        lb.globals(),
+        vec![("action_pass", 1), ("pass_unknown_mode", 1)]
+    );
+}
+
+#[test]
+fn nat_to_an_element_of_the_other_family_is_dropped_as_a_family_mismatch() {
+    // An IPv4 NAT VIP whose pool holds an IPv6 element (the control plane refuses this; the
+    // dataplane must still say what happened).
+    let mut lb = nat_lb("198.18.0.10:80", PROTO_TCP, SNAT_V4, "fd00::3", 8080);
+    let syn = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    let (action, out) = lb.run(&syn);
+    assert_eq!((action, out), (XDP_DROP, syn));
+    assert_eq!(
+        lb.globals(),
+        vec![("action_drop", 1), ("drop_family_mismatch", 1)]
+    );
+    assert!(lb.nat_entries().is_empty(), "no SNAT port claimed");
 }
 
 #[test]
@@ -521,6 +675,7 @@ fn nat_lb(vip: &str, proto: u8, snat: &str, elem_addr: &str, elem_port: u16) -> 
             table: 2,
             mode: MODE_NAT,
             snat_addr: addr_words(snat.parse().unwrap()),
+            timeout_s: support::FLOW_TIMEOUT_S,
             ..VipInfo::default()
         },
     );
@@ -705,6 +860,8 @@ fn lb_config() -> rsplb_common::Config {
         nat_port_min: NAT_PORT_MIN,
         nat_port_max: NAT_PORT_MAX,
         flow_sets: rsplb_common::flow_sets(support::FLOW_CAPACITY),
+        dsr_tcp_timeout_s: 300,
+        dsr_udp_timeout_s: 30,
     }
 }
 
@@ -1055,6 +1212,8 @@ fn maglev_tables_written_through_the_mapping_are_what_the_program_reads() {
     // The control plane opens the maps from their pins and writes whole tables into a shared
     // mapping of RSPLB_MAGLEV: check that the mapping is used and that the program sees it.
     let mut lb = dsr_v4_tcp();
+    // On a fresh host nothing may have mounted bpffs yet (`rsplb attach` does it).
+    rsplb::loader::ensure_bpffs().unwrap();
     let dir = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/rsplb-test-maglev-{}",
         std::process::id()

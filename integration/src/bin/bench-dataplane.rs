@@ -114,6 +114,8 @@ impl XdpBench {
                 nat_port_min: 32768,
                 nat_port_max: 60999,
                 flow_sets: rsplb_common::flow_sets(flows),
+                dsr_tcp_timeout_s: 300,
+                dsr_udp_timeout_s: 30,
             },
             0,
         )?;
@@ -154,6 +156,7 @@ impl XdpBench {
             slot: 0,
             table: 0,
             mode: MODE_DSR,
+            timeout_s: 300,
             ..VipInfo::default()
         };
         vips.insert(vip, info, 0)?;

@@ -22,6 +22,8 @@ pub const MAX_VIPS: u32 = 4;
 pub const MAX_ELEMENTS: u32 = 16;
 pub const NAT_PORT_MIN: u16 = 40000;
 pub const NAT_PORT_MAX: u16 = 40099;
+/// Idle timeout of the test VIPs' flows (what userspace writes by default for TCP).
+pub const FLOW_TIMEOUT_S: u32 = 300;
 /// Flows the test program's flow table holds.
 pub const FLOW_CAPACITY: u32 = 1024;
 
@@ -117,6 +119,8 @@ impl Lb {
             nat_port_min: NAT_PORT_MIN,
             nat_port_max: NAT_PORT_MAX,
             flow_sets: rsplb_common::flow_sets(FLOW_CAPACITY),
+            dsr_tcp_timeout_s: 300,
+            dsr_udp_timeout_s: 30,
         });
         lb
     }
@@ -188,6 +192,7 @@ impl Lb {
                 slot,
                 table: slot * 2,
                 mode: MODE_DSR,
+                timeout_s: FLOW_TIMEOUT_S,
                 ..VipInfo::default()
             },
         );
