@@ -25,8 +25,20 @@ use rsplb_integration::{
 const POOL: &str = "web";
 const REGISTER_BOUND: Duration = Duration::from_secs(20);
 
-#[test]
-fn a_registrar_killed_in_a_scope_changes_nothing_in_the_dataplane() {
+/// The lab, the scope's registrars (s1..s3's hosts), the sidecars and the element addresses, with
+/// every element in the dataplane and real traffic flowing.
+struct Scope {
+    lab: rsplb_integration::Lab,
+    registrars: Vec<ChildGuard>,
+    sidecars: Vec<ChildGuard>,
+    elements: Vec<String>,
+    vip: SocketAddr,
+    host_ips: Vec<IpAddr>,
+    lb_ip: IpAddr,
+    _config: RemoveOnDrop,
+}
+
+fn scope() -> Scope {
     let mut lab = attached_lab();
     let vip_ip: IpAddr = lab.vip4(0).into();
     let vip = SocketAddr::new(vip_ip, 80);
@@ -90,7 +102,7 @@ fn a_registrar_killed_in_a_scope_changes_nothing_in_the_dataplane() {
     lab.start_daemon(&["--registrar-config", &config_str, "--interval", "1"])
         .expect("rsplb run --registrar-config");
     // The daemon reads the file as it starts: removed when the test ends, however it ends.
-    let _config_guard = RemoveOnDrop(config.clone());
+    let config_guard = RemoveOnDrop(config.clone());
 
     // Sidecars register at their own host's registrar first, the next host's second.
     let sidecar = Sidecar {
@@ -128,6 +140,36 @@ fn a_registrar_killed_in_a_scope_changes_nothing_in_the_dataplane() {
     let t = tcp_burst(lab.client.netns.name(), vip, 300).expect("tcp burst");
     assert_eq!(t.failed, 0, "connections failed: {t}");
     assert!(counts(&t, 3).iter().all(|&n| n > 0), "{t}");
+    let mut long: Vec<(TcpConn, String)> = Vec::new();
+    for _ in 0..30 {
+        let mut c = TcpConn::open(lab.client.netns.name(), vip).expect("connect");
+        let s = c.ask().expect("first request");
+        long.push((c, s));
+    }
+    assert!(long.iter().any(|(_, s)| s == "s1"), "no connection on s1");
+
+    Scope {
+        lab,
+        registrars,
+        sidecars,
+        elements,
+        vip,
+        host_ips,
+        lb_ip,
+        _config: config_guard,
+    }
+}
+
+#[test]
+fn a_registrar_killed_in_a_scope_changes_nothing_in_the_dataplane() {
+    let Scope {
+        lab,
+        mut registrars,
+        mut sidecars,
+        elements,
+        vip,
+        ..
+    } = scope();
     let mut long: Vec<(TcpConn, String)> = Vec::new();
     for _ in 0..30 {
         let mut c = TcpConn::open(lab.client.netns.name(), vip).expect("connect");
@@ -180,5 +222,120 @@ struct RemoveOnDrop(std::path::PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Every registrar's view over ENRP (`rsplb handlespace --registrar`, as rsplib's hsdump reads
+/// one): (pool, element id, home registrar), sorted.
+/// One registrar's view: (pool, element id, home registrar), sorted.
+type View = Vec<(String, u64, u64)>;
+
+fn views(sc: &Scope) -> Result<Vec<View>, String> {
+    let mut targets: Vec<(String, IpAddr)> = sc
+        .lab
+        .server_hosts
+        .iter()
+        .zip(&sc.host_ips)
+        .map(|(h, ip)| (h.netns.name().to_string(), *ip))
+        .collect();
+    targets.push((sc.lab.lb.netns.name().to_string(), sc.lb_ip));
+    targets
+        .iter()
+        .map(|(ns, ip)| {
+            let out = Command::new(&sc.lab.rsplb.bin)
+                .args(["--netns", ns, "handlespace", "--registrar"])
+                .arg(SocketAddr::new(*ip, 9901).to_string())
+                .args(["--json", "--timeout", "5000"])
+                .output()
+                .expect("rsplb handlespace --registrar");
+            if !out.status.success() {
+                return Err(format!(
+                    "reading {ip}'s handlespace over ENRP: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            let mut els: Vec<(String, u64, u64)> = v["pools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|p| {
+                    let h = p["handle"].as_str().unwrap().to_string();
+                    p["elements"].as_array().unwrap().iter().map(move |e| {
+                        (
+                            h.clone(),
+                            e["id"].as_u64().unwrap(),
+                            e["home_registrar"].as_u64().unwrap(),
+                        )
+                    })
+                })
+                .collect();
+            els.sort();
+            Ok(els)
+        })
+        .collect()
+}
+
+#[test]
+fn a_registrar_cut_off_and_back_converges_with_the_scope() {
+    let mut sc = scope();
+    let lab = &sc.lab;
+    let s3 = &lab.server_hosts[2];
+    // Cut s3's host off (registrar and server), long enough for takeovers on both sides.
+    let cut = |how: &str| {
+        let st = Command::new("ip")
+            .args(["-n", s3.netns.name(), "link", "set", &s3.iface, how])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip link set {how}");
+    };
+    cut("down");
+    // Meanwhile s1 leaves the pool (its sidecar deregisters at its own registrar).
+    sc.sidecars[0].stop();
+    let left = wait_for_elements(&lab.rsplb, POOL, REGISTER_BOUND, "s1 left", |l| {
+        Ok(!l.iter().any(|e| e.address == sc.elements[0]))
+    })
+    .unwrap();
+    println!(
+        "deregistration_during_cut_to_dataplane_s={:.3}",
+        left.as_secs_f64()
+    );
+    // The rest of the scope judges s3's registrar dead and takes its element over: it stays in
+    // the dataplane (its server is only unreachable, not gone).
+    std::thread::sleep(Duration::from_millis(1_500));
+    let list = pool_elements(&lab.rsplb, POOL).unwrap();
+    assert!(
+        contains_all(&list, &sc.elements[1..]),
+        "{:?}",
+        list.iter().map(|e| &e.address).collect::<Vec<_>>()
+    );
+    cut("up");
+    // After the link is back, every registrar (s3's included, which missed the deregistration)
+    // converges on the same handlespace: s2 and s3, each owned by a live registrar.
+    let start = Instant::now();
+    let mut last = Err("not read".to_string());
+    let converged = |v: &Result<Vec<View>, String>| {
+        v.as_ref()
+            .is_ok_and(|v| v.iter().all(|x| *x == v[0]) && v[0].len() == 2)
+    };
+    while start.elapsed() < Duration::from_secs(15) {
+        last = views(&sc);
+        if converged(&last) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(converged(&last), "views did not converge: {last:?}");
+    println!(
+        "convergence_after_link_up_s={:.3}",
+        start.elapsed().as_secs_f64()
+    );
+    let list = pool_elements(&lab.rsplb, POOL).unwrap();
+    assert!(contains_all(&list, &sc.elements[1..]));
+    let t = tcp_burst(lab.client.netns.name(), sc.vip, 100).expect("tcp burst");
+    assert_eq!(t.failed, 0, "{t}");
+    assert_eq!(t.get("s1"), 0, "{t}");
+    for r in sc.registrars.iter_mut() {
+        r.check_running().expect("a registrar exited");
     }
 }

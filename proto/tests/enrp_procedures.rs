@@ -280,19 +280,19 @@ fn a_takeover_of_a_registrar_others_still_hear_is_not_acknowledged_and_is_cancel
 #[test]
 fn a_partitioned_registrar_comes_back_and_both_sides_converge_without_losing_elements() {
     let mut s = populated(5);
-    // 102 is cut off from everyone for long enough that each side takes the other over.
+    // 102 is cut off from everyone for long enough to be judged.
     s.cut.insert((0, 2));
     s.cut.insert((1, 2));
     s.run(ms(2_500));
-    assert!(
-        s.view(2).iter().all(|e| e.2 == 102),
-        "the lone side took everything over"
-    );
+    // The majority side took 102's elements over; the lone side, hearing nobody, declined.
+    assert!(s.view(0).iter().all(|e| e.2 != 102));
+    assert!(s.view(2).iter().any(|e| e.2 == 100));
+    assert!(s.nodes[2].core.enrp_stats().takeovers_declined >= 1);
+    assert_eq!(s.nodes[2].core.enrp_stats().takeovers_completed, 0);
     // Meanwhile 100's pool changes.
     s.deregister(0, 1, "web", 1_000);
     s.cut.clear();
-    // The element deregistered meanwhile lingers on the lone side, which took it over but
-    // cannot reach it, for the takeover grace (5 s); then it goes everywhere.
+    // The element deregistered meanwhile goes from the lone side by its audit of 100.
     s.run_until(ms(10_000), |s| {
         s.view(0) == s.view(1)
             && s.view(1) == s.view(2)
@@ -305,6 +305,19 @@ fn a_partitioned_registrar_comes_back_and_both_sides_converge_without_losing_ele
     for (_, id, owner) in s.view(1) {
         assert_eq!(owner, 100 + id / 1_000 - 1, "element {id}");
     }
+    // On the side that kept the majority nothing was removed but the deregistered element: the
+    // lone side's takeovers were undone without a removal (a balancer there sees no change).
+    let removed: Vec<String> = s.nodes[1]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            rserpool_proto::core::HandlespaceEvent::ElementRemoved { id, reason, .. } => {
+                Some(format!("{id} {reason:?}"))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed.len(), 1, "{removed:?}");
 }
 
 #[test]

@@ -34,7 +34,9 @@
 //!   itself, and one that receives an Init Takeover naming itself answers with a Presence to
 //!   every peer. A takeover that expires completes when the peers that did not acknowledge are
 //!   themselves silent, and is given up otherwise. No element is removed because its registrar
-//!   failed: ownership moves, nothing else.
+//!   failed: ownership moves, nothing else. A registrar takes over only while it hears a
+//!   majority of the registrars it knows (any survivor in a scope of two): one cut off from
+//!   the rest does not claim their elements.
 //! - Taken-over elements: the new home sends an Endpoint Keep-Alive with the H flag to each
 //!   element it has an ASAP connection with. An element reached over TCP has no listening ASAP
 //!   port, so it cannot be called: rsplb's PE side hunts for a new registrar as soon as its
@@ -169,6 +171,8 @@ pub struct EnrpStats {
     pub ownership_conflicts: u64,
     /// Messages from addresses outside `security.allow_registrar`, dropped.
     pub refused: u64,
+    /// Takeovers not started because this registrar heard too few of its scope.
+    pub takeovers_declined: u64,
     /// Elements of Handle Table Responses this registrar could not take (a pool rule or a limit
     /// of its handlespace), each refused alone.
     pub table_elements_refused: u64,
@@ -496,6 +500,27 @@ impl RegistrarCore {
         if owned == 0 {
             log::info!("ENRP: peer {target} did not answer and owns no element; forgetting it");
             self.forget_peer(target);
+            return;
+        }
+        // Only a registrar that still hears a majority of its scope takes over: one cut off
+        // from everyone is the likelier culprit, and a takeover there would have to be undone
+        // (and could bring back elements the other side removed meanwhile). In a scope of two
+        // there is no majority to ask; the survivor goes ahead.
+        let total = e.peers.len() + 1;
+        let heard = 1 + e
+            .peers
+            .iter()
+            .filter(|(id, p)| **id != target && p.probe.is_none() && p.takeover.is_none())
+            .count();
+        if total > 2 && heard * 2 <= total {
+            log::warn!(
+                "ENRP: peer {target} did not answer, but this registrar hears only {heard} of \
+                 the {total} registrars it knows; not taking over (it may be the one cut off)"
+            );
+            e.stats.takeovers_declined += 1;
+            if let Some(p) = e.peers.get_mut(&target) {
+                p.probe = Some(now);
+            }
             return;
         }
         // Every other peer that is not itself under suspicion must agree.
@@ -1070,6 +1095,10 @@ impl RegistrarCore {
                 e.element().policy.clone(),
             )
         });
+        let was_mine = self
+            .handlespace
+            .element(pool, element.id)
+            .is_some_and(|e| e.owner() == self.id);
         let id = element.id;
         let outcome = self.handlespace.register(
             pool,
@@ -1080,6 +1109,14 @@ impl RegistrarCore {
         )?;
         // It may have been ours: another registrar is its home now.
         self.untrack(pool, id);
+        if was_mine {
+            // This registrar only held it after a takeover and yields it: the peers that learned
+            // this registrar as its home must learn the new one (a Handle Update naming it), or
+            // their audit of this registrar would remove an element that is alive elsewhere.
+            let mut moved = element.clone();
+            moved.home_registrar = owner;
+            self.announce_yield(sender, pool, moved);
+        }
         let changed = before
             .as_ref()
             .is_none_or(|(t, p)| *t != element.user_transport || *p != element.policy);
@@ -1351,6 +1388,35 @@ impl RegistrarCore {
                 e.stats.handle_updates_sent += 1;
             }
             self.send_to_peer(id, body.clone());
+        }
+    }
+
+    /// A Handle Update naming `element`'s new home, to every peer but the one that claimed it.
+    fn announce_yield(&mut self, claimant: RegistrarId, pool: &PoolHandle, element: PoolElement) {
+        let ids: Vec<RegistrarId> = self
+            .enrp
+            .as_ref()
+            .map(|e| {
+                e.peers
+                    .keys()
+                    .copied()
+                    .filter(|id| *id != claimant)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in ids {
+            if let Some(e) = self.enrp.as_mut() {
+                e.stats.handle_updates_sent += 1;
+            }
+            self.send_to_peer(
+                id,
+                EnrpBody::HandleUpdate {
+                    takeover_suggested: false,
+                    action: UpdateAction::AddPe,
+                    pool_handle: pool.clone(),
+                    element: element.clone(),
+                },
+            );
         }
     }
 
