@@ -445,6 +445,10 @@ pub struct Bucket {
 ///   rate-limited one: rsplib PUs back off as for an empty pool and learn nothing of the
 ///   handlespace. Refused reports are dropped (they have no answer).
 /// - `allow_registrar`: who may peer as a registrar (ENRP); checked by the ENRP procedures.
+///
+/// `identities` authorizes by authenticated identity (RFC 5355 section 3.2: who may register in
+/// which pool): see [`IdentityRule`] and [`SecurityConfig::authorizes`], the one place where both
+/// the address lists and the identity rules are applied.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
@@ -458,6 +462,80 @@ pub struct SecurityConfig {
     pub allow_pu: Option<Vec<Prefix>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_registrar: Option<Vec<Prefix>>,
+    /// Authorization of peers that authenticated with a certificate (TLS), by their identity:
+    /// the certificate's first DNS subject alternative name, else its subject common name.
+    /// Absent (the default): every peer whose certificate the configured CA vouches for may take
+    /// every role. Present: such a peer may take a role only when a rule matching its identity
+    /// grants it (rules add up; no rule matching = nothing allowed). Peers without a certificate
+    /// (plain TCP listeners, kept for rsplib, which has no TLS) are judged by the address lists
+    /// alone; `tls.require` removes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identities: Option<Vec<IdentityRule>>,
+}
+
+/// What one authenticated identity (or a family of them) may do.
+///
+/// Patterns: `*` stands for any run of characters (`"pe-*.example.net"`, `"web-*"`, `"*"`);
+/// anything else matches itself. Identities compare ignoring ASCII case (they are DNS names);
+/// pool handles compare byte for byte.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRule {
+    /// The identity this rule is for (a pattern).
+    pub identity: String,
+    /// Pools (pool handle patterns) it may register elements into and deregister them from. An
+    /// identity that may register somewhere may also resolve.
+    #[serde(default)]
+    pub register: Vec<String>,
+    /// May resolve pool handles and report unreachable elements.
+    #[serde(default)]
+    pub resolve: bool,
+    /// May peer as a registrar (ENRP).
+    #[serde(default)]
+    pub registrar: bool,
+}
+
+impl IdentityRule {
+    fn matches(&self, identity: &str) -> bool {
+        glob(
+            self.identity.to_ascii_lowercase().as_bytes(),
+            identity.to_ascii_lowercase().as_bytes(),
+        )
+    }
+
+    fn grants(&self, role: Role, pool: Option<&[u8]>) -> bool {
+        match role {
+            Role::PoolElement => match pool {
+                Some(p) => self.register.iter().any(|pat| glob(pat.as_bytes(), p)),
+                None => !self.register.is_empty(),
+            },
+            Role::PoolUser => self.resolve || !self.register.is_empty(),
+            Role::Registrar => self.registrar,
+        }
+    }
+}
+
+/// Does `text` match `pattern`, where `*` in the pattern stands for any run of bytes?
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    // The classic linear-time matcher: on a mismatch, let the last star absorb one more byte.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// The roles a source address may be allowed to take.
@@ -491,6 +569,30 @@ impl SecurityConfig {
             Role::PoolUser => inside(&self.allow_pu) || listed(&self.allow_pe),
             Role::Registrar => inside(&self.allow_registrar),
         }
+    }
+
+    /// May a peer from `addr`, authenticated as `identity` (`None`: it showed no certificate),
+    /// act as `role` (as a pool element: in `pool`, when the request names one)? The address
+    /// lists ([`Self::allows`]) and, for an authenticated peer, the identity rules
+    /// (`identities`) must both allow it. Every request the core serves is checked here.
+    pub fn authorizes(
+        &self,
+        role: Role,
+        addr: IpAddr,
+        identity: Option<&str>,
+        pool: Option<&[u8]>,
+    ) -> bool {
+        self.allows(role, addr) && self.identity_allows(role, identity, pool)
+    }
+
+    /// The identity rules alone (true for a peer without identity, or without rules).
+    pub fn identity_allows(&self, role: Role, identity: Option<&str>, pool: Option<&[u8]>) -> bool {
+        let (Some(rules), Some(identity)) = (&self.identities, identity) else {
+            return true;
+        };
+        rules
+            .iter()
+            .any(|r| r.matches(identity) && r.grants(role, pool))
     }
 
     /// Whether any allow list restricts who may connect.

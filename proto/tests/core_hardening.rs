@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Once;
 
 use core_support::*;
-use rserpool_proto::config::{Prefix, Role};
+use rserpool_proto::config::{IdentityRule, Prefix, Role};
 use rserpool_proto::core::{
     Action, CloseReason, Event, HandlespaceEvent, MAX_ERROR_CAUSES, PeerId, PeerInfo, RemovalReason,
 };
@@ -410,4 +410,108 @@ fn an_error_with_sixteen_thousand_causes_logs_a_summary_and_counts() {
     assert_eq!(h.core.stats().errors_received, 10);
     let (total, _) = logged();
     assert!(total < 5_000, "logged {total} bytes for 10 messages");
+}
+
+/// Connect `peer` from its usual address, authenticated as `identity`.
+fn connect_as(h: &mut Harness, peer: u64, identity: &str) {
+    let info = PeerInfo::tcp(SocketAddr::new(peer_ip(peer), 40_000 + peer as u16))
+        .with_identity(Some(identity.to_string()));
+    h.core.handle_event(
+        h.now,
+        Event::Connected {
+            peer: PeerId(peer),
+            info,
+        },
+    );
+}
+
+fn identity_rule(identity: &str, register: &[&str], resolve: bool) -> IdentityRule {
+    IdentityRule {
+        identity: identity.into(),
+        register: register.iter().map(|s| s.to_string()).collect(),
+        resolve,
+        registrar: false,
+    }
+}
+
+#[test]
+fn identities_decide_who_registers_in_which_pool_and_who_resolves() {
+    let mut c = quiet_config();
+    c.security.identities = Some(vec![
+        identity_rule("web-*.pe.test", &["web", "web-*"], false),
+        identity_rule("pu.test", &[], true),
+    ]);
+    // The address lists still apply on top: peer 9's address may not register at all.
+    c.security.allow_pe = Some(vec!["198.18.0.0/29".parse().unwrap()]);
+    let mut h = Harness::new(c);
+    connect_as(&mut h, 1, "WEB-1.pe.test"); // identities ignore ASCII case
+    h.register_ok(1, "web", element(1, 1, Policy::RoundRobin));
+    h.register_ok(1, "web-canary", element(1, 2, Policy::RoundRobin));
+    assert_eq!(
+        reg_cause(&h.register(1, "api", element(1, 3, Policy::RoundRobin))),
+        Some(CauseCode::RejectedSecurity),
+        "a pool outside the identity's patterns"
+    );
+    // Registering somewhere lets it resolve too.
+    assert_eq!(hr_ids(&h.resolve(1, "web", None)), vec![1]);
+    // A resolve-only identity cannot register, nor deregister someone else's element.
+    connect_as(&mut h, 2, "pu.test");
+    assert_eq!(hr_ids(&h.resolve(2, "web", None)), vec![1]);
+    assert_eq!(
+        reg_cause(&h.register(2, "web", element(2, 4, Policy::RoundRobin))),
+        Some(CauseCode::RejectedSecurity)
+    );
+    // An identity no rule names: nothing (resolution answered Unknown Pool Handle).
+    connect_as(&mut h, 3, "stranger.test");
+    assert_eq!(
+        hr_cause(&h.resolve(3, "web", None)),
+        Some(CauseCode::UnknownPoolHandle)
+    );
+    assert_eq!(
+        reg_cause(&h.register(3, "web", element(3, 5, Policy::RoundRobin))),
+        Some(CauseCode::RejectedSecurity)
+    );
+    // A right identity from an address outside allow_pe: refused as well.
+    connect_as(&mut h, 9, "web-9.pe.test");
+    assert_eq!(
+        reg_cause(&h.register(9, "web", element(9, 6, Policy::RoundRobin))),
+        Some(CauseCode::RejectedSecurity)
+    );
+    // A peer without a certificate (a plain listener) is judged by the address lists only.
+    h.connect(4);
+    h.register_ok(4, "api", element(4, 7, Policy::RoundRobin));
+    assert_eq!(h.ids("web"), vec![1]);
+    assert_eq!(h.core.stats().refused_by_allow_list, 5);
+}
+
+#[test]
+fn identity_patterns_match_whole_names() {
+    let mut s = quiet_config().security;
+    let a: IpAddr = "192.0.2.1".parse().unwrap();
+    assert!(
+        s.authorizes(Role::PoolElement, a, Some("anyone"), Some(b"web")),
+        "no rules: every authenticated identity"
+    );
+    s.identities = Some(vec![
+        identity_rule("pe-*.example.net", &["web*"], false),
+        identity_rule("exact.example.net", &["a*b*c"], false),
+    ]);
+    let pe = |id: &str, pool: &[u8]| s.authorizes(Role::PoolElement, a, Some(id), Some(pool));
+    assert!(pe("pe-1.example.net", b"web"));
+    assert!(pe("pe-1.example.net", b"webshop"));
+    assert!(!pe("pe-1.example.net", b"api"));
+    assert!(
+        !pe("pe-1.example.net.evil", b"web"),
+        "patterns match whole names"
+    );
+    assert!(!pe("xpe-1.example.net", b"web"));
+    assert!(pe("exact.example.net", b"aXbYc"));
+    assert!(pe("exact.example.net", b"abc"));
+    assert!(!pe("exact.example.net", b"abcd"));
+    assert!(!pe("exact.example.net", b"acb"));
+    assert!(!s.authorizes(Role::Registrar, a, Some("pe-1.example.net"), None));
+    assert!(
+        s.authorizes(Role::Registrar, a, None, None),
+        "no identity: the address lists decide"
+    );
 }

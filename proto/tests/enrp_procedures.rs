@@ -5,6 +5,7 @@
 mod enrp_support;
 
 use enrp_support::*;
+use rserpool_proto::config::IdentityRule;
 use rserpool_proto::core::SyncState;
 use rserpool_proto::message::{AsapMessage, EnrpBody, EnrpMessage, UpdateAction};
 use rserpool_proto::types::{CauseCode, ErrorCause, Policy, RegistrarId};
@@ -589,4 +590,49 @@ fn an_element_that_re_registers_elsewhere_moves_at_once_everywhere() {
     s.run(ms(3_000));
     assert_converged(&s, &[1, 2]);
     assert_eq!(owner(&s, 1), Some(101));
+}
+
+#[test]
+fn registrars_whose_identity_may_not_peer_are_not_heard() {
+    // Registrar 2 authenticates as pr2.scope.test, which 0's and 1's identity rules do not let
+    // peer (the same scope as above, decided by certificate instead of address).
+    let mut s = Scope::new(3, |i| {
+        let mut c = scope_config(3, i);
+        if i < 2 {
+            c.enrp.peers.retain(|p| p.ip() != reg_ip(2));
+            c.security.identities = Some(vec![
+                IdentityRule {
+                    identity: "PR0.scope.test".into(), // identities ignore ASCII case
+                    registrar: true,
+                    ..IdentityRule::default()
+                },
+                IdentityRule {
+                    identity: "pr1.*".into(),
+                    registrar: true,
+                    ..IdentityRule::default()
+                },
+                IdentityRule {
+                    identity: "pr2.scope.test".into(),
+                    resolve: true, // a pool user, not a registrar
+                    ..IdentityRule::default()
+                },
+            ]);
+        }
+        c
+    });
+    s.run(ms(2_000));
+    for i in 0..2 {
+        let peers: Vec<u32> = s.nodes[i]
+            .core
+            .enrp_peers(s.now)
+            .iter()
+            .map(|p| p.id.0)
+            .collect();
+        assert_eq!(peers, vec![100 + (1 - i as u32)], "registrar {i}");
+        assert!(s.nodes[i].core.enrp_stats().refused > 0);
+    }
+    let pe = s.pe_connect(2, 30);
+    assert!(accepted(&s.register(2, pe, "web", element(30, 1, rr()))));
+    s.run(ms(200));
+    assert!(s.view(0).is_empty());
 }

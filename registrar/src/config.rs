@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use rserpool_proto::config::{
-    Bucket, CoreConfig, EnrpConfig, LimitConfig, RateLimitConfig, ResolutionConfig, SecurityConfig,
-    TimerConfig,
+    Bucket, CoreConfig, EnrpConfig, IdentityRule, LimitConfig, RateLimitConfig, ResolutionConfig,
+    SecurityConfig, TimerConfig,
 };
 
 /// Default ASAP port (IANA).
@@ -47,6 +47,47 @@ pub struct RegistrarConfig {
     pub security: SecurityConfig,
     pub resolution: ResolutionConfig,
     pub enrp: EnrpConfig,
+    /// TLS with mutual authentication (RFC 5355); absent = no TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS for ASAP and ENRP over TCP (RFC 5355): the registrar presents `certificate` and accepts
+/// only peers (pool elements, pool users, registrars) whose certificate chains to `ca`. What an
+/// authenticated peer may do is `security.identities`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of this registrar, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+    /// PEM CA bundle that client and peer registrar certificates must chain to.
+    pub ca: PathBuf,
+    /// Where PEs and PUs reach the registrar with ASAP over TLS (IANA asap-tls: 3864). Plain
+    /// `asap_listen` stays for clients without TLS (rsplib) unless `require`.
+    #[serde(default = "default_asap_tls_listen")]
+    pub asap_listen: Vec<SocketAddr>,
+    /// ENRP over TLS: the `[enrp]` listeners accept TLS only and peers are dialled with TLS
+    /// (then give `enrp.listen` IANA's enrp-tls port, 9902). Every registrar of a scope must
+    /// agree.
+    #[serde(default = "yes")]
+    pub enrp: bool,
+    /// No plain listener at all: the registrar refuses to start with a non-empty
+    /// `asap_listen` or with `enrp = false` while ENRP is on.
+    #[serde(default)]
+    pub require: bool,
+}
+
+fn default_asap_tls_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        crate::tls::ASAP_TLS_PORT,
+    )]
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Per-connection timeouts of the shell: what one peer may hold, and for how long.
@@ -134,6 +175,7 @@ impl Default for RegistrarConfig {
             security: SecurityConfig::default(),
             resolution: ResolutionConfig::default(),
             enrp: EnrpConfig::default(),
+            tls: None,
         }
     }
 }
@@ -208,8 +250,32 @@ impl RegistrarConfig {
                 "0 means \"no registrar\" in RSerPool; choose 1..=4294967295 or leave it out",
             ));
         }
-        if self.asap_listen.is_empty() {
-            return Err(invalid("asap_listen", "at least one address is needed"));
+        let tls_listen = self.tls.as_ref().map_or(0, |t| t.asap_listen.len());
+        if self.asap_listen.is_empty() && tls_listen == 0 {
+            return Err(invalid(
+                "asap_listen",
+                "at least one address is needed (here or in tls.asap_listen)",
+            ));
+        }
+        if let Some(t) = &self.tls
+            && t.require
+        {
+            if !self.asap_listen.is_empty() {
+                return Err(invalid(
+                    "tls.require",
+                    format!(
+                        "plain ASAP listeners configured ({:?}): set asap_listen = [] to serve \
+                         ASAP over TLS only (tls.asap_listen)",
+                        self.asap_listen
+                    ),
+                ));
+            }
+            if self.enrp.enabled() && !t.enrp {
+                return Err(invalid(
+                    "tls.require",
+                    "ENRP is on without TLS: set tls.enrp = true",
+                ));
+            }
         }
         self.core()
             .validate()
@@ -341,6 +407,43 @@ mod tests {
             ..RegistrarConfig::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn tls_require_refuses_plain_listeners() {
+        let text = "asap_listen = []\n[tls]\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\n\
+                    ca = \"ca.pem\"\nrequire = true\n";
+        let c = RegistrarConfig::from_toml(text).unwrap();
+        let t = c.tls.as_ref().unwrap();
+        assert_eq!(t.asap_listen, vec!["0.0.0.0:3864".parse().unwrap()]);
+        assert!(t.enrp);
+        c.validate().unwrap();
+        // The default plain listener left in place: refused, naming the key.
+        let c = RegistrarConfig::from_toml(&text.replace("asap_listen = []\n", "")).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("tls.require") && e.contains("asap_listen"),
+            "{e}"
+        );
+        // ENRP without TLS under require: refused.
+        let mut c = RegistrarConfig::from_toml(text).unwrap();
+        c.enrp.listen = vec!["127.0.0.1:9902".parse().unwrap()];
+        c.tls.as_mut().unwrap().enrp = false;
+        assert!(c.validate().unwrap_err().to_string().contains("tls.enrp"));
+    }
+
+    #[test]
+    fn identity_rules_read_from_the_file() {
+        let c = RegistrarConfig::from_toml(
+            "[[security.identities]]\nidentity = \"web-*.pe.example\"\nregister = [\"web\"]\n\
+             [[security.identities]]\nidentity = \"pr*.example\"\nregistrar = true\n",
+        )
+        .unwrap();
+        let rules = c.security.identities.as_ref().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].register, vec!["web".to_string()]);
+        assert!(!rules[0].resolve && rules[1].registrar);
+        c.validate().unwrap();
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! - `client`: the PE and PU sides (registration, keep-alive answers, handle resolution, hunt).
 //! - `sidecar`: registers a server that knows nothing of RSerPool and health-checks it.
 //! - `config`: the registrar's file and flags.
+//! - `tls`: TLS with mutual authentication for ASAP and ENRP (RFC 5355).
 
 pub mod client;
 pub mod config;
 pub mod shell;
 pub mod sidecar;
+pub mod tls;
 
 pub use rserpool_proto::{core, handlespace, message, policy, types, wire};

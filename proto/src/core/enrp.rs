@@ -76,10 +76,12 @@ const ERROR_BURST: u32 = 50;
 /// Where an ENRP message came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EnrpSource {
-    /// Over a connection (TCP, or an SCTP association); `remote` is its peer address.
+    /// Over a connection (TCP, or an SCTP association); `remote` is its peer address,
+    /// `identity` who the peer proved to be (TLS; see [`super::PeerInfo::identity`]).
     Connection {
         conn: super::PeerId,
         remote: SocketAddr,
+        identity: Option<String>,
     },
     /// A UDP datagram (multicast Presence).
     Datagram { from: SocketAddr },
@@ -90,6 +92,13 @@ impl EnrpSource {
         match self {
             Self::Connection { remote, .. } => remote.ip(),
             Self::Datagram { from } => from.ip(),
+        }
+    }
+
+    fn identity(&self) -> Option<&str> {
+        match self {
+            Self::Connection { identity, .. } => identity.as_deref(),
+            Self::Datagram { .. } => None,
         }
     }
 }
@@ -671,12 +680,20 @@ impl RegistrarCore {
     /// One ENRP message from the transport.
     pub fn handle_enrp(&mut self, now: Instant, source: EnrpSource, bytes: &[u8]) {
         self.clock = self.clock.max(now);
-        if !self
-            .config
-            .security
-            .allows(crate::config::Role::Registrar, source.ip())
+        let unauthenticated_presence = matches!(source, EnrpSource::Datagram { .. })
+            && self.config.security.identities.is_some();
+        if unauthenticated_presence
+            || !self.config.security.authorizes(
+                crate::config::Role::Registrar,
+                source.ip(),
+                source.identity(),
+                None,
+            )
         {
-            // Not of this operation scope (security.allow_registrar): no answer, no state.
+            // Not of this operation scope (security.allow_registrar, or an identity no rule of
+            // security.identities lets peer): no answer, no state. Where peers are authorized by
+            // identity, multicast Presence (which nobody can authenticate, RFC 5355) is not
+            // heard either: peers come from the static list and authenticated List Responses.
             if let Some(e) = self.enrp.as_mut() {
                 e.stats.refused += 1;
             }

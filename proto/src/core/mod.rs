@@ -36,6 +36,10 @@
 //! - Allow lists (`security.allow_pe`, `allow_pu`; [`SecurityConfig::allows`]): a registration
 //!   from an address not allowed as PE is Rejected Security; a handle resolution from an address
 //!   allowed neither as PU nor as PE is Unknown Pool Handle; its reports are dropped.
+//! - Identities (`security.identities`, RFC 5355): a peer that authenticated (TLS) carries its
+//!   identity in its [`PeerInfo`]; the same answers apply when no rule for it grants the role,
+//!   for a pool element per pool handle (registration and deregistration). Both checks are made
+//!   in one place, [`SecurityConfig::authorizes`].
 //! - Connections: at most `limits.max_peers`, and `limits.max_peers_per_address` from one source
 //!   address; a refused connection gets Lack of Resources and is closed.
 //! - Expiry: an element whose registration life ran out without a re-registration is removed,
@@ -100,6 +104,10 @@ pub struct PeerInfo {
     /// The peer's addresses (several for a multi-homed SCTP association) and port.
     pub remote_addrs: Vec<IpAddr>,
     pub remote_port: u16,
+    /// Who the peer proved to be (TLS: its certificate's first DNS subject alternative name,
+    /// else its subject common name); `None` for a peer without a certificate. The security
+    /// configuration's identity rules apply to it.
+    pub identity: Option<String>,
 }
 
 impl PeerInfo {
@@ -109,7 +117,14 @@ impl PeerInfo {
             protocol: TransportProtocol::Tcp,
             remote_addrs: vec![canonical(remote.ip())],
             remote_port: remote.port(),
+            identity: None,
         }
+    }
+
+    /// The same peer, authenticated as `identity`.
+    pub fn with_identity(mut self, identity: Option<String>) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// The peer's ASAP endpoint as a transport parameter.
@@ -746,13 +761,21 @@ impl RegistrarCore {
                 );
                 if cause == CauseCode::RejectedSecurity
                     && let Some(p) = self.peers.get(&peer)
-                    && !self.config.security.allows(Role::PoolElement, p.source)
+                    && !p.may(
+                        &self.config.security,
+                        Role::PoolElement,
+                        Some(pool_handle.as_bytes()),
+                    )
                     && let Some(suppressed) = self.log_gates.refused.pass(now)
                 {
                     log::warn!(
-                        "registration from {} refused: not in security.allow_pe \
-                         ({suppressed} similar messages suppressed)",
-                        p.source
+                        "registration in {pool_handle} from {}{} refused by security.allow_pe \
+                         or security.identities ({suppressed} similar messages suppressed)",
+                        p.source,
+                        p.info
+                            .identity
+                            .as_deref()
+                            .map_or(String::new(), |i| format!(" ({i})"))
                     );
                 }
                 (true, Some(vec![rejection_cause(cause, &element)]))
@@ -780,7 +803,11 @@ impl RegistrarCore {
         let allow_foreign = self.config.security.allow_foreign_addresses;
         let max_per_peer = self.config.limits.max_elements_per_peer;
         let p = self.peers.get_mut(&peer).ok_or(CauseCode::Unspecified)?;
-        if !self.config.security.allows(Role::PoolElement, p.source) {
+        if !p.may(
+            &self.config.security,
+            Role::PoolElement,
+            Some(pool.as_bytes()),
+        ) {
             self.stats.refused_by_allow_list += 1;
             return Err(CauseCode::RejectedSecurity);
         }
@@ -861,10 +888,13 @@ impl RegistrarCore {
     fn deregistration(&mut self, peer: PeerId, pool_handle: PoolHandle, id: PeId) {
         let slot = self.slots.get(&(pool_handle.clone(), id)).copied();
         let owner = slot.and_then(|s| self.tracked.get(&s)).map(|t| t.peer);
-        let allowed = self
-            .peers
-            .get(&peer)
-            .is_some_and(|p| self.config.security.allows(Role::PoolElement, p.source));
+        let allowed = self.peers.get(&peer).is_some_and(|p| {
+            p.may(
+                &self.config.security,
+                Role::PoolElement,
+                Some(pool_handle.as_bytes()),
+            )
+        });
         let error = match owner {
             _ if !allowed => {
                 self.stats.refused_by_allow_list += 1;
@@ -903,7 +933,7 @@ impl RegistrarCore {
             return;
         };
         self.stats.handle_resolutions += 1;
-        let permitted = allowed_as_user(&self.config.security, p.source);
+        let permitted = p.may(&self.config.security, Role::PoolUser, None);
         if !permitted {
             self.stats.refused_by_allow_list += 1;
         }
@@ -966,10 +996,11 @@ impl RegistrarCore {
     }
 
     fn endpoint_unreachable(&mut self, now: Instant, peer: PeerId, pool: PoolHandle, id: PeId) {
-        let Some(source) = self.peers.get(&peer).map(|p| p.source) else {
+        let Some(p) = self.peers.get(&peer) else {
             return;
         };
-        if !allowed_as_user(&self.config.security, source) {
+        let source = p.source;
+        if !p.may(&self.config.security, Role::PoolUser, None) {
             self.stats.refused_by_allow_list += 1;
             return;
         }
@@ -1095,9 +1126,12 @@ impl RegistrarCore {
     }
 }
 
-/// May `addr` resolve pool handles and report unreachable elements?
-fn allowed_as_user(security: &SecurityConfig, addr: IpAddr) -> bool {
-    security.allows(Role::PoolUser, addr)
+impl Peer {
+    /// May this peer act as `role` (in `pool`)? Its address and its identity, checked by
+    /// [`SecurityConfig::authorizes`].
+    fn may(&self, security: &SecurityConfig, role: Role, pool: Option<&[u8]>) -> bool {
+        security.authorizes(role, self.source, self.info.identity.as_deref(), pool)
+    }
 }
 
 /// `total` causes for a log line: the first few codes with the length of their information, and

@@ -33,6 +33,11 @@ pub fn reg_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(198, 18, 0, i as u8 + 1))
 }
 
+/// Registrar `i`'s authenticated identity on its connections (as TLS would report it).
+pub fn reg_identity(i: usize) -> String {
+    format!("pr{i}.scope.test")
+}
+
 pub fn endpoint(i: usize) -> TransportAddress {
     TransportAddress::Tcp {
         port: ENRP_PORT,
@@ -178,6 +183,7 @@ impl Scope {
                                     source: EnrpSource::Connection {
                                         conn: PeerId(((i as u64) << 16) | j as u64),
                                         remote: SocketAddr::new(reg_ip(i), 50_000),
+                                        identity: Some(reg_identity(i)),
                                     },
                                     bytes,
                                 });
@@ -192,6 +198,7 @@ impl Scope {
                                 source: EnrpSource::Connection {
                                     conn: PeerId(((i as u64) << 16) | a as u64),
                                     remote: SocketAddr::new(reg_ip(i), ENRP_PORT),
+                                    identity: Some(reg_identity(i)),
                                 },
                                 bytes,
                             });
@@ -391,6 +398,7 @@ impl Scope {
         let source = EnrpSource::Connection {
             conn: PeerId(conn),
             remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)), 50_000),
+            identity: None,
         };
         self.nodes[to]
             .core

@@ -14,11 +14,13 @@ use crate::types::{RegistrarId, TransportAddress};
 use crate::wire;
 
 use super::{AnnounceConfig, AsapStream, ClientConfig, ClientError, nonzero};
+use crate::tls::MaybeTlsStream;
 
 /// An open ASAP connection to one registrar.
 #[derive(Debug)]
 pub struct RegistrarConnection {
-    pub stream: AsapStream<TcpStream>,
+    /// Plain TCP, or TLS when [`ClientConfig::tls`] is set.
+    pub stream: AsapStream<MaybeTlsStream>,
     pub addr: SocketAddr,
 }
 
@@ -172,8 +174,19 @@ impl RegistrarTable {
         let mut running = JoinSet::new();
         let mut failures = Vec::new();
         let spawn = |running: &mut JoinSet<_>, addr: SocketAddr| {
+            let tls = self.config.tls.clone();
             running.spawn(async move {
-                let result = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                let connect = async {
+                    let stream = TcpStream::connect(addr).await?;
+                    let _ = stream.set_nodelay(true);
+                    match &tls {
+                        None => Ok(MaybeTlsStream::Plain(stream)),
+                        Some(tls) => tls.connect(stream, addr).await.map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("TLS handshake: {e}"))
+                        }),
+                    }
+                };
+                let result = match tokio::time::timeout(timeout, connect).await {
                     Ok(Ok(stream)) => Ok(stream),
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(_) => Err(format!("connect timed out after {timeout:?}")),
@@ -188,7 +201,6 @@ impl RegistrarTable {
             let Ok((addr, result)) = joined else { continue };
             match result {
                 Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
                     log::debug!("connected to registrar {addr}");
                     return Ok(RegistrarConnection {
                         stream: AsapStream::new(stream),

@@ -67,6 +67,10 @@ pub struct ClientConfig {
     pub hunt_timeout: Duration,
     /// Pause between two hunts that found nothing: 500 ms, doubled up to 5 s.
     pub hunt_retry_delay: Duration,
+    /// TLS towards every registrar (RFC 5355: this client's certificate, the CA the registrar's
+    /// must chain to, the name it must be valid for); `None` = plain TCP (rsplib's registrars
+    /// have no TLS). The handshake counts against `connect_timeout`.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -81,6 +85,7 @@ impl Default for ClientConfig {
             request_attempts: 2,
             hunt_timeout: Duration::from_secs(10),
             hunt_retry_delay: Duration::from_millis(500),
+            tls: None,
         }
     }
 }

@@ -9,6 +9,11 @@
 //! either side) goes to the core with the connection it came on, for answers that must go back
 //! the same way. Messages for a peer that cannot be reached are dropped (counted): ENRP repairs
 //! the difference by its audit once the peer is back.
+//!
+//! With TLS (`tls.enrp`, RFC 5355) every connection, accepted or dialled, first completes a
+//! handshake in which both registrars present certificates that chain to the configured CA; what
+//! arrives on it then carries the peer's identity to the core, which decides whether that
+//! identity may peer (`security.identities`). Multicast Presence stays unauthenticated.
 
 use std::collections::HashMap;
 use std::io;
@@ -24,6 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::config::EnrpConfig;
 use crate::core::{EnrpDest, EnrpSource, PeerId};
+use crate::tls::{MaybeTlsStream, ServerTls};
 use crate::types::TransportAddress;
 use crate::wire;
 
@@ -77,6 +83,8 @@ pub struct EnrpNet {
     /// Connections being served now.
     live: AtomicU64,
     sink: OnceLock<Weak<dyn EnrpSink>>,
+    /// TLS on every connection (`None`: plain TCP).
+    tls: Option<ServerTls>,
     pub stats: EnrpNetStats,
 }
 
@@ -86,6 +94,7 @@ impl EnrpNet {
         config: &EnrpConfig,
         max_message_size: usize,
         connections: &crate::config::ConnectionConfig,
+        tls: Option<ServerTls>,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let mut listeners = Vec::new();
@@ -119,6 +128,7 @@ impl EnrpNet {
             ids: AtomicU64::new(FIRST_CONN_ID),
             live: AtomicU64::new(0),
             sink: OnceLock::new(),
+            tls,
             stats: EnrpNetStats::default(),
         })
     }
@@ -152,7 +162,7 @@ impl EnrpNet {
                                 drop(stream);
                                 continue;
                             }
-                            me.clone().start_connection(stream, remote, None)
+                            me.clone().accept_connection(stream, remote)
                         }
                         Err(e) => {
                             log::warn!("accepting an ENRP connection: {e}");
@@ -255,7 +265,18 @@ impl EnrpNet {
                     return;
                 }
             };
-            me.run_connection(stream, addr, Some(rx)).await;
+            let (stream, identity) = match &me.tls {
+                None => (MaybeTlsStream::Plain(stream), None),
+                Some(tls) => match tls.connect_peer(stream, addr).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tls.log.failed("ENRP", addr, &format!("dialling: {e}"));
+                        me.connect_failed(addr);
+                        return;
+                    }
+                },
+            };
+            me.run_connection(stream, addr, identity, Some(rx)).await;
             let mut map = lock(&me.by_endpoint);
             if map.get(&addr).is_some_and(|tx| tx.is_closed()) {
                 map.remove(&addr);
@@ -268,23 +289,29 @@ impl EnrpNet {
         lock(&self.by_endpoint).remove(&addr);
     }
 
-    fn start_connection(
-        self: Arc<Self>,
-        stream: TcpStream,
-        remote: SocketAddr,
-        rx: Option<mpsc::Receiver<Vec<u8>>>,
-    ) {
-        tokio::spawn(async move { self.run_connection(stream, remote, rx).await });
+    /// Serve a connection a peer opened (after its TLS handshake, with TLS).
+    fn accept_connection(self: Arc<Self>, stream: TcpStream, remote: SocketAddr) {
+        tokio::spawn(async move {
+            let (stream, identity) = match &self.tls {
+                None => (MaybeTlsStream::Plain(stream), None),
+                Some(tls) => match tls.accept("ENRP", stream, remote).await {
+                    Some(x) => x,
+                    None => return,
+                },
+            };
+            self.run_connection(stream, remote, identity, None).await
+        });
     }
 
     /// Serve one connection both ways until it breaks.
     async fn run_connection(
         self: &Arc<Self>,
-        stream: TcpStream,
+        stream: MaybeTlsStream,
         remote: SocketAddr,
+        identity: Option<String>,
         rx: Option<mpsc::Receiver<Vec<u8>>>,
     ) {
-        let _ = stream.set_nodelay(true);
+        let _ = stream.tcp().set_nodelay(true);
         let conn = PeerId(self.ids.fetch_add(1, Ordering::Relaxed));
         self.live.fetch_add(1, Ordering::Relaxed);
         // Answers on this connection go through the outgoing queue when it has one, so the
@@ -303,8 +330,12 @@ impl EnrpNet {
         if let Some(tx) = reply_tx {
             lock(&self.by_conn).insert(conn, tx);
         }
-        let (mut rd, mut wr) = stream.into_split();
-        let source = EnrpSource::Connection { conn, remote };
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let source = EnrpSource::Connection {
+            conn,
+            remote,
+            identity,
+        };
         let max = self.max_message_size;
         // Our own outgoing connections carry what we send; peers answer on theirs, so an
         // outgoing connection may rightly receive nothing for long.
@@ -323,7 +354,12 @@ impl EnrpNet {
                         Err(_) => break,
                     }
                 }
-                match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&batch)).await {
+                // The flush matters with TLS: records may wait in the session until then.
+                let write = async {
+                    wr.write_all(&batch).await?;
+                    wr.flush().await
+                };
+                match tokio::time::timeout(WRITE_TIMEOUT, write).await {
                     Ok(Ok(())) => {}
                     _ => return,
                 }

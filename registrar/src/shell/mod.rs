@@ -48,6 +48,7 @@ pub struct Registrar {
     config: RegistrarConfig,
     transports: Vec<Box<dyn Transport>>,
     asap_addrs: Vec<SocketAddr>,
+    asap_tls_addrs: Vec<SocketAddr>,
     admin: Option<admin::AdminListener>,
     admin_addr: Option<SocketAddr>,
     announcer: Option<Announcer>,
@@ -135,6 +136,23 @@ impl Registrar {
             asap_addrs.extend(t.local_addrs());
             transports.push(Box::new(t));
         }
+        let tls = match &config.tls {
+            Some(t) => Some(
+                crate::tls::ServerTls::from_pem_files(&t.certificate, &t.private_key, &t.ca)
+                    .context("loading the TLS configuration ([tls])")?,
+            ),
+            None => None,
+        };
+        let mut asap_tls_addrs = Vec::new();
+        if let (Some(t), Some(server_tls)) = (&config.tls, &tls) {
+            for addr in &t.asap_listen {
+                let l = tcp::TcpTransport::bind_tls(*addr, server_tls.clone())
+                    .await
+                    .with_context(|| format!("listening for ASAP over TLS on TCP {addr}"))?;
+                asap_tls_addrs.extend(l.local_addrs());
+                transports.push(Box::new(l));
+            }
+        }
         let (admin, admin_addr) = match (&config.admin_unix, config.admin) {
             (Some(path), _) => (Some(bind_admin_unix(path)?), None),
             (None, Some(addr)) => {
@@ -147,10 +165,16 @@ impl Registrar {
             (None, None) => (None, None),
         };
         warn_if_open(&config);
-        let advertised = announce_transports(&config, &asap_addrs);
+        // Announce the plain listeners (rsplib's clients have no TLS); with none, the TLS ones.
+        let announced = if asap_addrs.is_empty() {
+            &asap_tls_addrs
+        } else {
+            &asap_addrs
+        };
+        let advertised = announce_transports(&config, announced);
         let announcer = if config.announce.enabled {
             let source_port = if advertised.is_empty() {
-                asap_addrs.first().map_or(0, |a| a.port())
+                announced.first().map_or(0, |a| a.port())
             } else {
                 0
             };
@@ -169,10 +193,14 @@ impl Registrar {
             rand::random(),
         );
         let enrp = if config.enrp.enabled() {
+            let enrp_tls = tls
+                .clone()
+                .filter(|_| config.tls.as_ref().is_some_and(|t| t.enrp));
             let net = EnrpNet::bind(
                 &config.enrp,
                 config.limits.max_message_size,
                 &config.connections,
+                enrp_tls,
             )
             .await?;
             let local = net.local_addrs()[0];
@@ -197,6 +225,7 @@ impl Registrar {
             config,
             transports,
             asap_addrs,
+            asap_tls_addrs,
             admin,
             admin_addr,
             announcer,
@@ -217,6 +246,11 @@ impl Registrar {
     /// Where ASAP peers connect (ports as bound).
     pub fn asap_addrs(&self) -> &[SocketAddr] {
         &self.asap_addrs
+    }
+
+    /// Where ASAP peers connect with TLS (ports as bound; empty without `[tls]`).
+    pub fn asap_tls_addrs(&self) -> &[SocketAddr] {
+        &self.asap_tls_addrs
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -289,7 +323,20 @@ impl Registrar {
             log::info!("registrar {id} serving ENRP on {:?}", net.local_addrs());
             tasks.spawn(net.serve(sink));
         }
-        log::info!("registrar {id} serving ASAP on {:?}", config.asap_listen);
+        if !config.asap_listen.is_empty() {
+            log::info!("registrar {id} serving ASAP on {:?}", config.asap_listen);
+        }
+        if let Some(t) = &config.tls {
+            log::info!(
+                "registrar {id} serving ASAP over TLS on {:?}{}",
+                t.asap_listen,
+                if t.enrp && config.enrp.enabled() {
+                    "; ENRP over TLS"
+                } else {
+                    ""
+                }
+            );
+        }
         tokio::pin!(shutdown);
         loop {
             let deadline = shared.fire_timers();
