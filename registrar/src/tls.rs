@@ -494,8 +494,8 @@ impl HandshakeLog {
         // The peer's own text never reaches the log: `why` is rustls's description.
         let why: String = why.chars().take(200).collect();
         log::warn!(
-            "{what} over TLS: handshake from {remote} refused: {why} (each source is logged at \
-             most once a minute; {since} more from {ip} since its last line)"
+            "{what} over TLS: connection with {remote} refused: {why} (each address is logged \
+             at most once a minute; {since} more with {ip} since its last line)"
         );
         true
     }

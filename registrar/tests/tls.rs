@@ -27,9 +27,9 @@ use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Addresses of test `net`: 127.78.net.i.
+/// Addresses of test `net`: 127.79.net.i.
 fn ip(net: u8, i: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 78, net, i))
+    IpAddr::V4(Ipv4Addr::new(127, 79, net, i))
 }
 
 /// A CA generated for this run, issuing certificates into a directory of PEM files.
@@ -140,14 +140,15 @@ impl Drop for Running {
     }
 }
 
-/// A registrar on 127.78.net.i serving TLS only (`tls.require`), ENRP on :9902 with `peers`.
+/// A registrar on 127.79.net.i serving TLS only (`tls.require`), ENRP on :9902 with `peers`.
 async fn start(ca: &Ca, net: u8, i: u8, peers: &[u8]) -> Running {
+    start_as(ca, net, i, peers, &format!("pr{i}.scope.test")).await
+}
+
+/// The same, with a certificate for `name`.
+async fn start_as(ca: &Ca, net: u8, i: u8, peers: &[u8], name: &str) -> Running {
     let me = ip(net, i);
-    let cert = ca.issue(
-        &format!("pr{net}-{i}"),
-        &[&format!("pr{i}.scope.test"), &me.to_string()],
-        None,
-    );
+    let cert = ca.issue(&format!("pr{net}-{i}"), &[name, &me.to_string()], None);
     let mut config = RegistrarConfig {
         asap_listen: Vec::new(),
         admin: None,
@@ -360,9 +361,14 @@ async fn clients_without_an_acceptable_certificate_get_no_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_registrars_share_the_handlespace_over_enrp_with_tls() {
+    let _ = env_logger::builder().is_test(true).try_init();
     let ca = Ca::new("enrp");
-    let r1 = start(&ca, 3, 1, &[2]).await;
+    // Registrar 3's certificate is from the right CA, for an identity that may not peer
+    // (intruder.test): registrar 1 dials it (a static peer) and drops the connection, and what
+    // it sends to 1 and 2 is not heard.
+    let r1 = start(&ca, 3, 1, &[2, 3]).await;
     let r2 = start(&ca, 3, 2, &[1]).await;
+    let r3 = start_as(&ca, 3, 3, &[1, 2], "intruder.test").await;
     let web = ca.issue("web-1", &["web-1.pe.test"], None);
     let web2 = ca.issue("web-2", &["web-2.pe.test"], None);
     // Registrations are refused while a registrar still synchronises: the client hunts again.
@@ -390,9 +396,34 @@ async fn two_registrars_share_the_handlespace_over_enrp_with_tls() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let peers = r1.control.registrars().await.unwrap();
-    let text = serde_json::to_string(&peers).unwrap();
-    assert!(text.contains(&format!("{}", 0x2002)), "{text}");
+    let peer_ids = |r: &rsplb_registrar::shell::RegistrarsSnapshot| -> Vec<u32> {
+        r.peers.iter().map(|p| p.registrar_id).collect()
+    };
+    assert_eq!(
+        peer_ids(&r1.control.registrars().await.unwrap()),
+        vec![0x2002]
+    );
+
+    // The intruder serves its own clients alone; its element never reaches 1 or 2.
+    let web3 = ca.issue("web-3", &["web-3.pe.test"], None);
+    let c = PoolElementHandle::register(
+        ca.client(&web3, vec![r3.asap_tls]),
+        pe_config("web", 8003, 3),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(elements(&r1, "web").await, vec![1, 2]);
+    assert_eq!(elements(&r2, "web").await, vec![1, 2]);
+    for r in [&r1, &r2] {
+        let snapshot = r.control.registrars().await.unwrap();
+        assert!(!peer_ids(&snapshot).contains(&0x2003));
+        assert!(
+            snapshot.enrp.refused > 0,
+            "the intruder's messages were refused"
+        );
+    }
     a.deregister().await.unwrap();
     b.deregister().await.unwrap();
+    c.deregister().await.unwrap();
 }

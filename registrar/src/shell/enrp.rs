@@ -13,7 +13,10 @@
 //! With TLS (`tls.enrp`, RFC 5355) every connection, accepted or dialled, first completes a
 //! handshake in which both registrars present certificates that chain to the configured CA; what
 //! arrives on it then carries the peer's identity to the core, which decides whether that
-//! identity may peer (`security.identities`). Multicast Presence stays unauthenticated.
+//! identity may peer (`security.identities`). A connection this registrar dialled is also
+//! dropped at once when the peer's identity may not peer (with the same check,
+//! [`SecurityConfig::authorizes`]), so nothing of the handlespace is pushed to it. Multicast
+//! Presence stays unauthenticated.
 
 use std::collections::HashMap;
 use std::io;
@@ -27,7 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::config::EnrpConfig;
+use crate::config::{EnrpConfig, SecurityConfig};
 use crate::core::{EnrpDest, EnrpSource, PeerId};
 use crate::tls::{MaybeTlsStream, ServerTls};
 use crate::types::TransportAddress;
@@ -85,6 +88,8 @@ pub struct EnrpNet {
     sink: OnceLock<Weak<dyn EnrpSink>>,
     /// TLS on every connection (`None`: plain TCP).
     tls: Option<ServerTls>,
+    /// Who may peer (checked on connections this registrar dials; the core checks the rest).
+    security: SecurityConfig,
     pub stats: EnrpNetStats,
 }
 
@@ -95,6 +100,7 @@ impl EnrpNet {
         max_message_size: usize,
         connections: &crate::config::ConnectionConfig,
         tls: Option<ServerTls>,
+        security: &SecurityConfig,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let mut listeners = Vec::new();
@@ -129,6 +135,7 @@ impl EnrpNet {
             live: AtomicU64::new(0),
             sink: OnceLock::new(),
             tls,
+            security: security.clone(),
             stats: EnrpNetStats::default(),
         })
     }
@@ -268,6 +275,19 @@ impl EnrpNet {
             let (stream, identity) = match &me.tls {
                 None => (MaybeTlsStream::Plain(stream), None),
                 Some(tls) => match tls.connect_peer(stream, addr).await {
+                    Ok((_, identity))
+                        if !me.security.authorizes(
+                            rserpool_proto::config::Role::Registrar,
+                            addr.ip(),
+                            identity.as_deref(),
+                            None,
+                        ) =>
+                    {
+                        let who = identity.as_deref().unwrap_or("no identity");
+                        tls.log.failed("ENRP", addr, &format!("{who} may not peer"));
+                        me.connect_failed(addr);
+                        return;
+                    }
                     Ok(x) => x,
                     Err(e) => {
                         tls.log.failed("ENRP", addr, &format!("dialling: {e}"));

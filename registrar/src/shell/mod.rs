@@ -201,6 +201,7 @@ impl Registrar {
                 config.limits.max_message_size,
                 &config.connections,
                 enrp_tls,
+                &config.security,
             )
             .await?;
             let local = net.local_addrs()[0];
