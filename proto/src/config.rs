@@ -11,8 +11,8 @@
 //!   TCP/IP headers, per element. At 10,000 elements that is 80,000 messages per second through
 //!   the registrar (it spends a few microseconds of CPU per message). Raise both for very
 //!   large deployments: `bench-registrar` reports `keepalive_capacity_elements`, the population
-//!   one core keeps alive at these timers without a false eviction, and `limits.max_elements`
-//!   defaults to well below it.
+//!   one registrar keeps alive at these timers without a false eviction, and
+//!   `limits.max_home_elements` defaults to what it measured.
 //! - A registrar that was itself stalled (its loop busy with a burst) must not remove elements
 //!   whose acks were waiting unread: see [`TimerConfig::stall_grace_ms`].
 //! - Handle resolution returns 3 elements when the PU does not ask for a count (rsplib's
@@ -93,6 +93,7 @@ impl CoreConfig {
             ("limits.max_pools", l.max_pools),
             ("limits.max_elements_per_pool", l.max_elements_per_pool),
             ("limits.max_elements", l.max_elements),
+            ("limits.max_home_elements", l.max_home_elements),
             ("limits.max_elements_per_peer", l.max_elements_per_peer),
             ("limits.max_peers", l.max_peers),
             ("limits.max_peers_per_address", l.max_peers_per_address),
@@ -385,7 +386,17 @@ pub struct TimerConfig {
 pub struct LimitConfig {
     pub max_pools: usize,
     pub max_elements_per_pool: usize,
+    /// Elements in the handlespace, this registrar's and its peers' (ENRP): a bound of memory
+    /// (about 830 bytes each, `bench-registrar`'s `rss_bytes_per_pe`).
     pub max_elements: usize,
+    /// Elements this registrar is home of: those it keeps alive over its own connections
+    /// (elements learned from peer registrars cost no keep-alives and count against
+    /// `max_elements` only). A registration beyond it gets Lack of Resources and the pool
+    /// element hunts another registrar, instead of pushing this one past the population it can
+    /// keep alive at the default timers without false evictions. The default is
+    /// `bench-registrar`'s `keepalive_capacity_elements`; see [`LimitConfig::default`]. Raise
+    /// it with `timers.keepalive_interval_ms` (the cost is per keep-alive).
+    pub max_home_elements: usize,
     /// Elements one connection may register (a registrator is usually one PE or a sidecar).
     pub max_elements_per_peer: usize,
     /// Concurrent ASAP connections; more are refused with an ERROR (Lack of Resources).
@@ -704,6 +715,14 @@ impl Default for LimitConfig {
             max_pools: 10_000,
             max_elements_per_pool: 100_000,
             max_elements: 200_000,
+            // What one registrar keeps alive at the default 250 ms timers, measured with
+            // `cargo xtask bench registrar` (keepalive_capacity_elements: the largest of the
+            // steps 2,000..96,000 kept 5 s without a removal, answering clients on the same 2
+            // shared vCPUs) on 2026-12-03: medians 64,000, 96,000 and 96,000 in three runs, so
+            // at least 96,000 on quiet cores. Rounds disturbed by other builds held 24,000 to
+            // 64,000, and past its capacity a registrar loses nearly every element at once
+            // (95,625 of 96,000 in one round): the default stays a third below the median.
+            max_home_elements: 64_000,
             max_elements_per_peer: 1_000,
             max_peers: 20_000,
             max_peers_per_address: 1_000,

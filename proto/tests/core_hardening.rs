@@ -515,3 +515,23 @@ fn identity_patterns_match_whole_names() {
         "no identity: the address lists decide"
     );
 }
+
+#[test]
+fn registrations_beyond_the_home_capacity_get_lack_of_resources() {
+    let mut c = quiet_config();
+    c.limits.max_home_elements = 2;
+    let mut h = Harness::new(c);
+    h.connect(1);
+    h.connect(2);
+    h.register_ok(1, "web", element(1, 1, Policy::RoundRobin));
+    h.register_ok(2, "web", element(2, 2, Policy::RoundRobin));
+    assert_eq!(
+        reg_cause(&h.register(2, "api", element(2, 3, Policy::RoundRobin))),
+        Some(CauseCode::LackOfResources)
+    );
+    // Re-registrations of elements already here still go through.
+    h.register_ok(1, "web", element(1, 1, Policy::RoundRobin));
+    // A place freed is a place taken.
+    h.disconnect(1);
+    h.register_ok(2, "api", element(2, 3, Policy::RoundRobin));
+}

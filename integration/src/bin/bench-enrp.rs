@@ -60,6 +60,7 @@ fn config(net: u8, i: u8, peers: &[u8], keepalive_ms: u64) -> RegistrarConfig {
     c.announce.enabled = false;
     c.rate_limits.registration = UNLIMITED;
     c.limits.max_elements_per_peer = 20_000;
+    c.limits.max_home_elements = 1_000_000; // 100,000 at one registrar, keep-alives slowed
     c.limits.max_pending_messages = 40_000;
     c.timers.keepalive_interval_ms = keepalive_ms;
     c.enrp.listen = vec![SocketAddr::new(lo(net, i), 9901)];

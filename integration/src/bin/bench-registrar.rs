@@ -22,9 +22,10 @@
 //!   keep-alive removals (`keepalive_timeouts` in `/stats`): every one is false. Must be 0.
 //!   `deferred_deadlines_under_load` says how often the stall protection stepped in.
 //! - `keepalive_capacity_elements`: the largest population (stepped 2,000, 4,000, 8,000, 12,000,
-//!   16,000, 24,000, 32,000, 48,000) that one registrar keeps alive at the default 250 ms timers
-//!   for 5 s with no keep-alive removal. The answering clients run in this process on the same
-//!   shared cores, so this is a lower bound of the registrar's own capacity.
+//!   16,000, 24,000, 32,000, 48,000, 64,000, 96,000; the first step with a removal ends the
+//!   round) that one registrar keeps alive at the default 250 ms timers for 5 s with no
+//!   keep-alive removal. The answering clients run in this process on the same shared cores,
+//!   so this is a lower bound of the registrar's own capacity.
 //!
 //! - `reg_registrar_cpu_ns`, `hres_registrar_cpu_ns`: the registrar process's CPU time (user +
 //!   system) per answered request: what the registrar costs independently of the client load
@@ -131,6 +132,7 @@ async fn serve(keepalive_ms: u64) -> anyhow::Result<()> {
     c.limits.max_elements_per_peer = 1_000_000;
     c.limits.max_pending_messages = 1_000_001;
     c.limits.max_elements = 1_000_000;
+    c.limits.max_home_elements = 1_000_000; // the capacity round looks for the limit itself
     c.limits.max_elements_per_pool = 1_000_000;
     c.limits.max_peers_per_address = 1_000_000;
     let r = rsplb_registrar::shell::Registrar::bind(c).await?;
@@ -464,7 +466,9 @@ async fn bench_false_evictions(server: &Server, elements: usize) -> anyhow::Resu
 /// The largest stepped population kept alive for 5 s without a keep-alive removal.
 async fn bench_keepalive_capacity() -> anyhow::Result<usize> {
     let mut best = 0;
-    for n in [2_000, 4_000, 8_000, 12_000, 16_000, 24_000, 32_000, 48_000] {
+    for n in [
+        2_000, 4_000, 8_000, 12_000, 16_000, 24_000, 32_000, 48_000, 64_000, 96_000,
+    ] {
         let server = spawn_server(250).await?;
         let keepers = setup_pool(&server, "cap", n, (n / 100).max(1)).await?;
         let before = stat(&server, "keepalive_timeouts").await?;

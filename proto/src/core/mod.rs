@@ -802,6 +802,7 @@ impl RegistrarCore {
     ) -> Result<bool, CauseCode> {
         let allow_foreign = self.config.security.allow_foreign_addresses;
         let max_per_peer = self.config.limits.max_elements_per_peer;
+        let home_full = self.tracked.len() >= self.config.limits.max_home_elements;
         let p = self.peers.get_mut(&peer).ok_or(CauseCode::Unspecified)?;
         if !p.may(
             &self.config.security,
@@ -821,7 +822,7 @@ impl RegistrarCore {
         element.user_transport = check_addresses(&element.user_transport, &p.info, allow_foreign)?;
         let slot = self.slots.get(&(pool.clone(), element.id)).copied();
         let existing_here = slot.is_some_and(|s| p.elements.contains(&s));
-        if !existing_here && p.elements.len() >= max_per_peer {
+        if !existing_here && (p.elements.len() >= max_per_peer || home_full) {
             return Err(CauseCode::LackOfResources);
         }
         element.home_registrar = self.id;
