@@ -29,6 +29,9 @@ use rsplb_registrar::shell::Registrar;
         home of its elements within about a second (no element leaves a pool because its \
         registrar failed). A starting registrar first looks for a mentor (--peer, \
         --enrp-multicast), downloads the handlespace from it, and answers clients only then.\n\n\
+        With a [tls] section in the configuration file, ASAP (IANA port 3864) and ENRP are served \
+        over TLS with mutual authentication (RFC 5355), and [[security.identities]] says which \
+        certificate identities may register in which pools, resolve, or peer as registrars.\n\n\
         Settings come from defaults, then the TOML file of --config, then the flags below.",
     after_long_help = "Examples:\n  \
         rsp-registrar\n  \
@@ -39,26 +42,37 @@ use rsplb_registrar::shell::Registrar;
         rsp-registrar --enrp 0.0.0.0:9901 --enrp-multicast 239.0.0.51:9901 --enrp-interface 198.18.0.1\n  \
         curl -s http://127.0.0.1:3870/handlespace\n  \
         curl -s http://127.0.0.1:3870/registrars\n\n\
-        A configuration file (every key optional):\n  \
-        registrar_id = 16\n  \
+        A configuration file (every key optional; these are the defaults, as in \
+        registrar/rsp-registrar.example.toml; lines with # are examples of keys unset by default):\n  \
+        # registrar_id = 0x0a0b0c0d\n  \
         asap_listen = [\"0.0.0.0:3863\"]\n  \
         admin = \"127.0.0.1:3870\"\n  \
+        # admin_unix = \"/run/rsplb/admin.sock\"\n  \
+        [connections]\n  \
+        write_timeout_ms = 10000\n  \
+        idle_timeout_ms = 300000\n  \
+        partial_message_timeout_ms = 10000\n  \
+        admin_timeout_ms = 10000\n  \
         [announce]\n  \
         enabled = true\n  \
         multicast_group = \"239.0.0.50:3863\"\n  \
-        interface = \"198.18.0.1\"\n  \
+        # interface = \"198.18.0.1\"\n  \
         ttl = 30\n  \
         interval_ms = 1000\n  \
-        targets = [\"198.18.0.7:3863\"]\n  \
+        targets = []\n  \
+        advertise = []\n  \
         [timers]\n  \
         keepalive_interval_ms = 250\n  \
         keepalive_timeout_ms = 250\n  \
+        stall_grace_ms = 100\n  \
         [limits]\n  \
         max_pools = 10000\n  \
         max_elements_per_pool = 100000\n  \
         max_elements = 200000\n  \
+        max_home_elements = 64000\n  \
         max_elements_per_peer = 1000\n  \
         max_peers = 20000\n  \
+        max_peers_per_address = 1000\n  \
         max_message_size = 65535\n  \
         max_pending_messages = 2048\n  \
         max_errors = 10\n  \
@@ -71,20 +85,44 @@ use rsplb_registrar::shell::Registrar;
         endpoint_unreachable = { rate_per_s = 10, burst = 20 }\n  \
         [security]\n  \
         allow_foreign_addresses = false\n  \
+        # allow_pe = [\"198.18.1.0/24\"]\n  \
+        # allow_pu = [\"198.18.0.0/15\"]\n  \
+        # allow_registrar = [\"198.18.0.0/28\"]\n  \
+        # [[security.identities]]\n  \
+        # identity = \"web-*.pe.example.net\"\n  \
+        # register = [\"web\", \"web-*\"]\n  \
+        # [[security.identities]]\n  \
+        # identity = \"*.pu.example.net\"\n  \
+        # resolve = true\n  \
+        # [[security.identities]]\n  \
+        # identity = \"pr*.example.net\"\n  \
+        # registrar = true\n  \
         [resolution]\n  \
         default_items = 3\n  \
         max_items = 128\n  \
         max_increment = 0\n  \
         [enrp]\n  \
-        listen = [\"0.0.0.0:9901\"]\n  \
-        peers = [\"198.18.0.2:9901\"]\n  \
-        multicast_group = \"239.0.0.51:9901\"\n  \
+        listen = []\n  \
+        peers = []\n  \
+        # multicast_group = \"239.0.0.51:9901\"\n  \
+        # interface = \"198.18.0.1\"\n  \
         heartbeat_interval_ms = 200\n  \
         max_time_last_heard_ms = 600\n  \
         max_time_no_response_ms = 400\n  \
         takeover_expiry_ms = 2000\n  \
         takeover_grace_ms = 5000\n  \
-        mentor_discovery_ms = 1000\n\n\
+        mentor_discovery_ms = 1000\n  \
+        download_timeout_ms = 10000\n  \
+        max_elements_per_table_response = 128\n  \
+        max_table_response_bytes = 16384\n  \
+        max_peers = 64\n  \
+        # [tls]\n  \
+        # certificate = \"/etc/rsplb/registrar.crt\"\n  \
+        # private_key = \"/etc/rsplb/registrar.key\"\n  \
+        # ca = \"/etc/rsplb/ca.crt\"\n  \
+        # asap_listen = [\"0.0.0.0:3864\"]\n  \
+        # enrp = true\n  \
+        # require = false\n\n\
         Logging: RUST_LOG=debug (default info)."
 )]
 struct Cli {
