@@ -346,13 +346,45 @@ impl Lab {
                     l.split_whitespace().next() == Some(&a.to_string()) && l.contains("lladdr")
                 })
             };
-            if targets.iter().all(resolved) {
+            if targets.iter().all(resolved) && self.servers_know_the_client()? {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("the balancer did not resolve every host of the segment within 10 s:\n{all}");
             }
         }
+    }
+
+    /// In DSR the servers answer the client directly: they resolve its addresses too, as on a
+    /// network that has carried traffic before (an IPv6 neighbour solicitation racing a test's
+    /// first SYN-ACK under load was seen to lose a first connection).
+    fn servers_know_the_client(&self) -> Result<bool> {
+        let client: Vec<IpAddr> = vec![self.client.v4.into(), self.client.v6.into()];
+        let mut all_known = true;
+        for h in &self.server_hosts {
+            let t = client.clone();
+            h.netns.run(move || {
+                for addr in t {
+                    let bind: SocketAddr = if addr.is_ipv4() {
+                        "0.0.0.0:0".parse()?
+                    } else {
+                        "[::]:0".parse()?
+                    };
+                    let s = std::net::UdpSocket::bind(bind)?;
+                    let _ = s.send_to(b"x", SocketAddr::new(addr, 9));
+                }
+                Ok(())
+            })?;
+            let neigh = h.netns.ip(&["neigh", "show", "dev", &h.iface])?;
+            let neigh6 = h.netns.ip(&["-6", "neigh", "show", "dev", &h.iface])?;
+            let all = format!("{neigh}\n{neigh6}");
+            all_known &= client.iter().all(|a| {
+                all.lines().any(|l| {
+                    l.split_whitespace().next() == Some(&a.to_string()) && l.contains("lladdr")
+                })
+            });
+        }
+        Ok(all_known)
     }
 
     /// The lab's `j`-th IPv4 VIP address.
