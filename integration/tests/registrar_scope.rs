@@ -82,7 +82,12 @@ fn scope() -> Scope {
     }
 
     // The balancer's embedded registrar joins the scope.
-    let config = std::env::temp_dir().join(format!("rsplb-scope-{}.toml", std::process::id()));
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let config = std::env::temp_dir().join(format!(
+        "rsplb-scope-{}-{}.toml",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let peers: Vec<String> = host_ips
         .iter()
         .map(|ip| format!("\"{}\"", enrp(*ip)))
@@ -337,5 +342,205 @@ fn a_registrar_cut_off_and_back_converges_with_the_scope() {
     assert_eq!(t.get("s1"), 0, "{t}");
     for r in sc.registrars.iter_mut() {
         r.check_running().expect("a registrar exited");
+    }
+}
+
+/// 100 pool elements (the PE library, in the host's own namespace) registered at each host's
+/// registrar, from one thread per host; they deregister when `stop` is dropped.
+struct Bulk {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Bulk {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn bulk(sc: &Scope, per_host: u32) -> Bulk {
+    use rsplb_registrar::client::{ClientConfig, PoolElementConfig, PoolElementHandle};
+    use rsplb_registrar::types::{PeId, TransportAddress, TransportUse};
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let stop_rx = std::sync::Arc::new(std::sync::Mutex::new(stop_rx));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let mut threads = Vec::new();
+    for (i, h) in sc.lab.server_hosts.iter().enumerate() {
+        let ns = h.netns.name().to_string();
+        let ip = sc.host_ips[i];
+        let ready = ready_tx.clone();
+        let stop = stop_rx.clone();
+        threads.push(std::thread::spawn(move || {
+            let r = rsplb_integration::netns::in_netns(&ns, move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let mut pes = Vec::new();
+                    for k in 0..per_host {
+                        let client = ClientConfig::with_registrars([SocketAddr::new(ip, 3863)]);
+                        let mut c = PoolElementConfig::new(
+                            "bulk".parse().unwrap(),
+                            TransportAddress::Tcp {
+                                port: 10_000 + k as u16,
+                                transport_use: TransportUse::DataOnly,
+                                addr: ip,
+                            },
+                        );
+                        c.id = Some(PeId(1_000_000 * (i as u32 + 1) + k));
+                        match PoolElementHandle::register(client, c).await {
+                            Ok(p) => pes.push(p),
+                            Err(e) => {
+                                let _ = ready.send(Err(format!("host {i}: {e}")));
+                                return;
+                            }
+                        }
+                    }
+                    let _ = ready.send(Ok(()));
+                    // Keep them registered until the test drops the Bulk.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let _ = stop.lock().map(|rx| rx.recv());
+                    })
+                    .await;
+                    for p in pes {
+                        let _ = p.deregister().await;
+                    }
+                });
+                Ok(())
+            });
+            if let Err(e) = r {
+                eprintln!("bulk thread: {e}");
+            }
+        }));
+    }
+    for _ in 0..threads.len() {
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("bulk registration ends")
+            .expect("bulk registration");
+    }
+    Bulk {
+        stop: Some(stop_tx),
+        threads,
+    }
+}
+
+/// The RFC 5353 PE checksum of `home`'s elements in a view.
+fn checksum_of(view: &View, home: u64) -> u16 {
+    use rsplb_registrar::handlespace::compute_checksum;
+    use rsplb_registrar::types::{PeId, PoolHandle};
+    let keys: Vec<(PoolHandle, PeId)> = view
+        .iter()
+        .filter(|e| e.2 == home)
+        .map(|e| (e.0.parse().unwrap(), PeId(e.1 as u32)))
+        .collect();
+    compute_checksum(keys.iter().map(|(h, id)| (h, *id)))
+}
+
+#[test]
+fn three_hundred_elements_over_three_registrars_are_the_same_everywhere() {
+    let sc = scope();
+    let _bulk = bulk(&sc, 100);
+    let wait_converged = |n: usize, what: &str| -> Vec<View> {
+        let start = Instant::now();
+        loop {
+            let v = views(&sc);
+            if let Ok(v) = &v
+                && v.iter().all(|x| *x == v[0])
+                && v[0].len() == n
+            {
+                println!("{what}_s={:.3}", start.elapsed().as_secs_f64());
+                return v.clone();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{what}: views did not converge on {n} elements: {:?}",
+                v.map(|v| v.iter().map(Vec::len).collect::<Vec<_>>())
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let v = wait_converged(303, "bulk_converged");
+    // Each home registrar's checksum, as it reports it in its Presence, is the checksum of its
+    // elements as every other registrar holds them (rsplb handlespace --registrar gives both).
+    for (i, ip) in sc.host_ips.iter().enumerate() {
+        let home = 0x101 + i as u64;
+        let out = Command::new(&sc.lab.rsplb.bin)
+            .args(["--netns", sc.lab.server_hosts[i].netns.name()])
+            .args(["handlespace", "--registrar"])
+            .arg(SocketAddr::new(*ip, 9901).to_string())
+            .arg("--json")
+            .output()
+            .unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let reported = j["checksum"].as_u64().expect("a checksum in the Presence") as u16;
+        assert_eq!(reported, checksum_of(&v[3], home), "registrar {home:x}");
+        assert_eq!(
+            v[3].iter().filter(|e| e.2 == home).count(),
+            101,
+            "registrar {home:x} is home of its host's 100 + 1 sidecar"
+        );
+    }
+    // Pool users resolve the pool at every registrar.
+    for (i, ip) in sc.host_ips.iter().enumerate() {
+        let out = Command::new(&sc.lab.rsplb.bin)
+            .args(["--netns", sc.lab.server_hosts[(i + 1) % 3].netns.name()])
+            .args(["resolve", "bulk", "--items", "10", "--json", "--registrar"])
+            .arg(SocketAddr::new(*ip, 3863).to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["elements"].as_array().unwrap().len(), 10, "{j}");
+    }
+    // A late registrar (on the client host) downloads the same handlespace.
+    let client_ip: IpAddr = sc.lab.client.v4.into();
+    let registrar_bin = sc.lab.rsplb.bin.parent().unwrap().join("rsp-registrar");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", sc.lab.client.netns.name()])
+        .arg(&registrar_bin)
+        .args(["--id", "0x1aa", "--no-admin", "--no-announce"])
+        .args(["--asap", &SocketAddr::new(client_ip, 3863).to_string()])
+        .args(["--enrp", &SocketAddr::new(client_ip, 9901).to_string()])
+        .args(["--peer", &SocketAddr::new(sc.host_ips[0], 9901).to_string()])
+        .env("RUST_LOG", "warn");
+    let _late = ChildGuard::spawn(cmd).expect("late rsp-registrar");
+    let start = Instant::now();
+    loop {
+        let out = Command::new(&sc.lab.rsplb.bin)
+            .args([
+                "--netns",
+                sc.lab.client.netns.name(),
+                "handlespace",
+                "--registrar",
+            ])
+            .arg(SocketAddr::new(client_ip, 9901).to_string())
+            .arg("--json")
+            .output()
+            .unwrap();
+        let n = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .map(|j| {
+                j["pools"].as_array().map_or(0, |p| {
+                    p.iter()
+                        .map(|p| p["elements"].as_array().unwrap().len())
+                        .sum()
+                })
+            });
+        if n == Some(303) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the late registrar holds {n:?} of 303 elements"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

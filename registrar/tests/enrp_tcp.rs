@@ -279,3 +279,21 @@ async fn stalled_and_idle_enrp_connections_are_closed() {
     assert_eq!(d.registrar.0, 0x2001);
     task.abort();
 }
+
+/// A dump follows the M flag through many chunks (the handlespace here needs several).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_reads_a_handlespace_of_many_chunks() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let net = 3;
+    let r = start(net, 1, &[]).await;
+    let mut pes = Vec::new();
+    for k in 0..300u32 {
+        pes.push(pe(vec![r.asap], "bulk", (k % 200) as u8, 10_000 + k).await);
+    }
+    let d = rsplb_registrar::client::enrp_dump::dump(SocketAddr::new(ip(net, 1), 9901), WAIT)
+        .await
+        .unwrap();
+    let n: usize = d.pools.iter().map(|(_, e)| e.len()).sum();
+    assert_eq!(n, 300);
+    r.task.abort();
+}

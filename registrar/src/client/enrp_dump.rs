@@ -34,8 +34,23 @@ pub struct EnrpDump {
     pub pools: Vec<(PoolHandle, Vec<PoolElement>)>,
 }
 
-/// Dump the handlespace of the registrar whose ENRP endpoint is `addr` (TCP).
+/// Dump the handlespace of the registrar whose ENRP endpoint is `addr` (TCP). ENRP drops what a
+/// broken connection held (its audits repair that between registrars), so a dump that stops
+/// getting answers starts over as a new peer, until `timeout` has passed.
 pub async fn dump(addr: SocketAddr, timeout: Duration) -> anyhow::Result<EnrpDump> {
+    let deadline = Instant::now() + timeout;
+    let attempt = (timeout / 3).clamp(Duration::from_millis(500), Duration::from_secs(3));
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match dump_once(addr, attempt.min(left)).await {
+            Ok(d) => return Ok(d),
+            Err(e) if Instant::now() + Duration::from_millis(100) >= deadline => return Err(e),
+            Err(e) => log::debug!("ENRP dump of {addr}: {e:#}; starting over"),
+        }
+    }
+}
+
+async fn dump_once(addr: SocketAddr, timeout: Duration) -> anyhow::Result<EnrpDump> {
     use anyhow::{Context as _, bail};
     let deadline = Instant::now() + timeout;
     let out = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
@@ -59,7 +74,7 @@ pub async fn dump(addr: SocketAddr, timeout: Duration) -> anyhow::Result<EnrpDum
             addr: local.ip(),
         },
     };
-    let (mut rd_out, mut wr) = out.into_split();
+    let (rd_out, mut wr) = out.into_split();
     let send = |receiver: RegistrarId, body: EnrpBody| {
         wire::encode_enrp(&EnrpMessage {
             sender: me,
@@ -84,48 +99,35 @@ pub async fn dump(addr: SocketAddr, timeout: Duration) -> anyhow::Result<EnrpDum
     )?);
     wr.write_all(&hello).await?;
 
-    // Answers come on the registrar's own connection to our listener (rsplb), or on ours.
-    let mut inbound: Option<tokio::net::tcp::OwnedReadHalf> = None;
-    let mut buf_in = Vec::new();
-    let mut buf_out = Vec::new();
+    // Answers come on the registrar's own connection to our listener (rsplb), or on ours. Other
+    // registrars of the scope that hear of this "peer" may call too: every connection is read,
+    // and only the target's answers count (it alone was asked, so the first List or Handle
+    // Table Response names it).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
+    let mut readers = tokio::task::JoinSet::new();
+    readers.spawn(read_all(rd_out, tx.clone()));
     let mut result = EnrpDump {
         registrar: RegistrarId(0),
         checksum: None,
         peers: Vec::new(),
         pools: Vec::new(),
     };
+    let mut checksums: Vec<(RegistrarId, u16)> = Vec::new();
     let (mut have_list, mut have_table) = (false, false);
-    let mut out_open = true;
     let mut elements = 0usize;
     while !(have_list && have_table) {
         let msg = tokio::select! {
-            a = listener.accept(), if inbound.is_none() => {
-                let (s, _) = a?;
-                inbound = Some(s.into_split().0);
+            a = listener.accept() => {
+                if let Ok((s, _)) = a
+                    && readers.len() < 64
+                {
+                    readers.spawn(read_all(s.into_split().0, tx.clone()));
+                }
                 continue;
             }
-            m = read_message(&mut rd_out, &mut buf_out), if out_open => match m {
-                Ok(m) => anyhow::Ok(m),
-                Err(e) => {
-                    // Answers may still come on the registrar's own connection to us.
-                    log::debug!("ENRP dump: our connection to {addr} ended: {e}");
-                    out_open = false;
-                    continue;
-                }
-            },
-            m = async {
-                match inbound.as_mut() {
-                    Some(r) => read_message(r, &mut buf_in).await,
-                    None => std::future::pending().await,
-                }
-            } => match m {
-                Ok(m) => anyhow::Ok(m),
-                Err(e) => {
-                    log::debug!("ENRP dump: the connection from {addr} ended: {e}");
-                    inbound = None;
-                    buf_in.clear();
-                    continue;
-                }
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => continue,
             },
             _ = tokio::time::sleep_until(deadline) => {
                 bail!(
@@ -136,8 +138,7 @@ pub async fn dump(addr: SocketAddr, timeout: Duration) -> anyhow::Result<EnrpDum
                     if have_table { "complete" } else { "incomplete" }
                 );
             }
-        }
-        .with_context(|| format!("reading ENRP from {addr}"))?;
+        };
         let Ok(decoded) = wire::decode_enrp(&msg) else {
             continue;
         };
@@ -145,14 +146,21 @@ pub async fn dump(addr: SocketAddr, timeout: Duration) -> anyhow::Result<EnrpDum
         if m.receiver != me && m.receiver.0 != 0 {
             continue;
         }
-        if result.registrar.0 == 0 {
+        let answer = matches!(
+            m.body,
+            EnrpBody::ListResponse { .. } | EnrpBody::HandleTableResponse { .. }
+        );
+        if answer && result.registrar.0 == 0 {
             result.registrar = m.sender;
         }
-        if m.sender != result.registrar {
+        if let EnrpBody::Presence { checksum, .. } = m.body {
+            checksums.push((m.sender, checksum));
+            continue;
+        }
+        if !answer || m.sender != result.registrar {
             continue;
         }
         match m.body {
-            EnrpBody::Presence { checksum, .. } => result.checksum = Some(checksum),
             EnrpBody::ListResponse { servers, .. } => {
                 result.peers = servers.into_iter().filter(|s| s.id != me).collect();
                 have_list = true;
@@ -187,6 +195,28 @@ pub async fn dump(addr: SocketAddr, timeout: Duration) -> anyhow::Result<EnrpDum
             _ => {}
         }
     }
+    // The target's Presence (asked for with the R flag) usually came before its answers; give a
+    // late one a moment.
+    let target = result.registrar;
+    let late = Instant::now() + Duration::from_millis(200).min(timeout);
+    while !checksums.iter().any(|(r, _)| *r == target) {
+        match tokio::time::timeout_at(late, rx.recv()).await {
+            Ok(Some(m)) => {
+                if let Ok(d) = wire::decode_enrp(&m)
+                    && let EnrpBody::Presence { checksum, .. } = d.message.body
+                {
+                    checksums.push((d.message.sender, checksum));
+                }
+            }
+            _ => break,
+        }
+    }
+    result.checksum = checksums
+        .iter()
+        .rev()
+        .find(|(r, _)| *r == target)
+        .map(|(_, c)| *c);
+    readers.abort_all();
     let _ = wr.shutdown().await;
     Ok(result)
 }
@@ -196,23 +226,27 @@ fn wire_checksum_of_nothing() -> u16 {
     crate::handlespace::compute_checksum(std::iter::empty())
 }
 
-/// One framed ENRP message from a TCP stream (at most 64 KiB).
-async fn read_message(
-    r: &mut tokio::net::tcp::OwnedReadHalf,
-    buf: &mut Vec<u8>,
-) -> anyhow::Result<Vec<u8>> {
+/// Every framed ENRP message of one connection (at most 64 KiB each) into `tx`, until the
+/// connection ends or stops making sense.
+async fn read_all(mut r: tokio::net::tcp::OwnedReadHalf, tx: tokio::sync::mpsc::Sender<Vec<u8>>) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
     loop {
-        if let Some(len) = wire::frame_length(buf, 65_535)?
-            && buf.len() >= len
-        {
-            let rest = buf.split_off(len);
-            return Ok(std::mem::replace(buf, rest));
+        match wire::frame_length(&buf, 65_535) {
+            Ok(Some(len)) if buf.len() >= len => {
+                let rest = buf.split_off(len);
+                let m = std::mem::replace(&mut buf, rest);
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(_) => return,
         }
-        let mut chunk = [0u8; 16 * 1024];
-        let n = r.read(&mut chunk).await?;
-        if n == 0 {
-            anyhow::bail!("connection closed");
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
