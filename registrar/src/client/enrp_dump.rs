@@ -121,7 +121,14 @@ async fn dump_once(addr: SocketAddr, timeout: Duration) -> anyhow::Result<EnrpDu
                 if let Ok((s, _)) = a
                     && readers.len() < 64
                 {
-                    readers.spawn(read_all(s.into_split().0, tx.clone()));
+                    // Keep our write half open: dropping it would send a FIN, and a registrar
+                    // ends a connection whose peer has closed it, losing what it had queued.
+                    let (rd, wr) = s.into_split();
+                    let tx = tx.clone();
+                    readers.spawn(async move {
+                        read_all(rd, tx).await;
+                        drop(wr);
+                    });
                 }
                 continue;
             }

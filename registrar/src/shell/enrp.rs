@@ -431,6 +431,14 @@ impl EnrpNet {
                 buf.drain(..start);
             }
         };
+        // A peer may close its sending side of a connection we opened (it answers on its
+        // own): what we still have to say to it goes on until writing fails.
+        let reader = async move {
+            reader.await;
+            if outgoing {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             _ = writer => {}
             _ = reader => {}
