@@ -336,6 +336,7 @@ impl Balancer {
                         generation,
                         nexthop: None,
                         owner,
+                        nexthop_pending: false,
                     });
                     st.elements.len() - 1
                 }
@@ -480,25 +481,8 @@ impl Balancer {
     /// Removes NAT translations idle longer than their VIP's timeout.
     pub fn expire_nat(&mut self) -> Result<usize> {
         let st = self.state()?;
-        let per_vip: std::collections::HashMap<u32, u32> = st
-            .vips
-            .iter()
-            .map(|v| (v.slot, st.options.vip_timeout_s(v)))
-            .collect();
-        let fallback = st
-            .options
-            .nat_tcp_timeout_s
-            .max(st.options.nat_udp_timeout_s);
-        let now = crate::maps::monotonic_ns();
-        Ok(self.maps.expire_nat(now, |v| {
-            // The program records the timeout that applied when it created the entry.
-            let t = match per_vip.get(&v.vip_slot) {
-                _ if v.timeout_s > 0 => v.timeout_s,
-                Some(t) => *t,
-                None => fallback,
-            };
-            t as u64 * 1_000_000_000
-        }))
+        let expired = crate::control_core::nat_expired(&st, crate::maps::monotonic_ns());
+        Ok(self.maps.expire_nat(expired))
     }
 
     /// Reads every counter (per-CPU values summed).

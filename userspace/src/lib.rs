@@ -1,8 +1,10 @@
 //! rsplb userspace: loader, control plane and command line.
 //!
 //! - [`loader`]: load, attach, pin, re-adopt and detach the XDP program.
+//! - [`control_core`]: the control-plane core without I/O: commands in, ordered map writes out.
 //! - [`control::Balancer`]: the control-plane library (VIPs, pools, elements, Maglev tables,
 //!   next hops, counters) that the command line, the daemon and the registrar drive.
+//! - [`executor`]: carries out the core's writes on the pinned maps.
 //! - [`maglev`]: weighted Maglev table computation.
 //! - [`daemon`]: `rsplb run` (next-hop refresh, NAT expiry, Prometheus metrics, and with
 //!   `--registrar` an embedded RSerPool registrar).
@@ -10,7 +12,9 @@
 
 pub mod addr;
 pub mod control;
+pub mod control_core;
 pub mod daemon;
+pub mod executor;
 pub mod loader;
 pub mod maglev;
 pub mod maps;

@@ -420,20 +420,19 @@ impl Maps {
         Ok(out)
     }
 
-    /// Removes NAT translations idle for longer than their timeout. `now_ns` is
-    /// CLOCK_MONOTONIC (what `bpf_ktime_get_ns` returns); `timeout_ns` gives the timeout of an
-    /// entry. Returns how many were removed.
-    pub fn expire_nat(&mut self, now_ns: u64, timeout_ns: impl Fn(&NatValue) -> u64) -> usize {
+    /// Removes the NAT translations that `expired` says are (the control plane's idle rule,
+    /// `control_core::nat_expired`). Returns how many were removed.
+    pub fn expire_nat(&mut self, expired: impl Fn(&NatValue) -> bool) -> usize {
         let Some(nat) = &mut self.nat else {
             return 0;
         };
-        let expired: Vec<NatKey> = nat
+        let gone: Vec<NatKey> = nat
             .iter()
             .filter_map(|r| r.ok())
-            .filter(|(_, v)| now_ns.saturating_sub(v.last_seen_ns) > timeout_ns(v))
+            .filter(|(_, v)| expired(v))
             .map(|(k, _)| k)
             .collect();
-        expired.iter().filter(|k| nat.remove(k).is_ok()).count()
+        gone.iter().filter(|k| nat.remove(k).is_ok()).count()
     }
 }
 

@@ -448,6 +448,7 @@ mod tests {
             generation: 1,
             nexthop: None,
             owner: Owner::Manual,
+            nexthop_pending: false,
         };
         let v = elements_json("veth0", std::slice::from_ref(&e));
         assert_eq!(

@@ -192,6 +192,7 @@ pub fn state_from_maps(
                 gateway: None,
             }),
             owner: Owner::Manual,
+            nexthop_pending: false,
         });
         if e.ifindex != 0 && e.ifindex != ifindex && !state.tx_ports.contains(&e.ifindex) {
             state.tx_ports.push(e.ifindex);

@@ -218,6 +218,14 @@ pub struct ElementStateEntry {
     pub nexthop: Option<NextHop>,
     #[serde(default)]
     pub owner: Owner,
+    /// Added by the daemon before its next hop was first resolved: out of the Maglev tables
+    /// until the neighbour result comes (see `control_core::Hop::Pending`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub nexthop_pending: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl ElementStateEntry {
@@ -447,6 +455,7 @@ mod tests {
                 gateway: None,
             }),
             owner: Owner::Registrar,
+            nexthop_pending: true,
         });
         s.vips.push(VipState {
             vip: "[fd00::1]:53/udp".into(),

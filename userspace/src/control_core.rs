@@ -1,0 +1,1158 @@
+//! The control-plane core: what the dataplane of one interface must become, as an ordered list
+//! of map writes. No aya, netlink or file system in here (in the manner of quinn-proto): the
+//! caller loads the [`State`], feeds commands (command-line changes, the registrar reconciler's
+//! desired elements, neighbour results), takes the writes with [`Core::finish`], has an
+//! executor ([`crate::executor`]) carry them out in order, and saves the state.
+//!
+//! The order of the writes is what keeps packets safe; each rule is a unit test below:
+//! - an element's value is written before any table names its slot;
+//! - a removed element leaves every Maglev table (each VIP of its pool flips to a table without
+//!   it) before its slot is cleared, and the slot is released for reuse only then: a slot is
+//!   never reused while an active table points at it;
+//! - a VIP's standby table is written whole, while no VIP reads it, before the VIP entry flips
+//!   to it;
+//! - a VIP entry is written in one map update, with every field set ([`Write::Vip`]);
+//! - an egress port is in `RSPLB_TX_PORTS` before an element leaves by it.
+//!
+//! A batch of commands (a burst of handlespace events) rebuilds each affected pool's table once,
+//! in `finish`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    sync::Arc,
+};
+
+use anyhow::{Result, anyhow, bail};
+use rsplb_common::{Config, ELEM_ACTIVE, ELEM_DRAINING, Element, NatValue, VipInfo, VipKey};
+
+use crate::{
+    addr::{ElementAddr, Mode, PoolHandle, Vip, addr_words, family},
+    maglev::{self, MaglevElement},
+    state::{ElementState, ElementStateEntry, NextHop, Owner, State, VipState},
+};
+
+/// One dataplane map write, in the order the executor must carry them out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Zeroes an element slot's per-CPU counters (it is about to get a new owner).
+    ResetElementCounters { slot: u32 },
+    /// Zeroes a VIP slot's per-CPU counters.
+    ResetVipCounters { slot: u32 },
+    /// `RSPLB_ELEMENTS[slot]`. A cleared slot (flags 0) keeps its generation.
+    Element { slot: u32, value: Element },
+    /// A whole Maglev table (`table` is a table index; `entries` are element slots,
+    /// `NO_ELEMENT` for none), written while no VIP reads it.
+    MaglevTable { table: u32, entries: Arc<[u32]> },
+    /// A VIP entry in one map update: a new VIP, a change, or the flip to its standby table.
+    Vip { key: VipKey, info: VipInfo },
+    /// A VIP leaves `RSPLB_VIPS`.
+    RemoveVip { key: VipKey },
+    /// An egress interface other than the attached one, in `RSPLB_TX_PORTS`.
+    TxPort { ifindex: u32 },
+    /// `RSPLB_CONFIG`.
+    Config(Config),
+}
+
+/// How an element command treats an existing element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// `element add`: fails if the element exists.
+    MustBeNew,
+    /// `element weight`: fails if it does not.
+    MustExist,
+    /// Adds, or updates the weight and puts a draining element back in service.
+    Either,
+    /// Owned by the registrar: never touches an element added by hand.
+    Registrar { active: bool },
+}
+
+/// What is known of an element's next hop when the command comes in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hop {
+    /// A resolution that finished (the command line resolves before it changes anything): the
+    /// next hop (possibly with an unresolved MAC), or why there is none.
+    Resolved(Result<NextHop, String>),
+    /// Not resolved yet (the daemon resolves in the background): a new element stays out of
+    /// the Maglev tables until [`Core::neighbour`] brings its first result; an existing one
+    /// keeps the next hop it has.
+    Pending,
+}
+
+/// What an element command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementReport {
+    pub slot: u32,
+    /// Why the next hop is unresolved, if it is.
+    pub unresolved: Option<String>,
+    /// The element as it is now (its address as the pool knows it, weight, state).
+    pub element: ElementStateEntry,
+    /// The element waits for a neighbour result ([`Hop::Pending`] on a new element).
+    pub needs_resolution: bool,
+}
+
+/// Which element a neighbour result is for: the slot's generation tells a result for an
+/// element that was removed (and its slot reused) from one for the element there now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighbourTarget {
+    pub pool: String,
+    pub addr: ElementAddr,
+    pub slot: u32,
+    pub generation: u32,
+}
+
+impl NeighbourTarget {
+    pub fn of(e: &ElementStateEntry) -> NeighbourTarget {
+        NeighbourTarget {
+            pool: e.pool.clone(),
+            addr: e.element_addr(),
+            slot: e.slot,
+            generation: e.generation,
+        }
+    }
+}
+
+/// The control plane of one interface for one batch of commands.
+pub struct Core {
+    state: State,
+    writes: Vec<Write>,
+    /// Pools whose Maglev tables must be rebuilt.
+    dirty_pools: BTreeSet<String>,
+    /// VIPs (by `ADDR:PORT/PROTO`) whose entry must be rewritten.
+    dirty_vips: BTreeSet<String>,
+    /// Removed elements (slot, generation): cleared and released after the tables flip.
+    retired: Vec<(u32, u32)>,
+}
+
+impl Core {
+    pub fn new(state: State) -> Core {
+        Core {
+            state,
+            writes: Vec::new(),
+            dirty_pools: BTreeSet::new(),
+            dirty_vips: BTreeSet::new(),
+            retired: Vec::new(),
+        }
+    }
+
+    /// The state as the commands so far left it (tables not yet rebuilt: see `finish`).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Ends the batch: rebuilds each affected table once (standby written, then the flip),
+    /// then clears and releases the slots of removed elements. Returns the new state and the
+    /// writes that take the dataplane there, in order.
+    pub fn finish(mut self) -> (State, Vec<Write>) {
+        let mut publish: BTreeSet<usize> = BTreeSet::new();
+        for (i, v) in self.state.vips.iter().enumerate() {
+            if self.dirty_pools.contains(&v.pool) || self.dirty_vips.contains(&v.vip) {
+                publish.insert(i);
+            }
+        }
+        let mut tables: HashMap<String, Arc<[u32]>> = HashMap::new();
+        for i in publish {
+            let pool = self.state.vips[i].pool.clone();
+            let table = tables
+                .entry(pool.clone())
+                .or_insert_with(|| pool_table(&self.state, &pool).into())
+                .clone();
+            self.publish_vip(i, table);
+        }
+        for (slot, generation) in std::mem::take(&mut self.retired) {
+            self.writes.push(Write::Element {
+                slot,
+                value: Element {
+                    generation,
+                    ..Element::default()
+                },
+            });
+            self.state.element_slots.release(slot);
+        }
+        (self.state, self.writes)
+    }
+
+    pub fn add_vip(
+        &mut self,
+        vip: Vip,
+        pool: &PoolHandle,
+        mode: Mode,
+        snat: Option<IpAddr>,
+        nat_timeout_s: Option<u32>,
+    ) -> Result<u32> {
+        check_snat(&vip, mode, snat)?;
+        let st = &mut self.state;
+        if st.find_vip(&vip).is_some() {
+            bail!("VIP {vip} already exists (use `vip change`)");
+        }
+        check_pool_for_vip(st, pool.as_str(), &vip, mode)?;
+        let (slot, _) = st.vip_slots.allocate("vip")?;
+        self.writes.push(Write::ResetVipCounters { slot });
+        st.vips.push(VipState {
+            vip: vip.to_string(),
+            pool: pool.to_string(),
+            mode,
+            snat,
+            nat_timeout_s: nat_timeout_s.unwrap_or(0),
+            slot,
+            // The first publish flips to 2 * slot + 1.
+            table: 2 * slot,
+        });
+        self.dirty_vips.insert(vip.to_string());
+        Ok(slot)
+    }
+
+    pub fn change_vip(
+        &mut self,
+        vip: Vip,
+        pool: Option<&PoolHandle>,
+        mode: Option<Mode>,
+        snat: Option<IpAddr>,
+    ) -> Result<()> {
+        let st = &self.state;
+        let i = st
+            .find_vip(&vip)
+            .ok_or_else(|| anyhow!("no VIP {vip} on {}", st.interface))?;
+        let mut v = st.vips[i].clone();
+        if let Some(p) = pool {
+            v.pool = p.to_string();
+        }
+        if let Some(m) = mode {
+            v.mode = m;
+        }
+        if snat.is_some() {
+            v.snat = snat;
+        }
+        check_snat(&vip, v.mode, v.snat)?;
+        check_pool_for_vip(st, &v.pool, &vip, v.mode)?;
+        self.dirty_vips.insert(v.vip.clone());
+        self.state.vips[i] = v;
+        Ok(())
+    }
+
+    pub fn del_vip(&mut self, vip: Vip) -> Result<()> {
+        let st = &mut self.state;
+        let i = st
+            .find_vip(&vip)
+            .ok_or_else(|| anyhow!("no VIP {vip} on {}", st.interface))?;
+        self.writes.push(Write::RemoveVip { key: vip.key() });
+        let v = st.vips.remove(i);
+        st.vip_slots.release(v.slot);
+        self.dirty_vips.remove(&v.vip);
+        Ok(())
+    }
+
+    /// Adds an element or updates it (see [`Upsert`]). `Ok(None)`: an element added by hand
+    /// was left alone for the registrar.
+    pub fn upsert_element(
+        &mut self,
+        pool: &PoolHandle,
+        addr: ElementAddr,
+        weight: u16,
+        how: Upsert,
+        hop: Hop,
+    ) -> Result<Option<ElementReport>> {
+        if weight == 0 {
+            bail!("weight must be 1..=65535");
+        }
+        let st = &mut self.state;
+        check_element_for_pool(st, pool.as_str(), &addr)?;
+        // An element keeps the spelling it was added with (what `element list` shows and the
+        // registrar's reconciler compares with); `find_element` knows its other ones.
+        let existing = find_element(st, pool, &addr);
+        let (i, new) = match (existing, how) {
+            (Some(i), Upsert::MustBeNew) => bail!(
+                "element {} is already in pool {pool} (`element weight` changes its weight, `element undrain` puts a drained element back in service)",
+                st.elements[i].element_addr()
+            ),
+            (None, Upsert::MustExist) => bail!("no element {addr} in pool {pool}"),
+            (Some(i), Upsert::Registrar { .. }) if st.elements[i].owner == Owner::Manual => {
+                return Ok(None);
+            }
+            (Some(i), _) => {
+                let e = &mut st.elements[i];
+                e.weight = weight;
+                match how {
+                    Upsert::Either => e.state = ElementState::Active,
+                    Upsert::Registrar { active } => e.state = element_state(active),
+                    Upsert::MustBeNew | Upsert::MustExist => {}
+                }
+                (i, false)
+            }
+            (None, _) => {
+                let (slot, generation) = st.element_slots.allocate("element")?;
+                self.writes.push(Write::ResetElementCounters { slot });
+                let (state, owner) = match how {
+                    Upsert::Registrar { active } => (element_state(active), Owner::Registrar),
+                    _ => (ElementState::Active, Owner::Manual),
+                };
+                st.elements.push(ElementStateEntry {
+                    pool: pool.to_string(),
+                    addr: addr.addr,
+                    port: addr.port,
+                    weight,
+                    state,
+                    slot,
+                    generation,
+                    nexthop: None,
+                    owner,
+                    nexthop_pending: false,
+                });
+                (st.elements.len() - 1, true)
+            }
+        };
+        let unresolved = match hop {
+            Hop::Resolved(Ok(h)) => {
+                let why =
+                    (!h.resolved()).then(|| format!("neighbour of {} did not answer", addr.addr));
+                st.elements[i].nexthop = Some(h);
+                st.elements[i].nexthop_pending = false;
+                why
+            }
+            Hop::Resolved(Err(why)) => {
+                st.elements[i].nexthop_pending = false;
+                Some(why)
+            }
+            Hop::Pending => {
+                st.elements[i].nexthop_pending |= new;
+                None
+            }
+        };
+        self.write_element(i);
+        self.dirty_pools.insert(pool.to_string());
+        let e = &self.state.elements[i];
+        Ok(Some(ElementReport {
+            slot: e.slot,
+            unresolved,
+            needs_resolution: e.nexthop_pending,
+            element: e.clone(),
+        }))
+    }
+
+    /// Drains an element (no new flows) or puts it back in service.
+    pub fn set_element_state(
+        &mut self,
+        pool: &PoolHandle,
+        addr: ElementAddr,
+        state: ElementState,
+    ) -> Result<ElementStateEntry> {
+        let i = find_element(&self.state, pool, &addr)
+            .ok_or_else(|| anyhow!("no element {addr} in pool {pool}"))?;
+        self.state.elements[i].state = state;
+        self.write_element(i);
+        self.dirty_pools.insert(pool.to_string());
+        Ok(self.state.elements[i].clone())
+    }
+
+    /// Removes an element: it leaves its pool's tables, then its slot is cleared, so its flows
+    /// are re-selected.
+    pub fn remove_element(&mut self, pool: &PoolHandle, addr: ElementAddr) -> Result<()> {
+        let i = find_element(&self.state, pool, &addr)
+            .ok_or_else(|| anyhow!("no element {addr} in pool {pool}"))?;
+        self.remove_at(i);
+        Ok(())
+    }
+
+    /// Removes an element the registrar owns. `false`, and nothing changes, when it is absent
+    /// or was added by hand.
+    pub fn remove_registered_element(&mut self, pool: &PoolHandle, addr: ElementAddr) -> bool {
+        match find_element(&self.state, pool, &addr) {
+            Some(i) if self.state.elements[i].owner == Owner::Registrar => {
+                self.remove_at(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        let e = self.state.elements.remove(i);
+        self.dirty_pools.insert(e.pool.clone());
+        self.retired.push((e.slot, e.generation));
+    }
+
+    /// A neighbour result for `target`: `None` when resolution failed. A known MAC is kept over
+    /// a failure (a transient one must not black-hole a working element); a result for an
+    /// element that is gone (or whose slot has another owner now) is ignored. Returns whether
+    /// the element changed.
+    pub fn neighbour(&mut self, target: &NeighbourTarget, hop: Option<NextHop>) -> bool {
+        let Some(i) = self.state.elements.iter().position(|e| {
+            e.pool == target.pool
+                && e.element_addr() == target.addr
+                && e.slot == target.slot
+                && e.generation == target.generation
+        }) else {
+            return false;
+        };
+        let e = &mut self.state.elements[i];
+        let was_pending = std::mem::take(&mut e.nexthop_pending);
+        let known = e.nexthop.as_ref().is_some_and(|h| h.resolved());
+        let keep_old = known && !hop.as_ref().is_some_and(|h| h.resolved());
+        let changed = !keep_old && e.nexthop != hop;
+        if changed {
+            e.nexthop = hop;
+        }
+        if !changed && !was_pending {
+            return false;
+        }
+        self.write_element(i);
+        if was_pending {
+            // It can enter the tables now.
+            self.dirty_pools.insert(self.state.elements[i].pool.clone());
+        }
+        true
+    }
+
+    /// Every element whose next hop is still awaited.
+    pub fn pending_neighbours(&self) -> Vec<NeighbourTarget> {
+        self.state
+            .elements
+            .iter()
+            .filter(|e| e.nexthop_pending)
+            .map(NeighbourTarget::of)
+            .collect()
+    }
+
+    /// Rewrites every map entry from the state (after a forced reload).
+    pub fn resync(&mut self) {
+        self.state.tx_ports.clear();
+        for i in 0..self.state.elements.len() {
+            self.write_element(i);
+        }
+        for v in &self.state.vips {
+            self.dirty_vips.insert(v.vip.clone());
+        }
+    }
+
+    /// The dataplane configuration (`RSPLB_CONFIG`) of the attach options.
+    pub fn write_config(&mut self) {
+        self.writes.push(Write::Config(self.state.options.config()));
+    }
+
+    /// Writes element `i` (its egress port first).
+    fn write_element(&mut self, i: usize) {
+        let st = &mut self.state;
+        if let Some(h) = &st.elements[i].nexthop {
+            let ifindex = h.ifindex;
+            if ifindex != 0 && ifindex != st.ifindex && !st.tx_ports.contains(&ifindex) {
+                self.writes.push(Write::TxPort { ifindex });
+                st.tx_ports.push(ifindex);
+            }
+        }
+        let e = &st.elements[i];
+        self.writes.push(Write::Element {
+            slot: e.slot,
+            value: element_value(e),
+        });
+    }
+
+    /// Writes `table` into VIP `i`'s standby half, then flips the VIP to it in one map update:
+    /// packets see either the old table or the new one, never a mix.
+    fn publish_vip(&mut self, i: usize, table: Arc<[u32]>) {
+        let v = &mut self.state.vips[i];
+        let standby = if v.table == 2 * v.slot {
+            2 * v.slot + 1
+        } else {
+            2 * v.slot
+        };
+        self.writes.push(Write::MaglevTable {
+            table: standby,
+            entries: table,
+        });
+        v.table = standby;
+        let v = &self.state.vips[i];
+        self.writes.push(Write::Vip {
+            key: v.parsed().key(),
+            info: vip_info(&self.state, v),
+        });
+    }
+}
+
+/// The NAT policy for the executor's expiry pass: whether the translation `v` is expired at
+/// `now_ns` (CLOCK_MONOTONIC, the program's clock).
+pub fn nat_expired(st: &State, now_ns: u64) -> impl Fn(&NatValue) -> bool + use<> {
+    let per_vip: HashMap<u32, u32> = st
+        .vips
+        .iter()
+        .map(|v| (v.slot, st.options.vip_timeout_s(v)))
+        .collect();
+    let fallback = st
+        .options
+        .nat_tcp_timeout_s
+        .max(st.options.nat_udp_timeout_s);
+    move |v: &NatValue| {
+        // The program records the timeout that applied when it created the entry.
+        let t = match per_vip.get(&v.vip_slot) {
+            _ if v.timeout_s > 0 => v.timeout_s,
+            Some(t) => *t,
+            None => fallback,
+        };
+        now_ns.saturating_sub(v.last_seen_ns) > u64::from(t) * 1_000_000_000
+    }
+}
+
+fn vip_info(st: &State, v: &VipState) -> VipInfo {
+    VipInfo {
+        slot: v.slot,
+        table: v.table,
+        mode: v.mode.code(),
+        flags: 0,
+        _pad: [0; 2],
+        timeout_s: st.options.vip_timeout_s(v),
+        snat_addr: v.snat.map(addr_words).unwrap_or_default(),
+    }
+}
+
+fn element_state(active: bool) -> ElementState {
+    if active {
+        ElementState::Active
+    } else {
+        ElementState::Draining
+    }
+}
+
+fn family_name(addr: IpAddr) -> &'static str {
+    if addr.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// The VIPs that serve `pool` in DSR mode.
+fn dsr_vips<'a>(st: &'a State, pool: &'a str) -> impl Iterator<Item = &'a VipState> + 'a {
+    st.vips
+        .iter()
+        .filter(move |v| v.pool == pool && v.mode == Mode::Dsr)
+}
+
+/// Refuses an element that a VIP of `pool` could not reach: one with a port other than a DSR
+/// VIP's (DSR rewrites Ethernet addresses only, so the element gets the VIP's port), or one of
+/// the other address family than a NAT VIP's (no NAT46/64).
+fn check_element_for_pool(st: &State, pool: &str, addr: &ElementAddr) -> Result<()> {
+    if let Some(port) = addr.port
+        && let Some(v) = dsr_vips(st, pool).find(|v| v.parsed().port != port)
+    {
+        bail!(
+            "pool {pool} is served by the DSR VIP {}: DSR cannot change ports, the element gets the VIP's port {}, not {port}; add it as {} (no port), or serve the pool with a NAT VIP",
+            v.vip,
+            v.parsed().port,
+            ElementAddr {
+                addr: addr.addr,
+                port: None
+            }
+        );
+    }
+    if let Some(v) = st.vips.iter().find(|v| {
+        v.pool == pool && v.mode == Mode::Nat && v.parsed().addr.is_ipv4() != addr.addr.is_ipv4()
+    }) {
+        bail!(
+            "pool {pool} is served by the {} NAT VIP {}, and {addr} is {}: NAT does not translate between IPv4 and IPv6 (use an {} element, or a DSR VIP)",
+            family_name(v.parsed().addr),
+            v.vip,
+            family_name(addr.addr),
+            family_name(v.parsed().addr),
+        );
+    }
+    Ok(())
+}
+
+/// Refuses to serve `pool` by `vip` in `mode` when the pool's elements do not fit it (as
+/// [`check_element_for_pool`]), or when a DSR VIP would see one element twice.
+fn check_pool_for_vip(st: &State, pool: &str, vip: &Vip, mode: Mode) -> Result<()> {
+    let elements: Vec<&ElementStateEntry> = st.pool_elements(pool).collect();
+    match mode {
+        Mode::Dsr => {
+            if let Some(e) = elements
+                .iter()
+                .find(|e| e.port.is_some_and(|p| p != vip.port))
+            {
+                bail!(
+                    "pool {pool} has the element {}: a DSR VIP cannot change ports, its elements get the VIP's port {}; remove it or use a NAT VIP",
+                    e.element_addr(),
+                    vip.port
+                );
+            }
+            for (i, a) in elements.iter().enumerate() {
+                if let Some(b) = elements[i + 1..].iter().find(|b| b.addr == a.addr) {
+                    bail!(
+                        "pool {pool} has {} and {}, which are one element for a DSR VIP (DSR reaches an element by its address); remove one first",
+                        a.element_addr(),
+                        b.element_addr()
+                    );
+                }
+            }
+        }
+        Mode::Nat => {
+            if let Some(e) = elements
+                .iter()
+                .find(|e| e.addr.is_ipv4() != vip.addr.is_ipv4())
+            {
+                bail!(
+                    "VIP {vip} is {} and pool {pool} has the {} element {}: NAT does not translate between IPv4 and IPv6 (use elements of the VIP's family, or DSR)",
+                    family_name(vip.addr),
+                    family_name(e.addr),
+                    e.element_addr()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The element `addr` of `pool`, however it was written: exactly, or, in a pool that a DSR VIP
+/// serves, by its address (with no port, or its own, or the DSR VIP's).
+pub fn find_element(st: &State, pool: &PoolHandle, addr: &ElementAddr) -> Option<usize> {
+    st.find_element(pool, addr).or_else(|| {
+        let dsr_ports: Vec<u16> = dsr_vips(st, pool.as_str())
+            .map(|v| v.parsed().port)
+            .collect();
+        if dsr_ports.is_empty() {
+            return None;
+        }
+        st.elements.iter().position(|e| {
+            e.pool == pool.as_str()
+                && e.addr == addr.addr
+                && (addr.port.is_none()
+                    || e.port.is_none()
+                    || addr.port == e.port
+                    || addr.port.is_some_and(|p| dsr_ports.contains(&p)))
+        })
+    })
+}
+
+pub fn check_snat(vip: &Vip, mode: Mode, snat: Option<IpAddr>) -> Result<()> {
+    if let (Mode::Nat, Some(s)) = (mode, snat)
+        && s.is_ipv4() != vip.addr.is_ipv4()
+    {
+        bail!(
+            "VIP {vip} is {} and its --snat {s} is {}: NAT does not translate between IPv4 and IPv6",
+            family_name(vip.addr),
+            family_name(s)
+        );
+    }
+    match (mode, snat) {
+        (Mode::Nat, None) => bail!(
+            "VIP {vip} in NAT mode needs --snat ADDR (the balancer's source address toward the elements)"
+        ),
+        (Mode::Nat, _) if vip.proto == crate::addr::Protocol::Sctp => bail!(
+            "VIP {vip}: SCTP is DSR only (its CRC32c checksum cannot be updated incrementally)"
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn element_value(e: &ElementStateEntry) -> Element {
+    let hop = e.nexthop.clone().unwrap_or(NextHop {
+        ifindex: 0,
+        dst_mac: [0; 6],
+        src_mac: [0; 6],
+        gateway: None,
+    });
+    Element {
+        addr: addr_words(e.addr),
+        port: e.port.unwrap_or(0).to_be(),
+        family: family(e.addr),
+        flags: match e.state {
+            ElementState::Active => ELEM_ACTIVE,
+            ElementState::Draining => ELEM_ACTIVE | ELEM_DRAINING,
+        },
+        generation: e.generation,
+        ifindex: hop.ifindex,
+        dst_mac: hop.dst_mac,
+        src_mac: hop.src_mac,
+    }
+}
+
+/// The Maglev table of a pool: its active elements whose next hop is not awaited, by weight.
+fn pool_table(st: &State, pool: &str) -> Vec<u32> {
+    let keys: Vec<(String, u32, u32)> = st
+        .pool_elements(pool)
+        .filter(|e| e.state == ElementState::Active && !e.nexthop_pending)
+        .map(|e| (e.maglev_key(), e.weight as u32, e.slot))
+        .collect();
+    let elems: Vec<MaglevElement<'_>> = keys
+        .iter()
+        .map(|(k, w, s)| MaglevElement {
+            key: k.as_bytes(),
+            weight: *w,
+            id: *s,
+        })
+        .collect();
+    maglev::build(&elems, st.options.maglev_size)
+}
+
+/// The pools and elements a table digest needs: element slot -> Maglev key.
+pub fn maglev_keys(st: &State) -> BTreeMap<u32, String> {
+    st.elements
+        .iter()
+        .map(|e| (e.slot, e.maglev_key()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{executor::Memory, state::AttachOptions};
+
+    const SIZE: u32 = 251;
+
+    fn state() -> State {
+        let opts = AttachOptions {
+            maglev_size: SIZE,
+            max_vips: 4,
+            max_elements: 4,
+            ..AttachOptions::default()
+        };
+        State::new("veth0", 1, 1, None, opts)
+    }
+
+    fn hop(mac: u8) -> Hop {
+        Hop::Resolved(Ok(NextHop {
+            ifindex: 1,
+            dst_mac: [2, 0, 0, 0, 0, mac],
+            src_mac: [2, 0, 0, 0, 0, 0xfe],
+            gateway: None,
+        }))
+    }
+
+    fn pool(p: &str) -> PoolHandle {
+        p.parse().unwrap()
+    }
+
+    fn el(a: &str) -> ElementAddr {
+        a.parse().unwrap()
+    }
+
+    fn vip(v: &str) -> Vip {
+        v.parse().unwrap()
+    }
+
+    /// Runs one batch on `st`, executes its writes on `dp` (which checks every rule after each
+    /// write) and returns the writes.
+    fn batch(st: &mut State, dp: &mut Memory, f: impl FnOnce(&mut Core)) -> Vec<Write> {
+        let mut core = Core::new(st.clone());
+        f(&mut core);
+        let (next, writes) = core.finish();
+        for w in &writes {
+            crate::executor::Executor::execute(dp, w).unwrap();
+        }
+        *st = next;
+        writes
+    }
+
+    fn add(core: &mut Core, p: &str, a: &str, w: u16) {
+        core.upsert_element(&pool(p), el(a), w, Upsert::Either, hop(1))
+            .unwrap();
+    }
+
+    fn position(writes: &[Write], f: impl Fn(&Write) -> bool) -> usize {
+        writes.iter().position(f).expect("the write is there")
+    }
+
+    #[test]
+    fn an_element_leaves_every_table_before_its_slot_is_cleared() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        batch(&mut st, &mut dp, |c| {
+            add(c, "web", "198.18.1.2", 1);
+            add(c, "web", "198.18.1.3", 1);
+            c.add_vip(
+                vip("198.18.0.1:80/tcp"),
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+            )
+            .unwrap();
+            c.add_vip(
+                vip("198.18.0.2:80/tcp"),
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+            )
+            .unwrap();
+        });
+        let gone = st.elements[0].slot;
+        assert!(dp.active_tables().all(|t| t.contains(&gone)));
+        let writes = batch(&mut st, &mut dp, |c| {
+            c.remove_element(&pool("web"), el("198.18.1.2")).unwrap()
+        });
+        let cleared = position(
+            &writes,
+            |w| matches!(w, Write::Element { slot, value } if *slot == gone && value.flags == 0),
+        );
+        let flips: Vec<usize> = writes
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| matches!(w, Write::Vip { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(flips.len(), 2, "both VIPs of the pool flip");
+        assert!(flips.iter().all(|&f| f < cleared));
+        assert!(dp.active_tables().all(|t| !t.contains(&gone)));
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn a_removed_elements_slot_is_not_reused_in_the_same_batch() {
+        let opts = AttachOptions {
+            maglev_size: SIZE,
+            max_elements: 2,
+            ..AttachOptions::default()
+        };
+        let mut st = State::new("veth0", 1, 1, None, opts);
+        let mut dp = Memory::new(SIZE);
+        batch(&mut st, &mut dp, |c| {
+            add(c, "web", "198.18.1.2", 1);
+            add(c, "web", "198.18.1.3", 1);
+            c.add_vip(
+                vip("198.18.0.1:80/tcp"),
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+            )
+            .unwrap();
+        });
+        // Every slot is taken: the new element can only have the removed one's, and not before
+        // the tables have let it go.
+        let mut refused = None;
+        batch(&mut st, &mut dp, |c| {
+            c.remove_element(&pool("web"), el("198.18.1.2")).unwrap();
+            refused = Some(
+                c.upsert_element(&pool("web"), el("198.18.1.4"), 1, Upsert::Either, hop(4))
+                    .unwrap_err()
+                    .to_string(),
+            );
+        });
+        assert!(refused.unwrap().contains("element"), "slots are exhausted");
+        let writes = batch(&mut st, &mut dp, |c| add(c, "web", "198.18.1.4", 1));
+        let reused = st.find_element(&pool("web"), &el("198.18.1.4")).unwrap();
+        assert_eq!(st.elements[reused].slot, 0);
+        assert_eq!(st.elements[reused].generation, 2);
+        // Its value (new generation) is written before a table names it.
+        let value = position(&writes, |w| matches!(w, Write::Element { slot: 0, .. }));
+        let table = position(&writes, |w| matches!(w, Write::MaglevTable { .. }));
+        assert!(value < table);
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn the_standby_table_is_complete_before_the_flip_and_never_the_active_one() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        batch(&mut st, &mut dp, |c| {
+            add(c, "web", "198.18.1.2", 1);
+            c.add_vip(
+                vip("198.18.0.1:80/tcp"),
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+            )
+            .unwrap();
+        });
+        for w in 2..6 {
+            let before = st.vips[0].table;
+            let writes = batch(&mut st, &mut dp, |c| add(c, "web", "198.18.1.3", w));
+            let Some((ti, Write::MaglevTable { table, entries })) = writes
+                .iter()
+                .enumerate()
+                .find(|(_, w)| matches!(w, Write::MaglevTable { .. }))
+            else {
+                panic!("no table write in {writes:?}");
+            };
+            assert_ne!(*table, before, "the active table is never written");
+            assert_eq!(entries.len(), SIZE as usize, "a whole table");
+            let flip = position(
+                &writes,
+                |x| matches!(x, Write::Vip { info, .. } if info.table == *table),
+            );
+            assert!(ti < flip);
+            assert_eq!(st.vips[0].table, *table);
+        }
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn a_vip_entry_is_written_whole_in_one_update() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        let writes = batch(&mut st, &mut dp, |c| {
+            add(c, "api", "198.18.1.2", 1);
+            c.add_vip(
+                vip("198.18.0.1:8080/tcp"),
+                &pool("api"),
+                Mode::Nat,
+                Some("198.18.0.9".parse().unwrap()),
+                Some(42),
+            )
+            .unwrap();
+        });
+        let vips: Vec<&VipInfo> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Vip { info, .. } => Some(info),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(vips.len(), 1, "one map update per VIP");
+        let info = vips[0];
+        assert_eq!(info.mode, Mode::Nat.code());
+        assert_eq!(info.timeout_s, 42);
+        assert_eq!(info.snat_addr, addr_words("198.18.0.9".parse().unwrap()));
+        assert_eq!(info.table, 2 * info.slot + 1);
+        // A mode change rewrites the entry whole, with its table flipped.
+        let writes = batch(&mut st, &mut dp, |c| {
+            c.change_vip(vip("198.18.0.1:8080/tcp"), None, Some(Mode::Dsr), None)
+                .unwrap()
+        });
+        let Some(Write::Vip { info, .. }) = writes.iter().find(|w| matches!(w, Write::Vip { .. }))
+        else {
+            panic!("no VIP write");
+        };
+        assert_eq!(info.mode, Mode::Dsr.code());
+        assert_eq!(info.timeout_s, st.options.dsr_tcp_timeout_s);
+        assert_eq!(info.table, 2 * info.slot);
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn a_batch_rebuilds_each_affected_table_once() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        let writes = batch(&mut st, &mut dp, |c| {
+            c.add_vip(
+                vip("198.18.0.1:80/tcp"),
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+            )
+            .unwrap();
+            c.add_vip(
+                vip("198.18.0.2:80/tcp"),
+                &pool("api"),
+                Mode::Dsr,
+                None,
+                None,
+            )
+            .unwrap();
+            for a in ["198.18.1.2", "198.18.1.3", "198.18.1.4"] {
+                add(c, "web", a, 1);
+            }
+        });
+        let tables = writes
+            .iter()
+            .filter(|w| matches!(w, Write::MaglevTable { .. }))
+            .count();
+        assert_eq!(tables, 2, "one table per VIP: {writes:?}");
+        let writes = batch(&mut st, &mut dp, |c| {
+            c.remove_element(&pool("web"), el("198.18.1.2")).unwrap();
+            c.set_element_state(&pool("web"), el("198.18.1.3"), ElementState::Draining)
+                .unwrap();
+        });
+        let tables: Vec<u32> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::MaglevTable { table, .. } => Some(*table),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tables.len(), 1, "only web's VIP, once");
+        let active = dp.active_table(&vip("198.18.0.1:80/tcp").key()).unwrap();
+        let only = st.find_element(&pool("web"), &el("198.18.1.4")).unwrap();
+        assert!(active.iter().all(|&s| s == st.elements[only].slot));
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn an_element_awaiting_its_neighbour_enters_the_tables_with_its_result() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        batch(&mut st, &mut dp, |c| {
+            add(c, "web", "198.18.1.2", 1);
+            c.add_vip(
+                vip("198.18.0.1:80/tcp"),
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+            )
+            .unwrap();
+        });
+        let mut report = None;
+        batch(&mut st, &mut dp, |c| {
+            report = c
+                .upsert_element(
+                    &pool("web"),
+                    el("198.18.1.3"),
+                    1,
+                    Upsert::Registrar { active: true },
+                    Hop::Pending,
+                )
+                .unwrap();
+        });
+        let report = report.unwrap();
+        assert!(report.needs_resolution);
+        let key = vip("198.18.0.1:80/tcp").key();
+        assert!(!dp.active_table(&key).unwrap().contains(&report.slot));
+        let target = NeighbourTarget::of(&report.element);
+        // Another element is removed meanwhile; the pending one stays out and waits.
+        batch(&mut st, &mut dp, |c| {
+            c.remove_element(&pool("web"), el("198.18.1.2")).unwrap()
+        });
+        assert!(
+            dp.active_table(&key)
+                .unwrap()
+                .iter()
+                .all(|&s| s == u32::MAX)
+        );
+        assert_eq!(
+            Core::new(st.clone()).pending_neighbours(),
+            vec![target.clone()]
+        );
+        let Hop::Resolved(Ok(h)) = hop(3) else {
+            unreachable!()
+        };
+        let writes = batch(&mut st, &mut dp, |c| {
+            assert!(c.neighbour(&target, Some(h.clone())))
+        });
+        let value = position(
+            &writes,
+            |w| matches!(w, Write::Element { value, .. } if value.dst_mac == h.dst_mac),
+        );
+        let table = position(&writes, |w| matches!(w, Write::MaglevTable { .. }));
+        assert!(value < table);
+        assert!(
+            dp.active_table(&key)
+                .unwrap()
+                .iter()
+                .all(|&s| s == report.slot)
+        );
+        // A late result for an element that is gone changes nothing.
+        batch(&mut st, &mut dp, |c| {
+            c.remove_element(&pool("web"), el("198.18.1.3")).unwrap()
+        });
+        let writes = batch(&mut st, &mut dp, |c| assert!(!c.neighbour(&target, None)));
+        assert!(writes.is_empty());
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn a_known_mac_survives_a_failed_resolution_and_egress_ports_come_first() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        let writes = batch(&mut st, &mut dp, |c| {
+            c.upsert_element(
+                &pool("web"),
+                el("198.18.1.2"),
+                1,
+                Upsert::Either,
+                Hop::Resolved(Ok(NextHop {
+                    ifindex: 7,
+                    dst_mac: [2, 0, 0, 0, 0, 1],
+                    src_mac: [2, 0, 0, 0, 0, 2],
+                    gateway: None,
+                })),
+            )
+            .unwrap();
+        });
+        let port = position(&writes, |w| matches!(w, Write::TxPort { ifindex: 7 }));
+        let value = position(&writes, |w| matches!(w, Write::Element { .. }));
+        assert!(port < value);
+        let target = NeighbourTarget::of(&st.elements[0]);
+        let writes = batch(&mut st, &mut dp, |c| {
+            let unresolved = NextHop {
+                ifindex: 7,
+                dst_mac: [0; 6],
+                src_mac: [2, 0, 0, 0, 0, 2],
+                gateway: None,
+            };
+            assert!(!c.neighbour(&target, Some(unresolved)));
+            assert!(!c.neighbour(&target, None));
+        });
+        assert!(writes.is_empty());
+        assert_eq!(st.elements[0].nexthop.as_ref().unwrap().dst_mac[5], 1);
+    }
+
+    #[test]
+    fn the_rules_hold_through_a_long_mixed_run() {
+        // A deterministic walk through adds, weights, drains, removals, VIP changes and late
+        // neighbour results, with the model dataplane checking every rule after every write.
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        let addrs = [
+            "198.18.1.2",
+            "198.18.1.3",
+            "198.18.1.4",
+            "198.18.1.5",
+            "198.18.1.6",
+        ];
+        let pools = ["web", "api"];
+        let mut x: u32 = 0x2545_f491;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        batch(&mut st, &mut dp, |c| {
+            c.add_vip(
+                vip("198.18.0.1:80/tcp"),
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+            )
+            .unwrap();
+            c.add_vip(
+                vip("198.18.0.2:80/udp"),
+                &pool("api"),
+                Mode::Dsr,
+                None,
+                None,
+            )
+            .unwrap();
+        });
+        for _ in 0..300 {
+            let n = 1 + next() % 4;
+            let ops: Vec<u32> = (0..n * 3).map(|_| next()).collect();
+            batch(&mut st, &mut dp, |c| {
+                for op in ops.chunks(3) {
+                    let p = pool(pools[(op[1] % 2) as usize]);
+                    let a = el(addrs[(op[2] % 5) as usize]);
+                    match op[0] % 7 {
+                        0 | 1 => {
+                            let _ = c.upsert_element(
+                                &p,
+                                a,
+                                1 + (op[1] % 5) as u16,
+                                Upsert::Either,
+                                hop(op[2] as u8),
+                            );
+                        }
+                        2 => {
+                            let _ = c.upsert_element(
+                                &p,
+                                a,
+                                1,
+                                Upsert::Registrar { active: true },
+                                Hop::Pending,
+                            );
+                        }
+                        3 => {
+                            let _ = c.set_element_state(&p, a, ElementState::Draining);
+                        }
+                        4 => {
+                            let _ = c.remove_element(&p, a);
+                        }
+                        5 => {
+                            for t in c.pending_neighbours() {
+                                let Hop::Resolved(Ok(h)) = hop(9) else {
+                                    unreachable!()
+                                };
+                                c.neighbour(&t, Some(h));
+                            }
+                        }
+                        _ => {
+                            let _ = c.change_vip(vip("198.18.0.2:80/udp"), Some(&p), None, None);
+                        }
+                    }
+                }
+            });
+        }
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+}
