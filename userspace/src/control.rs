@@ -1,27 +1,28 @@
 //! The control-plane library: VIPs, pools, elements, Maglev tables and next hops of one attached
-//! interface. The command line, the daemon and (later) the registrar all go through
-//! [`Balancer`]; every change takes the state lock, recomputes what it must, writes the maps,
-//! and saves the state.
+//! interface. The command line, the daemon and the registrar reconciler all go through
+//! [`Balancer`], which is a thin shell around the I/O-free [`crate::control_core::Core`]: every
+//! change takes the state lock, loads the state, feeds the core, has the executor carry out the
+//! core's writes in order, and saves the state.
 
 use std::{
-    collections::BTreeSet,
-    net::IpAddr,
     path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use rsplb_common::{Counters, ELEM_ACTIVE, ELEM_DRAINING, Element, VipInfo, stat};
+use rsplb_common::{Counters, stat};
 
 use crate::{
-    addr::{ElementAddr, Mode, PoolHandle, Vip, addr_words, family},
-    maglev::{self, MaglevElement},
+    addr::{ElementAddr, Mode, PoolHandle, Vip},
+    control_core::{self, Core, Hop, NeighbourTarget, Upsert},
+    executor::Executor,
+    maglev,
     maps::{Maps, pin_dir},
     nexthop::Netlink,
-    state::{
-        ElementState, ElementStateEntry, NextHop, Owner, State, StateLock, VipState, state_dir,
-    },
+    state::{ElementState, ElementStateEntry, NextHop, State, StateLock, VipState, state_dir},
 };
+
+pub use crate::control_core::ElementReport;
 
 /// How long `element add` waits for a neighbour to resolve before leaving it to the daemon.
 pub const RESOLVE_WAIT: Duration = Duration::from_millis(1500);
@@ -56,21 +57,11 @@ pub struct Stats {
     pub global: [u64; stat::COUNT as usize],
 }
 
-/// Result of adding or updating an element.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ElementReport {
-    pub slot: u32,
-    /// Why the next hop is unresolved, if it is.
-    pub unresolved: Option<String>,
-    /// The element as it is now (its address as the pool knows it, weight, state).
-    pub element: ElementStateEntry,
-}
-
 /// One attached interface's control plane.
 pub struct Balancer {
     iface: String,
     state_dir: PathBuf,
-    maps: Maps,
+    exec: Box<dyn Executor>,
 }
 
 impl Balancer {
@@ -82,11 +73,16 @@ impl Balancer {
             bail!("`{iface}` is not attached by rsplb (run `rsplb attach {iface}` first)");
         }
         let maps = Maps::open(&pdir).with_context(|| format!("opening the maps of {iface}"))?;
-        Ok(Balancer {
+        Ok(Balancer::with_executor(iface, sdir, Box::new(maps)))
+    }
+
+    /// A control plane whose state lives in `state_dir` and whose writes go to `exec`.
+    pub fn with_executor(iface: &str, state_dir: PathBuf, exec: Box<dyn Executor>) -> Balancer {
+        Balancer {
             iface: iface.to_string(),
-            state_dir: sdir,
-            maps,
-        })
+            state_dir,
+            exec,
+        }
     }
 
     pub fn interface(&self) -> &str {
@@ -97,11 +93,16 @@ impl Balancer {
         self.state_dir.join("state.json")
     }
 
-    /// Runs `f` on the state under the lock; saves the state when `f` succeeds.
-    fn transact<R>(&mut self, f: impl FnOnce(&mut State, &mut Maps) -> Result<R>) -> Result<R> {
+    /// Under the lock: loads the state, runs `f` on a core holding it, executes the core's
+    /// writes in order, and saves the state. Nothing is saved when `f` or a write fails.
+    fn transact<R>(&mut self, f: impl FnOnce(&mut Core) -> Result<R>) -> Result<R> {
         let _lock = StateLock::acquire(&self.state_dir)?;
-        let mut state = State::load(&self.state_path())?;
-        let r = f(&mut state, &mut self.maps)?;
+        let mut core = Core::new(State::load(&self.state_path())?);
+        let r = f(&mut core)?;
+        let (state, writes) = core.finish();
+        for w in &writes {
+            self.exec.execute(w)?;
+        }
         state.save(&self.state_path())?;
         Ok(r)
     }
@@ -121,14 +122,10 @@ impl Balancer {
     /// from the same pools show the same digests, whatever element slots they chose.
     pub fn vip_digests(&self) -> Result<std::collections::BTreeMap<String, String>> {
         let st = self.state()?;
-        let keys: std::collections::HashMap<u32, String> = st
-            .elements
-            .iter()
-            .map(|e| (e.slot, e.maglev_key()))
-            .collect();
+        let keys = control_core::maglev_keys(&st);
         let mut out = std::collections::BTreeMap::new();
         for v in &st.vips {
-            let table = self.maps.read_maglev(v.table, st.options.maglev_size)?;
+            let table = self.exec.read_maglev(v.table, st.options.maglev_size)?;
             let d = maglev::digest(&table, |slot| keys.get(&slot).map(|k| k.as_bytes()));
             out.insert(v.vip.clone(), format!("{d:016x}"));
         }
@@ -149,34 +146,14 @@ impl Balancer {
         vip: Vip,
         pool: &PoolHandle,
         mode: Mode,
-        snat: Option<IpAddr>,
+        snat: Option<std::net::IpAddr>,
         nat_timeout_s: Option<u32>,
     ) -> Result<u32> {
-        check_snat(&vip, mode, snat)?;
+        control_core::check_snat(&vip, mode, snat)?;
         if let Some(t) = nat_timeout_s {
             crate::loader::check_timeout("--nat-timeout", t)?;
         }
-        self.transact(|st, maps| {
-            if st.find_vip(&vip).is_some() {
-                bail!("VIP {vip} already exists (use `vip change`)");
-            }
-            check_pool_for_vip(st, pool.as_str(), &vip, mode)?;
-            let (slot, _) = st.vip_slots.allocate("vip")?;
-            maps.reset_vip_counters(slot)?;
-            st.vips.push(VipState {
-                vip: vip.to_string(),
-                pool: pool.to_string(),
-                mode,
-                snat,
-                nat_timeout_s: nat_timeout_s.unwrap_or(0),
-                slot,
-                // The first publish flips to 2 * slot + 1.
-                table: 2 * slot,
-            });
-            let i = st.vips.len() - 1;
-            publish_vip(st, maps, i)?;
-            Ok(slot)
-        })
+        self.transact(|c| c.add_vip(vip, pool, mode, snat, nat_timeout_s))
     }
 
     pub fn change_vip(
@@ -184,39 +161,13 @@ impl Balancer {
         vip: Vip,
         pool: Option<&PoolHandle>,
         mode: Option<Mode>,
-        snat: Option<IpAddr>,
+        snat: Option<std::net::IpAddr>,
     ) -> Result<()> {
-        self.transact(|st, maps| {
-            let i = st
-                .find_vip(&vip)
-                .ok_or_else(|| anyhow!("no VIP {vip} on {}", st.interface))?;
-            let v = &mut st.vips[i];
-            if let Some(p) = pool {
-                v.pool = p.to_string();
-            }
-            if let Some(m) = mode {
-                v.mode = m;
-            }
-            if snat.is_some() {
-                v.snat = snat;
-            }
-            check_snat(&vip, v.mode, v.snat)?;
-            let (pool, mode) = (v.pool.clone(), v.mode);
-            check_pool_for_vip(st, &pool, &vip, mode)?;
-            publish_vip(st, maps, i)
-        })
+        self.transact(|c| c.change_vip(vip, pool, mode, snat))
     }
 
     pub fn del_vip(&mut self, vip: Vip) -> Result<()> {
-        self.transact(|st, maps| {
-            let i = st
-                .find_vip(&vip)
-                .ok_or_else(|| anyhow!("no VIP {vip} on {}", st.interface))?;
-            maps.remove_vip(&vip.key())?;
-            let v = st.vips.remove(i);
-            st.vip_slots.release(v.slot);
-            Ok(())
-        })
+        self.transact(|c| c.del_vip(vip))
     }
 
     /// Adds an element, or updates its weight (and puts a draining element back in service).
@@ -272,13 +223,7 @@ impl Balancer {
         pool: &PoolHandle,
         addr: ElementAddr,
     ) -> Result<bool> {
-        self.transact(|st, maps| match find_element(st, pool, &addr) {
-            Some(i) if st.elements[i].owner == Owner::Registrar => {
-                remove_at(st, maps, i)?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        })
+        self.transact(|c| Ok(c.remove_registered_element(pool, addr)))
     }
 
     fn upsert_element(
@@ -294,72 +239,9 @@ impl Balancer {
         // Resolve outside the lock: it may wait for ARP/ND.
         let hop = Netlink::new()
             .map_err(anyhow::Error::from)
-            .and_then(|mut nl| Ok(nl.resolve(addr.addr, RESOLVE_WAIT)?));
-        self.transact(|st, maps| {
-            check_element_for_pool(st, pool.as_str(), &addr)?;
-            // An element keeps the spelling it was added with (what `element list` shows and
-            // the registrar's reconciler compares with); `find_element` knows its other ones.
-            let existing = find_element(st, pool, &addr);
-            let i = match (existing, how) {
-                (Some(i), Upsert::MustBeNew) => bail!(
-                    "element {} is already in pool {pool} (`element weight` changes its weight, `element undrain` puts a drained element back in service)",
-                    st.elements[i].element_addr()
-                ),
-                (None, Upsert::MustExist) => bail!("no element {addr} in pool {pool}"),
-                (Some(i), Upsert::Registrar { .. }) if st.elements[i].owner == Owner::Manual => {
-                    return Ok(None);
-                }
-                (Some(i), _) => {
-                    let e = &mut st.elements[i];
-                    e.weight = weight;
-                    match how {
-                        Upsert::Either => e.state = ElementState::Active,
-                        Upsert::Registrar { active } => e.state = element_state(active),
-                        Upsert::MustBeNew | Upsert::MustExist => {}
-                    }
-                    i
-                }
-                (None, _) => {
-                    let (slot, generation) = st.element_slots.allocate("element")?;
-                    maps.reset_element_counters(slot)?;
-                    let (state, owner) = match how {
-                        Upsert::Registrar { active } => (element_state(active), Owner::Registrar),
-                        _ => (ElementState::Active, Owner::Manual),
-                    };
-                    st.elements.push(ElementStateEntry {
-                        pool: pool.to_string(),
-                        addr: addr.addr,
-                        port: addr.port,
-                        weight,
-                        state,
-                        slot,
-                        generation,
-                        nexthop: None,
-                        owner,
-                        nexthop_pending: false,
-                    });
-                    st.elements.len() - 1
-                }
-            };
-            let unresolved = match &hop {
-                Ok(h) => {
-                    st.elements[i].nexthop = Some(h.clone());
-                    (!h.resolved()).then(|| format!("neighbour of {} did not answer", addr.addr))
-                }
-                Err(e) => Some(format!("{e:#}")),
-            };
-            if let Some(h) = &st.elements[i].nexthop {
-                ensure_tx_port(st, maps, h.ifindex)?;
-            }
-            write_element(maps, &st.elements[i])?;
-            let slot = st.elements[i].slot;
-            publish_pool(st, maps, pool.as_str())?;
-            Ok(Some(ElementReport {
-                slot,
-                unresolved,
-                element: st.elements[i].clone(),
-            }))
-        })
+            .and_then(|mut nl| Ok(nl.resolve(addr.addr, RESOLVE_WAIT)?))
+            .map_err(|e| format!("{e:#}"));
+        self.transact(|c| c.upsert_element(pool, addr, weight, how, Hop::Resolved(hop)))
     }
 
     /// No new flows; existing flows stay. Returns the element as it is now.
@@ -368,7 +250,7 @@ impl Balancer {
         pool: &PoolHandle,
         addr: ElementAddr,
     ) -> Result<ElementStateEntry> {
-        self.set_element_state(pool, addr, ElementState::Draining)
+        self.transact(|c| c.set_element_state(pool, addr, ElementState::Draining))
     }
 
     /// Puts a drained element back in service (into its pool's Maglev tables, with its
@@ -378,111 +260,66 @@ impl Balancer {
         pool: &PoolHandle,
         addr: ElementAddr,
     ) -> Result<ElementStateEntry> {
-        self.set_element_state(pool, addr, ElementState::Active)
-    }
-
-    fn set_element_state(
-        &mut self,
-        pool: &PoolHandle,
-        addr: ElementAddr,
-        state: ElementState,
-    ) -> Result<ElementStateEntry> {
-        self.transact(|st, maps| {
-            let i = find_element(st, pool, &addr)
-                .ok_or_else(|| anyhow!("no element {addr} in pool {pool}"))?;
-            st.elements[i].state = state;
-            write_element(maps, &st.elements[i])?;
-            publish_pool(st, maps, pool.as_str())?;
-            Ok(st.elements[i].clone())
-        })
+        self.transact(|c| c.set_element_state(pool, addr, ElementState::Active))
     }
 
     /// Gone: out of the Maglev tables first, then its slot is cleared, so its flows are
     /// re-selected.
     pub fn remove_element(&mut self, pool: &PoolHandle, addr: ElementAddr) -> Result<()> {
-        self.transact(|st, maps| {
-            let i = find_element(st, pool, &addr)
-                .ok_or_else(|| anyhow!("no element {addr} in pool {pool}"))?;
-            remove_at(st, maps, i)
-        })
+        self.transact(|c| c.remove_element(pool, addr))
     }
 
     /// Rewrites every map entry from the state (after a forced reload).
     pub fn resync(&mut self) -> Result<()> {
-        self.transact(|st, maps| {
-            let ifaces: BTreeSet<u32> = st
-                .elements
-                .iter()
-                .filter_map(|e| e.nexthop.as_ref().map(|h| h.ifindex))
-                .collect();
-            st.tx_ports.clear();
-            for i in ifaces {
-                ensure_tx_port(st, maps, i)?;
-            }
-            for e in &st.elements {
-                write_element(maps, e)?;
-            }
-            for i in 0..st.vips.len() {
-                publish_vip(st, maps, i)?;
-            }
+        self.transact(|c| {
+            c.resync();
             Ok(())
         })
     }
 
-    /// Re-resolves every element's next hop; writes the elements whose next hop changed.
-    /// Returns the number of changed elements and the number still unresolved.
+    /// Applies neighbour results (`None`: resolution failed). Returns how many elements
+    /// changed.
+    pub fn apply_neighbours(
+        &mut self,
+        results: Vec<(NeighbourTarget, Option<NextHop>)>,
+    ) -> Result<usize> {
+        self.transact(|c| {
+            Ok(results
+                .into_iter()
+                .filter(|(t, h)| c.neighbour(t, h.clone()))
+                .count())
+        })
+    }
+
+    /// Re-resolves every element's next hop (outside the lock); writes the elements whose next
+    /// hop changed. Returns the number of changed elements and the number still unresolved.
     pub fn refresh_nexthops(&mut self, wait: Duration) -> Result<(usize, usize)> {
-        let targets: Vec<(String, ElementAddr)> = self
+        let targets: Vec<NeighbourTarget> = self
             .state()?
             .elements
             .iter()
-            .map(|e| (e.pool.clone(), e.element_addr()))
+            .map(NeighbourTarget::of)
             .collect();
         let mut nl = Netlink::new()?;
-        let mut resolved: Vec<(String, ElementAddr, Option<NextHop>)> = Vec::new();
-        for (pool, addr) in targets {
-            let h = nl.resolve(addr.addr, wait).ok();
-            resolved.push((pool, addr, h));
-        }
-        self.transact(|st, maps| {
-            let mut changed = 0;
-            let mut unresolved = 0;
-            for (pool, addr, hop) in resolved {
-                let Some(i) = st
-                    .elements
-                    .iter()
-                    .position(|e| e.pool == pool && e.element_addr() == addr)
-                else {
-                    continue;
-                };
-                if !hop.as_ref().is_some_and(|h| h.resolved()) {
-                    unresolved += 1;
-                }
-                // Keep a known MAC rather than forgetting it on a transient failure.
-                let keep_old = !hop.as_ref().is_some_and(|h| h.resolved())
-                    && st.elements[i]
-                        .nexthop
-                        .as_ref()
-                        .is_some_and(|h| h.resolved());
-                if keep_old || st.elements[i].nexthop == hop {
-                    continue;
-                }
-                st.elements[i].nexthop = hop;
-                if let Some(h) = &st.elements[i].nexthop {
-                    ensure_tx_port(st, maps, h.ifindex)?;
-                }
-                write_element(maps, &st.elements[i])?;
-                changed += 1;
-            }
-            Ok((changed, unresolved))
-        })
+        let results: Vec<(NeighbourTarget, Option<NextHop>)> = targets
+            .into_iter()
+            .map(|t| {
+                let h = nl.resolve(t.addr.addr, wait).ok();
+                (t, h)
+            })
+            .collect();
+        let unresolved = results
+            .iter()
+            .filter(|(_, h)| !h.as_ref().is_some_and(|h| h.resolved()))
+            .count();
+        Ok((self.apply_neighbours(results)?, unresolved))
     }
 
     /// Removes NAT translations idle longer than their VIP's timeout.
     pub fn expire_nat(&mut self) -> Result<usize> {
         let st = self.state()?;
-        let expired = crate::control_core::nat_expired(&st, crate::maps::monotonic_ns());
-        Ok(self.maps.expire_nat(expired))
+        let expired = control_core::nat_expired(&st, crate::maps::monotonic_ns());
+        Ok(self.exec.expire_nat(&expired))
     }
 
     /// Reads every counter (per-CPU values summed).
@@ -499,7 +336,7 @@ impl Balancer {
                 pool: v.pool.clone(),
                 mode: v.mode,
                 slot: v.slot,
-                counters: self.maps.vip_counters(v.slot)?,
+                counters: self.exec.vip_counters(v.slot)?,
             });
         }
         let mut elements = Vec::new();
@@ -510,7 +347,7 @@ impl Balancer {
                 weight: e.weight,
                 state: e.state,
                 slot: e.slot,
-                counters: self.maps.element_counters(e.slot)?,
+                counters: self.exec.element_counters(e.slot)?,
             });
         }
         Ok(Stats {
@@ -518,272 +355,12 @@ impl Balancer {
             time_unix_ms,
             vips,
             elements,
-            global: self.maps.global_counters()?,
+            global: self.exec.global_counters()?,
         })
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Upsert {
-    MustBeNew,
-    MustExist,
-    Either,
-    /// Owned by the registrar: never touches a manual element.
-    Registrar {
-        active: bool,
-    },
 }
 
 /// Only `Upsert::Registrar` leaves an element alone.
 fn applied(r: Option<ElementReport>) -> Result<ElementReport> {
     r.ok_or_else(|| anyhow!("internal error: the element was left unchanged"))
-}
-
-fn element_state(active: bool) -> ElementState {
-    if active {
-        ElementState::Active
-    } else {
-        ElementState::Draining
-    }
-}
-
-/// Takes element `i` out of its pool's Maglev tables first, then clears its slot, so its flows
-/// are re-selected.
-fn remove_at(st: &mut State, maps: &mut Maps, i: usize) -> Result<()> {
-    let e = st.elements.remove(i);
-    publish_pool(st, maps, &e.pool)?;
-    maps.set_element(
-        e.slot,
-        &Element {
-            generation: e.generation,
-            ..Element::default()
-        },
-    )?;
-    st.element_slots.release(e.slot);
-    Ok(())
-}
-
-fn family_name(addr: IpAddr) -> &'static str {
-    if addr.is_ipv4() { "IPv4" } else { "IPv6" }
-}
-
-/// The VIPs that serve `pool` in DSR mode.
-fn dsr_vips<'a>(st: &'a State, pool: &'a str) -> impl Iterator<Item = &'a VipState> + 'a {
-    st.vips
-        .iter()
-        .filter(move |v| v.pool == pool && v.mode == Mode::Dsr)
-}
-
-/// Refuses an element that a VIP of `pool` could not reach: one with a port other than a DSR
-/// VIP's (DSR rewrites Ethernet addresses only, so the element gets the VIP's port), or one of
-/// the other address family than a NAT VIP's (no NAT46/64).
-fn check_element_for_pool(st: &State, pool: &str, addr: &ElementAddr) -> Result<()> {
-    if let Some(port) = addr.port
-        && let Some(v) = dsr_vips(st, pool).find(|v| v.parsed().port != port)
-    {
-        bail!(
-            "pool {pool} is served by the DSR VIP {}: DSR cannot change ports, the element gets the VIP's port {}, not {port}; add it as {} (no port), or serve the pool with a NAT VIP",
-            v.vip,
-            v.parsed().port,
-            ElementAddr {
-                addr: addr.addr,
-                port: None
-            }
-        );
-    }
-    if let Some(v) = st.vips.iter().find(|v| {
-        v.pool == pool && v.mode == Mode::Nat && v.parsed().addr.is_ipv4() != addr.addr.is_ipv4()
-    }) {
-        bail!(
-            "pool {pool} is served by the {} NAT VIP {}, and {addr} is {}: NAT does not translate between IPv4 and IPv6 (use an {} element, or a DSR VIP)",
-            family_name(v.parsed().addr),
-            v.vip,
-            family_name(addr.addr),
-            family_name(v.parsed().addr),
-        );
-    }
-    Ok(())
-}
-
-/// Refuses to serve `pool` by `vip` in `mode` when the pool's elements do not fit it (as
-/// [`check_element_for_pool`]), or when a DSR VIP would see one element twice.
-fn check_pool_for_vip(st: &State, pool: &str, vip: &Vip, mode: Mode) -> Result<()> {
-    let elements: Vec<&ElementStateEntry> = st.pool_elements(pool).collect();
-    match mode {
-        Mode::Dsr => {
-            if let Some(e) = elements
-                .iter()
-                .find(|e| e.port.is_some_and(|p| p != vip.port))
-            {
-                bail!(
-                    "pool {pool} has the element {}: a DSR VIP cannot change ports, its elements get the VIP's port {}; remove it or use a NAT VIP",
-                    e.element_addr(),
-                    vip.port
-                );
-            }
-            for (i, a) in elements.iter().enumerate() {
-                if let Some(b) = elements[i + 1..].iter().find(|b| b.addr == a.addr) {
-                    bail!(
-                        "pool {pool} has {} and {}, which are one element for a DSR VIP (DSR reaches an element by its address); remove one first",
-                        a.element_addr(),
-                        b.element_addr()
-                    );
-                }
-            }
-        }
-        Mode::Nat => {
-            if let Some(e) = elements
-                .iter()
-                .find(|e| e.addr.is_ipv4() != vip.addr.is_ipv4())
-            {
-                bail!(
-                    "VIP {vip} is {} and pool {pool} has the {} element {}: NAT does not translate between IPv4 and IPv6 (use elements of the VIP's family, or DSR)",
-                    family_name(vip.addr),
-                    family_name(e.addr),
-                    e.element_addr()
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The element `addr` of `pool`, however it was written: exactly, or, in a pool that a DSR VIP
-/// serves, by its address (with no port, or its own, or the DSR VIP's).
-fn find_element(st: &State, pool: &PoolHandle, addr: &ElementAddr) -> Option<usize> {
-    st.find_element(pool, addr).or_else(|| {
-        let dsr_ports: Vec<u16> = dsr_vips(st, pool.as_str())
-            .map(|v| v.parsed().port)
-            .collect();
-        if dsr_ports.is_empty() {
-            return None;
-        }
-        st.elements.iter().position(|e| {
-            e.pool == pool.as_str()
-                && e.addr == addr.addr
-                && (addr.port.is_none()
-                    || e.port.is_none()
-                    || addr.port == e.port
-                    || addr.port.is_some_and(|p| dsr_ports.contains(&p)))
-        })
-    })
-}
-
-fn check_snat(vip: &Vip, mode: Mode, snat: Option<IpAddr>) -> Result<()> {
-    if let (Mode::Nat, Some(s)) = (mode, snat)
-        && s.is_ipv4() != vip.addr.is_ipv4()
-    {
-        bail!(
-            "VIP {vip} is {} and its --snat {s} is {}: NAT does not translate between IPv4 and IPv6",
-            family_name(vip.addr),
-            family_name(s)
-        );
-    }
-    match (mode, snat) {
-        (Mode::Nat, None) => bail!(
-            "VIP {vip} in NAT mode needs --snat ADDR (the balancer's source address toward the elements)"
-        ),
-        (Mode::Nat, _) if vip.proto == crate::addr::Protocol::Sctp => bail!(
-            "VIP {vip}: SCTP is DSR only (its CRC32c checksum cannot be updated incrementally)"
-        ),
-        _ => Ok(()),
-    }
-}
-
-fn element_value(e: &ElementStateEntry) -> Element {
-    let hop = e.nexthop.clone().unwrap_or(NextHop {
-        ifindex: 0,
-        dst_mac: [0; 6],
-        src_mac: [0; 6],
-        gateway: None,
-    });
-    Element {
-        addr: addr_words(e.addr),
-        port: e.port.unwrap_or(0).to_be(),
-        family: family(e.addr),
-        flags: match e.state {
-            ElementState::Active => ELEM_ACTIVE,
-            ElementState::Draining => ELEM_ACTIVE | ELEM_DRAINING,
-        },
-        generation: e.generation,
-        ifindex: hop.ifindex,
-        dst_mac: hop.dst_mac,
-        src_mac: hop.src_mac,
-    }
-}
-
-fn write_element(maps: &mut Maps, e: &ElementStateEntry) -> Result<()> {
-    maps.set_element(e.slot, &element_value(e))
-}
-
-fn ensure_tx_port(st: &mut State, maps: &mut Maps, ifindex: u32) -> Result<()> {
-    if ifindex == 0 || ifindex == st.ifindex || st.tx_ports.contains(&ifindex) {
-        return Ok(());
-    }
-    maps.add_tx_port(ifindex)?;
-    st.tx_ports.push(ifindex);
-    Ok(())
-}
-
-/// The Maglev table of a pool: its active elements, by weight.
-fn pool_table(st: &State, pool: &str) -> Vec<u32> {
-    let keys: Vec<(String, u32, u32)> = st
-        .pool_elements(pool)
-        .filter(|e| e.state == ElementState::Active)
-        .map(|e| (e.maglev_key(), e.weight as u32, e.slot))
-        .collect();
-    let elems: Vec<MaglevElement<'_>> = keys
-        .iter()
-        .map(|(k, w, s)| MaglevElement {
-            key: k.as_bytes(),
-            weight: *w,
-            id: *s,
-        })
-        .collect();
-    maglev::build(&elems, st.options.maglev_size)
-}
-
-/// Writes the pool's table into the standby half of the VIP, then flips `VipInfo.table` in one
-/// map update: packets see either the old table or the new one, never a mix.
-fn publish_vip_with(st: &mut State, maps: &mut Maps, i: usize, table: &[u32]) -> Result<()> {
-    let size = st.options.maglev_size;
-    let v = &mut st.vips[i];
-    let standby = if v.table == 2 * v.slot {
-        2 * v.slot + 1
-    } else {
-        2 * v.slot
-    };
-    maps.write_maglev(standby, size, table)?;
-    let vip = v.parsed();
-    let info = VipInfo {
-        slot: v.slot,
-        table: standby,
-        mode: v.mode.code(),
-        flags: 0,
-        _pad: [0; 2],
-        timeout_s: st.options.vip_timeout_s(v),
-        snat_addr: v.snat.map(addr_words).unwrap_or_default(),
-    };
-    maps.set_vip(&vip.key(), &info)?;
-    v.table = standby;
-    Ok(())
-}
-
-fn publish_vip(st: &mut State, maps: &mut Maps, i: usize) -> Result<()> {
-    let table = pool_table(st, &st.vips[i].pool.clone());
-    publish_vip_with(st, maps, i, &table)
-}
-
-fn publish_pool(st: &mut State, maps: &mut Maps, pool: &str) -> Result<()> {
-    let users: Vec<usize> = (0..st.vips.len())
-        .filter(|&i| st.vips[i].pool == pool)
-        .collect();
-    if users.is_empty() {
-        return Ok(());
-    }
-    let table = pool_table(st, pool);
-    for i in users {
-        publish_vip_with(st, maps, i, &table)?;
-    }
-    Ok(())
 }

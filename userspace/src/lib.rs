@@ -2,8 +2,9 @@
 //!
 //! - [`loader`]: load, attach, pin, re-adopt and detach the XDP program.
 //! - [`control_core`]: the control-plane core without I/O: commands in, ordered map writes out.
-//! - [`control::Balancer`]: the control-plane library (VIPs, pools, elements, Maglev tables,
-//!   next hops, counters) that the command line, the daemon and the registrar drive.
+//! - [`control::Balancer`]: the control plane of one interface (load the state, feed the core,
+//!   execute its writes, save the state) that the command line, the daemon and the registrar
+//!   reconciler drive.
 //! - [`executor`]: carries out the core's writes on the pinned maps.
 //! - [`maglev`]: weighted Maglev table computation.
 //! - [`daemon`]: `rsplb run` (next-hop refresh, NAT expiry, Prometheus metrics, and with
