@@ -203,27 +203,55 @@ impl Balancer {
             .and_then(applied)
     }
 
-    /// The registrar reconciler's entry point: adds the element as owned by the registrar, or
-    /// updates the weight and state of an element it owns (`active = false`: draining). An
-    /// element added by hand is left as it is: `Ok(None)`.
-    pub fn set_registered_element(
+    /// The registrar reconciler's batch: every change in one transaction, so each affected
+    /// table is rebuilt once. An element the registrar adds is not resolved here: it waits
+    /// out of the tables for its neighbour result ([`Self::apply_neighbours`]), and the
+    /// targets to resolve are returned with it. Each change has its own result: `Ok(false)` for
+    /// an element added by hand (left alone) or, for a removal, absent.
+    pub fn apply_registered(
         &mut self,
-        pool: &PoolHandle,
-        addr: ElementAddr,
-        weight: u16,
-        active: bool,
-    ) -> Result<Option<ElementReport>> {
-        self.upsert_element(pool, addr, weight, Upsert::Registrar { active })
+        changes: &[RegisteredChange],
+    ) -> Result<Vec<Result<RegisteredOutcome>>> {
+        self.transact(|c| {
+            Ok(changes
+                .iter()
+                .map(|ch| match ch {
+                    RegisteredChange::Set {
+                        pool,
+                        addr,
+                        weight,
+                        active,
+                    } => c
+                        .upsert_element(
+                            pool,
+                            *addr,
+                            *weight,
+                            Upsert::Registrar { active: *active },
+                            Hop::Pending,
+                        )
+                        .map(|r| match r {
+                            None => (false, None),
+                            Some(r) => (
+                                true,
+                                r.needs_resolution.then(|| NeighbourTarget::of(&r.element)),
+                            ),
+                        }),
+                    RegisteredChange::Remove { pool, addr } => {
+                        Ok((c.remove_registered_element(pool, *addr), None))
+                    }
+                })
+                .collect())
+        })
     }
 
-    /// Removes an element the registrar owns (as [`Self::remove_element`]). Returns `false`, and
-    /// changes nothing, when the element is absent or was added by hand.
-    pub fn remove_registered_element(
-        &mut self,
-        pool: &PoolHandle,
-        addr: ElementAddr,
-    ) -> Result<bool> {
-        self.transact(|c| Ok(c.remove_registered_element(pool, addr)))
+    /// Every element whose next hop is awaited, and every other one (for a refresh).
+    pub fn neighbour_targets(&self) -> Result<Vec<NeighbourTarget>> {
+        Ok(self
+            .state()?
+            .elements
+            .iter()
+            .map(NeighbourTarget::of)
+            .collect())
     }
 
     fn upsert_element(
@@ -291,30 +319,6 @@ impl Balancer {
         })
     }
 
-    /// Re-resolves every element's next hop (outside the lock); writes the elements whose next
-    /// hop changed. Returns the number of changed elements and the number still unresolved.
-    pub fn refresh_nexthops(&mut self, wait: Duration) -> Result<(usize, usize)> {
-        let targets: Vec<NeighbourTarget> = self
-            .state()?
-            .elements
-            .iter()
-            .map(NeighbourTarget::of)
-            .collect();
-        let mut nl = Netlink::new()?;
-        let results: Vec<(NeighbourTarget, Option<NextHop>)> = targets
-            .into_iter()
-            .map(|t| {
-                let h = nl.resolve(t.addr.addr, wait).ok();
-                (t, h)
-            })
-            .collect();
-        let unresolved = results
-            .iter()
-            .filter(|(_, h)| !h.as_ref().is_some_and(|h| h.resolved()))
-            .count();
-        Ok((self.apply_neighbours(results)?, unresolved))
-    }
-
     /// Removes NAT translations idle longer than their VIP's timeout.
     pub fn expire_nat(&mut self) -> Result<usize> {
         let st = self.state()?;
@@ -359,6 +363,24 @@ impl Balancer {
         })
     }
 }
+
+/// One change of the registrar reconciler's batch ([`Balancer::apply_registered`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisteredChange {
+    /// Add the element as the registrar's, or update one it owns (`active = false`: draining).
+    Set {
+        pool: PoolHandle,
+        addr: ElementAddr,
+        weight: u16,
+        active: bool,
+    },
+    /// Remove an element the registrar owns.
+    Remove { pool: PoolHandle, addr: ElementAddr },
+}
+
+/// What one [`RegisteredChange`] did: whether it changed the element, and the element to
+/// resolve when it waits for its next hop.
+pub type RegisteredOutcome = (bool, Option<NeighbourTarget>);
 
 /// Only `Upsert::Registrar` leaves an element alone.
 fn applied(r: Option<ElementReport>) -> Result<ElementReport> {

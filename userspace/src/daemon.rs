@@ -1,4 +1,5 @@
-//! `rsplb run`: keeps next hops resolved (on neighbour events and periodically), expires idle
+//! `rsplb run`: keeps next hops resolved (on neighbour events and periodically, by the
+//! [`crate::resolver`] thread, never inside a table change), expires idle
 //! NAT translations, and serves Prometheus metrics. With a registrar configuration it also runs
 //! an RSerPool registrar on the same runtime and keeps each pool's registered elements in the
 //! dataplane ([`crate::reconcile`]). Stopping it (SIGINT/SIGTERM, or a crash) leaves the pinned
@@ -23,7 +24,7 @@ use tokio::{
 
 use rsplb_registrar::{config::RegistrarConfig, shell::Registrar};
 
-use crate::{control::Balancer, output, reconcile, state::StateError};
+use crate::{control::Balancer, output, reconcile, resolver::Resolver, state::StateError};
 
 /// Daemon settings.
 #[derive(Debug, Clone)]
@@ -97,10 +98,15 @@ fn unreadable_state(e: &anyhow::Error) -> Option<&StateError> {
         .find(|s| matches!(s, StateError::Json { .. } | StateError::Io { .. }))
 }
 
-/// One maintenance pass: next hops, then NAT expiry. Fails only when the state file cannot be
-/// read: the daemon could then apply no change at all, so it must stop and say so rather than
-/// keep running as if it worked.
-fn maintain(balancer: &Mutex<Balancer>) -> Result<()> {
+/// How long a periodic refresh waits for one neighbour (new elements wait
+/// [`crate::control::RESOLVE_WAIT`]).
+const REFRESH_WAIT: Duration = Duration::from_millis(200);
+
+/// One maintenance pass: queues every element's next hop for a refresh (the resolver applies
+/// what changed, outside this pass), then expires NAT translations. Fails only when the state
+/// file cannot be read: the daemon could then apply no change at all, so it must stop and say
+/// so rather than keep running as if it worked.
+fn maintain(balancer: &Mutex<Balancer>, resolver: &Resolver) -> Result<()> {
     let Ok(mut b) = balancer.lock() else {
         return Ok(());
     };
@@ -117,21 +123,8 @@ fn maintain(balancer: &Mutex<Balancer>) -> Result<()> {
             None => Ok(()),
         }
     };
-    if let Err(e) = b.state() {
-        return fatal(&e);
-    }
-    match b.refresh_nexthops(Duration::from_millis(200)) {
-        Ok((changed, unresolved)) => {
-            if changed > 0 {
-                log::info!("{}: {changed} next hop(s) updated", b.interface());
-            }
-            if unresolved > 0 {
-                log::warn!(
-                    "{}: {unresolved} element(s) with an unresolved next hop",
-                    b.interface()
-                );
-            }
-        }
+    match b.neighbour_targets() {
+        Ok(targets) => resolver.request(targets, REFRESH_WAIT),
         Err(e) => {
             fatal(&e)?;
             log::warn!("{iface}: refreshing next hops: {e:#}");
@@ -145,6 +138,35 @@ fn maintain(balancer: &Mutex<Balancer>) -> Result<()> {
     Ok(())
 }
 
+/// The resolver of a daemon: each result is applied as a change of its own.
+fn start_resolver(balancer: Arc<Mutex<Balancer>>) -> Result<Resolver> {
+    Resolver::netlink(move |target, hop| {
+        let Ok(mut b) = balancer.lock() else { return };
+        let resolved = hop.as_ref().is_some_and(|h| h.resolved());
+        match b.apply_neighbours(vec![(target.clone(), hop)]) {
+            Ok(0) => {}
+            Ok(_) if resolved => log::info!(
+                "{}: pool {}: next hop of {} resolved",
+                b.interface(),
+                target.pool,
+                target.addr
+            ),
+            Ok(_) => log::warn!(
+                "{}: pool {}: next hop of {} unresolved; retrying every pass",
+                b.interface(),
+                target.pool,
+                target.addr
+            ),
+            Err(e) => log::warn!(
+                "{}: applying the next hop of {}: {e:#}",
+                b.interface(),
+                target.addr
+            ),
+        }
+    })
+    .context("starting the neighbour resolver")
+}
+
 /// Runs until SIGINT or SIGTERM.
 pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
     // Every ASAP connection of the embedded registrar is a file descriptor.
@@ -152,6 +174,7 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
         log::warn!("cannot raise the open-file limit (RLIMIT_NOFILE): {e}");
     }
     let balancer = Arc::new(Mutex::new(Balancer::open(iface)?));
+    let resolver = start_resolver(balancer.clone())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -175,9 +198,10 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let mut registrar = match opts.registrar {
-            Some(config) => {
-                Some(EmbeddedRegistrar::start(config, balancer.clone(), opts.interval).await?)
-            }
+            Some(config) => Some(
+                EmbeddedRegistrar::start(config, balancer.clone(), resolver.clone(), opts.interval)
+                    .await?,
+            ),
             None => None,
         };
         let mut tick = tokio::time::interval(opts.interval);
@@ -193,14 +217,15 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
                 _ = term.recv() => break Ok(()),
                 _ = int.recv() => break Ok(()),
             }
-            let b = balancer.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || maintain(&b)).await {
+            let (b, r) = (balancer.clone(), resolver.clone());
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || maintain(&b, &r)).await {
                 break Err(e);
             }
         };
         if let Some(r) = registrar {
             r.stop().await;
         }
+        resolver.close();
         eprintln!("rsplb: stopped; the dataplane keeps forwarding with its last tables");
         result
     })
@@ -217,6 +242,7 @@ impl EmbeddedRegistrar {
     async fn start(
         config: RegistrarConfig,
         balancer: Arc<Mutex<Balancer>>,
+        resolver: Resolver,
         interval: Duration,
     ) -> Result<Self> {
         let registrar = Registrar::bind(config)
@@ -243,7 +269,9 @@ impl EmbeddedRegistrar {
         let registrar = tokio::spawn(registrar.run(async move {
             let _ = stopped.wait_for(|s| *s).await;
         }));
-        let reconciler = tokio::spawn(reconcile::run(balancer, control, events, interval));
+        let reconciler = tokio::spawn(reconcile::run(
+            balancer, resolver, control, events, interval,
+        ));
         Ok(EmbeddedRegistrar {
             registrar,
             reconciler,

@@ -23,6 +23,7 @@ pub mod nexthop;
 pub mod output;
 pub mod reconcile;
 pub mod recover;
+pub mod resolver;
 pub mod state;
 pub mod veth;
 

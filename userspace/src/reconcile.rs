@@ -51,7 +51,8 @@ use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 use crate::{
     addr::{ElementAddr, PoolHandle},
-    control::Balancer,
+    control::{Balancer, RESOLVE_WAIT, RegisteredChange},
+    resolver::Resolver,
     state::{ElementState, Owner},
 };
 
@@ -284,8 +285,15 @@ impl Model {
     }
 }
 
-/// What the reconciler needs of the control plane (implemented by [`Balancer`]; tests use a
-/// fake).
+/// One change the reconciler asks of the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Set(PoolHandle, ElementAddr, Desired),
+    Remove(PoolHandle, ElementAddr),
+}
+
+/// What the reconciler needs of the control plane (implemented by [`DaemonPlane`]; tests use
+/// a fake).
 pub trait Dataplane {
     /// The elements the registrar owns now.
     fn owned(&self) -> Result<Vec<(PoolHandle, ElementAddr, Desired)>>;
@@ -294,12 +302,36 @@ pub trait Dataplane {
     fn set(&mut self, pool: &PoolHandle, addr: ElementAddr, d: Desired) -> Result<bool>;
     /// Removes an element the registrar owns. `Ok(false)`: absent or added by hand.
     fn remove(&mut self, pool: &PoolHandle, addr: ElementAddr) -> Result<bool>;
+    /// Applies a batch of changes (each result as `set` and `remove` give it). The control
+    /// plane applies it as one change, so each affected table is rebuilt once.
+    fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<bool>>> {
+        Ok(changes
+            .iter()
+            .map(|c| match c {
+                Change::Set(p, a, d) => self.set(p, *a, *d),
+                Change::Remove(p, a) => self.remove(p, *a),
+            })
+            .collect())
+    }
 }
 
-impl Dataplane for Balancer {
+/// The daemon's control plane as the reconciler sees it: the balancer, whose new elements'
+/// next hops go to the resolver instead of being waited for inside the change.
+pub struct DaemonPlane<'a> {
+    balancer: &'a mut Balancer,
+    resolver: &'a Resolver,
+}
+
+impl<'a> DaemonPlane<'a> {
+    pub fn new(balancer: &'a mut Balancer, resolver: &'a Resolver) -> DaemonPlane<'a> {
+        DaemonPlane { balancer, resolver }
+    }
+}
+
+impl Dataplane for DaemonPlane<'_> {
     fn owned(&self) -> Result<Vec<(PoolHandle, ElementAddr, Desired)>> {
         let mut out = Vec::new();
-        for e in self.list_elements(None)? {
+        for e in self.balancer.list_elements(None)? {
             if e.owner != Owner::Registrar {
                 continue;
             }
@@ -314,21 +346,44 @@ impl Dataplane for Balancer {
     }
 
     fn set(&mut self, pool: &PoolHandle, addr: ElementAddr, d: Desired) -> Result<bool> {
-        match self.set_registered_element(pool, addr, d.weight, d.active)? {
-            None => Ok(false),
-            Some(report) => {
-                if let Some(why) = report.unresolved {
-                    log::warn!(
-                        "pool {pool}: next hop of {addr} unresolved ({why}); retrying in the background"
-                    );
-                }
-                Ok(true)
-            }
-        }
+        let r = self.apply(&[Change::Set(pool.clone(), addr, d)])?;
+        r.into_iter().next().unwrap_or(Ok(false))
     }
 
     fn remove(&mut self, pool: &PoolHandle, addr: ElementAddr) -> Result<bool> {
-        self.remove_registered_element(pool, addr)
+        let r = self.apply(&[Change::Remove(pool.clone(), addr)])?;
+        r.into_iter().next().unwrap_or(Ok(false))
+    }
+
+    fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<bool>>> {
+        let batch: Vec<RegisteredChange> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Set(pool, addr, d) => RegisteredChange::Set {
+                    pool: pool.clone(),
+                    addr: *addr,
+                    weight: d.weight,
+                    active: d.active,
+                },
+                Change::Remove(pool, addr) => RegisteredChange::Remove {
+                    pool: pool.clone(),
+                    addr: *addr,
+                },
+            })
+            .collect();
+        let results = self.balancer.apply_registered(&batch)?;
+        let mut resolve = Vec::new();
+        let out = results
+            .into_iter()
+            .map(|r| {
+                r.map(|(done, target)| {
+                    resolve.extend(target);
+                    done
+                })
+            })
+            .collect();
+        self.resolver.request(resolve, RESOLVE_WAIT);
+        Ok(out)
     }
 }
 
@@ -406,90 +461,104 @@ impl Reconciler {
         self.reconcile(dp, &pools)
     }
 
-    /// Reconciles `pools`.
+    /// Reconciles `pools`, as one batch of changes.
     pub fn reconcile(&mut self, dp: &mut impl Dataplane, pools: &BTreeSet<PoolHandle>) -> Changes {
         let mut c = Changes::default();
+        let mut changes = Vec::new();
         for pool in pools {
-            self.reconcile_pool(dp, pool, &mut c);
+            let desired = self.model.desired(pool);
+            let applied = self.applied.get(pool);
+            for (addr, d) in &desired {
+                self.stale.remove(&(pool.clone(), *addr));
+                if applied.and_then(|a| a.get(addr)) != Some(d) {
+                    changes.push(Change::Set(pool.clone(), *addr, *d));
+                }
+            }
+            for addr in applied.into_iter().flat_map(|a| a.keys()) {
+                if !desired.contains_key(addr) && !self.stale.contains(&(pool.clone(), *addr)) {
+                    changes.push(Change::Remove(pool.clone(), *addr));
+                }
+            }
+            self.manual
+                .retain(|(p, a)| p != pool || desired.contains_key(a));
         }
+        if changes.is_empty() {
+            return c;
+        }
+        let results = match dp.apply(&changes) {
+            Ok(r) => r,
+            Err(e) => changes.iter().map(|_| Err(anyhow!("{e:#}"))).collect(),
+        };
+        for (change, result) in changes.into_iter().zip(results) {
+            self.record(change, result, &mut c);
+        }
+        self.applied.retain(|_, a| !a.is_empty());
         c
     }
 
-    fn reconcile_pool(&mut self, dp: &mut impl Dataplane, pool: &PoolHandle, c: &mut Changes) {
-        let desired = self.model.desired(pool);
-        let applied = self.applied.entry(pool.clone()).or_default();
-        for (addr, d) in &desired {
-            let key = (pool.clone(), *addr);
-            self.stale.remove(&key);
-            if applied.get(addr) == Some(d) {
-                continue;
-            }
-            match dp.set(pool, *addr, *d) {
-                Ok(true) => {
-                    log::info!(
-                        "pool {pool}: element {addr} weight {} {} (registered)",
-                        d.weight,
-                        if d.active { "active" } else { "draining" }
-                    );
-                    applied.insert(*addr, *d);
-                    self.manual.remove(&key);
-                    c.set += 1;
-                }
-                Ok(false) => {
-                    if self.manual.insert(key) {
+    /// Takes note of what one change did.
+    fn record(&mut self, change: Change, result: Result<bool>, c: &mut Changes) {
+        match change {
+            Change::Set(pool, addr, d) => {
+                let key = (pool.clone(), addr);
+                let applied = self.applied.entry(pool.clone()).or_default();
+                match result {
+                    Ok(true) => {
                         log::info!(
-                            "pool {pool}: element {addr} is registered but was added by hand; left as it is"
+                            "pool {pool}: element {addr} weight {} {} (registered)",
+                            d.weight,
+                            if d.active { "active" } else { "draining" }
                         );
+                        applied.insert(addr, d);
+                        self.manual.remove(&key);
+                        c.set += 1;
                     }
-                    applied.remove(addr);
-                }
-                Err(e) => {
-                    log::warn!("pool {pool}: setting element {addr}: {e:#}");
-                    c.errors += 1;
+                    Ok(false) => {
+                        if self.manual.insert(key) {
+                            log::info!(
+                                "pool {pool}: element {addr} is registered but was added by hand; left as it is"
+                            );
+                        }
+                        applied.remove(&addr);
+                    }
+                    Err(e) => {
+                        log::warn!("pool {pool}: setting element {addr}: {e:#}");
+                        c.errors += 1;
+                    }
                 }
             }
-        }
-        let gone: Vec<ElementAddr> = applied
-            .keys()
-            .filter(|a| !desired.contains_key(a) && !self.stale.contains(&(pool.clone(), **a)))
-            .copied()
-            .collect();
-        for addr in gone {
-            match dp.remove(pool, addr) {
+            Change::Remove(pool, addr) => match result {
                 Ok(removed) => {
                     if removed {
                         log::info!("pool {pool}: element {addr} removed (no longer registered)");
                         c.removed += 1;
                     }
-                    applied.remove(&addr);
+                    if let Some(a) = self.applied.get_mut(&pool) {
+                        a.remove(&addr);
+                    }
                 }
                 Err(e) => {
                     log::warn!("pool {pool}: removing element {addr}: {e:#}");
                     c.errors += 1;
                 }
-            }
-        }
-        self.manual
-            .retain(|(p, a)| p != pool || desired.contains_key(a));
-        if applied.is_empty() {
-            self.applied.remove(pool);
+            },
         }
     }
 }
 
-/// Runs `f` on the reconciler and the balancer on a blocking thread (the control plane waits
-/// for locks and neighbours) and gives the reconciler back.
+/// Runs `f` on the reconciler and the control plane on a blocking thread (the control plane
+/// waits for the state lock, never for neighbours) and gives the reconciler back.
 async fn blocking<R: Send + 'static>(
-    balancer: &Arc<Mutex<Balancer>>,
+    (balancer, resolver): &(Arc<Mutex<Balancer>>, Resolver),
     mut rec: Reconciler,
-    f: impl FnOnce(&mut Reconciler, &mut Balancer) -> R + Send + 'static,
+    f: impl FnOnce(&mut Reconciler, &mut DaemonPlane<'_>) -> R + Send + 'static,
 ) -> Result<(Reconciler, R)> {
-    let balancer = balancer.clone();
+    let (balancer, resolver) = (balancer.clone(), resolver.clone());
     tokio::task::spawn_blocking(move || {
         let mut b = balancer
             .lock()
             .map_err(|_| anyhow!("control plane lock poisoned"))?;
-        let r = f(&mut rec, &mut b);
+        let r = f(&mut rec, &mut DaemonPlane::new(&mut b, &resolver));
         Ok((rec, r))
     })
     .await
@@ -512,11 +581,13 @@ fn log_changes(what: &str, c: &Changes) {
 /// owned elements and repairs any difference (and retries failed changes).
 pub async fn run(
     balancer: Arc<Mutex<Balancer>>,
+    resolver: Resolver,
     control: RegistrarControl,
     mut events: broadcast::Receiver<HandlespaceEvent>,
     interval: Duration,
 ) -> Result<()> {
-    let (mut rec, r) = blocking(&balancer, Reconciler::new(), |rec, b| {
+    let plane = (balancer, resolver);
+    let (mut rec, r) = blocking(&plane, Reconciler::new(), |rec, b| {
         rec.refresh_owned(b, Some(RESTART_GRACE))
     })
     .await?;
@@ -531,7 +602,7 @@ pub async fn run(
             snap.pool_count,
             snap.element_count
         );
-        let (r, c) = blocking(&balancer, rec, |rec, b| rec.reconcile_all(b)).await?;
+        let (r, c) = blocking(&plane, rec, |rec, b| rec.reconcile_all(b)).await?;
         rec = r;
         log_changes("the snapshot", &c);
         loop {
@@ -557,12 +628,12 @@ pub async fn run(
                             Err(TryRecvError::Closed) => return Ok(()),
                         }
                     }
-                    let (r, c) = blocking(&balancer, rec, move |rec, b| rec.reconcile(b, &touched)).await?;
+                    let (r, c) = blocking(&plane, rec, move |rec, b| rec.reconcile(b, &touched)).await?;
                     rec = r;
                     log_changes("registrar events", &c);
                 }
                 _ = tick.tick() => {
-                    let (r, c) = blocking(&balancer, rec, |rec, b| {
+                    let (r, c) = blocking(&plane, rec, |rec, b| {
                         rec.end_grace_if_due(Instant::now());
                         match rec.refresh_owned(b, None) {
                             Ok(()) => rec.reconcile_all(b),
@@ -577,7 +648,7 @@ pub async fn run(
                     log_changes("the periodic pass", &c);
                 }
                 _ = sleep_until(grace_end) => {
-                    let (r, c) = blocking(&balancer, rec, |rec, b| {
+                    let (r, c) = blocking(&plane, rec, |rec, b| {
                         rec.end_grace_if_due(Instant::now());
                         rec.reconcile_all(b)
                     })
