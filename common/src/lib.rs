@@ -448,12 +448,21 @@ pub struct Counters {
     pub new_flows: u64,
 }
 
+/// The layout of the pinned maps (keys, values, which maps exist) that this build of the
+/// program and userspace share, written into `Config::abi_version`. Bump it with every change
+/// to a shared map's layout: a binary that finds pins of another layout then says so instead of
+/// misreading them.
+pub const CONFIG_ABI_VERSION: u32 = 1;
+
 /// Program-wide configuration (`RSPLB_CONFIG`, one entry), written by the loader before attach.
 /// The timeouts are the attach defaults, kept here for the control plane (a state rebuilt from
 /// the maps): the program reads each VIP's resolved `VipInfo::timeout_s`, never these.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
+    /// [`CONFIG_ABI_VERSION`] of the build that created the maps; first in every layout, so
+    /// any build can read it.
+    pub abi_version: u32,
     /// Entries per Maglev table (a prime).
     pub maglev_size: u32,
     /// Default NAT idle timeout for TCP, seconds.
@@ -591,7 +600,7 @@ mod tests {
         assert_eq!(size_of::<NatKey>(), 40);
         assert_eq!(size_of::<NatValue>(), 80);
         assert_eq!(size_of::<Counters>(), 24);
-        assert_eq!(size_of::<Config>(), 28);
+        assert_eq!(size_of::<Config>(), 32);
     }
 
     #[test]

@@ -364,7 +364,7 @@ fn load_and_attach(iface: &str, ifindex: u32, opts: &AttachOptions) -> Result<u3
             map.pin(pdir.join(name))
                 .with_context(|| format!("pinning {name} at {}", pdir.display()))?;
         }
-        let mut m = Maps::open(&pdir)?;
+        let mut m = Maps::open_new(&pdir)?;
         m.write_config(&opts.config())?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, DevMap, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use rsplb_common::{
-    Config, Counters, Element, MAGLEV_BLOCK, MaglevBlock, NatKey, NatValue, VipDirect, VipInfo,
-    VipKey, maglev_blocks, maps, stat,
+    CONFIG_ABI_VERSION, Config, Counters, Element, MAGLEV_BLOCK, MaglevBlock, NatKey, NatValue,
+    VipDirect, VipInfo, VipKey, maglev_blocks, maps, stat,
 };
 
 /// Root of the per-interface pin directories (on bpffs).
@@ -113,6 +113,46 @@ impl Drop for MaglevView {
     }
 }
 
+/// Why pinned maps cannot be used by this binary: they were created by a build with another
+/// map layout.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the pinned dataplane of `{iface}` ({dir}) has {found}, and this rsplb needs map layout {CONFIG_ABI_VERSION}: it was attached by another version of rsplb (it keeps forwarding as it is). `rsplb attach {iface} --force` reloads the program with this version's maps and keeps the VIPs and elements (DSR flows are placed again on the same elements while the pools are unchanged; established NAT connections break); `rsplb detach {iface}` removes it"
+)]
+pub struct AbiMismatch {
+    pub iface: String,
+    pub dir: String,
+    /// The layout found, in words.
+    pub found: String,
+}
+
+/// Checks the layout of the pinned config: its value size (`config_size`), then the
+/// `abi_version` it holds (`version`, read only when the size fits).
+pub fn check_abi(
+    dir: &Path,
+    config_size: u32,
+    version: impl FnOnce() -> Result<u32>,
+) -> Result<(), AbiMismatch> {
+    let mismatch = |found: String| AbiMismatch {
+        iface: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        dir: dir.display().to_string(),
+        found,
+    };
+    if config_size as usize != std::mem::size_of::<Config>() {
+        return Err(mismatch(format!(
+            "a {config_size}-byte RSPLB_CONFIG (a layout from before map layout versions)"
+        )));
+    }
+    match version() {
+        Ok(CONFIG_ABI_VERSION) => Ok(()),
+        Ok(v) => Err(mismatch(format!("map layout {v}"))),
+        Err(e) => Err(mismatch(format!("an unreadable RSPLB_CONFIG ({e:#})"))),
+    }
+}
+
 /// The dataplane's maps, opened from their pins.
 pub struct Maps {
     pub vips: HashMap<MapData, VipKey, VipInfo>,
@@ -135,7 +175,24 @@ pub struct Maps {
 }
 
 impl Maps {
+    /// Opens the pinned maps of an attachment; pins of another layout (another version of
+    /// rsplb) are refused with [`AbiMismatch`], naming the command that moves forward.
     pub fn open(dir: &Path) -> Result<Maps> {
+        let info = aya::maps::MapInfo::from_pin(dir.join(maps::CONFIG))
+            .with_context(|| format!("opening pinned map {}", dir.join(maps::CONFIG).display()))?;
+        check_abi(dir, info.value_size(), || {
+            let config: Array<MapData, Config> = open(dir, maps::CONFIG)?.try_into()?;
+            Ok(config.get(&0, 0)?.abi_version)
+        })?;
+        Maps::open_any(dir)
+    }
+
+    /// Opens maps just created by this binary, before their config is written.
+    pub fn open_new(dir: &Path) -> Result<Maps> {
+        Maps::open_any(dir)
+    }
+
+    fn open_any(dir: &Path) -> Result<Maps> {
         let typed = |name: &str| -> Result<Map> { open(dir, name) };
         let maglev: Array<MapData, MaglevBlock> = typed(maps::MAGLEV)?
             .try_into()
@@ -445,4 +502,28 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_of_another_layout_are_refused_naming_the_way_forward() {
+        let dir = Path::new("/sys/fs/bpf/rsplb/veth7");
+        let this = std::mem::size_of::<Config>() as u32;
+        assert_eq!(check_abi(dir, this, || Ok(CONFIG_ABI_VERSION)), Ok(()));
+        for (size, version, found) in [
+            (20, CONFIG_ABI_VERSION, "a 20-byte RSPLB_CONFIG"),
+            (28, CONFIG_ABI_VERSION, "a 28-byte RSPLB_CONFIG"),
+            (this, CONFIG_ABI_VERSION + 1, "map layout 2"),
+        ] {
+            let e = check_abi(dir, size, || Ok(version))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(found), "{e}");
+            assert!(e.contains("`rsplb attach veth7 --force`"), "{e}");
+            assert!(e.contains("keeps the VIPs and elements"), "{e}");
+        }
+    }
 }

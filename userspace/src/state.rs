@@ -96,6 +96,7 @@ impl AttachOptions {
     /// The dataplane configuration these options give (`RSPLB_CONFIG`).
     pub fn config(&self) -> rsplb_common::Config {
         rsplb_common::Config {
+            abi_version: rsplb_common::CONFIG_ABI_VERSION,
             maglev_size: self.maglev_size,
             nat_tcp_timeout_s: self.nat_tcp_timeout_s,
             nat_udp_timeout_s: self.nat_udp_timeout_s,

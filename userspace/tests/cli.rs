@@ -1013,3 +1013,98 @@ fn attach_on_a_veth_warns_until_the_peer_can_take_its_frames() {
     let err = attach(&small);
     assert!(!err.contains("warning"), "{err}");
 }
+
+/// Pins, at `path`, a fresh BPF array of one `value_size`-byte value: the config map of an
+/// older layout, as a previous version of rsplb left it.
+fn pin_array(path: &str, value_size: u32) {
+    fn bpf(cmd: libc::c_long, attr: &[u8; 128]) -> libc::c_long {
+        // SAFETY: `attr` is a zero-padded bpf_attr of the command's layout, larger than any the
+        // kernel reads for it.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), attr.len()) }
+    }
+    let mut create = [0u8; 128];
+    for (i, v) in [2u32 /* BPF_MAP_TYPE_ARRAY */, 4, value_size, 1]
+        .into_iter()
+        .enumerate()
+    {
+        create[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    let fd = bpf(0 /* BPF_MAP_CREATE */, &create);
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let c_path = std::ffi::CString::new(path).unwrap();
+    let mut pin = [0u8; 128];
+    pin[..8].copy_from_slice(&(c_path.as_ptr() as u64).to_ne_bytes());
+    pin[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+    let rc = bpf(6 /* BPF_OBJ_PIN */, &pin);
+    assert_eq!(rc, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    // SAFETY: closing the fd the kernel just gave us; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+#[test]
+fn pins_of_an_older_layout_are_named_and_attach_force_moves_forward_keeping_the_configuration() {
+    assert!(
+        is_root(),
+        "this test attaches XDP: run it as root (cargo xtask test does)"
+    );
+    let lab = Lab::new();
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+    ]);
+    let vip = format!("{}:80/tcp", lab.ip(100));
+    lab.ok(&[
+        "-i", &lab.lb_if, "vip", "add", &vip, "--pool", "web", "--mode", "dsr",
+    ]);
+    lab.ok(&[
+        "-i",
+        &lab.lb_if,
+        "element",
+        "add",
+        "web",
+        &lab.ip(2),
+        "--weight",
+        "2",
+    ]);
+    // What an attachment made before this version looks like: a 20-byte RSPLB_CONFIG.
+    let config = format!("{}/RSPLB_CONFIG", lab.pin_dir());
+    std::fs::remove_file(&config).unwrap();
+    pin_array(&config, 20);
+
+    let forward = format!("`rsplb attach {} --force`", lab.lb_if);
+    for args in [
+        vec!["-i", &lab.lb_if, "vip", "list"],
+        vec!["attach", &lab.lb_if],
+    ] {
+        let o = lab.rsplb(&args);
+        assert_clean_failure(&o, &forward);
+        assert!(
+            stderr(&o).contains("another version of rsplb"),
+            "{}",
+            stderr(&o)
+        );
+    }
+
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+        "--force",
+    ]);
+    let vips = lab.json(&["-i", &lab.lb_if, "vip", "list", "--json"]);
+    assert_eq!(vips["vips"][0]["vip"], vip.as_str(), "{vips}");
+    let elements = element_rows(&lab, "web");
+    assert_eq!(elements.len(), 1);
+    assert_eq!(elements[0]["weight"], 2);
+}

@@ -854,6 +854,7 @@ fn nat_clients_get_distinct_ports_until_exhausted() {
 
 fn lb_config() -> rsplb_common::Config {
     rsplb_common::Config {
+        abi_version: rsplb_common::CONFIG_ABI_VERSION,
         maglev_size: support::MAGLEV_SIZE,
         nat_tcp_timeout_s: 300,
         nat_udp_timeout_s: 30,

@@ -108,6 +108,7 @@ impl XdpBench {
         config.set(
             0,
             Config {
+                abi_version: rsplb_common::CONFIG_ABI_VERSION,
                 maglev_size: MAGLEV_SIZE,
                 nat_tcp_timeout_s: 300,
                 nat_udp_timeout_s: 30,

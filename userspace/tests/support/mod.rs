@@ -113,6 +113,7 @@ impl Lb {
         prog.load().expect("verifier accepts the program");
         let mut lb = Lb { ebpf };
         lb.set_config(Config {
+            abi_version: rsplb_common::CONFIG_ABI_VERSION,
             maglev_size: MAGLEV_SIZE,
             nat_tcp_timeout_s: 300,
             nat_udp_timeout_s: 30,
