@@ -4,6 +4,12 @@
 //! change takes the state lock, loads the state, feeds the core, has the executor carry out the
 //! core's writes in order, and saves the state.
 
+pub mod addr;
+pub mod core;
+pub mod maglev;
+pub mod reconcile;
+pub mod state;
+
 use std::{
     path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -16,7 +22,6 @@ use crate::{
     addr::{ElementAddr, Mode, PoolHandle, Vip},
     control_core::{self, Core, Hop, NeighbourTarget, Upsert},
     executor::Executor,
-    maglev,
     maps::{Maps, pin_dir},
     nexthop::Netlink,
     state::{ElementState, ElementStateEntry, NextHop, State, StateLock, VipState, state_dir},
