@@ -382,7 +382,22 @@ impl Dataplane for DaemonPlane<'_> {
                 })
             })
             .collect();
-        self.resolver.request(resolve, RESOLVE_WAIT);
+        // A neighbour the kernel knows already is taken at once (a cache lookup, no wait): the
+        // element enters the tables now. Only the others wait for the resolver.
+        let (known, unknown): (Vec<_>, Vec<_>) = resolve
+            .into_iter()
+            .map(|t| {
+                let h = self.resolver.cached(&t);
+                (t, h)
+            })
+            .partition(|(_, h)| h.is_some());
+        if !known.is_empty()
+            && let Err(e) = self.balancer.apply_neighbours(known.clone())
+        {
+            log::warn!("applying known next hops: {e:#}");
+        }
+        let unknown = unknown.into_iter().map(|(t, _)| t);
+        self.resolver.request(unknown, RESOLVE_WAIT);
         Ok(out)
     }
 }

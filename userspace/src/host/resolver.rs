@@ -31,21 +31,34 @@ pub struct Resolver {
     shared: Arc<Shared>,
 }
 
+/// A lookup in the kernel's neighbour cache that never waits (`None`: not there).
+type CacheLookup = Box<dyn Fn(&NeighbourTarget) -> Option<NextHop> + Send + Sync>;
+
 struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
+    cached: Option<CacheLookup>,
 }
 
 impl Resolver {
     /// Starts the resolver thread. `resolve` resolves one next hop (`None`: failed) and may
     /// block; `apply` receives each result and applies it to the control plane.
     pub fn spawn(
+        resolve: impl FnMut(&NeighbourTarget, Duration) -> Option<NextHop> + Send + 'static,
+        apply: impl FnMut(NeighbourTarget, Option<NextHop>) + Send + 'static,
+    ) -> std::io::Result<Resolver> {
+        Resolver::spawn_with_cache(resolve, apply, None)
+    }
+
+    fn spawn_with_cache(
         mut resolve: impl FnMut(&NeighbourTarget, Duration) -> Option<NextHop> + Send + 'static,
         mut apply: impl FnMut(NeighbourTarget, Option<NextHop>) + Send + 'static,
+        cached: Option<CacheLookup>,
     ) -> std::io::Result<Resolver> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
+            cached,
         });
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
@@ -87,7 +100,14 @@ impl Resolver {
         apply: impl FnMut(NeighbourTarget, Option<NextHop>) + Send + 'static,
     ) -> std::io::Result<Resolver> {
         let mut nl: Option<crate::nexthop::Netlink> = None;
-        Resolver::spawn(
+        let cached: CacheLookup = Box::new(|t: &NeighbourTarget| {
+            let h = crate::nexthop::Netlink::new()
+                .ok()?
+                .resolve(t.addr.addr, Duration::ZERO)
+                .ok()?;
+            h.resolved().then_some(h)
+        });
+        Resolver::spawn_with_cache(
             move |t, wait| {
                 if nl.is_none() {
                     match crate::nexthop::Netlink::new() {
@@ -108,7 +128,14 @@ impl Resolver {
                 }
             },
             apply,
+            Some(cached),
         )
+    }
+
+    /// The next hop of `target` if the kernel already knows its neighbour: a lookup that never
+    /// waits (a missing neighbour is prodded, and left to [`Self::request`]).
+    pub fn cached(&self, target: &NeighbourTarget) -> Option<NextHop> {
+        self.shared.cached.as_ref()?(target)
     }
 
     /// Queues resolutions (a target already queued keeps its place).
