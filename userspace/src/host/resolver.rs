@@ -325,6 +325,7 @@ mod tests {
         assert_eq!(dp.element(slow_slot).unwrap().dst_mac, hop(3).dst_mac);
         assert_eq!(dp.violations(), Vec::<String>::new());
         resolver.close();
-        std::fs::remove_dir_all(&dir).unwrap();
+        // Best effort: the resolver thread may still be saving the state as it winds down.
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
