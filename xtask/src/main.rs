@@ -6,6 +6,7 @@
 //!   real servers.
 //! - `test`: the README's second command: formatting, lints and every test.
 //! - `bench dataplane|registrar`: benchmarks that print `key=value` lines.
+//! - `interop`: rsplb against rsplib 3.4.4 over kernel SCTP in `../shared/interop`'s VM.
 
 use std::{
     path::{Path, PathBuf},
@@ -48,6 +49,18 @@ enum Cmd {
         /// Extra arguments passed to `cargo test` (after the workspace selection), e.g. a filter.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Interoperability with rsplib 3.4.4 over kernel SCTP, in the interop lab's VM
+    /// (`../shared/interop/lab.sh`; the lab is set up when needed, started, and always stopped).
+    ///
+    /// Prints `interop row N: PASS|FAIL reason` per row and fails when any row fails. Row 1:
+    /// rsplib's rspserver and rspterminal at rsplb's rsp-registrar; row 2: rsplb's pool element
+    /// and `rsplb resolve` at rsplib's rspregistrar; row 3: bad input over SCTP; row 5: the
+    /// captures of rows 1-3 through Wireshark's ASAP/ENRP dissectors (`--strict`).
+    Interop {
+        /// Build and copy a debug build instead of a release build.
+        #[arg(long)]
+        debug: bool,
     },
     /// Run a benchmark and print its `key=value` figures.
     Bench {
@@ -114,6 +127,35 @@ fn main() -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
             Ok(())
+        }
+        Cmd::Interop { debug } => {
+            setup()?;
+            require_root("the interop lab runs a VM behind a tap device in a network namespace")?;
+            let started = Instant::now();
+            let mut build = vec!["build", "-p", "rsplb", "-p", "rsplb-registrar"];
+            if !debug {
+                build.push("--release");
+            }
+            cargo(&build)?;
+            let bins = target_dir(&root).join(if debug { "debug" } else { "release" });
+            let shared = std::env::var_os("RSPLB_SHARED")
+                .map_or_else(|| root.join("../shared"), PathBuf::from);
+            let result = run(Command::new("bash")
+                .arg(root.join("xtask/interop/run.sh"))
+                .env("RSPLB_BIN", bins.join("rsplb"))
+                .env("RSP_REGISTRAR_BIN", bins.join("rsp-registrar"))
+                .env("LAB", shared.join("interop/lab.sh"))
+                .env("ORACLE", shared.join("oracle")));
+            eprintln!(
+                "xtask interop: {} in {:.0} s",
+                if result.is_ok() {
+                    "every row passed"
+                } else {
+                    "FAILED"
+                },
+                started.elapsed().as_secs_f64()
+            );
+            result
         }
         Cmd::Bench { which, args } => {
             setup()?;
