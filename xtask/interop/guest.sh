@@ -62,6 +62,10 @@ reset)  # stop whatever an earlier (aborted) run left behind
   pkill -f "^/mnt/host/rs"; pkill -f "/mnt/host/interop/sctp_"; true
   rm -f "$L"/*.log "$L"/*.pcap
   modprobe sctp && checksctp >/dev/null || fail "no kernel SCTP in the guest"
+  # Peers may add addresses to an association (ASCONF, RFC 5061) without AUTH: row 3 checks
+  # the registrar's reaction to an added peer address. Set before any association exists.
+  sysctl -qw net.sctp.addip_enable=1 net.sctp.addip_noauth_enable=1
+  ip netns del rc 2>/dev/null; ip link del veth-rc 2>/dev/null; true
   ;;
 capture-start)  # capture-start NAME
   bgrun "tcpdump-$1" tcpdump -i any -n -U -s 0 -w "$L/$1.pcap" 'sctp or udp'
@@ -102,6 +106,55 @@ row1)
 row3)
   python3 "$BIN/interop/sctp_bad_input.py" "$GIP" 3863 || fail "bad-input checks"
   grep -E "PPID|aborting" "$L/rsp-registrar.log" | head -5
+  # Restart: a peer host (netns rc, a veth to the guest) registers from a fixed port; its link
+  # goes down, it is killed and its host torn down (its ABORT never
+  # leaves), then the host is built again and a new incarnation connects from the same address
+  # and port: the registrar sees SCTP_RESTART on the association it still has. Until the new
+  # incarnation has sent its INIT, SCTP into rc is dropped (tc): the registrar's retransmissions
+  # would otherwise reach a host without the association, whose ABORT would end it first.
+  mk_rc() {  # mk_rc [drop]: with "drop", SCTP into rc is dropped from the start (see above)
+    ip netns add rc && ip link add veth-rc type veth peer name veth-rc-p && ip link set veth-rc-p netns rc \
+      || fail "cannot build netns rc"
+    if [[ ${1:-} == drop ]]; then
+      tc -n rc qdisc add dev veth-rc-p ingress \
+        && tc -n rc filter add dev veth-rc-p ingress protocol ip prio 1 u32 match ip protocol 132 0xff action drop \
+        || fail "cannot filter SCTP into rc"
+    fi
+    ip addr add 10.77.0.1/24 dev veth-rc && ip link set veth-rc up && ip route add 10.77.1.0/24 dev veth-rc \
+      && ip -n rc addr add 10.77.0.2/24 dev veth-rc-p && ip -n rc link set veth-rc-p up \
+      && ip -n rc route add default via 10.77.0.1 \
+      && ip netns exec rc sysctl -qw net.sctp.addip_enable=1 net.sctp.addip_noauth_enable=1 net.sctp.default_auto_asconf=1 \
+      || fail "cannot build netns rc"
+    # (rc's lo stays down: with auto ASCONF its 127.0.0.1 would be added to the association.)
+    sleep 1.5   # let the kernel's address work queue (auto ASCONF) settle before associating
+  }
+  mk_rc
+  bgrun restart-1 ip netns exec rc python3 "$BIN/interop/sctp_restart.py" "$GIP" 3863 45000 0xa1 60
+  waitfor 15 grep -q registered "$L/restart-1.log" || { cat "$L/restart-1.log"; fail "first incarnation did not register"; }
+  waitfor 5 has_elements Restart || fail "element 0xa1 not in the handlespace"
+  # Peer address change: the peer adds an address; its kernel tells ours by ASCONF. (Done on
+  # the first incarnation: after a restart, the guest's 6.1 kernel left the ASCONFs unanswered.)
+  ip -n rc addr add 10.77.1.2/24 dev veth-rc-p
+  waitfor 10 grep -q "peer address 10.77.1.2:45000 Added" "$L/rsp-registrar.log" \
+    || fail "no peer address change (10.77.1.2 added) seen by the registrar"
+  has_elements Restart || fail "the element left with the address change"
+  echo "PASS address change: logged, the element stays registered"
+  ip -n rc link set veth-rc-p down   # nothing leaves the old host any more (not its ABORT)
+  bgstop restart-1 KILL
+  ip netns del rc; ip link del veth-rc 2>/dev/null
+  mk_rc drop
+  bgrun restart-2 ip netns exec rc python3 "$BIN/interop/sctp_restart.py" "$GIP" 3863 45000 0xa2 30
+  waitfor 10 sh -c "ip netns exec rc ss -Sn | grep -q ':45000'" || fail "second incarnation did not start"
+  sleep 0.5
+  tc -n rc qdisc del dev veth-rc-p ingress   # its INIT is retransmitted within T1 (3 s)
+  waitfor 15 grep -q registered "$L/restart-2.log" || { cat "$L/restart-2.log"; fail "second incarnation did not register"; }
+  grep -q "the peer restarted" "$L/rsp-registrar.log" || fail "no SCTP restart seen by the registrar"
+  ids=$(pool_elements Restart | sort | tr '\n' ' ')
+  [[ $ids == "$((0xa2)) " ]] || fail "pool Restart holds [$ids] after the restart, not only 0xa2 ($((0xa2)))"
+  echo "PASS restart: seen as SCTP_RESTART; the pool holds only the new incarnation's element"
+  grep -E "restarted|peer address" "$L/rsp-registrar.log"
+  bgstop restart-2 INT
+  ip netns del rc; ip link del veth-rc 2>/dev/null; true
   ;;
 row1-stop)
   bgstop rsp-registrar INT
