@@ -51,3 +51,20 @@ async fn an_empty_sctp_list_means_tcp_only() {
     assert!(r.sctp_addrs().is_empty());
     assert_eq!(r.asap_addrs().len(), 1);
 }
+
+#[tokio::test]
+async fn stats_carry_sctp_counters_only_where_sctp_is_served() {
+    let r = Registrar::bind(loopback_config()).await.expect("binds");
+    let serving = !r.sctp_addrs().is_empty();
+    let control = r.control();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(r.run(async {
+        let _ = stopped.await;
+    }));
+    let stats = control.stats().await.expect("stats");
+    assert_eq!(stats.sctp.is_some(), serving, "{stats:?}");
+    let json = serde_json::to_value(&stats).unwrap();
+    assert_eq!(json.get("sctp").is_some(), serving, "{json}");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}

@@ -304,6 +304,7 @@ impl Registrar {
             control,
             mut queries,
             sctp_addrs: self_sctp_addrs,
+            sctp_counters,
             ..
         } = self;
         let id = core.id();
@@ -371,7 +372,7 @@ impl Registrar {
                 _ = &mut shutdown => break,
                 q = queries.recv() => {
                     if let Some(q) = q {
-                        answer(&shared.lock().core, q);
+                        answer(&shared.lock().core, q, &sctp_counters);
                         // Let the connections' input in before the next round of timers.
                         tokio::task::yield_now().await;
                     }
@@ -561,14 +562,18 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn answer(core: &RegistrarCore, q: Query) {
+fn answer(core: &RegistrarCore, q: Query, sctp_counters: &[Arc<sctp::SctpCounters>]) {
     match q {
         Query::Handlespace(tx) => {
             // Only the copy happens here; formatting happens off the loop.
             let _ = tx.send(admin::raw_snapshot(core, Instant::now()));
         }
         Query::Stats(tx) => {
-            let _ = tx.send(admin::stats(core));
+            let mut stats = admin::stats(core);
+            if !sctp_counters.is_empty() {
+                stats.sctp = Some(sctp::SctpStats::sum(sctp_counters));
+            }
+            let _ = tx.send(stats);
         }
         Query::Registrars(tx) => {
             let _ = tx.send(admin::registrars(core, Instant::now()));

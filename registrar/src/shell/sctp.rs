@@ -51,6 +51,34 @@ pub struct SctpCounters {
     pub address_changes: AtomicU64,
 }
 
+/// The counters as numbers (GET /stats, key `sctp`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SctpStats {
+    pub associations: u64,
+    pub wrong_ppid: u64,
+    pub other_stream: u64,
+    pub too_large: u64,
+    pub restarts: u64,
+    pub address_changes: u64,
+}
+
+impl SctpStats {
+    /// The sum over several listeners' counters.
+    pub fn sum(counters: &[Arc<SctpCounters>]) -> Self {
+        let mut s = Self::default();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for c in counters {
+            s.associations += get(&c.associations);
+            s.wrong_ppid += get(&c.wrong_ppid);
+            s.other_stream += get(&c.other_stream);
+            s.too_large += get(&c.too_large);
+            s.restarts += get(&c.restarts);
+            s.address_changes += get(&c.address_changes);
+        }
+        s
+    }
+}
+
 /// Counts one event; true when it should be logged (the first [`LOGGED`], then every 1000th).
 fn count(counter: &AtomicU64) -> Option<u64> {
     let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
