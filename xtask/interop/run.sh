@@ -21,7 +21,9 @@ row() {  # row N PASS|FAIL [reason]
   echo "interop row $1: $2${3:+ $3}"
 }
 collect() { [[ -d $XFER ]] && cp -a "$XFER"/. "$OUT"/ 2>/dev/null; true; }
+OWN=0   # 1 once this run uses the lab: only then is it stopped on exit
 cleanup() {
+  ((OWN)) || return 0
   collect
   log "stopping the lab"
   "$LAB" stop >>"$OUT/lab.log" 2>&1 || log "lab.sh stop failed (see $OUT/lab.log)"
@@ -49,6 +51,12 @@ cp "${RSPLB_BIN:?}" "$SHARE/rsplb" && cp "${RSP_REGISTRAR_BIN:?}" "$SHARE/rsp-re
 started=$(date +%s)
 log "lab.sh setup (cached after the first time)"
 "$LAB" setup >>"$OUT/lab.log" 2>&1 || { echo "interop: lab.sh setup failed (see $OUT/lab.log)"; exit 1; }
+if "$LAB" status >/dev/null 2>&1 && [[ ${INTEROP_REUSE_LAB:-0} != 1 ]]; then
+  echo "interop: the lab is already running (someone else's?); not touching it. Stop it with" \
+    "'$LAB stop', or set INTEROP_REUSE_LAB=1 to run in it (it is stopped afterwards)"
+  exit 1
+fi
+OWN=1
 if ! "$LAB" status >/dev/null 2>&1; then
   log "lab.sh start"
   "$LAB" start >>"$OUT/lab.log" 2>&1 || { echo "interop: lab.sh start failed (see $OUT/lab.log)"; exit 1; }
