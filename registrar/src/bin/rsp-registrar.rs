@@ -51,7 +51,7 @@ use rsplb_registrar::shell::Registrar;
         registrar/rsp-registrar.example.toml; lines with # are examples of keys unset by default):\n  \
         # registrar_id = 0x0a0b0c0d\n  \
         asap_listen = [\"0.0.0.0:3863\"]\n  \
-        asap_sctp_listen = [\"0.0.0.0:3863\"]   # absent: as asap_listen; [] = no SCTP\n  \
+        # asap_sctp_listen = [\"0.0.0.0:3863\"]\n  \
         admin = \"127.0.0.1:3870\"\n  \
         # admin_unix = \"/run/rsplb/admin.sock\"\n  \
         [connections]\n  \
