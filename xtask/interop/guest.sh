@@ -25,7 +25,7 @@ waitfor() {  # waitfor SECONDS CMD... : poll CMD until it succeeds
   until "$@" >/dev/null 2>&1; do ((SECONDS >= end)) && return 1; sleep 0.3; done
 }
 fail() { echo "FAIL: $*"; exit 1; }
-handlespace() { "$BIN/rsplb" handlespace --admin 127.0.0.1:3870 --json; }
+handlespace() { "$BIN/rsplb" handlespace --admin "${ADMIN:-127.0.0.1:3870}" --json; }
 # pool_elements POOL: element ids of POOL in rsplb's registrar, one per line
 pool_elements() {
   handlespace | python3 -c '
@@ -128,14 +128,21 @@ row3)
     # (rc's lo stays down: with auto ASCONF its 127.0.0.1 would be added to the association.)
     sleep 1.5   # let the kernel's address work queue (auto ASCONF) settle before associating
   }
+  # A registrar of its own with long keep-alive timers (10 s, 10 s): the first incarnation's
+  # element must still be registered when the restart comes (after a keep-alive timeout the
+  # registrar closes an association left without elements).
+  RUST_LOG=${RUST_LOG:-info} bgrun rsp-registrar-5s "$BIN/rsp-registrar" --asap "$GIP:3873" \
+    --admin 127.0.0.1:3871 --no-announce --keepalive-interval 10000 --keepalive-timeout 10000
+  waitfor 20 sh -c "ss -Sln | grep -q '$GIP:3873'" || fail "second rsp-registrar does not listen on SCTP $GIP:3873"
+  export ADMIN=127.0.0.1:3871
   mk_rc
-  bgrun restart-1 ip netns exec rc python3 "$BIN/interop/sctp_restart.py" "$GIP" 3863 45000 0xa1 60
+  bgrun restart-1 ip netns exec rc python3 "$BIN/interop/sctp_restart.py" "$GIP" 3873 45000 0xa1 60
   waitfor 15 grep -q registered "$L/restart-1.log" || { cat "$L/restart-1.log"; fail "first incarnation did not register"; }
   waitfor 5 has_elements Restart || fail "element 0xa1 not in the handlespace"
   # Peer address change: the peer adds an address; its kernel tells ours by ASCONF. (Done on
   # the first incarnation: after a restart, the guest's 6.1 kernel left the ASCONFs unanswered.)
   ip -n rc addr add 10.77.1.2/24 dev veth-rc-p
-  waitfor 10 grep -q "peer address 10.77.1.2:45000 Added" "$L/rsp-registrar.log" \
+  waitfor 10 grep -q "peer address 10.77.1.2:45000 Added" "$L/rsp-registrar-5s.log" \
     || fail "no peer address change (10.77.1.2 added) seen by the registrar"
   has_elements Restart || fail "the element left with the address change"
   echo "PASS address change: logged, the element stays registered"
@@ -143,17 +150,17 @@ row3)
   bgstop restart-1 KILL
   ip netns del rc; ip link del veth-rc 2>/dev/null
   mk_rc drop
-  bgrun restart-2 ip netns exec rc python3 "$BIN/interop/sctp_restart.py" "$GIP" 3863 45000 0xa2 30
+  bgrun restart-2 ip netns exec rc python3 "$BIN/interop/sctp_restart.py" "$GIP" 3873 45000 0xa2 30
   waitfor 10 sh -c "ip netns exec rc ss -Sn | grep -q ':45000'" || fail "second incarnation did not start"
   sleep 0.5
   tc -n rc qdisc del dev veth-rc-p ingress   # its INIT is retransmitted within T1 (3 s)
   waitfor 15 grep -q registered "$L/restart-2.log" || { cat "$L/restart-2.log"; fail "second incarnation did not register"; }
-  grep -q "the peer restarted" "$L/rsp-registrar.log" || fail "no SCTP restart seen by the registrar"
+  grep -q "the peer restarted" "$L/rsp-registrar-5s.log" || fail "no SCTP restart seen by the registrar"
   ids=$(pool_elements Restart | sort | tr '\n' ' ')
   [[ $ids == "$((0xa2)) " ]] || fail "pool Restart holds [$ids] after the restart, not only 0xa2 ($((0xa2)))"
-  echo "PASS restart: seen as SCTP_RESTART; the pool holds only the new incarnation's element"
-  grep -E "restarted|peer address" "$L/rsp-registrar.log"
-  bgstop restart-2 INT
+  echo "PASS restart: seen as SCTP_RESTART; the old incarnation's element is gone (long before its keep-alive timeout), the new one registered"
+  grep -E "restarted|peer address|Restart" "$L/rsp-registrar-5s.log"
+  bgstop restart-2 INT; bgstop rsp-registrar-5s INT
   ip netns del rc; ip link del veth-rc 2>/dev/null; true
   ;;
 row1-stop)
