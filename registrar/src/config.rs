@@ -32,6 +32,12 @@ pub struct RegistrarConfig {
     pub registrar_id: Option<u32>,
     /// Where PEs and PUs reach the registrar with ASAP over TCP.
     pub asap_listen: Vec<SocketAddr>,
+    /// Where PEs and PUs reach the registrar with ASAP over SCTP (PPID 11). Absent: the
+    /// addresses and ports of `asap_listen` as bound, where the kernel has SCTP (without it the
+    /// registrar says so once and serves TCP only); an empty list: no SCTP; addresses: exactly
+    /// these, and an error when the kernel has no SCTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asap_sctp_listen: Option<Vec<SocketAddr>>,
     /// HTTP admin endpoint (`GET /handlespace`); `None` disables it.
     pub admin: Option<SocketAddr>,
     /// Serve the admin endpoint on this Unix socket instead of `admin` (created with mode 0600;
@@ -165,6 +171,7 @@ impl Default for RegistrarConfig {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 ASAP_PORT,
             )],
+            asap_sctp_listen: None,
             admin: Some(DEFAULT_ADMIN),
             admin_unix: None,
             connections: ConnectionConfig::default(),

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod config;
+pub mod sctp;
 pub mod shell;
 pub mod sidecar;
 pub mod tls;

@@ -6,6 +6,7 @@
 //!   real servers.
 //! - `test`: the README's second command: formatting, lints and every test.
 //! - `bench dataplane|registrar`: benchmarks that print `key=value` lines.
+//! - `interop`: rsplb against rsplib 3.4.4 over kernel SCTP in `../shared/interop`'s VM.
 
 use std::{
     path::{Path, PathBuf},
@@ -40,14 +41,30 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run formatting and lint checks and every test (unit, packet, integration, conformance).
+    /// Run formatting and lint checks and every test (unit, packet, integration, conformance, and
+    /// the interop rows against rsplib in the lab VM unless --no-interop).
     Test {
         /// Skip `cargo fmt --check` and `cargo clippy`.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the interop rows against rsplib in the lab VM (`cargo xtask interop`).
+        #[arg(long)]
+        no_interop: bool,
         /// Extra arguments passed to `cargo test` (after the workspace selection), e.g. a filter.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Interoperability with rsplib 3.4.4 over kernel SCTP, in the interop lab's VM
+    /// (`../shared/interop/lab.sh`; the lab is set up when needed, started, and always stopped).
+    ///
+    /// Prints `interop row N: PASS|FAIL reason` per row and fails when any row fails. Row 1:
+    /// rsplib's rspserver and rspterminal at rsplb's rsp-registrar; row 2: rsplb's pool element
+    /// and `rsplb resolve` at rsplib's rspregistrar; row 3: bad input over SCTP; row 5: the
+    /// captures of rows 1-3 through Wireshark's ASAP/ENRP dissectors (`--strict`).
+    Interop {
+        /// Build and copy a debug build instead of a release build.
+        #[arg(long)]
+        debug: bool,
     },
     /// Run a benchmark and print its `key=value` figures.
     Bench {
@@ -82,7 +99,11 @@ fn main() -> Result<()> {
                 .args(&args)
                 .env("RSPLB_BIN", release.join("rsplb")))
         }
-        Cmd::Test { no_lint, args } => {
+        Cmd::Test {
+            no_lint,
+            no_interop,
+            args,
+        } => {
             setup()?;
             require_root("tests load XDP programs and create network namespaces")?;
             let started = Instant::now();
@@ -109,11 +130,19 @@ fn main() -> Result<()> {
             run(cargo_cmd()
                 .args(&test_args)
                 .env("RSPLB_BIN", target_dir(&root).join("debug/rsplb")))?;
+            if !no_interop {
+                step("cargo xtask interop (rsplib 3.4.4 over kernel SCTP in the lab VM)");
+                interop(&root, false)?;
+            }
             eprintln!(
                 "xtask test: everything passed in {:.0} s",
                 started.elapsed().as_secs_f64()
             );
             Ok(())
+        }
+        Cmd::Interop { debug } => {
+            setup()?;
+            interop(&root, debug)
         }
         Cmd::Bench { which, args } => {
             setup()?;
@@ -204,6 +233,81 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",
     "python3",
 ];
+
+/// `cargo xtask interop`: build, then `xtask/interop/run.sh` against `../shared/interop`.
+fn interop(root: &Path, debug: bool) -> Result<()> {
+    require_root("the interop lab runs a VM behind a tap device in a network namespace")?;
+    let started = Instant::now();
+    lab_qemu()?;
+    let mut build = vec!["build", "-p", "rsplb", "-p", "rsplb-registrar"];
+    if !debug {
+        build.push("--release");
+    }
+    cargo(&build)?;
+    let bins = target_dir(root).join(if debug { "debug" } else { "release" });
+    let shared =
+        std::env::var_os("RSPLB_SHARED").map_or_else(|| root.join("../shared"), PathBuf::from);
+    let result = run(Command::new("bash")
+        .arg(root.join("xtask/interop/run.sh"))
+        .env("RSPLB_BIN", bins.join("rsplb"))
+        .env("RSP_REGISTRAR_BIN", bins.join("rsp-registrar"))
+        .env("LAB", shared.join("interop/lab.sh"))
+        .env("ORACLE", shared.join("oracle")));
+    eprintln!(
+        "xtask interop: {} in {:.0} s",
+        if result.is_ok() {
+            "every row passed"
+        } else {
+            "FAILED"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    result
+}
+
+/// The interop lab's QEMU (`lab.sh setup` installs it too, but cannot where a newer
+/// `qemu-utils` from backports is installed: apt keeps that one and refuses bookworm's
+/// `qemu-system-x86`). Installs `qemu-system-x86` with the `qemu-utils` of the same version.
+fn lab_qemu() -> Result<()> {
+    let installed = |p: &str| {
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", p])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+    };
+    if installed("qemu-system-x86") {
+        return Ok(());
+    }
+    let policy = Command::new("apt-cache")
+        .args(["policy", "qemu-system-x86"])
+        .output()
+        .context("apt-cache policy qemu-system-x86")?;
+    let text = String::from_utf8_lossy(&policy.stdout);
+    let Some(version) = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:"))
+        .map(str::trim)
+        .filter(|v| *v != "(none)")
+    else {
+        bail!("no installable qemu-system-x86 in the host's apt sources (run apt-get update?)");
+    };
+    step(&format!(
+        "installing qemu-system-x86 {version} for the interop lab"
+    ));
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "--allow-downgrades",
+            "qemu-system-x86",
+            &format!("qemu-utils={version}"),
+            "debootstrap",
+            "e2fsprogs",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
 
 fn setup() -> Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES

@@ -1,4 +1,4 @@
-//! `rsp-registrar`: an RSerPool registrar (ASAP, RFC 5352) over TCP, with server announces over
+//! `rsp-registrar`: an RSerPool registrar (ASAP, RFC 5352) over SCTP and TCP, with server announces over
 //! UDP multicast and a JSON admin endpoint.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,7 +20,10 @@ use rsplb_registrar::shell::Registrar;
         is home of with keep-alives (default every 250 ms, 250 ms to answer) and removes it when \
         it stops answering, when its connection closes, when its registration life runs out, or \
         after 3 Endpoint Unreachable reports.\n\n\
-        ASAP runs over TCP (port 3863; each message framed by its own length field). The registrar \
+        ASAP runs over SCTP (PPID 11; what rsplib and the RFC speak) and over TCP (each message \
+        framed by its own length field; for hosts without SCTP), both on port 3863 by default: \
+        without --asap-sctp, SCTP listens on the addresses and ports TCP got, where the kernel \
+        has SCTP (without it the registrar says so once and serves TCP only). The registrar \
         announces itself with ASAP Server Announces to UDP multicast 239.0.0.50:3863 every second. \
         Operators read the handlespace as JSON from the admin endpoint (GET /handlespace, GET \
         /stats, GET /registrars; default 127.0.0.1:3870).\n\n\
@@ -36,6 +39,8 @@ use rsplb_registrar::shell::Registrar;
     after_long_help = "Examples:\n  \
         rsp-registrar\n  \
         rsp-registrar --asap 198.18.0.1:3863 --announce-interface 198.18.0.1\n  \
+        rsp-registrar --asap-sctp 198.18.0.1:3863 --asap-sctp 198.18.1.1:3863   # SCTP on these only\n  \
+        rsp-registrar --no-asap-sctp                                             # TCP only\n  \
         rsp-registrar --config /etc/rsplb/registrar.toml --keepalive-interval 1000\n  \
         rsp-registrar --no-announce --admin 127.0.0.1:3870 --id 0x10\n  \
         rsp-registrar --enrp 198.18.0.1:9901 --peer 198.18.0.2:9901 --peer 198.18.0.3:9901\n  \
@@ -46,6 +51,7 @@ use rsplb_registrar::shell::Registrar;
         registrar/rsp-registrar.example.toml; lines with # are examples of keys unset by default):\n  \
         # registrar_id = 0x0a0b0c0d\n  \
         asap_listen = [\"0.0.0.0:3863\"]\n  \
+        # asap_sctp_listen = [\"0.0.0.0:3863\"]\n  \
         admin = \"127.0.0.1:3870\"\n  \
         # admin_unix = \"/run/rsplb/admin.sock\"\n  \
         [connections]\n  \
@@ -135,6 +141,18 @@ struct Cli {
     /// ASAP listen address (repeatable) [default 0.0.0.0:3863].
     #[arg(long = "asap", value_name = "ADDR:PORT")]
     asap: Vec<SocketAddr>,
+    /// ASAP-over-SCTP listen address (repeatable; an unspecified address is every local
+    /// address, multi-homed) [default: the --asap addresses and ports, where the kernel has
+    /// SCTP].
+    #[arg(
+        long = "asap-sctp",
+        value_name = "ADDR:PORT",
+        conflicts_with = "no_asap_sctp"
+    )]
+    asap_sctp: Vec<SocketAddr>,
+    /// Serve ASAP over TCP only.
+    #[arg(long)]
+    no_asap_sctp: bool,
     /// Admin endpoint address [default 127.0.0.1:3870].
     #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_admin")]
     admin: Option<SocketAddr>,
@@ -216,6 +234,12 @@ fn build_config(cli: &Cli) -> anyhow::Result<RegistrarConfig> {
     }
     if !cli.asap.is_empty() {
         c.asap_listen = cli.asap.clone();
+    }
+    if !cli.asap_sctp.is_empty() {
+        c.asap_sctp_listen = Some(cli.asap_sctp.clone());
+    }
+    if cli.no_asap_sctp {
+        c.asap_sctp_listen = Some(Vec::new());
     }
     if let Some(a) = cli.admin {
         c.admin = Some(a);

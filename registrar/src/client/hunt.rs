@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -13,14 +13,13 @@ use crate::message::AsapMessage;
 use crate::types::{RegistrarId, TransportAddress};
 use crate::wire;
 
-use super::{AnnounceConfig, AsapStream, ClientConfig, ClientError, nonzero};
-use crate::tls::MaybeTlsStream;
+use super::{AnnounceConfig, AsapChannel, AsapTransport, ClientConfig, ClientError, nonzero};
 
 /// An open ASAP connection to one registrar.
 #[derive(Debug)]
 pub struct RegistrarConnection {
-    /// Plain TCP, or TLS when [`ClientConfig::tls`] is set.
-    pub stream: AsapStream<MaybeTlsStream>,
+    /// Plain TCP, TLS over TCP when [`ClientConfig::tls`] is set, or SCTP.
+    pub stream: AsapChannel,
     pub addr: SocketAddr,
 }
 
@@ -74,7 +73,11 @@ impl RegistrarTable {
         let listener = match &config.announce {
             Some(announce) => {
                 let socket = announce_socket(announce)?;
-                Some(tokio::spawn(listen(socket, heard.clone())))
+                Some(tokio::spawn(listen(
+                    socket,
+                    heard.clone(),
+                    config.transport,
+                )))
             }
             None => None,
         };
@@ -173,19 +176,11 @@ impl RegistrarTable {
         let mut pending = candidates.iter().copied();
         let mut running = JoinSet::new();
         let mut failures = Vec::new();
+        let transport = self.config.transport;
         let spawn = |running: &mut JoinSet<_>, addr: SocketAddr| {
             let tls = self.config.tls.clone();
             running.spawn(async move {
-                let connect = async {
-                    let stream = TcpStream::connect(addr).await?;
-                    let _ = stream.set_nodelay(true);
-                    match &tls {
-                        None => Ok(MaybeTlsStream::Plain(stream)),
-                        Some(tls) => tls.connect(stream, addr).await.map_err(|e| {
-                            std::io::Error::new(e.kind(), format!("TLS handshake: {e}"))
-                        }),
-                    }
-                };
+                let connect = AsapChannel::connect(transport, addr, tls.as_ref());
                 let result = match tokio::time::timeout(timeout, connect).await {
                     Ok(Ok(stream)) => Ok(stream),
                     Ok(Err(e)) => Err(e.to_string()),
@@ -201,11 +196,8 @@ impl RegistrarTable {
             let Ok((addr, result)) = joined else { continue };
             match result {
                 Ok(stream) => {
-                    log::debug!("connected to registrar {addr}");
-                    return Ok(RegistrarConnection {
-                        stream: AsapStream::new(stream),
-                        addr,
-                    });
+                    log::debug!("connected to registrar {addr} over {transport}");
+                    return Ok(RegistrarConnection { stream, addr });
                 }
                 Err(e) => {
                     log::debug!("registrar {addr}: {e}");
@@ -236,7 +228,7 @@ fn announce_socket(config: &AnnounceConfig) -> Result<UdpSocket, ClientError> {
     Ok(UdpSocket::from_std(socket.into())?)
 }
 
-async fn listen(socket: UdpSocket, heard: Arc<Heard>) {
+async fn listen(socket: UdpSocket, heard: Arc<Heard>, transport: AsapTransport) {
     let mut buf = vec![0u8; wire::MAX_MESSAGE_LEN];
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
@@ -247,7 +239,7 @@ async fn listen(socket: UdpSocket, heard: Arc<Heard>) {
                 continue;
             }
         };
-        let Some((addr, id)) = parse_announce(&buf[..n], from) else {
+        let Some((addr, id)) = parse_announce(&buf[..n], from, transport) else {
             continue;
         };
         let mut list = heard.registrars.lock().unwrap_or_else(|p| p.into_inner());
@@ -271,10 +263,17 @@ async fn listen(socket: UdpSocket, heard: Arc<Heard>) {
     }
 }
 
-/// Where an announce says its registrar takes ASAP connections: the first TCP transport it
-/// carries (with the datagram's source address when the transport's address is unspecified);
-/// an announce without transports means the datagram's source address and port (rsplib).
-pub(crate) fn parse_announce(bytes: &[u8], from: SocketAddr) -> Option<(SocketAddr, RegistrarId)> {
+/// Where an announce says its registrar takes ASAP connections over `transport`: the first
+/// transport parameter of that protocol it carries (with the datagram's source address when the
+/// transport's address is unspecified; the first address of a multi-homed SCTP endpoint); an
+/// announce without transports means the datagram's source address and port (rsplib's
+/// registrars announce only that, and listen on a random port unless told otherwise). An
+/// announce that lists transports, none of this protocol, is ignored.
+pub(crate) fn parse_announce(
+    bytes: &[u8],
+    from: SocketAddr,
+    transport: AsapTransport,
+) -> Option<(SocketAddr, RegistrarId)> {
     let msg = match wire::decode_asap(bytes) {
         Ok(d) => d.message,
         Err(e) => {
@@ -292,14 +291,20 @@ pub(crate) fn parse_announce(bytes: &[u8], from: SocketAddr) -> Option<(SocketAd
     if transports.is_empty() {
         return Some((from, server_id));
     }
-    transports.iter().find_map(|t| match t {
-        TransportAddress::Tcp { port, addr, .. } => {
-            let ip = if addr.is_unspecified() {
-                from.ip()
-            } else {
-                *addr
-            };
-            Some((SocketAddr::new(ip, *port), server_id))
+    let endpoint = |port: u16, addr: IpAddr| {
+        let ip = if addr.is_unspecified() {
+            from.ip()
+        } else {
+            addr
+        };
+        (SocketAddr::new(ip, port), server_id)
+    };
+    transports.iter().find_map(|t| match (t, transport) {
+        (TransportAddress::Tcp { port, addr, .. }, AsapTransport::Tcp) => {
+            Some(endpoint(*port, *addr))
+        }
+        (TransportAddress::Sctp { port, addrs, .. }, AsapTransport::Sctp) => {
+            Some(endpoint(*port, *addrs.first()?))
         }
         _ => None,
     })

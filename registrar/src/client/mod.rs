@@ -13,6 +13,7 @@
 //! Defaults follow rsplib's ASAP instance (reference 3.3) where a load balancer has no reason to
 //! differ; each one is documented on [`ClientConfig`].
 
+mod channel;
 pub mod enrp_dump;
 mod hunt;
 mod pe;
@@ -22,6 +23,7 @@ mod transport;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
+pub use channel::{AsapChannel, AsapTransport, SctpAsap};
 pub use hunt::{RegistrarConnection, RegistrarTable};
 pub use pe::{PeState, PoolElementConfig, PoolElementHandle};
 pub use pu::{CacheConfig, PoolUser, Resolution};
@@ -42,13 +44,17 @@ pub const ASAP_PORT: u16 = 3863;
 pub struct ClientConfig {
     /// Registrars configured statically (rsplib `-registrar=`). Tried before announced ones.
     pub registrars: Vec<SocketAddr>,
+    /// The transport of ASAP to registrars: TCP (default) or SCTP (RFC 5352; what rsplib's
+    /// registrars speak). Announces name the registrar's endpoint for either: an SCTP or TCP
+    /// transport parameter, or (rsplib) the announce's UDP source address and port.
+    pub transport: AsapTransport,
     /// Listen for ASAP Server Announces on this group (rsplib `-asapannounce=`, default
     /// 239.0.0.50:3863 when no static registrar is given). `None` = static list only.
     pub announce: Option<AnnounceConfig>,
     /// How long a registrar heard in an announce stays a candidate: 5 s (rsplib
     /// `-registrarannouncetimeout`, five announce cycles).
     pub announce_timeout: Duration,
-    /// Time allowed for one TCP connect to a registrar: 7.5 s (rsplib
+    /// Time allowed for one connect (TCP) or association setup (SCTP) to a registrar: 7.5 s (rsplib
     /// `-registrarconnecttimeout`). A refused connect fails at once, so this only bounds
     /// registrars that silently drop packets.
     pub connect_timeout: Duration,
@@ -77,6 +83,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             registrars: Vec::new(),
+            transport: AsapTransport::Tcp,
             announce: None,
             announce_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_millis(7500),

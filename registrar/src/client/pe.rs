@@ -8,7 +8,7 @@
 //! registrar (which stops sending keep-alives) would stay out of its pool until its next
 //! scheduled re-registration. (A registrar that closes the connection is noticed at once.)
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -396,14 +396,25 @@ impl Task {
         }
     }
 
-    fn registration(&self) -> AsapMessage {
+    /// The registration, with an SCTP user transport's unspecified address replaced by every
+    /// local address of the channel (`local`): a multi-homed element registers all of them,
+    /// as rsplib's elements do (rsplib's registrars keep only the addresses that belong to the
+    /// registering association).
+    fn registration(&self, local: &[IpAddr]) -> AsapMessage {
+        let mut user_transport = self.pe.user_transport.clone();
+        if let TransportAddress::Sctp { addrs, .. } = &mut user_transport
+            && addrs.iter().all(|a| a.is_unspecified())
+            && !local.is_empty()
+        {
+            *addrs = local.to_vec();
+        }
         AsapMessage::Registration {
             pool_handle: self.pe.pool_handle.clone(),
             element: PoolElement {
                 id: self.pe.id.unwrap_or(PeId(0)),
                 home_registrar: RegistrarId(0),
                 registration_life_ms: self.pe.life_ms(),
-                user_transport: self.pe.user_transport.clone(),
+                user_transport,
                 policy: self.pe.policy.clone(),
                 asap_transport: None,
             },
@@ -412,12 +423,13 @@ impl Task {
 
     async fn session(&mut self, conn: &mut RegistrarConnection) -> SessionEnd {
         let addr = conn.addr;
+        let local = conn.stream.local_addrs();
         let id = self.pe.id.unwrap_or(PeId(0));
         let timeout = nonzero(self.table.config().request_timeout);
         let interval = self.pe.reregistration_interval();
         let lost = |e| SessionEnd::Lost(addr, e);
 
-        if let Err(e) = conn.stream.send(&self.registration()).await {
+        if let Err(e) = conn.stream.send(&self.registration(&local)).await {
             return lost(e);
         }
         let mut pending = Some(Pending::Registration {
@@ -570,13 +582,13 @@ impl Task {
                     // Watch again from now; a re-registration that gets no answer loses the
                     // registrar and starts a hunt.
                     last_keepalive = Some(Instant::now());
-                    if let Err(e) = conn.stream.send(&self.registration()).await {
+                    if let Err(e) = conn.stream.send(&self.registration(&local)).await {
                         return lost(e);
                     }
                     pending = Some(Pending::Registration { reply: None, previous: None, deadline: Instant::now() + timeout });
                 }
                 _ = tokio::time::sleep_until(next_reregistration), if pending.is_none() && registered => {
-                    if let Err(e) = conn.stream.send(&self.registration()).await {
+                    if let Err(e) = conn.stream.send(&self.registration(&local)).await {
                         return lost(e);
                     }
                     pending = Some(Pending::Registration { reply: None, previous: None, deadline: Instant::now() + timeout });
@@ -585,7 +597,7 @@ impl Task {
                     match cmd {
                         Some(Command::UpdatePolicy(policy, reply)) => {
                             let previous = std::mem::replace(&mut self.pe.policy, policy);
-                            if let Err(e) = conn.stream.send(&self.registration()).await {
+                            if let Err(e) = conn.stream.send(&self.registration(&local)).await {
                                 let _ = reply.send(Err(ClientError::Stopped));
                                 return lost(e);
                             }

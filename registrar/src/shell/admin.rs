@@ -155,6 +155,10 @@ pub struct StatsSnapshot {
     /// The core's counters, at the top level of the JSON object.
     #[serde(flatten)]
     pub counters: CoreStats,
+    /// What the ASAP-over-SCTP listeners counted (wrong PPIDs, other streams, restarts, ...);
+    /// absent when the registrar serves no SCTP.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sctp: Option<super::sctp::SctpStats>,
 }
 
 /// The policy's name as rsplb prints it.
@@ -384,6 +388,7 @@ pub fn stats(core: &RegistrarCore) -> StatsSnapshot {
         pools: core.handlespace().pool_count(),
         elements: core.handlespace().len(),
         counters: core.stats(),
+        sctp: None,
     }
 }
 

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod announce;
 pub mod enrp;
+pub mod sctp;
 pub mod tcp;
 pub mod transport;
 
@@ -49,6 +50,8 @@ pub struct Registrar {
     transports: Vec<Box<dyn Transport>>,
     asap_addrs: Vec<SocketAddr>,
     asap_tls_addrs: Vec<SocketAddr>,
+    sctp_addrs: Vec<SocketAddr>,
+    sctp_counters: Vec<std::sync::Arc<sctp::SctpCounters>>,
     admin: Option<admin::AdminListener>,
     admin_addr: Option<SocketAddr>,
     announcer: Option<Announcer>,
@@ -153,6 +156,7 @@ impl Registrar {
                 transports.push(Box::new(l));
             }
         }
+        let (sctp_addrs, sctp_counters) = bind_sctp(&config, &asap_addrs, &mut transports)?;
         let (admin, admin_addr) = match (&config.admin_unix, config.admin) {
             (Some(path), _) => (Some(bind_admin_unix(path)?), None),
             (None, Some(addr)) => {
@@ -171,12 +175,16 @@ impl Registrar {
         } else {
             &asap_addrs
         };
-        let advertised = announce_transports(&config, announced);
+        let mut advertised = announce_transports(&config, announced);
+        advertised.extend(announce_sctp_transports(&config, &sctp_addrs));
         let announcer = if config.announce.enabled {
-            let source_port = if advertised.is_empty() {
-                announced.first().map_or(0, |a| a.port())
-            } else {
-                0
+            // rsplib's clients ignore the announce's transports and take the registrar's SCTP
+            // port from the datagram's source port, so that is the SCTP port when SCTP is
+            // served (by default the same number as TCP's).
+            let source_port = match sctp_addrs.first() {
+                Some(a) => a.port(),
+                None if advertised.is_empty() => announced.first().map_or(0, |a| a.port()),
+                None => 0,
             };
             Some(
                 Announcer::new(&config.announce, source_port)
@@ -227,6 +235,8 @@ impl Registrar {
             transports,
             asap_addrs,
             asap_tls_addrs,
+            sctp_addrs,
+            sctp_counters,
             admin,
             admin_addr,
             announcer,
@@ -252,6 +262,17 @@ impl Registrar {
     /// Where ASAP peers connect with TLS (ports as bound; empty without `[tls]`).
     pub fn asap_tls_addrs(&self) -> &[SocketAddr] {
         &self.asap_tls_addrs
+    }
+
+    /// Where ASAP peers associate over SCTP (ports as bound); empty without SCTP.
+    pub fn sctp_addrs(&self) -> &[SocketAddr] {
+        &self.sctp_addrs
+    }
+
+    /// The SCTP transports' counters (wrong PPIDs, other streams, restarts, ...), one per
+    /// listener.
+    pub fn sctp_counters(&self) -> &[std::sync::Arc<sctp::SctpCounters>] {
+        &self.sctp_counters
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -282,6 +303,8 @@ impl Registrar {
             enrp,
             control,
             mut queries,
+            sctp_addrs: self_sctp_addrs,
+            sctp_counters,
             ..
         } = self;
         let id = core.id();
@@ -338,6 +361,9 @@ impl Registrar {
                 }
             );
         }
+        if !self_sctp_addrs.is_empty() {
+            log::info!("registrar {id} serving ASAP over SCTP on {self_sctp_addrs:?}");
+        }
         tokio::pin!(shutdown);
         loop {
             let deadline = shared.fire_timers();
@@ -346,7 +372,7 @@ impl Registrar {
                 _ = &mut shutdown => break,
                 q = queries.recv() => {
                     if let Some(q) = q {
-                        answer(&shared.lock().core, q);
+                        answer(&shared.lock().core, q, &sctp_counters);
                         // Let the connections' input in before the next round of timers.
                         tokio::task::yield_now().await;
                     }
@@ -536,14 +562,18 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn answer(core: &RegistrarCore, q: Query) {
+fn answer(core: &RegistrarCore, q: Query, sctp_counters: &[Arc<sctp::SctpCounters>]) {
     match q {
         Query::Handlespace(tx) => {
             // Only the copy happens here; formatting happens off the loop.
             let _ = tx.send(admin::raw_snapshot(core, Instant::now()));
         }
         Query::Stats(tx) => {
-            let _ = tx.send(admin::stats(core));
+            let mut stats = admin::stats(core);
+            if !sctp_counters.is_empty() {
+                stats.sctp = Some(sctp::SctpStats::sum(sctp_counters));
+            }
+            let _ = tx.send(stats);
         }
         Query::Registrars(tx) => {
             let _ = tx.send(admin::registrars(core, Instant::now()));
@@ -615,6 +645,65 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
         lim = raised;
     }
     Ok(lim.rlim_cur)
+}
+
+/// Binds ASAP over SCTP as configured (see `RegistrarConfig::asap_sctp_listen`): the bound
+/// addresses and the transports' counters.
+type SctpBound = (Vec<SocketAddr>, Vec<std::sync::Arc<sctp::SctpCounters>>);
+fn bind_sctp(
+    config: &RegistrarConfig,
+    tcp_bound: &[SocketAddr],
+    transports: &mut Vec<Box<dyn Transport>>,
+) -> anyhow::Result<SctpBound> {
+    let (wanted, explicit) = match &config.asap_sctp_listen {
+        Some(list) => (list.clone(), true),
+        None => (tcp_bound.to_vec(), false),
+    };
+    let mut addrs = Vec::new();
+    let mut counters = Vec::new();
+    for addr in wanted {
+        match sctp::SctpTransport::bind(addr, config.limits.max_message_size) {
+            Ok(t) => {
+                addrs.extend(t.local_addrs());
+                counters.push(t.counters());
+                transports.push(Box::new(t));
+            }
+            Err(e) if !explicit && crate::sctp::is_unsupported(&e) => {
+                log::warn!("not serving ASAP over SCTP: {e}; serving TCP only");
+                break;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("listening for ASAP on SCTP {addr}"));
+            }
+        }
+    }
+    Ok((addrs, counters))
+}
+
+/// SCTP transports for the Server Announce, beside the TCP ones, derived the same way (only
+/// when nothing is advertised explicitly: `advertise` lists TCP endpoints).
+fn announce_sctp_transports(
+    config: &RegistrarConfig,
+    bound: &[SocketAddr],
+) -> Vec<TransportAddress> {
+    if !config.announce.advertise.is_empty() {
+        return Vec::new();
+    }
+    bound
+        .iter()
+        .filter_map(|a| {
+            let ip = if a.ip().is_unspecified() {
+                config.announce.interface?.into()
+            } else {
+                a.ip()
+            };
+            Some(TransportAddress::Sctp {
+                port: a.port(),
+                transport_use: TransportUse::DataOnly,
+                addrs: vec![ip],
+            })
+        })
+        .collect()
 }
 
 /// The ASAP transports written into Server Announces (see `AnnounceConfig::advertise`).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use rsplb_registrar::client::{
-    self, AnnounceConfig, CacheConfig, ClientConfig, PoolElementConfig, PoolUser,
+    self, AnnounceConfig, AsapTransport, CacheConfig, ClientConfig, PoolElementConfig, PoolUser,
 };
 use rsplb_registrar::shell::admin::{HandlespaceSnapshot, RegistrarsSnapshot, policy_name};
 use rsplb_registrar::sidecar::health::{HealthCheck, HttpTarget};
@@ -56,6 +56,7 @@ Examples:
   rsplb pe register web 198.18.1.2:80 --policy weighted-round-robin:3 \\
         --check http --check-target http://198.18.1.2:80/healthz --rise 2 --fall 3
   rsplb pe register dns 198.18.1.2:53 --transport udp --check udp --check-send ping --check-expect pong
+  rsplb pe register EchoPool 0.0.0.0:7 --transport sctp --asap-transport sctp --registrar 198.18.0.1:3863
   rsplb pe register batch 198.18.1.2:9000 --policy least-used:20 --check exec \\
         --check-target 'systemctl is-active batch'
 
@@ -67,7 +68,8 @@ Policies (rsplib names such as WeightedRoundRobin:3 work too):
 const RESOLVE_EXAMPLES: &str = "\
 Examples:
   rsplb resolve web
-  rsplb resolve web --registrar 198.18.0.1:3863 --items 10 --json";
+  rsplb resolve web --registrar 198.18.0.1:3863 --items 10 --json
+  rsplb resolve EchoPool --registrar 198.18.0.1:3863 --asap-transport sctp   # an rsplib registrar";
 
 const HANDLESPACE_EXAMPLES: &str = "\
 Examples:
@@ -96,6 +98,24 @@ pub enum TransportKind {
     Sctp,
 }
 
+/// Transport of ASAP between this program and the registrar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AsapTransportKind {
+    /// TCP, each message framed by its own length (rsplb's registrars; hosts without SCTP).
+    Tcp,
+    /// Kernel SCTP with PPID 11 (RFC 5352; rsplib's registrars speak only this).
+    Sctp,
+}
+
+impl From<AsapTransportKind> for AsapTransport {
+    fn from(k: AsapTransportKind) -> Self {
+        match k {
+            AsapTransportKind::Tcp => AsapTransport::Tcp,
+            AsapTransportKind::Sctp => AsapTransport::Sctp,
+        }
+    }
+}
+
 /// How the sidecar checks the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CheckKind {
@@ -117,9 +137,14 @@ pub struct PeRegisterArgs {
     /// Where pool users reach the server (IPv6 in brackets: [fd00::2]:80).
     #[arg(value_parser = parse_socket_addr)]
     pub addr: SocketAddr,
-    /// Transport protocol of the server.
+    /// Transport protocol of the server. With sctp and an unspecified address (0.0.0.0:PORT),
+    /// every local address of the SCTP association to the registrar is registered.
     #[arg(long, value_enum, default_value_t = TransportKind::Tcp)]
     pub transport: TransportKind,
+    /// How to talk ASAP to the registrar: tcp (rsplb registrars) or sctp (RFC 5352, rsplib
+    /// registrars; needs kernel SCTP).
+    #[arg(long, value_enum, default_value_t = AsapTransportKind::Tcp)]
+    pub asap_transport: AsapTransportKind,
     /// Pool member selection policy with its values (see below).
     #[arg(long, value_parser = parse_policy, default_value = "round-robin")]
     pub policy: Policy,
@@ -170,6 +195,10 @@ pub struct ResolveArgs {
     /// The registrar to ask (repeatable: the first that answers is used).
     #[arg(long = "registrar", value_name = "ADDR:PORT", value_parser = parse_registrar, default_value = "127.0.0.1:3863")]
     pub registrars: Vec<SocketAddr>,
+    /// How to talk ASAP to the registrar: tcp (rsplb registrars) or sctp (RFC 5352, rsplib
+    /// registrars; needs kernel SCTP).
+    #[arg(long, value_enum, default_value_t = AsapTransportKind::Tcp)]
+    pub asap_transport: AsapTransportKind,
     /// How many elements to ask for (default: the registrar's choice).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub items: Option<u32>,
@@ -273,6 +302,10 @@ pub fn sidecar_config(args: &PeRegisterArgs) -> Result<SidecarConfig> {
     } else {
         ClientConfig::with_registrars(args.registrars.iter().copied())
     };
+    let client = ClientConfig {
+        transport: args.asap_transport.into(),
+        ..client
+    };
     let transport = match args.transport {
         TransportKind::Tcp => TransportAddress::Tcp {
             port: args.addr.port(),
@@ -347,6 +380,7 @@ async fn resolve(args: &ResolveArgs) -> Result<String> {
     let timeout = Duration::from_millis(args.timeout.max(1));
     let client = ClientConfig {
         registrars: args.registrars.clone(),
+        transport: args.asap_transport.into(),
         connect_timeout: timeout,
         request_timeout: timeout,
         hunt_timeout: timeout,
@@ -1032,6 +1066,38 @@ mod tests {
     }
 
     #[test]
+    fn the_asap_transport_is_tcp_unless_sctp_is_asked_for() {
+        let RserpoolCommand::Resolve(r) = parse(&["resolve", "web"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.asap_transport, AsapTransportKind::Tcp);
+        let RserpoolCommand::Resolve(r) =
+            parse(&["resolve", "web", "--asap-transport", "sctp"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(r.asap_transport, AsapTransportKind::Sctp);
+        let args = pe_args(&[
+            "EchoPool",
+            "0.0.0.0:7",
+            "--transport",
+            "sctp",
+            "--asap-transport",
+            "sctp",
+            "--registrar",
+            "198.18.0.1:3863",
+        ])
+        .unwrap();
+        let c = sidecar_config(&args).unwrap();
+        assert_eq!(c.client.transport, AsapTransport::Sctp);
+        assert_eq!(
+            c.element.user_transport.protocol(),
+            rsplb_registrar::types::TransportProtocol::Sctp
+        );
+        assert!(parse(&["resolve", "web", "--asap-transport", "udp"]).is_err());
+    }
+
+    #[test]
     fn durations_print_for_people() {
         assert_eq!(human_ms(250), "250ms");
         assert_eq!(human_ms(1500), "1.5s");
@@ -1078,6 +1144,7 @@ mod tests {
         let resolve_args = |json| ResolveArgs {
             pool: "cli".parse().unwrap(),
             registrars: vec![asap],
+            asap_transport: AsapTransportKind::Tcp,
             items: None,
             timeout: 5000,
             json,

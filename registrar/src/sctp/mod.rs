@@ -1,0 +1,333 @@
+//! Kernel SCTP for RSerPool: a message socket bound to one payload protocol identifier (PPID),
+//! usable by ASAP (PPID 11) and ENRP (PPID 12) alike.
+//!
+//! - One-to-one style sockets (`SOCK_STREAM`, `IPPROTO_SCTP`): one socket is one association,
+//!   so a peer maps to a socket exactly as a TCP connection does.
+//! - Every message is sent with an `SCTP_SNDINFO` control message carrying the socket's PPID;
+//!   received messages report their PPID and stream (`SCTP_RCVINFO`); what to do with a wrong
+//!   one is the protocol layer's decision.
+//! - SCTP keeps message boundaries, so there is no length framing; a message the kernel hands
+//!   over in pieces (partial delivery, larger than the read buffer) is joined until `MSG_EOR`.
+//! - Notifications (association change, peer address change, shutdown, remote error, partial
+//!   delivery) come out of [`SctpSocket::recv`] between messages.
+//! - Multi-homing: [`SctpSocket::peer_addrs`] and [`SctpSocket::local_addrs`] list every address
+//!   of the association (`sctp_getpaddrs`/`sctp_getladdrs`).
+//!
+//! On a kernel without SCTP, creating a socket fails with EPROTONOSUPPORT (see [`supported`]);
+//! everything compiles everywhere. The system calls are in `sys` (the only unsafe code).
+
+mod sys;
+pub mod wire;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+pub use wire::{AddrState, AssocState, Notification};
+
+/// SCTP payload protocol identifier of ASAP (RFC 5352).
+pub const PPID_ASAP: u32 = 11;
+/// SCTP payload protocol identifier of ENRP (RFC 5353).
+pub const PPID_ENRP: u32 = 12;
+
+/// Bytes read per `recvmsg`; larger messages arrive in several pieces and are joined.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Whether this kernel has SCTP: `Err` with EPROTONOSUPPORT (or the module could not load)
+/// when it has not.
+pub fn supported() -> io::Result<()> {
+    sys::socket(false).map(drop)
+}
+
+/// Whether an error means "this kernel has no SCTP" (as returned by `socket`, or explained by
+/// this module).
+pub fn is_unsupported(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<NoSctp>())
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EPROTONOSUPPORT) | Some(libc::ESOCKTNOSUPPORT) | Some(libc::EAFNOSUPPORT)
+        )
+}
+
+/// The kernel refused to create an SCTP socket.
+#[derive(Debug)]
+struct NoSctp(io::Error);
+
+impl std::fmt::Display for NoSctp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (this kernel has no SCTP: load the sctp module or use TCP)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NoSctp {}
+
+/// Adds "the kernel has no SCTP" to the errors that mean it.
+fn explain(e: io::Error) -> io::Error {
+    if is_unsupported(&e) {
+        io::Error::new(e.kind(), NoSctp(e))
+    } else {
+        e
+    }
+}
+
+/// What [`SctpSocket::recv`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// One complete message, with the stream and PPID it arrived on.
+    Message {
+        stream: u16,
+        ppid: u32,
+        bytes: Vec<u8>,
+    },
+    Notification(Notification),
+    /// A message longer than the socket's limit was discarded.
+    TooLarge {
+        len: usize,
+    },
+    /// The association is closed (SHUTDOWN completed or the peer is gone).
+    Closed,
+}
+
+/// One SCTP association (one-to-one style socket) sending with a fixed PPID.
+#[derive(Debug)]
+pub struct SctpSocket {
+    fd: AsyncFd<OwnedFd>,
+    ppid: u32,
+    reassembler: wire::Reassembler,
+    buf: Vec<u8>,
+}
+
+fn configure(fd: &OwnedFd) -> io::Result<()> {
+    let b = fd.as_fd();
+    sys::setsockopt_int(b, sys::SOL_SCTP, sys::SCTP_NODELAY, 1)?;
+    sys::setsockopt_int(b, sys::SOL_SCTP, sys::SCTP_RECVRCVINFO, 1)?;
+    sys::subscribe_events(b, &wire::EVENT_SUBSCRIPTION)?;
+    Ok(())
+}
+
+impl SctpSocket {
+    fn new(fd: OwnedFd, ppid: u32, max_message: usize) -> io::Result<Self> {
+        configure(&fd)?;
+        Ok(Self {
+            fd: sys::async_fd(fd)?,
+            ppid,
+            reassembler: wire::Reassembler::new(max_message),
+            buf: vec![0u8; READ_CHUNK],
+        })
+    }
+
+    /// Opens an association to `addr` (the kernel chooses the local addresses: all of them).
+    pub async fn connect(addr: SocketAddr, ppid: u32, max_message: usize) -> io::Result<Self> {
+        let fd = sys::socket(addr.is_ipv6()).map_err(explain)?;
+        let sock = Self::new(fd, ppid, max_message)?;
+        match sys::connect(sock.fd.get_ref().as_fd(), &addr) {
+            Ok(()) => return Ok(sock),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        // A one-to-one socket polls writable only once established, or with an error.
+        let _ready = sock.fd.writable().await?;
+        match sys::take_error(sock.fd.get_ref().as_fd())? {
+            Some(e) => Err(e),
+            None => Ok(sock),
+        }
+    }
+
+    pub fn ppid(&self) -> u32 {
+        self.ppid
+    }
+
+    /// Sends one message on `stream` with the socket's PPID.
+    pub async fn send(&self, bytes: &[u8], stream: u16) -> io::Result<()> {
+        self.send_with_ppid(bytes, stream, self.ppid).await
+    }
+
+    /// Sends one message with another PPID (tests of a peer's reaction to a wrong one).
+    pub async fn send_with_ppid(&self, bytes: &[u8], stream: u16, ppid: u32) -> io::Result<()> {
+        let mut cmsg: sys::CmsgBuf = [0; 8];
+        let len = wire::encode_sndinfo(sys::cmsg_bytes_mut(&mut cmsg), stream, ppid);
+        loop {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|fd| sys::sendmsg(fd.get_ref().as_fd(), bytes, &cmsg, len)) {
+                Ok(Ok(n)) if n == bytes.len() => return Ok(()),
+                Ok(Ok(n)) => {
+                    return Err(io::Error::other(format!(
+                        "sent {n} of {} bytes of one message",
+                        bytes.len()
+                    )));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// The next message or notification. Cancel-safe: pieces already read stay buffered.
+    pub async fn recv(&mut self) -> io::Result<Incoming> {
+        loop {
+            let mut guard = self.fd.ready(Interest::READABLE).await?;
+            let mut cmsg: sys::CmsgBuf = [0; 8];
+            let buf = &mut self.buf;
+            let got = match guard.try_io(|fd| sys::recvmsg(fd.get_ref().as_fd(), buf, &mut cmsg)) {
+                Ok(r) => r?,
+                Err(_would_block) => continue,
+            };
+            let notification = got.flags & sys::MSG_NOTIFICATION != 0;
+            if got.len == 0 && !notification {
+                return Ok(Incoming::Closed);
+            }
+            let piece = wire::Piece {
+                bytes: &self.buf[..got.len],
+                end: got.flags & libc::MSG_EOR != 0,
+                notification,
+                info: wire::decode_rcvinfo(&sys::cmsg_bytes(&cmsg)[..got.cmsg_len]),
+            };
+            match self.reassembler.push(piece) {
+                None => continue,
+                Some(wire::Assembled::Message {
+                    stream,
+                    ppid,
+                    bytes,
+                }) => {
+                    return Ok(Incoming::Message {
+                        stream,
+                        ppid,
+                        bytes,
+                    });
+                }
+                Some(wire::Assembled::Notification(n)) => return Ok(Incoming::Notification(n)),
+                Some(wire::Assembled::TooLarge { len }) => return Ok(Incoming::TooLarge { len }),
+            }
+        }
+    }
+
+    /// Every address of the peer (several when it is multi-homed).
+    pub fn peer_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        Ok(wire::decode_getaddrs(&sys::get_addrs(
+            self.fd.get_ref().as_fd(),
+            true,
+            0,
+        )?))
+    }
+
+    /// Every local address of the association: those in scope of the peer's (no loopback
+    /// address towards a peer that is not on loopback).
+    pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        let fd = self.fd.get_ref().as_fd();
+        // Asked with id 0, the kernel answers with the endpoint's addresses; the association's
+        // id comes with its peer addresses.
+        let peer = sys::get_addrs(fd, true, 0)?;
+        let assoc = wire::getaddrs_assoc_id(&peer);
+        let mut local = wire::decode_getaddrs(&sys::get_addrs(fd, false, assoc)?);
+        // Linux lists loopback addresses even for an association between two addresses of
+        // one host that are not on loopback (seen on 6.1); the peer cannot use them.
+        if wire::decode_getaddrs(&peer)
+            .iter()
+            .any(|a| !a.ip().is_loopback())
+        {
+            local.retain(|a| !a.ip().is_loopback());
+        }
+        Ok(local)
+    }
+
+    /// Ends the association with an ABORT (nothing queued is sent).
+    pub fn abort(self) {
+        let _ = sys::set_abort_on_close(self.fd.get_ref().as_fd());
+    }
+}
+
+/// A listening SCTP socket (one-to-one style); each accepted association is an [`SctpSocket`].
+#[derive(Debug)]
+pub struct SctpListener {
+    fd: AsyncFd<OwnedFd>,
+    ppid: u32,
+    max_message: usize,
+    local: SocketAddr,
+}
+
+impl SctpListener {
+    /// Binds `addr` (an unspecified address means every local address: a multi-homed endpoint).
+    pub fn bind(addr: SocketAddr, ppid: u32, max_message: usize) -> io::Result<Self> {
+        let fd = sys::socket(addr.is_ipv6()).map_err(explain)?;
+        sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        configure(&fd)?;
+        sys::bind(fd.as_fd(), &addr)?;
+        sys::listen(fd.as_fd(), 1024)?;
+        let local = sys::local_addr_raw(fd.as_fd())
+            .ok()
+            .and_then(|b| wire::decode_sockaddr(&b).map(|(a, _)| a))
+            .unwrap_or(addr);
+        Ok(Self {
+            fd: sys::async_fd(fd)?,
+            ppid,
+            max_message,
+            local,
+        })
+    }
+
+    /// The bound address (with the port the kernel chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub async fn accept(&self) -> io::Result<SctpSocket> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| sys::accept(fd.get_ref().as_fd())) {
+                Ok(Ok(fd)) => return SctpSocket::new(fd, self.ppid, self.max_message),
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a kernel without SCTP (this project's build host) binding fails with a message that
+    /// says so; where SCTP exists, a loopback association carries a message with its PPID.
+    #[tokio::test]
+    async fn loopback_association_or_a_clear_error() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let l = match SctpListener::bind(addr, PPID_ASAP, 65535) {
+            Ok(l) => l,
+            Err(e) => {
+                assert!(is_unsupported(&e), "{e}");
+                assert!(e.to_string().contains("no SCTP"), "{e}");
+                return;
+            }
+        };
+        let to = l.local_addr();
+        let (accepted, mut client) =
+            tokio::join!(l.accept(), SctpSocket::connect(to, PPID_ASAP, 65535));
+        let mut server = accepted.unwrap();
+        let client = client.as_mut().unwrap();
+        client.send(b"\x05\x00\x00\x04", 0).await.unwrap();
+        loop {
+            match server.recv().await.unwrap() {
+                Incoming::Notification(_) => continue,
+                m => {
+                    assert_eq!(
+                        m,
+                        Incoming::Message {
+                            stream: 0,
+                            ppid: PPID_ASAP,
+                            bytes: b"\x05\x00\x00\x04".to_vec()
+                        }
+                    );
+                    break;
+                }
+            }
+        }
+        assert!(!server.peer_addrs().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,209 @@
+#!/bin/bash
+# Guest half of `cargo xtask interop`: runs inside the interop lab's guest (kernel SCTP,
+# rsplib 3.4.4), one step per call:  guest.sh STEP [ARGS]
+# rsplb's binaries are in /mnt/host (the lab share); logs and captures go to /mnt/lab/interop.
+set -u
+STEP=$1; shift
+GIP=${GIP:-198.18.77.2}
+BIN=/mnt/host
+L=/mnt/lab/interop
+RUN=/run/interop
+mkdir -p "$L" "$RUN"
+
+bgrun() {  # bgrun NAME CMD... : detached; pid in $RUN/NAME.pid, output in $L/NAME.log
+  local n=$1; shift
+  setsid bash -c 'echo $$ >'"$RUN/$n"'.pid; exec "$@"' "$n" "$@" <"${STDIN:-/dev/null}" >"$L/$n.log" 2>&1 &
+}
+bgstop() {  # bgstop NAME [SIG]
+  local p; p=$(cat "$RUN/$1.pid" 2>/dev/null) || return 0
+  kill -"${2:-INT}" "$p" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || { rm -f "$RUN/$1.pid"; return 0; }; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null; rm -f "$RUN/$1.pid"; return 0
+}
+waitfor() {  # waitfor SECONDS CMD... : poll CMD until it succeeds
+  local end=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do ((SECONDS >= end)) && return 1; sleep 0.3; done
+}
+fail() { echo "FAIL: $*"; exit 1; }
+handlespace() { "$BIN/rsplb" handlespace --admin "${ADMIN:-127.0.0.1:3870}" --json; }
+# pool_elements POOL: element ids of POOL in rsplb's registrar, one per line
+pool_elements() {
+  handlespace | python3 -c '
+import json, sys
+hs = json.load(sys.stdin)
+for p in hs.get("pools", []):
+    if p["handle"] == sys.argv[1]:
+        for e in p.get("elements", []):
+            print(e["id"])' "$1"
+}
+has_elements() { [[ $(pool_elements "$1" | wc -l) -ge ${2:-1} ]]; }
+no_pool() { [[ $(pool_elements "$1" | wc -l) -eq 0 ]]; }
+# sctp_port PROG: the first SCTP port PROG listens on
+sctp_port() { ss -Slnp | awk -v p="\"$1\"" '$0 ~ p {n = split($4, a, ":"); print a[n]; exit}'; }
+# echo_through POOL REGISTRAR: a line fed to rspterminal comes back through the pool. rspterminal
+# does not exit at EOF: it reads a FIFO and is stopped once the echo ("> LINE") is back.
+echo_through() {
+  local pool=$1 reg=$2 msg="hello-$1-$RANDOM$RANDOM" rc
+  rm -f "$RUN/pu.in"; mkfifo "$RUN/pu.in"
+  STDIN=$RUN/pu.in bgrun "pu-$pool" rspterminal -poolhandle="$pool" -registrar="$reg" \
+    -asapannounce=off -loglevel=2 -logcolor=off
+  exec 5>"$RUN/pu.in"
+  echo "$msg" >&5
+  waitfor 30 grep -q -- "> $msg" "$L/pu-$pool.log"; rc=$?
+  exec 5>&-
+  bgstop "pu-$pool" INT
+  return $rc
+}
+
+case $STEP in
+reset)  # stop whatever an earlier (aborted) run left behind
+  for f in "$RUN"/*.pid; do [[ -e $f ]] && { n=${f##*/}; bgstop "${n%.pid}" KILL; }; done
+  pkill -x rspserver; pkill -x rspregistrar; pkill -x rspterminal
+  pkill -f "^/mnt/host/rs"; pkill -f "/mnt/host/interop/sctp_"; true
+  rm -f "$L"/*.log "$L"/*.pcap
+  modprobe sctp && checksctp >/dev/null || fail "no kernel SCTP in the guest"
+  # Peers may add addresses to an association (ASCONF, RFC 5061) without AUTH: row 3 checks
+  # the registrar's reaction to an added peer address. Set before any association exists.
+  sysctl -qw net.sctp.addip_enable=1 net.sctp.addip_noauth_enable=1
+  ip netns del rc 2>/dev/null; ip link del veth-rc 2>/dev/null; true
+  ;;
+capture-start)  # capture-start NAME
+  bgrun "tcpdump-$1" tcpdump -i any -n -U -s 0 -w "$L/$1.pcap" 'sctp or udp'
+  waitfor 20 grep -q 'listening on' "$L/tcpdump-$1.log" || fail "tcpdump did not start"
+  ;;
+capture-stop)  # capture-stop NAME
+  sleep 0.5; bgstop "tcpdump-$1" INT; sync
+  ;;
+
+# ---- row 1: rsplib PEs and PU at rsplb's registrar (SCTP)
+row1)
+  RUST_LOG=${RUST_LOG:-info} bgrun rsp-registrar "$BIN/rsp-registrar" --asap "$GIP:3863" \
+    --admin 127.0.0.1:3870 --announce-interface "$GIP"
+  waitfor 20 sh -c "ss -Sln | grep -q '$GIP:3863'" || { cat "$L/rsp-registrar.log"; fail "rsp-registrar does not listen on SCTP $GIP:3863"; }
+  grep -q "over SCTP" "$L/rsp-registrar.log" || fail "rsp-registrar does not say it serves SCTP"
+  bgrun pe-rr rspserver -echo -poolhandle=EchoRR -policy=RoundRobin -registrar="$GIP:3863" \
+    -asapannounce=off -local="$GIP" -loglevel=2 -logcolor=off
+  bgrun pe-lu rspserver -echo -poolhandle=EchoLU -policy=LeastUsed -registrar="$GIP:3863" \
+    -asapannounce=off -local="$GIP" -loglevel=2 -logcolor=off
+  waitfor 30 has_elements EchoRR || { cat "$L/pe-rr.log"; fail "rspserver (RoundRobin) never appeared in rsplb's handlespace"; }
+  waitfor 30 has_elements EchoLU || { cat "$L/pe-lu.log"; fail "rspserver (LeastUsed) never appeared in rsplb's handlespace"; }
+  "$BIN/rsplb" handlespace --admin 127.0.0.1:3870
+  handlespace | grep -q '"least_used"' || fail "EchoLU is not listed with policy least_used"
+  echo_through EchoRR "$GIP:3863" || fail "rspterminal got no echo through EchoRR"
+  echo_through EchoLU "$GIP:3863" || fail "rspterminal got no echo through EchoLU"
+  echo "rspterminal echoed through EchoRR and EchoLU"
+  # An element killed without deregistering: its association is aborted by its kernel (or it
+  # stops answering keep-alives); rsplb's timers (250 ms + 250 ms) bound the removal.
+  t0=$(date +%s.%N)
+  bgstop pe-rr KILL
+  waitfor 10 no_pool EchoRR || fail "EchoRR's element still registered 10 s after SIGKILL"
+  echo "removed $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}') s after SIGKILL"
+  has_elements EchoLU || fail "EchoLU lost its element too"
+  bgstop pe-lu INT
+  ;;
+
+# ---- row 3: bad input over SCTP to rsplb's registrar (still running from row 1)
+row3)
+  python3 "$BIN/interop/sctp_bad_input.py" "$GIP" 3863 || fail "bad-input checks"
+  grep -E "PPID|aborting" "$L/rsp-registrar.log" | head -5
+  # Restart: a peer host (netns rc, a veth to the guest) registers from a fixed port; its link
+  # goes down, it is killed and its host torn down (its ABORT never
+  # leaves), then the host is built again and a new incarnation connects from the same address
+  # and port: the registrar sees SCTP_RESTART on the association it still has. Until the new
+  # incarnation has sent its INIT, SCTP into rc is dropped (tc): the registrar's retransmissions
+  # would otherwise reach a host without the association, whose ABORT would end it first.
+  mk_rc() {  # mk_rc [drop]: with "drop", SCTP into rc is dropped from the start (see above)
+    ip netns add rc && ip link add veth-rc type veth peer name veth-rc-p && ip link set veth-rc-p netns rc \
+      || fail "cannot build netns rc"
+    if [[ ${1:-} == drop ]]; then
+      tc -n rc qdisc add dev veth-rc-p ingress \
+        && tc -n rc filter add dev veth-rc-p ingress protocol ip prio 1 u32 match ip protocol 132 0xff action drop \
+        || fail "cannot filter SCTP into rc"
+    fi
+    ip addr add 10.77.0.1/24 dev veth-rc && ip link set veth-rc up && ip route add 10.77.1.0/24 dev veth-rc \
+      && ip -n rc addr add 10.77.0.2/24 dev veth-rc-p && ip -n rc link set veth-rc-p up \
+      && ip -n rc route add default via 10.77.0.1 \
+      && ip netns exec rc sysctl -qw net.sctp.addip_enable=1 net.sctp.addip_noauth_enable=1 net.sctp.default_auto_asconf=1 \
+      || fail "cannot build netns rc"
+    # (rc's lo stays down: with auto ASCONF its 127.0.0.1 would be added to the association.)
+    sleep 1.5   # let the kernel's address work queue (auto ASCONF) settle before associating
+  }
+  # A registrar of its own with long keep-alive timers (10 s, 10 s): the first incarnation's
+  # element must still be registered when the restart comes (after a keep-alive timeout the
+  # registrar closes an association left without elements).
+  RUST_LOG=${RUST_LOG:-info} bgrun rsp-registrar-5s "$BIN/rsp-registrar" --asap "$GIP:3873" \
+    --admin 127.0.0.1:3871 --no-announce --keepalive-interval 10000 --keepalive-timeout 10000
+  waitfor 20 sh -c "ss -Sln | grep -q '$GIP:3873'" || fail "second rsp-registrar does not listen on SCTP $GIP:3873"
+  export ADMIN=127.0.0.1:3871
+  mk_rc
+  bgrun restart-1 ip netns exec rc python3 "$BIN/interop/sctp_restart.py" "$GIP" 3873 45000 0xa1 60
+  waitfor 15 grep -q registered "$L/restart-1.log" || { cat "$L/restart-1.log"; fail "first incarnation did not register"; }
+  waitfor 5 has_elements Restart || fail "element 0xa1 not in the handlespace"
+  # Peer address change: the peer adds an address; its kernel tells ours by ASCONF. (Done on
+  # the first incarnation: after a restart, the guest's 6.1 kernel left the ASCONFs unanswered.)
+  ip -n rc addr add 10.77.1.2/24 dev veth-rc-p
+  waitfor 10 grep -q "peer address 10.77.1.2:45000 Added" "$L/rsp-registrar-5s.log" \
+    || fail "no peer address change (10.77.1.2 added) seen by the registrar"
+  has_elements Restart || fail "the element left with the address change"
+  echo "PASS address change: logged, the element stays registered"
+  ip -n rc link set veth-rc-p down   # nothing leaves the old host any more (not its ABORT)
+  bgstop restart-1 KILL
+  ip netns del rc; ip link del veth-rc 2>/dev/null
+  mk_rc drop
+  bgrun restart-2 ip netns exec rc python3 "$BIN/interop/sctp_restart.py" "$GIP" 3873 45000 0xa2 30
+  waitfor 10 sh -c "ip netns exec rc ss -Sn | grep -q ':45000'" || fail "second incarnation did not start"
+  sleep 0.5
+  tc -n rc qdisc del dev veth-rc-p ingress   # its INIT is retransmitted within T1 (3 s)
+  waitfor 15 grep -q registered "$L/restart-2.log" || { cat "$L/restart-2.log"; fail "second incarnation did not register"; }
+  grep -q "the peer restarted" "$L/rsp-registrar-5s.log" || fail "no SCTP restart seen by the registrar"
+  ids=$(pool_elements Restart | sort | tr '\n' ' ')
+  [[ $ids == "$((0xa2)) " ]] || fail "pool Restart holds [$ids] after the restart, not only 0xa2 ($((0xa2)))"
+  echo "PASS restart: seen as SCTP_RESTART; the old incarnation's element is gone (long before its keep-alive timeout), the new one registered"
+  grep -E "restarted|peer address|Restart" "$L/rsp-registrar-5s.log"
+  bgstop restart-2 INT; bgstop rsp-registrar-5s INT
+  ip netns del rc; ip link del veth-rc 2>/dev/null; true
+  ;;
+row1-stop)
+  bgstop rsp-registrar INT
+  ;;
+
+# ---- row 2: rsplb PEs and PU at rsplib's registrar
+row2)
+  # rsplib's registrar on random ports (its default), short keep-alive timers.
+  bgrun rspregistrar rspregistrar -asap=auto -enrp=auto -asapannounce=auto -enrpannounce=auto \
+    -endpointkeepalivetransmissioninterval=1000 -endpointkeepalivetimeoutinterval=1000 \
+    -loglevel=3 -logcolor=off
+  waitfor 20 sh -c "ss -Slnp | grep -q rspregistrar" || { cat "$L/rspregistrar.log"; fail "rspregistrar did not start"; }
+  # A real SCTP echo server, and rsplb's sidecar in front of it. No --registrar: the sidecar
+  # finds rsplib's registrar by its announces (random port, given only as the UDP source port).
+  bgrun echo-server python3 "$BIN/interop/sctp_echo.py" 0.0.0.0 7777
+  waitfor 10 sh -c "ss -Sln | grep -q ':7777'" || fail "SCTP echo server did not start"
+  RUST_LOG=${RUST_LOG:-info} bgrun rsplb-pe "$BIN/rsplb" pe register EchoRsplb 0.0.0.0:7777 \
+    --transport sctp --asap-transport sctp --policy least-used
+  # The registrar's ASAP port, as the sidecar learnt it from the announce's UDP source port.
+  waitfor 20 grep -q "registrar .* announced at $GIP:" "$L/rsplb-pe.log" \
+    || { cat "$L/rsplb-pe.log"; fail "the sidecar heard no announce from rspregistrar"; }
+  port=$(sed -n "s/.*registrar .* announced at $GIP:\([0-9]*\).*/\1/p" "$L/rsplb-pe.log" | head -n 1)
+  ss -Slnp | grep rspregistrar
+  ss -Slnp | grep rspregistrar | grep -q ":$port " || fail "announced port $port is not one rspregistrar listens on"
+  resolved() { "$BIN/rsplb" resolve EchoRsplb --registrar "$GIP:$port" --asap-transport sctp --json; }
+  # rsplib's registrar answers only after its 5 s mentor discovery.
+  waitfor 30 sh -c "'$BIN/rsplb' resolve EchoRsplb --registrar '$GIP:$port' --asap-transport sctp --json | grep -q '\"id\"'" \
+    || { cat "$L/rsplb-pe.log"; tail -30 "$L/rspregistrar.log"; fail "rsplb resolve does not find rsplb's PE at rspregistrar"; }
+  first=$(resolved | python3 -c 'import json,sys; print(sorted(e["id"] for e in json.load(sys.stdin)["elements"]))')
+  resolved
+  lost=$(grep -c "lost registrar" "$L/rsplb-pe.log")
+  # Stay registered over more than two keep-alive cycles (1 s each).
+  sleep 4
+  again=$(resolved | python3 -c 'import json,sys; print(sorted(e["id"] for e in json.load(sys.stdin)["elements"]))')
+  [[ $first == "$again" ]] || fail "element changed over 4 s of keep-alives: $first -> $again"
+  [[ $(grep -c "lost registrar" "$L/rsplb-pe.log") == "$lost" ]] || fail "the sidecar lost rspregistrar while registered"
+  echo "still registered after 4 keep-alive cycles: $again"
+  echo_through EchoRsplb "$GIP:$port" || fail "rspterminal got no echo through rsplb's PE"
+  echo "rspterminal echoed through rsplb's PE at rsplib's registrar"
+  bgstop rsplb-pe INT; bgstop echo-server INT; sleep 0.5; bgstop rspregistrar INT
+  ;;
+*)
+  fail "unknown step $STEP"
+  ;;
+esac

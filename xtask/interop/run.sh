@@ -1,0 +1,124 @@
+#!/bin/bash
+# Host half of `cargo xtask interop` (which builds rsplb and calls this with RSPLB_BIN,
+# RSP_REGISTRAR_BIN and LAB set). Puts the binaries and guest scripts on the lab share, runs
+# `lab.sh setup` (cached) and `start`, runs the rows, prints `interop row N: PASS|FAIL reason`
+# per row, stops the lab on every exit path and exits non-zero when a row failed.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+LAB=${LAB:?path of lab.sh}
+LAB_CACHE=${LAB_CACHE:-/var/cache/rsp-interop}
+export LAB_CACHE
+SHARE=${LAB_SHARE:-$LAB_CACHE/share}
+XFER=$LAB_CACHE/run/xfer/interop          # = /mnt/lab/interop in the guest
+OUT=${INTEROP_OUT:-/tmp/rsplb-interop-$(date +%Y%m%d-%H%M%S)}
+ORACLE=${ORACLE:-$HERE/../../../shared/oracle}
+mkdir -p "$OUT"
+declare -A RESULT
+
+log() { printf '[interop %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+row() {  # row N PASS|FAIL [reason]
+  RESULT[$1]="$2${3:+ $3}"
+  echo "interop row $1: $2${3:+ $3}"
+}
+collect() { [[ -d $XFER ]] && cp -a "$XFER"/. "$OUT"/ 2>/dev/null; true; }
+OWN=0   # 1 once this run uses the lab: only then is it stopped on exit
+cleanup() {
+  ((OWN)) || return 0
+  collect
+  log "stopping the lab"
+  "$LAB" stop >>"$OUT/lab.log" 2>&1 || log "lab.sh stop failed (see $OUT/lab.log)"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+gx() {  # gx STEP [ARGS]: one guest step, output to $OUT/STEP.out
+  local step=$1 rc
+  "$LAB" exec "bash /mnt/host/interop/guest.sh $*" >"$OUT/$step.out" 2>&1; rc=$?
+  return $rc
+}
+reason() {  # the guest's FAIL line, or the last line of its output
+  local r
+  r=$(grep -m1 '^FAIL' "$OUT/$1.out" 2>/dev/null | sed 's/^FAIL: //')
+  [[ -n $r ]] || r=$(tail -n 1 "$OUT/$1.out" 2>/dev/null)
+  echo "${r:-no output} (logs: $OUT)"
+}
+
+log "binaries and guest scripts to the lab share $SHARE"
+mkdir -p "$SHARE/interop"
+cp "${RSPLB_BIN:?}" "$SHARE/rsplb" && cp "${RSP_REGISTRAR_BIN:?}" "$SHARE/rsp-registrar" \
+  && cp "$HERE"/guest.sh "$HERE"/*.py "$SHARE/interop/" || { echo "interop: cannot fill $SHARE"; exit 1; }
+
+started=$(date +%s)
+log "lab.sh setup (cached after the first time)"
+"$LAB" setup >>"$OUT/lab.log" 2>&1 || { echo "interop: lab.sh setup failed (see $OUT/lab.log)"; exit 1; }
+if "$LAB" status >/dev/null 2>&1 && [[ ${INTEROP_REUSE_LAB:-0} != 1 ]]; then
+  echo "interop: the lab is already running (someone else's?); not touching it. Stop it with" \
+    "'$LAB stop', or set INTEROP_REUSE_LAB=1 to run in it (it is stopped afterwards)"
+  exit 1
+fi
+OWN=1
+if ! "$LAB" status >/dev/null 2>&1; then
+  log "lab.sh start"
+  "$LAB" start >>"$OUT/lab.log" 2>&1 || { echo "interop: lab.sh start failed (see $OUT/lab.log)"; exit 1; }
+fi
+gx reset || { echo "interop: guest reset failed: $(reason reset)"; exit 1; }
+log "lab ready after $(($(date +%s) - started)) s"
+
+# ---- rows 1 and 3 (rsplb's registrar in the guest), captured apart: row 3 sends bad input
+gx capture-start row1 || row 1 FAIL "tcpdump: $(reason capture-start)"
+if gx row1; then row 1 PASS "$(grep -m1 'removed' "$OUT/row1.out")"; else row 1 FAIL "$(reason row1)"; fi
+gx capture-stop row1
+gx capture-start row3 || row 3 FAIL "tcpdump: $(reason capture-start)"
+if gx row3; then row3_ok=1; else row3_ok=0; fi
+gx row1-stop
+gx capture-stop row3
+
+# ---- row 2 (rsplib's registrar in the guest)
+gx capture-start row2 || row 2 FAIL "tcpdump: $(reason capture-start)"
+if gx row2; then row2_ok=1; else row2_ok=0; fi
+gx capture-stop row2
+collect
+# On the wire: rsplb's element answered rsplib's keep-alives (1 s cycle) at least three times.
+acks=$(tshark -r "$OUT/row2.pcap" -Y 'asap.message_type == 8' 2>/dev/null | wc -l)
+if ((row2_ok)) && ((acks >= 3)); then
+  row 2 PASS "$(grep -m1 'still registered' "$OUT/row2.out"); $acks keep-alive acks on the wire"
+elif ((row2_ok)); then
+  row 2 FAIL "only $acks keep-alive acks in $OUT/row2.pcap"
+else
+  row 2 FAIL "$(reason row2)"
+fi
+
+# Row 3 on the wire: the large registration really crossed in several DATA chunks, and every
+# message rsplb's registrar sent (source port 3863) decodes cleanly; the bad input itself is
+# malformed on purpose.
+if [[ -s $OUT/row3.pcap ]]; then
+  python3 "$ORACLE/decode_check.py" --strict "$OUT/row3.pcap" >"$OUT/row3.decode.txt" 2>&1
+  frags=$(tshark -r "$OUT/row3.pcap" -Y 'sctp.data_e_bit == 0' 2>/dev/null | wc -l)
+  bad_replies=$(grep -P '^frame.*\t[0-9.]+:3863 > ' "$OUT/row3.decode.txt" | grep -vc $'\tOK')
+else
+  frags=0 bad_replies=?
+fi
+if ((row3_ok)) && ((frags > 0)) && [[ $bad_replies == 0 ]]; then
+  row 3 PASS "$(grep -c '^PASS' "$OUT/row3.out") checks; $frags non-final DATA chunks; registrar replies all decode"
+elif ((row3_ok)); then
+  row 3 FAIL "checks passed but on the wire: $frags non-final DATA chunks, $bad_replies malformed replies (see $OUT/row3.decode.txt)"
+else
+  row 3 FAIL "$(reason row3)"
+fi
+
+# ---- row 5: the captures of rows 1-2 through Wireshark's dissectors, --strict
+r5=PASS why=
+for c in row1 row2; do
+  if [[ ! -s $OUT/$c.pcap ]]; then r5=FAIL; why+="$c: no capture; "; continue; fi
+  python3 "$ORACLE/decode_check.py" --strict "$OUT/$c.pcap" >"$OUT/$c.decode.txt" 2>&1
+  rc=$?
+  last=$(tail -n 1 "$OUT/$c.decode.txt")
+  if ((rc != 0)) || ! [[ $last =~ \ 0\ malformed ]]; then r5=FAIL; fi
+  why+="$c: $last; "
+done
+row 5 "$r5" "${why%; } (decode: $OUT/row*.decode.txt)"
+
+log "done in $(($(date +%s) - started)) s; logs and captures in $OUT"
+fail=0
+for n in 1 2 3 5; do [[ ${RESULT[$n]:-FAIL} == PASS* ]] || fail=1; done
+exit $fail
