@@ -1008,11 +1008,7 @@ impl RegistrarCore {
                 {
                     p.marked.remove(&(pool.clone(), element.id));
                 }
-                let owner = if element.home_registrar.0 == 0 {
-                    sender
-                } else {
-                    element.home_registrar
-                };
+                let owner = home_of(&element, sender);
                 if let Err(cause) = self.apply_remote(now, sender, owner, &pool, element, false) {
                     if let Some(e) = self.enrp.as_mut() {
                         e.stats.table_elements_refused += 1;
@@ -1209,11 +1205,7 @@ impl RegistrarCore {
         if let Some(p) = e.peers.get_mut(&sender) {
             p.marked.remove(&(pool.clone(), element.id));
         }
-        let owner = if element.home_registrar.0 == 0 {
-            sender
-        } else {
-            element.home_registrar
-        };
+        let owner = home_of(&element, sender);
         match action {
             UpdateAction::AddPe => {
                 if let Err(cause) =
@@ -1384,32 +1376,25 @@ impl RegistrarCore {
         pool: &PoolHandle,
         element: &PoolElement,
     ) {
-        let Some(e) = self.enrp.as_ref() else {
-            return;
-        };
-        if e.peers.is_empty() {
-            return;
-        }
-        let ids: Vec<RegistrarId> = e.peers.keys().copied().collect();
         let mut element = element.clone();
         element.home_registrar = self.id;
-        let body = EnrpBody::HandleUpdate {
-            takeover_suggested: false,
-            action,
-            pool_handle: pool.clone(),
-            element,
-        };
-        // The receiver id is part of every ENRP message, so each peer's copy is encoded apart.
-        for id in ids {
-            if let Some(e) = self.enrp.as_mut() {
-                e.stats.handle_updates_sent += 1;
-            }
-            self.send_to_peer(id, body.clone());
-        }
+        self.broadcast_update(None, action, pool, element);
     }
 
     /// A Handle Update naming `element`'s new home, to every peer but the one that claimed it.
     fn announce_yield(&mut self, claimant: RegistrarId, pool: &PoolHandle, element: PoolElement) {
+        self.broadcast_update(Some(claimant), UpdateAction::AddPe, pool, element);
+    }
+
+    /// One Handle Update to every peer but `except`. The receiver id is part of every ENRP
+    /// message, so each peer's copy is encoded apart.
+    fn broadcast_update(
+        &mut self,
+        except: Option<RegistrarId>,
+        action: UpdateAction,
+        pool: &PoolHandle,
+        element: PoolElement,
+    ) {
         let ids: Vec<RegistrarId> = self
             .enrp
             .as_ref()
@@ -1417,23 +1402,24 @@ impl RegistrarCore {
                 e.peers
                     .keys()
                     .copied()
-                    .filter(|id| *id != claimant)
+                    .filter(|id| Some(*id) != except)
                     .collect()
             })
             .unwrap_or_default();
+        if ids.is_empty() {
+            return;
+        }
+        let body = EnrpBody::HandleUpdate {
+            takeover_suggested: false,
+            action,
+            pool_handle: pool.clone(),
+            element,
+        };
         for id in ids {
             if let Some(e) = self.enrp.as_mut() {
                 e.stats.handle_updates_sent += 1;
             }
-            self.send_to_peer(
-                id,
-                EnrpBody::HandleUpdate {
-                    takeover_suggested: false,
-                    action: UpdateAction::AddPe,
-                    pool_handle: pool.clone(),
-                    element: element.clone(),
-                },
-            );
+            self.send_to_peer(id, body.clone());
         }
     }
 
@@ -1486,6 +1472,15 @@ impl RegistrarCore {
                 causes: vec![cause],
             },
         );
+    }
+}
+
+/// The element's home as a peer names it; an element sent without one is the sender's.
+fn home_of(element: &PoolElement, sender: RegistrarId) -> RegistrarId {
+    if element.home_registrar.0 == 0 {
+        sender
+    } else {
+        element.home_registrar
     }
 }
 
