@@ -230,6 +230,29 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// `rsplb --netns NS handlespace --registrar IP:9901 --json`: a registrar's handlespace read
+/// over ENRP, as rsplib's hsdump reads one.
+fn enrp_dump(
+    bin: &std::path::Path,
+    ns: &str,
+    ip: IpAddr,
+    timeout_ms: u64,
+) -> Result<serde_json::Value, String> {
+    let out = Command::new(bin)
+        .args(["--netns", ns, "handlespace", "--registrar"])
+        .arg(SocketAddr::new(ip, 9901).to_string())
+        .args(["--json", "--timeout", &timeout_ms.to_string()])
+        .output()
+        .expect("rsplb handlespace --registrar");
+    if !out.status.success() {
+        return Err(format!(
+            "reading {ip}'s handlespace over ENRP: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{ip}'s handlespace: {e}"))
+}
+
 /// Every registrar's view over ENRP (`rsplb handlespace --registrar`, as rsplib's hsdump reads
 /// one): (pool, element id, home registrar), sorted.
 /// One registrar's view: (pool, element id, home registrar), sorted.
@@ -247,19 +270,7 @@ fn views(sc: &Scope) -> Result<Vec<View>, String> {
     targets
         .iter()
         .map(|(ns, ip)| {
-            let out = Command::new(&sc.lab.rsplb.bin)
-                .args(["--netns", ns, "handlespace", "--registrar"])
-                .arg(SocketAddr::new(*ip, 9901).to_string())
-                .args(["--json", "--timeout", "5000"])
-                .output()
-                .expect("rsplb handlespace --registrar");
-            if !out.status.success() {
-                return Err(format!(
-                    "reading {ip}'s handlespace over ENRP: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            let v = enrp_dump(&sc.lab.rsplb.bin, ns, *ip, 5_000)?;
             let mut els: Vec<(String, u64, u64)> = v["pools"]
                 .as_array()
                 .unwrap()
@@ -468,14 +479,13 @@ fn three_hundred_elements_over_three_registrars_are_the_same_everywhere() {
     // elements as every other registrar holds them (rsplb handlespace --registrar gives both).
     for (i, ip) in sc.host_ips.iter().enumerate() {
         let home = 0x101 + i as u64;
-        let out = Command::new(&sc.lab.rsplb.bin)
-            .args(["--netns", sc.lab.server_hosts[i].netns.name()])
-            .args(["handlespace", "--registrar"])
-            .arg(SocketAddr::new(*ip, 9901).to_string())
-            .arg("--json")
-            .output()
-            .unwrap();
-        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let j = enrp_dump(
+            &sc.lab.rsplb.bin,
+            sc.lab.server_hosts[i].netns.name(),
+            *ip,
+            3_000,
+        )
+        .unwrap();
         let reported = j["checksum"].as_u64().expect("a checksum in the Presence") as u16;
         assert_eq!(reported, checksum_of(&v[3], home), "registrar {home:x}");
         assert_eq!(
@@ -514,26 +524,20 @@ fn three_hundred_elements_over_three_registrars_are_the_same_everywhere() {
     let _late = ChildGuard::spawn(cmd).expect("late rsp-registrar");
     let start = Instant::now();
     loop {
-        let out = Command::new(&sc.lab.rsplb.bin)
-            .args([
-                "--netns",
-                sc.lab.client.netns.name(),
-                "handlespace",
-                "--registrar",
-            ])
-            .arg(SocketAddr::new(client_ip, 9901).to_string())
-            .arg("--json")
-            .output()
-            .unwrap();
-        let n = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .ok()
-            .map(|j| {
-                j["pools"].as_array().map_or(0, |p| {
-                    p.iter()
-                        .map(|p| p["elements"].as_array().unwrap().len())
-                        .sum()
-                })
-            });
+        let n = enrp_dump(
+            &sc.lab.rsplb.bin,
+            sc.lab.client.netns.name(),
+            client_ip,
+            3_000,
+        )
+        .ok()
+        .map(|j| {
+            j["pools"].as_array().map_or(0, |p| {
+                p.iter()
+                    .map(|p| p["elements"].as_array().unwrap().len())
+                    .sum()
+            })
+        });
         if n == Some(303) {
             break;
         }
