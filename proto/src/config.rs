@@ -255,6 +255,11 @@ pub struct EnrpConfig {
     /// Where peer registrars reach this one with ENRP over TCP (IANA port 9901). Empty = ENRP
     /// off.
     pub listen: Vec<SocketAddr>,
+    /// Where peers reach this registrar with ENRP over SCTP (PPID 12), as rsplib's registrars
+    /// do. `None` (the default): the `listen` addresses, when the kernel has SCTP; then this
+    /// registrar's Server Information names its SCTP endpoint and it dials its peers over SCTP
+    /// first (TCP when that fails). An empty list: TCP only.
+    pub sctp_listen: Option<Vec<SocketAddr>>,
     /// Static peers (their ENRP endpoints). Peers are also learned from multicast Presence and
     /// from List Responses.
     pub peers: Vec<SocketAddr>,
@@ -293,6 +298,7 @@ impl Default for EnrpConfig {
     fn default() -> Self {
         Self {
             listen: Vec::new(),
+            sctp_listen: None,
             peers: Vec::new(),
             multicast_group: None,
             interface: None,
@@ -312,7 +318,7 @@ impl Default for EnrpConfig {
 
 impl EnrpConfig {
     pub fn enabled(&self) -> bool {
-        !self.listen.is_empty()
+        !self.listen.is_empty() || self.sctp_listen.as_ref().is_some_and(|l| !l.is_empty())
     }
 
     fn ms(v: u64) -> Duration {

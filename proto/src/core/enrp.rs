@@ -239,7 +239,7 @@ impl EnrpState {
         let static_peers = config
             .peers
             .iter()
-            .map(|a| (tcp_endpoint(*a), None))
+            .map(|a| (static_endpoint(&info.transport, *a), None))
             .collect();
         let alone = config.peers.is_empty() && config.multicast_group.is_none();
         Self {
@@ -267,6 +267,41 @@ impl EnrpState {
     }
 }
 
+/// A static peer is reached over the transport this registrar is reached by (SCTP where the
+/// shell serves ENRP over SCTP, as rsplib's registrars need; TCP otherwise).
+fn static_endpoint(own: &TransportAddress, a: SocketAddr) -> TransportAddress {
+    match own {
+        TransportAddress::Sctp { .. } => TransportAddress::Sctp {
+            port: a.port(),
+            transport_use: TransportUse::DataOnly,
+            addrs: vec![super::canonical(a.ip())],
+        },
+        _ => tcp_endpoint(a),
+    }
+}
+
+/// Whether a peer's endpoint is a static peer's: the same port and, among the peer's addresses
+/// (a multi-homed SCTP endpoint has several), the static peer's address.
+fn names_static_peer(learned: &TransportAddress, configured: &TransportAddress) -> bool {
+    let parts = |t: &TransportAddress| -> Option<(u16, Vec<IpAddr>)> {
+        match t {
+            TransportAddress::Sctp { port, addrs, .. } => Some((*port, addrs.clone())),
+            TransportAddress::Tcp { port, addr, .. } => Some((*port, vec![*addr])),
+            _ => None,
+        }
+    };
+    match (parts(learned), parts(configured)) {
+        (Some((lp, la)), Some((cp, ca))) => {
+            lp == cp
+                && ca.iter().any(|c| {
+                    la.iter()
+                        .any(|l| super::canonical(*l) == super::canonical(*c))
+                })
+        }
+        _ => false,
+    }
+}
+
 fn tcp_endpoint(a: SocketAddr) -> TransportAddress {
     TransportAddress::Tcp {
         port: a.port(),
@@ -283,6 +318,19 @@ fn fill_unspecified(t: &TransportAddress, from: IpAddr) -> TransportAddress {
         TransportAddress::Sctp { addrs, .. } => {
             if addrs.is_empty() || addrs.iter().any(|a| a.is_unspecified()) {
                 *addrs = vec![from];
+            } else {
+                // A multi-homed peer (rsplib's hsdump names every local address, loopback
+                // first): the address its message came from first, so what goes back uses the
+                // association it came on; loopback addresses only for a peer on loopback.
+                addrs.retain(|a| from.is_loopback() || !a.is_loopback());
+                let canon: Vec<IpAddr> = addrs.iter().map(|a| super::canonical(*a)).collect();
+                if let Some(i) = canon.iter().position(|a| *a == from) {
+                    let a = addrs.remove(i);
+                    addrs.insert(0, a);
+                }
+                if addrs.is_empty() {
+                    *addrs = vec![from];
+                }
             }
         }
         TransportAddress::Tcp { addr, .. }
@@ -815,7 +863,7 @@ impl RegistrarCore {
             let endpoint = fill_unspecified(&info.transport, source.ip());
             log::info!("ENRP: new peer {sender} at {endpoint:?}");
             for (ep, id) in e.static_peers.iter_mut() {
-                if *ep == endpoint {
+                if names_static_peer(&endpoint, ep) {
                     *id = Some(sender);
                 }
             }
@@ -1488,5 +1536,49 @@ fn source_dest(source: &EnrpSource) -> Option<EnrpDest> {
     match source {
         EnrpSource::Connection { conn, .. } => Some(EnrpDest::Connection(*conn)),
         EnrpSource::Datagram { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sctp(port: u16, addrs: &[&str]) -> TransportAddress {
+        TransportAddress::Sctp {
+            port,
+            transport_use: TransportUse::DataOnly,
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    /// rsplib's hsdump names all its local addresses, loopback first: answers must go to the
+    /// address its association came from (an INIT to 127.0.0.1 is aborted).
+    #[test]
+    fn a_multihomed_peer_is_answered_at_the_address_it_came_from() {
+        let named = sctp(39182, &["127.0.0.1", "::1", "198.18.77.2", "fe80::1"]);
+        let from: IpAddr = "198.18.77.2".parse().unwrap();
+        assert_eq!(
+            fill_unspecified(&named, from),
+            sctp(39182, &["198.18.77.2", "fe80::1"])
+        );
+        // On loopback, loopback stays (first, being the source).
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            fill_unspecified(&named, lo),
+            sctp(39182, &["127.0.0.1", "::1", "198.18.77.2", "fe80::1"])
+        );
+        assert_eq!(
+            fill_unspecified(&sctp(9901, &["0.0.0.0"]), from),
+            sctp(9901, &["198.18.77.2"])
+        );
+        // A static peer is recognised among a multi-homed peer's addresses.
+        assert!(names_static_peer(
+            &sctp(9901, &["10.0.0.1", "198.18.77.2"]),
+            &sctp(9901, &["198.18.77.2"])
+        ));
+        assert!(!names_static_peer(
+            &sctp(9902, &["198.18.77.2"]),
+            &sctp(9901, &["198.18.77.2"])
+        ));
     }
 }

@@ -27,8 +27,11 @@ use rsplb_registrar::shell::Registrar;
         announces itself with ASAP Server Announces to UDP multicast 239.0.0.50:3863 every second. \
         Operators read the handlespace as JSON from the admin endpoint (GET /handlespace, GET \
         /stats, GET /registrars; default 127.0.0.1:3870).\n\n\
-        With --enrp, several registrars of one operation scope share the handlespace (ENRP over \
-        TCP, port 9901): any of them serves any client, and when one dies another becomes the \
+        With --enrp, several registrars of one operation scope share the handlespace (ENRP, port \
+        9901, over SCTP with PPID 12 as rsplib's registrars speak it, and over TCP on hosts \
+        without SCTP: without --enrp-sctp, SCTP listens where TCP does when the kernel has it, \
+        the registrar names its SCTP endpoint to its peers and dials them over SCTP first, TCP \
+        when no association comes up): any of them serves any client, and when one dies another becomes the \
         home of its elements within about a second (no element leaves a pool because its \
         registrar failed). A starting registrar first looks for a mentor (--peer, \
         --enrp-multicast), downloads the handlespace from it, and answers clients only then.\n\n\
@@ -45,6 +48,7 @@ use rsplb_registrar::shell::Registrar;
         rsp-registrar --no-announce --admin 127.0.0.1:3870 --id 0x10\n  \
         rsp-registrar --enrp 198.18.0.1:9901 --peer 198.18.0.2:9901 --peer 198.18.0.3:9901\n  \
         rsp-registrar --enrp 0.0.0.0:9901 --enrp-multicast 239.0.0.51:9901 --enrp-interface 198.18.0.1\n  \
+        rsp-registrar --enrp 198.18.0.1:9901 --no-enrp-sctp --peer 198.18.0.2:9901   # ENRP over TCP only\n  \
         curl -s http://127.0.0.1:3870/handlespace\n  \
         curl -s http://127.0.0.1:3870/registrars\n\n\
         A configuration file (every key optional; these are the defaults, as in \
@@ -109,6 +113,7 @@ use rsplb_registrar::shell::Registrar;
         max_increment = 0\n  \
         [enrp]\n  \
         listen = []\n  \
+        # sctp_listen = [\"0.0.0.0:9901\"]\n  \
         peers = []\n  \
         # multicast_group = \"239.0.0.51:9901\"\n  \
         # interface = \"198.18.0.1\"\n  \
@@ -193,6 +198,18 @@ struct Cli {
     /// registrars of --peer and/or --enrp-multicast. Without it the registrar is alone.
     #[arg(long = "enrp", value_name = "ADDR:PORT")]
     enrp: Vec<SocketAddr>,
+    /// Serve ENRP over SCTP on ADDR:PORT only (repeatable) [default: where --enrp listens, when
+    /// the kernel has SCTP].
+    #[arg(
+        long = "enrp-sctp",
+        value_name = "ADDR:PORT",
+        requires = "enrp",
+        conflicts_with = "no_enrp_sctp"
+    )]
+    enrp_sctp: Vec<SocketAddr>,
+    /// ENRP over TCP only.
+    #[arg(long, requires = "enrp")]
+    no_enrp_sctp: bool,
     /// A peer registrar's ENRP endpoint (repeatable).
     #[arg(long = "peer", value_name = "ADDR:PORT", requires = "enrp")]
     peers: Vec<SocketAddr>,
@@ -279,6 +296,12 @@ fn build_config(cli: &Cli) -> anyhow::Result<RegistrarConfig> {
     }
     if !cli.enrp.is_empty() {
         c.enrp.listen = cli.enrp.clone();
+    }
+    if !cli.enrp_sctp.is_empty() {
+        c.enrp.sctp_listen = Some(cli.enrp_sctp.clone());
+    }
+    if cli.no_enrp_sctp {
+        c.enrp.sctp_listen = Some(Vec::new());
     }
     c.enrp.peers.extend(cli.peers.iter().copied());
     if let Some(g) = cli.enrp_multicast {

@@ -289,6 +289,201 @@ impl SctpListener {
     }
 }
 
+/// What [`SctpEndpoint::recv`] returns: one unit and the association it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointIncoming {
+    /// The association (the kernel's `sctp_assoc_t`).
+    pub assoc: i32,
+    /// The sender's address for a message (one of the association's peer addresses).
+    pub from: Option<SocketAddr>,
+    pub incoming: Incoming,
+}
+
+/// A one-to-many style SCTP socket (`SOCK_SEQPACKET`): one socket, bound to one port, carries
+/// every association of the endpoint, set up by the peer or implicitly by the first message
+/// sent to a new address. This is how rsplib's registrars speak ENRP, and the only way to send
+/// from the port peers know: rsplib accepts a peer's Presence only from an association whose
+/// peer port is the one the Presence names. One task receives; any task may send.
+#[derive(Debug)]
+pub struct SctpEndpoint {
+    fd: AsyncFd<OwnedFd>,
+    ppid: u32,
+    local: SocketAddr,
+    rx: std::sync::Mutex<EndpointRx>,
+}
+
+/// What a receiver keeps between reads.
+#[derive(Debug)]
+struct EndpointRx {
+    reassembler: wire::Reassembler,
+    max_message: usize,
+    /// Association and sender of the message being reassembled.
+    assoc: i32,
+    from: Option<SocketAddr>,
+    notification: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl EndpointRx {
+    /// Takes one read; a complete unit when it ends one.
+    fn take(&mut self, got: &sys::Received, cmsg: &[u8], name: &[u8]) -> Option<EndpointIncoming> {
+        let bytes = &self.buf[..got.len];
+        let end = got.flags & libc::MSG_EOR != 0;
+        if got.flags & sys::MSG_NOTIFICATION != 0 {
+            if self.notification.len() + bytes.len() <= 64 * 1024 {
+                self.notification.extend_from_slice(bytes);
+            }
+            if !end {
+                return None;
+            }
+            let raw = std::mem::take(&mut self.notification);
+            let n = wire::decode_notification(&raw);
+            if n == Notification::PartialDeliveryAborted {
+                self.reassembler = wire::Reassembler::new(self.max_message);
+            }
+            return Some(EndpointIncoming {
+                assoc: wire::notification_assoc_id(&raw),
+                from: None,
+                incoming: Incoming::Notification(n),
+            });
+        }
+        if !self.reassembler.pending() {
+            self.assoc = wire::rcvinfo_assoc_id(cmsg).unwrap_or(0);
+            self.from = wire::decode_sockaddr(name).map(|(a, _)| a);
+        }
+        let piece = wire::Piece {
+            bytes,
+            end,
+            notification: false,
+            info: wire::decode_rcvinfo(cmsg),
+        };
+        let incoming = match self.reassembler.push(piece)? {
+            wire::Assembled::Message {
+                stream,
+                ppid,
+                bytes,
+            } => Incoming::Message {
+                stream,
+                ppid,
+                bytes,
+            },
+            wire::Assembled::TooLarge { len } => Incoming::TooLarge { len },
+            wire::Assembled::Notification(n) => Incoming::Notification(n),
+        };
+        Some(EndpointIncoming {
+            assoc: self.assoc,
+            from: self.from,
+            incoming,
+        })
+    }
+}
+
+impl SctpEndpoint {
+    /// Binds `addr` and accepts associations on it.
+    pub fn bind(addr: SocketAddr, ppid: u32, max_message: usize) -> io::Result<Self> {
+        let fd = sys::socket_one_to_many(addr.is_ipv6()).map_err(explain)?;
+        sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        configure(&fd)?;
+        sys::bind(fd.as_fd(), &addr)?;
+        sys::listen(fd.as_fd(), 1024)?;
+        let local = sys::local_addr_raw(fd.as_fd())
+            .ok()
+            .and_then(|b| wire::decode_sockaddr(&b).map(|(a, _)| a))
+            .unwrap_or(addr);
+        Ok(Self {
+            fd: sys::async_fd(fd)?,
+            ppid,
+            local,
+            rx: std::sync::Mutex::new(EndpointRx {
+                reassembler: wire::Reassembler::new(max_message),
+                max_message,
+                assoc: 0,
+                from: None,
+                notification: Vec::new(),
+                buf: vec![0u8; READ_CHUNK],
+            }),
+        })
+    }
+
+    /// The bound address (with the port the kernel chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Sends one message to `to`: on the association with that address, set up now if there
+    /// is none (its failure comes back as a notification, `CantStartAssoc`).
+    pub async fn send_to(&self, bytes: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.send_inner(bytes, Some(to), 0, 0).await
+    }
+
+    /// Sends one message on association `assoc`.
+    pub async fn send_assoc(&self, bytes: &[u8], assoc: i32) -> io::Result<()> {
+        self.send_inner(bytes, None, assoc, 0).await
+    }
+
+    /// Ends association `assoc` with an ABORT.
+    pub async fn abort(&self, assoc: i32) -> io::Result<()> {
+        self.send_inner(&[], None, assoc, wire::SCTP_ABORT).await
+    }
+
+    async fn send_inner(
+        &self,
+        bytes: &[u8],
+        to: Option<SocketAddr>,
+        assoc: i32,
+        flags: u16,
+    ) -> io::Result<()> {
+        let mut cmsg: sys::CmsgBuf = [0; 8];
+        let len =
+            wire::encode_sndinfo_assoc(sys::cmsg_bytes_mut(&mut cmsg), 0, flags, self.ppid, assoc);
+        loop {
+            let mut guard = self.fd.writable().await?;
+            let sent = guard
+                .try_io(|fd| sys::sendmsg_to(fd.get_ref().as_fd(), bytes, to.as_ref(), &cmsg, len));
+            match sent {
+                Ok(Ok(n)) if n == bytes.len() => return Ok(()),
+                Ok(Ok(n)) => {
+                    return Err(io::Error::other(format!(
+                        "sent {n} of {} bytes of one message",
+                        bytes.len()
+                    )));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// The next message or notification of any association (one receiving task). Cancel-safe:
+    /// pieces already read stay buffered.
+    pub async fn recv(&self) -> io::Result<EndpointIncoming> {
+        loop {
+            let mut guard = self.fd.ready(Interest::READABLE).await?;
+            let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cmsg: sys::CmsgBuf = [0; 8];
+            let buf = &mut rx.buf;
+            let (got, name) =
+                match guard.try_io(|fd| sys::recvmsg_from(fd.get_ref().as_fd(), buf, &mut cmsg)) {
+                    Ok(r) => r?,
+                    Err(_would_block) => continue,
+                };
+            let cmsg_bytes = &sys::cmsg_bytes(&cmsg)[..got.cmsg_len];
+            if let Some(unit) = rx.take(&got, cmsg_bytes, &name) {
+                return Ok(unit);
+            }
+        }
+    }
+
+    /// Every peer address of association `assoc`.
+    pub fn peer_addrs(&self, assoc: i32) -> io::Result<Vec<SocketAddr>> {
+        Ok(wire::decode_getaddrs(&sys::get_addrs(
+            self.fd.get_ref().as_fd(),
+            true,
+            assoc,
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

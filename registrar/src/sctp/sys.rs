@@ -58,6 +58,25 @@ pub fn socket(v6: bool) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A new non-blocking one-to-many SCTP socket (`SOCK_SEQPACKET`, `IPPROTO_SCTP`): one socket
+/// for every association of an endpoint, as rsplib's registrars use for ENRP.
+pub fn socket_one_to_many(v6: bool) -> io::Result<OwnedFd> {
+    let domain = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: plain system call; a non-negative result is a new descriptor we own.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            IPPROTO_SCTP,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor returned by socket(2) and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -275,6 +294,83 @@ pub fn sendmsg(
     } else {
         Ok(n as usize)
     }
+}
+
+/// One `sendmsg` of `data` to `dest` (one-to-many sockets: the association to that address,
+/// set up on the way when there is none), with the control messages in `cmsg[..cmsg_len]`.
+pub fn sendmsg_to(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    dest: Option<&SocketAddr>,
+    cmsg: &CmsgBuf,
+    cmsg_len: usize,
+) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let name = dest.map(sockaddr);
+    // SAFETY: msghdr is plain old data; every pointer set below stays valid during the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some((ss, len)) = &name {
+        msg.msg_name = (ss as *const libc::sockaddr_storage) as *mut libc::c_void;
+        msg.msg_namelen = *len;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_ptr() as *mut libc::c_void;
+    msg.msg_controllen = cmsg_len.min(size_of::<CmsgBuf>()) as _;
+    // SAFETY: msg points at live buffers of the lengths given; the kernel only reads them.
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `recvmsg` that also returns the sender's address (`msg_name`), as raw `sockaddr` bytes.
+pub fn recvmsg_from(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    cmsg: &mut CmsgBuf,
+) -> io::Result<(Received, Vec<u8>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: msghdr is plain old data; every pointer set below stays valid during the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut ss as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<CmsgBuf>() as _;
+    // SAFETY: the kernel writes at most iov_len bytes into buf, msg_controllen into cmsg and
+    // msg_namelen into ss.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let name_len = (msg.msg_namelen as usize).min(size_of::<libc::sockaddr_storage>());
+    // SAFETY: ss is valid for its whole size, name_len is within it.
+    let name = unsafe {
+        std::slice::from_raw_parts(
+            (&ss as *const libc::sockaddr_storage).cast::<u8>(),
+            name_len,
+        )
+    };
+    Ok((
+        Received {
+            len: n as usize,
+            flags: msg.msg_flags,
+            cmsg_len: (msg.msg_controllen as usize).min(size_of::<CmsgBuf>()),
+        },
+        name.to_vec(),
+    ))
 }
 
 /// What one `recvmsg` returned: bytes read into the buffer, `msg_flags`, and the length of the

@@ -136,6 +136,55 @@ pub fn encode_sndinfo(out: &mut [u8], stream: u16, ppid: u32) -> usize {
     space
 }
 
+/// Writes one `SCTP_SNDINFO` for a one-to-many socket: `flags` (`snd_flags`, e.g.
+/// [`SCTP_ABORT`]) and the association `assoc_id` (0: the one the destination address names);
+/// returns its `CMSG_SPACE`.
+pub fn encode_sndinfo_assoc(
+    out: &mut [u8],
+    stream: u16,
+    flags: u16,
+    ppid: u32,
+    assoc_id: i32,
+) -> usize {
+    let space = encode_sndinfo(out, stream, ppid);
+    out[CMSG_HDR + 2..CMSG_HDR + 4].copy_from_slice(&flags.to_ne_bytes());
+    out[CMSG_HDR + 12..CMSG_HDR + 16].copy_from_slice(&assoc_id.to_ne_bytes());
+    space
+}
+
+/// `snd_flags`: end the association with an ABORT.
+pub const SCTP_ABORT: u16 = 1 << 2;
+
+/// The association id (`rcv_assoc_id`) in the `SCTP_RCVINFO` among the control messages.
+pub fn rcvinfo_assoc_id(cmsg: &[u8]) -> Option<i32> {
+    let s = std::mem::size_of::<usize>();
+    let mut at = 0;
+    while at + CMSG_HDR <= cmsg.len() {
+        let len = usize::from_ne_bytes(cmsg.get(at..at + s)?.try_into().ok()?);
+        if len < CMSG_HDR || at + len > cmsg.len() {
+            return None;
+        }
+        if i32_ne(cmsg, at + s)? == CMSG_LEVEL_SCTP && i32_ne(cmsg, at + s + 4)? == SCTP_RCVINFO {
+            // struct sctp_rcvinfo: ..., rcv_context u32 at 20, rcv_assoc_id at 24.
+            return i32_ne(cmsg.get(at + CMSG_HDR..at + len)?, 24);
+        }
+        at += cmsg_align(len);
+    }
+    None
+}
+
+/// The association a complete notification is about (0 when it names none or is too short).
+pub fn notification_assoc_id(b: &[u8]) -> i32 {
+    let at = match u16_ne(b, 0).unwrap_or(0) {
+        SCTP_ASSOC_CHANGE => 16,
+        SCTP_PEER_ADDR_CHANGE => 144,
+        SCTP_REMOTE_ERROR => 12,
+        SCTP_SHUTDOWN_EVENT => 8,
+        _ => return 0,
+    };
+    i32_ne(b, at).unwrap_or(0)
+}
+
 /// What `SCTP_RCVINFO` says about a received message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RcvInfo {

@@ -1,5 +1,6 @@
-//! ENRP's bytes: connections to and from peer registrars (TCP today, each message framed by its
-//! own length as ASAP over TCP is), and Presence by UDP multicast. The core decides everything;
+//! ENRP's bytes: connections to and from peer registrars (SCTP associations with PPID 12, as
+//! rsplib's registrars use, or TCP connections, each message framed by its own length as ASAP
+//! over TCP is), and Presence by UDP multicast. The core decides everything;
 //! this module only carries [`Action::SendEnrp`](crate::core::Action::SendEnrp) out and feeds
 //! what arrives in as [`Event::Enrp`](crate::core::Event::Enrp).
 //!
@@ -9,6 +10,17 @@
 //! either side) goes to the core with the connection it came on, for answers that must go back
 //! the same way. Messages for a peer that cannot be reached are dropped (counted): ENRP repairs
 //! the difference by its audit once the peer is back.
+//!
+//! Where the kernel has SCTP, ENRP also runs over SCTP (`enrp.sctp_listen`; by default where
+//! TCP listens) on one one-to-many socket, as rsplib's registrars do: every association, the
+//! peers' and ours, uses the port peers know (rsplib accepts a Presence only from an
+//! association whose peer port is the one the Presence names), and one association joins two
+//! registrars both ways. The registrar then names its SCTP endpoint in its Server Information
+//! and reaches static peers over SCTP. A peer that names a TCP endpoint is reached over TCP; a
+//! registrar without SCTP reaches a peer's SCTP endpoint over TCP at the same address and port
+//! (rsplb's registrars listen on both). An association is handled as a connection: answers go
+//! back on it, a message with another PPID aborts it (counted), messages on any stream are
+//! taken, and one above `limits.max_message_size` aborts it.
 //!
 //! With TLS (`tls.enrp`, RFC 5355) every connection, accepted or dialled, first completes a
 //! handshake in which both registrars present certificates that chain to the configured CA; what
@@ -32,6 +44,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{EnrpConfig, SecurityConfig};
 use crate::core::{EnrpDest, EnrpSource, PeerId};
+use crate::sctp::{self, AssocState, Incoming, Notification, SctpEndpoint};
 use crate::tls::{MaybeTlsStream, ServerTls};
 use crate::types::TransportAddress;
 use crate::wire;
@@ -45,6 +58,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connection ids of ENRP start here, apart from ASAP's.
 const FIRST_CONN_ID: u64 = 1 << 48;
+/// Connection ids of SCTP associations: this plus the association id.
+const SCTP_CONN_BASE: u64 = 1 << 56;
 /// Most ENRP connections at once (in and out); more are refused at accept. A scope has a few
 /// registrars, each with one connection each way to every other.
 const MAX_CONNECTIONS: usize = 1_024;
@@ -63,12 +78,22 @@ pub struct EnrpNetStats {
     pub refused: AtomicU64,
     /// Connections closed for a stalled partial message or for idling.
     pub timed_out: AtomicU64,
+    /// SCTP associations aborted for a message with a PPID other than ENRP's (12).
+    pub wrong_ppid: AtomicU64,
+    /// Peers' SCTP endpoints reached over TCP (this registrar has no SCTP).
+    pub tcp_fallbacks: AtomicU64,
+    /// SCTP associations aborted because [`MAX_CONNECTIONS`] were open.
+    pub sctp_refused: AtomicU64,
 }
 
 /// ENRP's sockets and connections.
 pub struct EnrpNet {
     listeners: Mutex<Vec<TcpListener>>,
     local: Vec<SocketAddr>,
+    /// ENRP over SCTP: the endpoint, and the queue of what goes out on it (one task sends, so
+    /// messages keep their order).
+    sctp: Option<(Arc<SctpEndpoint>, mpsc::Sender<SctpOut>)>,
+    sctp_out: Mutex<Option<mpsc::Receiver<SctpOut>>>,
     mcast: Option<(Arc<UdpSocket>, SocketAddr)>,
     max_message_size: usize,
     /// A message begun but not finished within this long closes its connection (a peer cannot
@@ -78,7 +103,7 @@ pub struct EnrpNet {
     /// live peers say Presence several times a second, and the shell opens a new connection
     /// when there is something to send.
     idle_timeout: Duration,
-    /// Outgoing connection by peer endpoint.
+    /// Outgoing connection by peer endpoint (its first address).
     by_endpoint: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
     /// Every live connection by id (for answers on the connection a message came on).
     by_conn: Mutex<HashMap<PeerId, mpsc::Sender<Vec<u8>>>>,
@@ -112,6 +137,14 @@ impl EnrpNet {
             local.push(l.local_addr()?);
             listeners.push(l);
         }
+        let sctp = bind_sctp(config, &local, max_message_size, tls.is_some())?;
+        let (sctp, sctp_out) = match sctp {
+            Some(ep) => {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                (Some((Arc::new(ep), tx)), Some(rx))
+            }
+            None => (None, None),
+        };
         let mcast = match config.multicast_group {
             Some(group) => Some((
                 Arc::new(
@@ -125,6 +158,8 @@ impl EnrpNet {
         Ok(Self {
             listeners: Mutex::new(listeners),
             local,
+            sctp,
+            sctp_out: Mutex::new(sctp_out),
             mcast,
             max_message_size,
             partial_timeout: connections.partial_message_timeout(),
@@ -140,9 +175,14 @@ impl EnrpNet {
         })
     }
 
-    /// Where peers reach this registrar (ports as bound).
+    /// Where peers reach this registrar over TCP (ports as bound).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local
+    }
+
+    /// Where peers reach this registrar over SCTP (as bound; empty without SCTP).
+    pub fn sctp_addrs(&self) -> Vec<SocketAddr> {
+        self.sctp.iter().map(|(ep, _)| ep.local_addr()).collect()
     }
 
     /// Accept connections and multicast datagrams, feeding `sink`, until aborted.
@@ -178,6 +218,11 @@ impl EnrpNet {
                     }
                 }
             });
+        }
+        let sctp_out = lock(&self.sctp_out).take();
+        if let (Some((ep, _)), Some(out)) = (&self.sctp, sctp_out) {
+            tasks.spawn(self.clone().sctp_receiver(ep.clone()));
+            tasks.spawn(self.clone().sctp_sender(ep.clone(), out));
         }
         if let Some((sock, _)) = &self.mcast {
             let me = self.clone();
@@ -215,6 +260,10 @@ impl EnrpNet {
                     log::debug!("sending ENRP Presence to {group}: {e}");
                 }
             }
+            EnrpDest::Connection(conn) if conn.0 >= SCTP_CONN_BASE => {
+                let assoc = (conn.0 - SCTP_CONN_BASE) as u32 as i32;
+                self.sctp_send(SctpOut::Assoc(assoc, bytes));
+            }
             EnrpDest::Connection(conn) => {
                 let tx = lock(&self.by_conn).get(&conn).cloned();
                 if tx.is_none_or(|tx| tx.try_send(bytes).is_err()) {
@@ -222,11 +271,26 @@ impl EnrpNet {
                 }
             }
             EnrpDest::Endpoint(t) => {
-                let Some(addr) = tcp_endpoint(&t) else {
-                    log::debug!("ENRP endpoint {t:?} is not reachable over TCP");
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
+                let (addr, sctp) = match &t {
+                    TransportAddress::Tcp { port, addr, .. } => {
+                        (SocketAddr::new(*addr, *port), false)
+                    }
+                    TransportAddress::Sctp { port, addrs, .. } if !addrs.is_empty() => {
+                        (SocketAddr::new(addrs[0], *port), true)
+                    }
+                    _ => {
+                        log::debug!("ENRP endpoint {t:?} is neither SCTP nor TCP");
+                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
                 };
+                if sctp {
+                    if self.sctp.is_some() {
+                        self.sctp_send(SctpOut::To(addr, bytes));
+                        return;
+                    }
+                    self.stats.tcp_fallbacks.fetch_add(1, Ordering::Relaxed);
+                }
                 let mut map = lock(&self.by_endpoint);
                 if let Some(tx) = map.get(&addr) {
                     match tx.try_send(bytes) {
@@ -246,7 +310,7 @@ impl EnrpNet {
         }
     }
 
-    /// Open a connection to `addr`; `first` goes out first once it is up.
+    /// Open a TCP connection to `addr`; `first` goes out first once it is up.
     fn dial(
         self: &Arc<Self>,
         map: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
@@ -297,11 +361,16 @@ impl EnrpNet {
                 },
             };
             me.run_connection(stream, addr, identity, Some(rx)).await;
-            let mut map = lock(&me.by_endpoint);
-            if map.get(&addr).is_some_and(|tx| tx.is_closed()) {
-                map.remove(&addr);
-            }
+            me.forget_endpoint(addr);
         });
+    }
+
+    /// After an outgoing connection ended: the next message for its endpoint dials again.
+    fn forget_endpoint(&self, addr: SocketAddr) {
+        let mut map = lock(&self.by_endpoint);
+        if map.get(&addr).is_some_and(|tx| tx.is_closed()) {
+            map.remove(&addr);
+        }
     }
 
     fn connect_failed(&self, addr: SocketAddr) {
@@ -332,24 +401,8 @@ impl EnrpNet {
         rx: Option<mpsc::Receiver<Vec<u8>>>,
     ) {
         let _ = stream.tcp().set_nodelay(true);
-        let conn = PeerId(self.ids.fetch_add(1, Ordering::Relaxed));
-        self.live.fetch_add(1, Ordering::Relaxed);
-        // Answers on this connection go through the outgoing queue when it has one, so the
-        // order of everything sent over it is kept.
         let outgoing = rx.is_some();
-        let (mut rx, reply_tx) = match rx {
-            Some(rx) => {
-                let tx = lock(&self.by_endpoint).get(&remote).cloned();
-                (rx, tx)
-            }
-            None => {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                (rx, Some(tx))
-            }
-        };
-        if let Some(tx) = reply_tx {
-            lock(&self.by_conn).insert(conn, tx);
-        }
+        let (conn, mut rx) = self.open_connection(remote, rx);
         let (mut rd, mut wr) = tokio::io::split(stream);
         let source = EnrpSource::Connection {
             conn,
@@ -443,21 +496,211 @@ impl EnrpNet {
             _ = writer => {}
             _ = reader => {}
         }
+        self.close_connection(conn);
+    }
+
+    /// A new connection's id and the queue of what goes out on it: the outgoing queue of a
+    /// connection this registrar dialled (`rx`), so answers on it keep the order of everything
+    /// sent over it, else a queue of its own.
+    fn open_connection(
+        &self,
+        remote: SocketAddr,
+        rx: Option<mpsc::Receiver<Vec<u8>>>,
+    ) -> (PeerId, mpsc::Receiver<Vec<u8>>) {
+        let conn = PeerId(self.ids.fetch_add(1, Ordering::Relaxed));
+        self.live.fetch_add(1, Ordering::Relaxed);
+        let (rx, reply_tx) = match rx {
+            Some(rx) => {
+                let tx = lock(&self.by_endpoint).get(&remote).cloned();
+                (rx, tx)
+            }
+            None => {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                (rx, Some(tx))
+            }
+        };
+        if let Some(tx) = reply_tx {
+            lock(&self.by_conn).insert(conn, tx);
+        }
+        (conn, rx)
+    }
+
+    fn close_connection(&self, conn: PeerId) {
         lock(&self.by_conn).remove(&conn);
         self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn sctp_send(&self, out: SctpOut) {
+        let queued = self
+            .sctp
+            .as_ref()
+            .is_some_and(|(_, tx)| tx.try_send(out).is_ok());
+        if !queued {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends what is queued for SCTP, in order. A message that cannot leave within
+    /// [`WRITE_TIMEOUT`] (a peer that does not read) aborts its association.
+    async fn sctp_sender(self: Arc<Self>, ep: Arc<SctpEndpoint>, mut out: mpsc::Receiver<SctpOut>) {
+        while let Some(o) = out.recv().await {
+            let (sent, assoc) = match &o {
+                SctpOut::To(addr, bytes) => (
+                    tokio::time::timeout(WRITE_TIMEOUT, ep.send_to(bytes, *addr)).await,
+                    None,
+                ),
+                SctpOut::Assoc(assoc, bytes) => (
+                    tokio::time::timeout(WRITE_TIMEOUT, ep.send_assoc(bytes, *assoc)).await,
+                    Some(*assoc),
+                ),
+            };
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    // No association (yet, or any more) with that address: ENRP repairs by
+                    // its timers and audits.
+                    log::debug!("ENRP over SCTP: sending: {e}");
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    if let Some(a) = assoc {
+                        log::info!("ENRP association {a}: the peer takes nothing; aborting");
+                        let _ = ep.abort(a).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Receives everything that arrives on the SCTP endpoint.
+    async fn sctp_receiver(self: Arc<Self>, ep: Arc<SctpEndpoint>) {
+        let mut assocs: std::collections::HashSet<i32> = std::collections::HashSet::new();
+        loop {
+            let unit = match ep.recv().await {
+                Ok(u) => u,
+                Err(e) => {
+                    log::warn!("receiving ENRP over SCTP: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let assoc = unit.assoc;
+            let conn = PeerId(SCTP_CONN_BASE + u64::from(assoc as u32));
+            match unit.incoming {
+                Incoming::Message { ppid, bytes, .. } if ppid == sctp::PPID_ENRP => {
+                    let remote = unit
+                        .from
+                        .or_else(|| ep.peer_addrs(assoc).ok()?.first().copied())
+                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                    let source = EnrpSource::Connection {
+                        conn,
+                        remote,
+                        // No TLS over SCTP (RFC 5355 would need DTLS; rsplib has neither).
+                        identity: None,
+                    };
+                    self.deliver(source, &bytes);
+                }
+                Incoming::Message { ppid, .. } => {
+                    let n = self.stats.wrong_ppid.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n <= 10 || n.is_multiple_of(1000) {
+                        log::warn!(
+                            "ENRP association {assoc} ({:?}): a message with PPID {ppid} \
+                             instead of {} ({n} so far); aborting the association",
+                            unit.from,
+                            sctp::PPID_ENRP
+                        );
+                    }
+                    let _ = ep.abort(assoc).await;
+                }
+                Incoming::TooLarge { len } => {
+                    log::info!(
+                        "ENRP association {assoc}: a message of {len} bytes or more exceeds \
+                         the limit of {}; aborting the association",
+                        self.max_message_size
+                    );
+                    let _ = ep.abort(assoc).await;
+                }
+                Incoming::Notification(Notification::AssocChange { state, error, .. }) => {
+                    match state {
+                        AssocState::CommUp | AssocState::Restart => {
+                            let peer = ep.peer_addrs(assoc).unwrap_or_default();
+                            log::debug!("ENRP association {assoc} with {peer:?}: {state:?}");
+                            if assocs.insert(assoc)
+                                && self.live.load(Ordering::Relaxed) >= MAX_CONNECTIONS as u64
+                            {
+                                self.stats.sctp_refused.fetch_add(1, Ordering::Relaxed);
+                                let _ = ep.abort(assoc).await;
+                            } else {
+                                self.live.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        AssocState::CommLost
+                        | AssocState::ShutdownComplete
+                        | AssocState::CantStartAssoc => {
+                            log::debug!("ENRP association {assoc}: {state:?} (error {error})");
+                            if assocs.remove(&assoc) {
+                                self.live.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
+                        AssocState::Other(_) => {}
+                    }
+                }
+                Incoming::Notification(_) | Incoming::Closed => {}
+            }
+        }
+    }
+}
+
+/// What goes out on the SCTP endpoint.
+enum SctpOut {
+    /// To a peer's endpoint address (its association, set up when there is none).
+    To(SocketAddr, Vec<u8>),
+    /// On the association a message came on.
+    Assoc(i32, Vec<u8>),
+}
+
+/// The SCTP endpoint of ENRP: `enrp.sctp_listen`, or by default the first TCP listen address
+/// when the kernel has SCTP (not with TLS, which needs TCP). One endpoint per registrar (its
+/// first address; an unspecified address means all of the host's).
+fn bind_sctp(
+    config: &EnrpConfig,
+    tcp_bound: &[SocketAddr],
+    max_message_size: usize,
+    tls: bool,
+) -> anyhow::Result<Option<SctpEndpoint>> {
+    use anyhow::Context as _;
+    let (wanted, explicit) = match &config.sctp_listen {
+        Some(list) => (list.first().copied(), true),
+        None if tls => (None, false),
+        None => (tcp_bound.first().copied(), false),
+    };
+    let Some(addr) = wanted else {
+        return Ok(None);
+    };
+    if explicit && tls {
+        anyhow::bail!(
+            "enrp.sctp_listen with tls.enrp: TLS protects ENRP over TCP only; set \
+             enrp.sctp_listen = [] or turn TLS for ENRP off"
+        );
+    }
+    if config.sctp_listen.as_ref().is_some_and(|l| l.len() > 1) {
+        log::warn!(
+            "ENRP over SCTP binds one endpoint: {addr} (the others of enrp.sctp_listen are ignored)"
+        );
+    }
+    match SctpEndpoint::bind(addr, sctp::PPID_ENRP, max_message_size) {
+        Ok(ep) => Ok(Some(ep)),
+        Err(e) if !explicit && sctp::is_unsupported(&e) => {
+            log::info!("ENRP over TCP only: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("listening for ENRP on SCTP {addr}")),
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The TCP address of an ENRP endpoint.
-fn tcp_endpoint(t: &TransportAddress) -> Option<SocketAddr> {
-    match t {
-        TransportAddress::Tcp { port, addr, .. } => Some(SocketAddr::new(*addr, *port)),
-        _ => None,
-    }
 }
 
 /// A UDP socket bound to the group's port, member of the group (on `interface` when given),

@@ -212,16 +212,23 @@ impl Registrar {
                 &config.security,
             )
             .await?;
-            let local = net.local_addrs()[0];
             // An unspecified address makes peers use the address the Presence came from.
-            let info = ServerInformation {
-                id,
-                transport: TransportAddress::Tcp {
+            // Where ENRP is served over SCTP, peers are told the SCTP endpoint (rsplib's
+            // registrars speak nothing else; rsplb's reach it over TCP as well).
+            let transport = match (net.sctp_addrs().as_slice(), net.local_addrs()) {
+                ([first, ..], _) => TransportAddress::Sctp {
+                    port: first.port(),
+                    transport_use: TransportUse::DataOnly,
+                    addrs: vec![first.ip()],
+                },
+                (_, [local, ..]) => TransportAddress::Tcp {
                     port: local.port(),
                     transport_use: TransportUse::DataOnly,
                     addr: local.ip(),
                 },
+                _ => anyhow::bail!("ENRP is on but listens nowhere"),
             };
+            let info = ServerInformation { id, transport };
             core.enable_enrp(info, Instant::now());
             Some(Arc::new(net))
         } else {
@@ -344,7 +351,15 @@ impl Registrar {
         if let Some(net) = enrp {
             let sink: std::sync::Weak<dyn EnrpSink> =
                 Arc::downgrade(&(shared.clone() as Arc<dyn EnrpSink>));
-            log::info!("registrar {id} serving ENRP on {:?}", net.local_addrs());
+            if net.sctp_addrs().is_empty() {
+                log::info!("registrar {id} serving ENRP on TCP {:?}", net.local_addrs());
+            } else {
+                log::info!(
+                    "registrar {id} serving ENRP on TCP {:?} and over SCTP on {:?}",
+                    net.local_addrs(),
+                    net.sctp_addrs()
+                );
+            }
             tasks.spawn(net.serve(sink));
         }
         if !config.asap_listen.is_empty() {
