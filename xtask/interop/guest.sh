@@ -80,7 +80,7 @@ row1)
   RUST_LOG=${RUST_LOG:-info} bgrun rsp-registrar "$BIN/rsp-registrar" --asap "$GIP:3863" \
     --admin 127.0.0.1:3870 --announce-interface "$GIP"
   waitfor 20 sh -c "ss -Sln | grep -q '$GIP:3863'" || { cat "$L/rsp-registrar.log"; fail "rsp-registrar does not listen on SCTP $GIP:3863"; }
-  grep -q "over SCTP" "$L/rsp-registrar.log" || fail "rsp-registrar does not say it serves SCTP"
+  waitfor 10 grep -q "over SCTP" "$L/rsp-registrar.log" || fail "rsp-registrar does not say it serves SCTP"
   bgrun pe-rr rspserver -echo -poolhandle=EchoRR -policy=RoundRobin -registrar="$GIP:3863" \
     -asapannounce=off -local="$GIP" -loglevel=2 -logcolor=off
   bgrun pe-lu rspserver -echo -poolhandle=EchoLU -policy=LeastUsed -registrar="$GIP:3863" \
@@ -102,8 +102,8 @@ row1)
   bgstop pe-lu INT
   ;;
 
-# ---- row 3: bad input over SCTP to rsplb's registrar (still running from row 1)
-row3)
+# ---- bad input over SCTP to rsplb's registrar (still running from row 1)
+badinput)
   python3 "$BIN/interop/sctp_bad_input.py" "$GIP" 3863 || fail "bad-input checks"
   grep -E "PPID|aborting" "$L/rsp-registrar.log" | head -5
   # Restart: a peer host (netns rc, a veth to the guest) registers from a fixed port; its link
@@ -202,6 +202,107 @@ row2)
   echo_through EchoRsplb "$GIP:$port" || fail "rspterminal got no echo through rsplb's PE"
   echo "rspterminal echoed through rsplb's PE at rsplib's registrar"
   bgstop rsplb-pe INT; bgstop echo-server INT; sleep 0.5; bgstop rspregistrar INT
+  ;;
+# ---- row 3: ENRP between rsplb's rsp-registrar (0x200) and rsplib's rspregistrar (0x100)
+row3)
+  # rsplib's peer timers shortened (defaults: 2.44 s heartbeat, ~10 s to a takeover); rsplb's
+  # keep theirs. Keep-alives of 1 s on both sides.
+  RSPLIB_TIMERS="-peerheartbeatcycle=1000 -peermaxtimelastheard=2000 -peermaxtimenoresponse=1000 -takeoverexpiryinterval=3000 -endpointkeepalivetransmissioninterval=1000 -endpointkeepalivetimeoutinterval=1000"
+  start_rsplib() {  # start_rsplib NAME ARGS...: rspregistrar 0x100, ASAP on 3863, ENRP on 9901
+    local n=$1; shift
+    bgrun "$n" rspregistrar -identifier=0x100 -asap="$GIP:3863" -enrp="$GIP:9901" \
+      -asapannounce="239.0.0.50:3863" $RSPLIB_TIMERS -loglevel=4 -logcolor=off "$@"
+    waitfor 20 sh -c "ss -Slnp | grep rspregistrar | grep -q ':9901 '" || { tail -20 "$L/$n.log"; fail "rspregistrar ($n) did not start"; }
+  }
+  start_rsplb() {  # start_rsplb NAME ARGS...: rsp-registrar 0x200, ASAP on 3873, ENRP on 9911
+    local n=$1; shift
+    RUST_LOG=${RUST_LOG:-info} bgrun "$n" "$BIN/rsp-registrar" --id 0x200 --asap "$GIP:3873" \
+      --admin 127.0.0.1:3870 --announce-interface "$GIP" --keepalive-interval 1000 \
+      --keepalive-timeout 1000 --enrp "$GIP:9911" "$@"
+    waitfor 20 grep -q "over SCTP on" "$L/$n.log" || { tail -20 "$L/$n.log"; fail "rsp-registrar ($n) does not serve ENRP over SCTP"; }
+  }
+  # pool_home POOL: the home registrar (decimal) of POOL's elements in rsplb's handlespace
+  pool_home() {
+    handlespace | python3 -c '
+import json, sys
+hs = json.load(sys.stdin)
+print(" ".join(str(e["home_registrar"]) for p in hs.get("pools", []) if p["handle"] == sys.argv[1] for e in p.get("elements", [])))' "$1"
+  }
+  home_is() { [[ $(pool_home "$1") == "$2" ]]; }
+  # rsplib_dump: rsplib's hsdump of a registrar's handlespace (ENRP over SCTP)
+  rsplib_dump() { timeout 15 hsdump "$1" -loglevel=1 -logcolor=off 2>&1; }
+  # our checksum of OWNER's elements, and the last one OWNER sent in a Presence on the wire
+  our_checksum() {
+    handlespace | python3 -c '
+import json, sys
+hs = json.load(sys.stdin)
+print(" ".join("0x%04x" % c["checksum"] for c in hs.get("checksums", []) if c["registrar_id"] == int(sys.argv[1], 0)))' "$1"
+  }
+  export ADMIN=127.0.0.1:3870
+
+  # --- (a) static peers, synchronisation both ways, checksums, hsdump of rsplb
+  bgrun tcpdump-enrp tcpdump -i any -n -U -s 0 -w "$L/row3.pcap" 'sctp or udp'
+  waitfor 20 grep -q 'listening on' "$L/tcpdump-enrp.log" || fail "tcpdump did not start"
+  start_rsplib rspreg -peer="$GIP:9911"
+  start_rsplb rsplb-reg --peer "$GIP:9901"
+  bgrun pe-a rspserver -echo -poolhandle=EnrpA -registrar="$GIP:3863" -asapannounce=auto \
+    -local="$GIP" -loglevel=3 -logcolor=off
+  bgrun pe-b rspserver -echo -poolhandle=EnrpB -registrar="$GIP:3873" -asapannounce=auto \
+    -local="$GIP" -loglevel=3 -logcolor=off
+  waitfor 30 has_elements EnrpA || { tail -30 "$L/rsplb-reg.log"; fail "rsplib's element (EnrpA at rspregistrar) never reached rsplb's handlespace"; }
+  waitfor 30 has_elements EnrpB || fail "EnrpB's element never registered at rsplb"
+  home_is EnrpA 256 || fail "EnrpA's home is $(pool_home EnrpA), not rspregistrar (256)"
+  home_is EnrpB 512 || fail "EnrpB's home is $(pool_home EnrpB), not rsp-registrar (512)"
+  waitfor 30 sh -c "timeout 15 hsdump '$GIP:9901' -loglevel=1 -logcolor=off 2>&1 | grep -q EnrpB" \
+    || { rsplib_dump "$GIP:9901" | tail -20; fail "rsplb's element (EnrpB) never reached rspregistrar's handlespace"; }
+  echo "PASS static peering: each registrar's element is in the other's handlespace"
+  rsplib_dump "$GIP:9911" >"$L/hsdump-rsplb.txt"
+  grep -q EnrpA "$L/hsdump-rsplb.txt" && grep -q EnrpB "$L/hsdump-rsplb.txt" \
+    || { cat "$L/hsdump-rsplb.txt"; fail "rsplib's hsdump of rsplb's registrar does not list EnrpA and EnrpB"; }
+  echo "PASS hsdump of rsp-registrar lists both pools"
+  # Equal checksums: over 5 s of Presence (several cycles each way) with the elements in
+  # place, neither side finds a mismatch that makes it audit the other (no repair loop).
+  audits() {
+    echo "$(grep -c 'synchronization with peer \$00000200 is necessary' "$L/rspreg.log") $(grep -c 'audit of registrar 00000100' "$L/rsplb-reg.log")"
+  }
+  sleep 2; before=$(audits); sleep 5; after=$(audits)
+  [[ $before == "$after" ]] || fail "audit repair loop: audits (rsplib of rsplb, rsplb of rsplib) went from $before to $after in 5 s"
+  ours256=$(our_checksum 0x100); ours512=$(our_checksum 0x200)
+  echo "PASS checksums agree: no audit in 5 s of Presence (audits so far: $after); rsplb holds 0x100 $ours256, 0x200 $ours512"
+  echo "$ours256" >"$L/row3.checksum256"
+
+  # --- (b) takeover by rsplb: SIGKILL rspregistrar; its element moves to rsplb and stays
+  bgstop rspreg KILL
+  t0=$(date +%s.%N)
+  waitfor 30 home_is EnrpA 512 || { grep -i "takeover\|took over" "$L/rsplb-reg.log" | tail; fail "rsplb did not become EnrpA's home after rspregistrar was killed (home: $(pool_home EnrpA))"; }
+  echo "PASS takeover by rsplb: EnrpA's home is rsp-registrar $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s after SIGKILL"
+  sleep 4   # four keep-alive cycles: the element must answer its new home
+  home_is EnrpA 512 || fail "EnrpA left rsplb's handlespace after the takeover (answered no keep-alive?)"
+  echo "PASS EnrpA still registered at rsplb after 4 keep-alive cycles"
+
+  # --- (c) takeover by rsplib: rspregistrar back (it downloads from rsplb), SIGKILL rsp-registrar
+  start_rsplib rspreg2 -peer="$GIP:9911"
+  waitfor 30 sh -c "timeout 15 hsdump '$GIP:9901' -loglevel=1 -logcolor=off 2>&1 | grep -q EnrpB" \
+    || fail "the restarted rspregistrar did not learn EnrpB"
+  bgstop rsplb-reg KILL
+  waitfor 40 sh -c "grep -qi 'takeover.*00000200\|00000200.*takeover\|Takeover of peer \$00000200' '$L/rspreg2.log'" \
+    || { tail -40 "$L/rspreg2.log"; fail "rspregistrar did not take over rsp-registrar"; }
+  sleep 4
+  rsplib_dump "$GIP:9901" >"$L/hsdump-after.txt"
+  grep -q EnrpB "$L/hsdump-after.txt" || { cat "$L/hsdump-after.txt"; fail "EnrpB left rspregistrar's handlespace after its takeover"; }
+  echo "PASS takeover by rsplib: rspregistrar took over rsp-registrar's elements; EnrpB still registered"
+  bgstop rspreg2 INT
+
+  # --- (d) peering by multicast Presence only (no static peers), both registrars fresh
+  bgstop pe-a INT; bgstop pe-b INT
+  start_rsplib rspreg3 -enrpannounce=239.0.0.51:9901
+  start_rsplb rsplb-mc --enrp-multicast 239.0.0.51:9901 --enrp-interface "$GIP"
+  bgrun pe-c rspserver -echo -poolhandle=EnrpC -registrar="$GIP:3863" -asapannounce=off \
+    -local="$GIP" -loglevel=3 -logcolor=off
+  waitfor 40 has_elements EnrpC || { tail -30 "$L/rsplb-mc.log"; fail "multicast peering: rsplib's element never reached rsplb"; }
+  echo "PASS multicast peering: rspregistrar's element reached rsplb without static peers"
+  bgstop pe-c INT; bgstop rsplb-mc INT; bgstop rspreg3 INT
+  sleep 0.5; bgstop tcpdump-enrp INT; sync
   ;;
 *)
   fail "unknown step $STEP"

@@ -64,14 +64,15 @@ fi
 gx reset || { echo "interop: guest reset failed: $(reason reset)"; exit 1; }
 log "lab ready after $(($(date +%s) - started)) s"
 
-# ---- rows 1 and 3 (rsplb's registrar in the guest), captured apart: row 3 sends bad input
+# ---- row 1 and the bad-input checks (rsplb's registrar in the guest), captured apart: the
+# second sends bad input on purpose
 gx capture-start row1 || row 1 FAIL "tcpdump: $(reason capture-start)"
 if gx row1; then row 1 PASS "$(grep -m1 'removed' "$OUT/row1.out")"; else row 1 FAIL "$(reason row1)"; fi
 gx capture-stop row1
-gx capture-start row3 || row 3 FAIL "tcpdump: $(reason capture-start)"
-if gx row3; then row3_ok=1; else row3_ok=0; fi
+gx capture-start badinput || row bad-input FAIL "tcpdump: $(reason capture-start)"
+if gx badinput; then bad_ok=1; else bad_ok=0; fi
 gx row1-stop
-gx capture-stop row3
+gx capture-stop badinput
 
 # ---- row 2 (rsplib's registrar in the guest)
 gx capture-start row2 || row 2 FAIL "tcpdump: $(reason capture-start)"
@@ -88,27 +89,43 @@ else
   row 2 FAIL "$(reason row2)"
 fi
 
-# Row 3 on the wire: the large registration really crossed in several DATA chunks, and every
-# message rsplb's registrar sent (source port 3863) decodes cleanly; the bad input itself is
-# malformed on purpose.
-if [[ -s $OUT/row3.pcap ]]; then
-  python3 "$ORACLE/decode_check.py" --strict "$OUT/row3.pcap" >"$OUT/row3.decode.txt" 2>&1
-  frags=$(tshark -r "$OUT/row3.pcap" -Y 'sctp.data_e_bit == 0' 2>/dev/null | wc -l)
-  bad_replies=$(grep -P '^frame.*\t[0-9.]+:3863 > ' "$OUT/row3.decode.txt" | grep -vc $'\tOK')
-else
-  frags=0 bad_replies=?
-fi
-if ((row3_ok)) && ((frags > 0)) && [[ $bad_replies == 0 ]]; then
-  row 3 PASS "$(grep -c '^PASS' "$OUT/row3.out") checks; $frags non-final DATA chunks; registrar replies all decode"
+# ---- row 3: ENRP between rsp-registrar and rspregistrar (the step captures it itself)
+if gx row3; then row3_ok=1; else row3_ok=0; fi
+collect
+# On the wire: the checksum rsplb computed over rsplib's element is one rsplib itself sent in
+# a Presence (rsplib's bytes, not ours, are the reference).
+ours=$(cat "$OUT/row3.checksum256" 2>/dev/null)
+sent=$(tshark -r "$OUT/row3.pcap" -Y 'enrp.message_type == 1 && enrp.sender_servers_id == 0x100' \
+  -T fields -e enrp.pe_checksum 2>/dev/null | sort -u | tr '\n' ' ')
+if ((row3_ok)) && [[ -n $ours && " $sent " == *" $ours "* ]]; then
+  row 3 PASS "$(grep -c '^PASS' "$OUT/row3.out") checks; rsplb's checksum of rsplib's elements ($ours) is one rspregistrar sent"
 elif ((row3_ok)); then
-  row 3 FAIL "checks passed but on the wire: $frags non-final DATA chunks, $bad_replies malformed replies (see $OUT/row3.decode.txt)"
+  row 3 FAIL "checks passed but rsplb's checksum of rsplib's elements ($ours) is none rspregistrar sent ($sent)"
 else
   row 3 FAIL "$(reason row3)"
 fi
 
-# ---- row 5: the captures of rows 1-2 through Wireshark's dissectors, --strict
+# The bad input on the wire: the large registration really crossed in several DATA chunks, and
+# every message rsplb's registrar sent (source port 3863) decodes cleanly; the bad input itself
+# is malformed on purpose.
+if [[ -s $OUT/badinput.pcap ]]; then
+  python3 "$ORACLE/decode_check.py" --strict "$OUT/badinput.pcap" >"$OUT/badinput.decode.txt" 2>&1
+  frags=$(tshark -r "$OUT/badinput.pcap" -Y 'sctp.data_e_bit == 0' 2>/dev/null | wc -l)
+  bad_replies=$(grep -P '^frame.*\t[0-9.]+:3863 > ' "$OUT/badinput.decode.txt" | grep -vc $'\tOK')
+else
+  frags=0 bad_replies=?
+fi
+if ((bad_ok)) && ((frags > 0)) && [[ $bad_replies == 0 ]]; then
+  row bad-input PASS "$(grep -c '^PASS' "$OUT/badinput.out") checks; $frags non-final DATA chunks; registrar replies all decode"
+elif ((bad_ok)); then
+  row bad-input FAIL "checks passed but on the wire: $frags non-final DATA chunks, $bad_replies malformed replies (see $OUT/badinput.decode.txt)"
+else
+  row bad-input FAIL "$(reason badinput)"
+fi
+
+# ---- row 5: the captures of rows 1-3 through Wireshark's dissectors, --strict
 r5=PASS why=
-for c in row1 row2; do
+for c in row1 row2 row3; do
   if [[ ! -s $OUT/$c.pcap ]]; then r5=FAIL; why+="$c: no capture; "; continue; fi
   python3 "$ORACLE/decode_check.py" --strict "$OUT/$c.pcap" >"$OUT/$c.decode.txt" 2>&1
   rc=$?
@@ -120,5 +137,5 @@ row 5 "$r5" "${why%; } (decode: $OUT/row*.decode.txt)"
 
 log "done in $(($(date +%s) - started)) s; logs and captures in $OUT"
 fail=0
-for n in 1 2 3 5; do [[ ${RESULT[$n]:-FAIL} == PASS* ]] || fail=1; done
+for n in 1 2 3 5 bad-input; do [[ ${RESULT[$n]:-FAIL} == PASS* ]] || fail=1; done
 exit $fail

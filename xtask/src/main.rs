@@ -59,8 +59,10 @@ enum Cmd {
     ///
     /// Prints `interop row N: PASS|FAIL reason` per row and fails when any row fails. Row 1:
     /// rsplib's rspserver and rspterminal at rsplb's rsp-registrar; row 2: rsplb's pool element
-    /// and `rsplb resolve` at rsplib's rspregistrar; row 3: bad input over SCTP; row 5: the
-    /// captures of rows 1-3 through Wireshark's ASAP/ENRP dissectors (`--strict`).
+    /// and `rsplb resolve` at rsplib's rspregistrar; row 3: ENRP between rsp-registrar and
+    /// rspregistrar (static and multicast peering, synchronisation both ways, equal checksums,
+    /// takeover both ways, rsplib's hsdump of rsplb); row 5: the captures of rows 1-3 through
+    /// Wireshark's ASAP/ENRP dissectors (`--strict`); bad-input: bad input over SCTP.
     Interop {
         /// Build and copy a debug build instead of a release build.
         #[arg(long)]
