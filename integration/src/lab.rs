@@ -102,6 +102,155 @@ pub struct Lab {
     pub sw: Netns,
     pub ports: Vec<u16>,
     pub vips: u8,
+    /// Further balancers on the segment ([`Lab::add_balancer`]).
+    pub balancers: Vec<Balancer>,
+    rsplb_path: PathBuf,
+}
+
+/// A further balancer host on the lab's segment (`lb2`, `lb3`, ...: host bytes 3, 4, ...), with
+/// rsplb of its own (attach, daemons). Dropped (detached, its pins removed) with the lab.
+#[derive(Debug)]
+pub struct Balancer {
+    pub host: Host,
+    pub rsplb: Rsplb,
+    daemons: Vec<ChildGuard>,
+    attached: bool,
+    _peer_xdp: LabXdp,
+}
+
+impl Balancer {
+    /// `rsplb attach` (native mode) on this balancer's interface.
+    pub fn attach(&mut self, extra: &[&str]) -> Result<()> {
+        self.attached = true;
+        self.rsplb.attach(extra)
+    }
+
+    /// Starts `rsplb run` for this balancer; stopped when the lab drops.
+    pub fn start_daemon(&mut self, extra: &[&str]) -> Result<()> {
+        let mut cmd = std::process::Command::new(&self.rsplb.bin);
+        cmd.args(["--netns", &self.rsplb.netns, "-i", &self.rsplb.iface, "run"])
+            .args(extra);
+        self.daemons.push(ChildGuard::spawn(cmd)?);
+        Ok(())
+    }
+
+    /// Fails if a daemon of this balancer has exited.
+    pub fn check_daemons(&mut self) -> Result<()> {
+        self.daemons
+            .iter_mut()
+            .try_for_each(ChildGuard::check_running)
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.daemons.clear();
+        if self.attached
+            && let Err(e) = self.rsplb.detach()
+        {
+            eprintln!("warning: rsplb detach {}: {e:#}", self.host.iface);
+        }
+        for root in ["/sys/fs/bpf/rsplb", "/run/rsplb"] {
+            let dir = PathBuf::from(root).join(&self.host.iface);
+            if dir.exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+}
+
+/// Sends a datagram from `ns` to each of `targets` (the discard port) until `ns` has resolved
+/// every one on `iface`, for at most 10 s.
+fn resolve_from(ns: &Netns, iface: &str, targets: &[IpAddr]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = targets.to_vec();
+        ns.run(move || {
+            for addr in t {
+                let bind: SocketAddr = if addr.is_ipv4() {
+                    "0.0.0.0:0".parse()?
+                } else {
+                    "[::]:0".parse()?
+                };
+                let s = std::net::UdpSocket::bind(bind)?;
+                let _ = s.send_to(b"x", SocketAddr::new(addr, 9));
+            }
+            Ok(())
+        })?;
+        std::thread::sleep(Duration::from_millis(50));
+        let all = format!(
+            "{}\n{}",
+            ns.ip(&["neigh", "show", "dev", iface])?,
+            ns.ip(&["-6", "neigh", "show", "dev", iface])?
+        );
+        let resolved = |a: &IpAddr| {
+            all.lines().any(|l| {
+                l.split_whitespace().next() == Some(&a.to_string()) && l.contains("lladdr")
+            })
+        };
+        if targets.iter().all(resolved) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not resolve every host of the segment within 10 s:\n{all}",
+                ns.name()
+            );
+        }
+    }
+}
+
+/// A host on the segment: namespace `role`, a veth `iface` whose peer `p-<role>` is a port of
+/// the bridge, addresses 198.18.K.<host_byte> and fd00:K::<host_byte>.
+fn make_host(id: &LabId, sw: &Netns, role: &str, iface: &str, host_byte: u8) -> Result<Host> {
+    let k = id.subnet();
+    let netns = Netns::create(&id.netns(role))?;
+    let port = format!("p-{role}");
+    sw.ip(&[
+        "link",
+        "add",
+        &port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        iface,
+        "netns",
+        netns.name(),
+    ])
+    .with_context(|| format!("creating the veth pair of {role}"))?;
+    sw.ip(&["link", "set", &port, "master", "br0", "up"])?;
+    let mac = format!("02:72:{k:02x}:00:00:{host_byte:02x}");
+    let v4 = Ipv4Addr::new(198, 18, k, host_byte);
+    let v6 = Ipv6Addr::new(0xfd00, k as u16, 0, 0, 0, 0, 0, host_byte as u16);
+    netns.ip(&["link", "set", iface, "address", &mac])?;
+    for key in ["all", "default", "lo"] {
+        netns.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")?;
+    }
+    netns.ip(&["addr", "add", &format!("{v4}/24"), "dev", iface])?;
+    netns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{v6}/64"),
+        "dev",
+        iface,
+        "nodad",
+    ])?;
+    netns.ip(&["link", "set", iface, "up"])?;
+    // A veth hands its peer packets whose checksums are still to be computed
+    // (CHECKSUM_PARTIAL); a frame that XDP forwards loses that mark and the receiver then
+    // drops it for a bad checksum. Real NICs fill checksums in: make the veths do it too.
+    netns
+        .exec("ethtool", &["-K", iface, "tx", "off"])
+        .with_context(|| format!("turning checksum offload off on {iface} in {role}"))?;
+    Ok(Host {
+        netns,
+        iface: iface.to_string(),
+        v4,
+        v6,
+        mac,
+    })
 }
 
 impl Lab {
@@ -154,55 +303,8 @@ impl Lab {
         sw.ip(&["link", "set", "br0", "up"])?;
 
         let lb_iface = id.iface("");
-        let make_host = |role: &str, iface: &str, host_byte: u8| -> Result<Host> {
-            let netns = Netns::create(&id.netns(role))?;
-            let port = format!("p-{role}");
-            sw.ip(&[
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                iface,
-                "netns",
-                netns.name(),
-            ])
-            .with_context(|| format!("creating the veth pair of {role}"))?;
-            sw.ip(&["link", "set", &port, "master", "br0", "up"])?;
-            let mac = format!("02:72:{k:02x}:00:00:{host_byte:02x}");
-            let v4 = Ipv4Addr::new(198, 18, k, host_byte);
-            let v6 = Ipv6Addr::new(0xfd00, k as u16, 0, 0, 0, 0, 0, host_byte as u16);
-            netns.ip(&["link", "set", iface, "address", &mac])?;
-            for key in ["all", "default", "lo"] {
-                netns.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")?;
-            }
-            netns.ip(&["addr", "add", &format!("{v4}/24"), "dev", iface])?;
-            netns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                iface,
-                "nodad",
-            ])?;
-            netns.ip(&["link", "set", iface, "up"])?;
-            // A veth hands its peer packets whose checksums are still to be computed
-            // (CHECKSUM_PARTIAL); a frame that XDP forwards loses that mark and the receiver then
-            // drops it for a bad checksum. Real NICs fill checksums in: make the veths do it too.
-            netns
-                .exec("ethtool", &["-K", iface, "tx", "off"])
-                .with_context(|| format!("turning checksum offload off on {iface} in {role}"))?;
-            Ok(Host {
-                netns,
-                iface: iface.to_string(),
-                v4,
-                v6,
-                mac,
-            })
-        };
+        let make_host =
+            |role: &str, iface: &str, host_byte: u8| make_host(&id, &sw, role, iface, host_byte);
 
         say("creating veth pairs and the bridge...");
         let lb = make_host("lb", &lb_iface, 1)?;
@@ -287,7 +389,7 @@ impl Lab {
             )?);
         }
 
-        let rsplb = Rsplb::new(rsplb_path, lb.netns.name(), &lb.iface);
+        let rsplb = Rsplb::new(rsplb_path.clone(), lb.netns.name(), &lb.iface);
         let lab = Self {
             id,
             servers,
@@ -301,6 +403,8 @@ impl Lab {
             sw,
             ports: cfg.ports,
             vips: cfg.vips,
+            balancers: Vec::new(),
+            rsplb_path,
         };
         say("resolving neighbours on the segment...");
         lab.warm_neighbours()?;
@@ -385,6 +489,33 @@ impl Lab {
             });
         }
         Ok(all_known)
+    }
+
+    /// Adds a balancer host to the segment (`lb2` first, host byte 3), with an XDP_PASS program
+    /// on its veth peer and its neighbours resolved; not attached. Returns its index in
+    /// [`Lab::balancers`].
+    pub fn add_balancer(&mut self) -> Result<usize> {
+        let n = self.balancers.len() + 2;
+        let role = format!("lb{n}");
+        let iface = self.id.iface(&n.to_string());
+        let host = make_host(&self.id, &self.sw, &role, &iface, n as u8 + 1)?;
+        let peer_xdp = LabXdp::attach(self.sw.name(), &format!("p-{role}"), "lab_pass")
+            .with_context(|| format!("attaching XDP_PASS to {role}'s veth peer"))?;
+        let mut targets: Vec<IpAddr> = vec![self.client.v4.into(), self.client.v6.into()];
+        for h in &self.server_hosts {
+            targets.push(h.v4.into());
+            targets.push(h.v6.into());
+        }
+        resolve_from(&host.netns, &host.iface, &targets)?;
+        let rsplb = Rsplb::new(self.rsplb_path.clone(), host.netns.name(), &host.iface);
+        self.balancers.push(Balancer {
+            host,
+            rsplb,
+            daemons: Vec::new(),
+            attached: false,
+            _peer_xdp: peer_xdp,
+        });
+        Ok(self.balancers.len() - 1)
     }
 
     /// The lab's `j`-th IPv4 VIP address.
@@ -507,6 +638,7 @@ pub struct ServerPackets {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.balancers.clear();
         self.daemons.clear();
         self.servers.clear();
         if self.attached

@@ -222,14 +222,6 @@ fn a_registrar_killed_in_a_scope_changes_nothing_in_the_dataplane() {
     }
 }
 
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// `rsplb --netns NS handlespace --registrar IP:9901 --json`: a registrar's handlespace read
 /// over ENRP, as rsplib's hsdump reads one.
 fn enrp_dump(

@@ -77,3 +77,12 @@ pub fn add_vips(lab: &Lab, addr: IpAddr, port: u16, pool: &str, mode: &str) {
             .expect("vip add");
     }
 }
+
+/// A file removed when this guard drops (a test's configuration file), however the test ends.
+pub struct RemoveOnDrop(pub std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
