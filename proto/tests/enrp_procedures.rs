@@ -185,6 +185,43 @@ fn a_dead_registrar_is_taken_over_and_no_element_leaves_any_handlespace() {
     );
 }
 
+/// RFC 5352 3.6 / rsplib: after a takeover the new home tells each element with an Endpoint
+/// Keep-Alive with the H flag. An element over SCTP accepts an association on its ASAP
+/// endpoint, so the registrar asks for one (`Action::Connect`) and, once it is up, sends the
+/// Keep-Alive on it; the element then answers its new home's keep-alives and stays.
+#[test]
+fn a_takeover_connects_to_sctp_elements_and_tells_them_their_new_home() {
+    let mut s = Scope::new(2, |i| scope_config(2, i));
+    s.run_until(ms(3_000), |s| s.serving_all());
+    let pe_addr: std::net::IpAddr = "198.18.1.50".parse().unwrap();
+    let pe = s.pe_connect_sctp(1, &[pe_addr], 7_000);
+    let mut e = element(50, 0x55, rr());
+    e.home_registrar = RegistrarId(0);
+    assert!(accepted(&s.register(1, pe, "sctp", e)));
+    s.run_until(ms(2_000), |s| s.view(0).len() == 1);
+    s.down.insert(1);
+    s.run_until(ms(5_000), |s| s.view(0).iter().all(|e| e.2 == 100));
+    let asked: Vec<_> = s.nodes[0].connects.clone();
+    assert_eq!(asked.len(), 1, "one association asked for: {asked:?}");
+    assert!(
+        matches!(&asked[0], rserpool_proto::types::TransportAddress::Sctp { port: 7_000, addrs, .. } if addrs.contains(&pe_addr)),
+        "{asked:?}"
+    );
+    // The association comes up; the kernel lists the element's addresses in its own order.
+    let other: std::net::IpAddr = "10.9.9.9".parse().unwrap();
+    let assoc = s.pe_connect_sctp(0, &[other, pe_addr], 7_000);
+    let told = s.nodes[0].asap_out.get(&assoc).cloned().unwrap_or_default();
+    assert!(
+        told.iter().any(
+            |m| matches!(m, AsapMessage::EndpointKeepAlive { home: true, id, .. } if id.0 == 0x55)
+        ),
+        "no Keep-Alive with H on the new association: {told:?}"
+    );
+    // It answers keep-alives there: it stays well past the takeover grace (5 s).
+    s.run(ms(12_000));
+    assert_eq!(s.view(0).len(), 1, "the element left after its takeover");
+}
+
 #[test]
 fn two_initiators_of_one_takeover_leave_it_to_the_lower_identifier() {
     let mut s = populated(5);

@@ -245,7 +245,9 @@ print(" ".join("0x%04x" % c["checksum"] for c in hs.get("checksums", []) if c["r
   waitfor 20 grep -q 'listening on' "$L/tcpdump-enrp.log" || fail "tcpdump did not start"
   start_rsplib rspreg -peer="$GIP:9911"
   start_rsplb rsplb-reg --peer "$GIP:9901"
-  bgrun pe-a rspserver -echo -poolhandle=EnrpA -registrar="$GIP:3863" -asapannounce=auto \
+  # EnrpA's element knows only rspregistrar (no announces): after rspregistrar dies, it can
+  # learn of its new home only from the takeover's Keep-Alive with the H flag.
+  bgrun pe-a rspserver -echo -poolhandle=EnrpA -registrar="$GIP:3863" -asapannounce=off \
     -local="$GIP" -loglevel=3 -logcolor=off
   bgrun pe-b rspserver -echo -poolhandle=EnrpB -registrar="$GIP:3873" -asapannounce=auto \
     -local="$GIP" -loglevel=3 -logcolor=off
@@ -276,9 +278,12 @@ print(" ".join("0x%04x" % c["checksum"] for c in hs.get("checksums", []) if c["r
   t0=$(date +%s.%N)
   waitfor 30 home_is EnrpA 512 || { grep -i "takeover\|took over" "$L/rsplb-reg.log" | tail; fail "rsplb did not become EnrpA's home after rspregistrar was killed (home: $(pool_home EnrpA))"; }
   echo "PASS takeover by rsplb: EnrpA's home is rsp-registrar $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s after SIGKILL"
-  sleep 4   # four keep-alive cycles: the element must answer its new home
-  home_is EnrpA 512 || fail "EnrpA left rsplb's handlespace after the takeover (answered no keep-alive?)"
-  echo "PASS EnrpA still registered at rsplb after 4 keep-alive cycles"
+  # Past the takeover grace (5 s) and several keep-alive cycles (1 s): the element answers its
+  # new home on the association rsplb opened to it.
+  sleep 8
+  home_is EnrpA 512 || { grep -i "association to pool element\|took over" "$L/rsplb-reg.log" | tail; fail "EnrpA left rsplb's handlespace after the takeover (no Keep-Alive with H reached it?)"; }
+  grep -q "ASAP association to pool element .* up" "$L/rsplb-reg.log" || fail "rsplb opened no association to EnrpA's element"
+  echo "PASS EnrpA (no announces) still registered at rsplb 8 s after the takeover: told by a Keep-Alive with H on an association rsplb opened"
 
   # --- (c) takeover by rsplib: rspregistrar back (it downloads from rsplb), SIGKILL rsp-registrar
   start_rsplib rspreg2 -peer="$GIP:9911"

@@ -231,8 +231,24 @@ pub(super) struct EnrpState {
     static_peers: Vec<(TransportAddress, Option<RegistrarId>)>,
     next_tick: Instant,
     errors: TokenBucket,
+    /// Elements taken over whose ASAP endpoint this registrar is connecting to (to send the
+    /// Keep-Alive with the H flag once the association is up), until their grace ends.
+    adopting: Vec<Adopting>,
     pub(super) stats: EnrpStats,
 }
+
+/// An element taken over, waiting for the association to its ASAP endpoint.
+#[derive(Clone, Debug)]
+struct Adopting {
+    transport: TransportAddress,
+    pool: PoolHandle,
+    id: PeId,
+    until: Instant,
+}
+
+/// Most elements waiting for an association at once (a takeover of a huge registrar connects
+/// to the first ones; the others keep their grace to re-register).
+const MAX_ADOPTING: usize = 16_384;
 
 impl EnrpState {
     pub(super) fn new(config: EnrpConfig, info: ServerInformation, now: Instant) -> Self {
@@ -252,6 +268,7 @@ impl EnrpState {
             mentor: None,
             peers: BTreeMap::new(),
             static_peers,
+            adopting: Vec::new(),
             next_tick: now,
             errors: TokenBucket::new(
                 Bucket {
@@ -280,9 +297,9 @@ fn static_endpoint(own: &TransportAddress, a: SocketAddr) -> TransportAddress {
     }
 }
 
-/// Whether a peer's endpoint is a static peer's: the same port and, among the peer's addresses
-/// (a multi-homed SCTP endpoint has several), the static peer's address.
-fn names_static_peer(learned: &TransportAddress, configured: &TransportAddress) -> bool {
+/// Whether two transport addresses name one endpoint: the same port and an address in common
+/// (a multi-homed SCTP endpoint names several; rsplib lists them in its own order).
+pub(super) fn same_endpoint(learned: &TransportAddress, configured: &TransportAddress) -> bool {
     let parts = |t: &TransportAddress| -> Option<(u16, Vec<IpAddr>)> {
         match t {
             TransportAddress::Sctp { port, addrs, .. } => Some((*port, addrs.clone())),
@@ -687,10 +704,14 @@ impl RegistrarCore {
             return;
         };
         let asap = entry.element().asap_transport.clone();
+        let life = entry.element().registration_life_ms;
         let expires = entry.expires_at();
-        let peer = asap.and_then(|asap| {
+        let peer = asap.as_ref().and_then(|asap| {
             self.peers.iter().find_map(|(pid, p)| {
-                (p.info.asap_transport().as_ref() == Some(&asap)).then_some(*pid)
+                p.info
+                    .asap_transport()
+                    .is_some_and(|t| t.protocol() == asap.protocol() && same_endpoint(&t, asap))
+                    .then_some(*pid)
             })
         });
         let Some(peer) = peer else {
@@ -702,8 +723,31 @@ impl RegistrarCore {
             if expires.is_none_or(|t| t > until) {
                 self.handlespace.set_expiry(pool, id, Some(until));
             }
+            // Over SCTP the element's ASAP endpoint accepts associations (rsplib's elements
+            // take a Keep-Alive with the H flag on it as the news of a new home): connect.
+            if let (Some(t @ TransportAddress::Sctp { .. }), Some(e)) = (asap, self.enrp.as_mut()) {
+                e.adopting.retain(|a| a.until > now);
+                if e.adopting.len() < MAX_ADOPTING {
+                    let connecting = e.adopting.iter().any(|a| a.transport == t);
+                    e.adopting.push(Adopting {
+                        transport: t.clone(),
+                        pool: pool.clone(),
+                        id,
+                        until,
+                    });
+                    if !connecting {
+                        self.actions.push_back(Action::Connect { transport: t });
+                    }
+                }
+            }
             return;
         };
+        // Reached: it lives as long as a registration here would (a grace set while the
+        // association was being opened ends).
+        if life > 0 {
+            let until = now.checked_add(Duration::from_millis(life as u64));
+            self.handlespace.set_expiry(pool, id, until);
+        }
         self.track(now, peer, pool, id);
         self.send(
             peer,
@@ -714,6 +758,34 @@ impl RegistrarCore {
                 id,
             },
         );
+    }
+
+    /// An ASAP association came up with `transport`: the elements taken over that wait for it
+    /// are told their new home on it.
+    pub(super) fn adopt_connected(&mut self, now: Instant, transport: &TransportAddress) {
+        let Some(e) = self.enrp.as_mut() else {
+            return;
+        };
+        if e.adopting.is_empty() {
+            return;
+        }
+        let (ready, waiting): (Vec<Adopting>, Vec<Adopting>) = std::mem::take(&mut e.adopting)
+            .into_iter()
+            .filter(|a| a.until > now)
+            .partition(|a| {
+                a.transport.protocol() == transport.protocol()
+                    && same_endpoint(&a.transport, transport)
+            });
+        e.adopting = waiting;
+        for a in ready {
+            if self
+                .handlespace
+                .element(&a.pool, a.id)
+                .is_some_and(|el| el.element().home_registrar == self.id)
+            {
+                self.adopt(now, &a.pool, a.id);
+            }
+        }
     }
 
     fn forget_peer(&mut self, id: RegistrarId) {
@@ -863,7 +935,7 @@ impl RegistrarCore {
             let endpoint = fill_unspecified(&info.transport, source.ip());
             log::info!("ENRP: new peer {sender} at {endpoint:?}");
             for (ep, id) in e.static_peers.iter_mut() {
-                if names_static_peer(&endpoint, ep) {
+                if same_endpoint(&endpoint, ep) {
                     *id = Some(sender);
                 }
             }
@@ -1572,11 +1644,11 @@ mod tests {
             sctp(9901, &["198.18.77.2"])
         );
         // A static peer is recognised among a multi-homed peer's addresses.
-        assert!(names_static_peer(
+        assert!(same_endpoint(
             &sctp(9901, &["10.0.0.1", "198.18.77.2"]),
             &sctp(9901, &["198.18.77.2"])
         ));
-        assert!(!names_static_peer(
+        assert!(!same_endpoint(
             &sctp(9902, &["198.18.77.2"]),
             &sctp(9901, &["198.18.77.2"])
         ));

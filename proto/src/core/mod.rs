@@ -183,6 +183,11 @@ pub enum Action {
     Notify(HandlespaceEvent),
     /// Send one ENRP message.
     SendEnrp { to: EnrpDest, bytes: Vec<u8> },
+    /// Open an ASAP association to a pool element's ASAP endpoint (SCTP; RFC 5352 section
+    /// 3.6): after a takeover, this registrar tells the element it is its new home with an
+    /// Endpoint Keep-Alive with the H flag. The shell reports it as [`Event::Connected`] like
+    /// an accepted one; if it does not come up, nothing is reported.
+    Connect { transport: TransportAddress },
 }
 
 /// Why the core closes a connection.
@@ -543,6 +548,7 @@ impl RegistrarCore {
                 unreachables: TokenBucket::new(rl.endpoint_unreachable, now),
             })
             .peers += 1;
+        let transport = info.asap_transport();
         self.peers.insert(
             peer,
             Peer {
@@ -554,6 +560,9 @@ impl RegistrarCore {
                 elements: HashSet::new(),
             },
         );
+        if let Some(t) = transport {
+            self.adopt_connected(now, &t);
+        }
     }
 
     /// Forget a peer and remove every element it registered.

@@ -71,6 +71,8 @@ pub struct Node {
     pub asap_out: BTreeMap<u64, Vec<AsapMessage>>,
     /// ENRP messages sent, by destination, as decoded (for assertions).
     pub enrp_out: Vec<(EnrpDest, Vec<u8>)>,
+    /// ASAP associations the registrar asked the shell to open (`Action::Connect`).
+    pub connects: Vec<TransportAddress>,
 }
 
 struct InFlight {
@@ -145,6 +147,7 @@ impl Scope {
             events: Vec::new(),
             asap_out: BTreeMap::new(),
             enrp_out: Vec::new(),
+            connects: Vec::new(),
         }
     }
 
@@ -224,6 +227,7 @@ impl Scope {
                     self.nodes[i].asap_out.entry(peer.0).or_default().push(m);
                 }
                 Action::Notify(ev) => self.nodes[i].events.push(ev),
+                Action::Connect { transport } => self.nodes[i].connects.push(transport),
                 Action::Close { .. } | Action::Announce { .. } => {}
             }
         }
@@ -331,6 +335,28 @@ impl Scope {
             IpAddr::V4(Ipv4Addr::new(198, 18, 1, host)),
             40_000 + peer as u16,
         ));
+        self.nodes[i].core.handle_event(
+            self.now,
+            Event::Connected {
+                peer: PeerId(peer),
+                info,
+            },
+        );
+        self.collect(i);
+        self.acking.insert((i, peer));
+        peer
+    }
+
+    /// An ASAP peer of registrar `i` over SCTP from `addrs` (several: multi-homed) and `port`.
+    pub fn pe_connect_sctp(&mut self, i: usize, addrs: &[IpAddr], port: u16) -> u64 {
+        let peer = self.next_asap_peer;
+        self.next_asap_peer += 1;
+        let info = PeerInfo {
+            protocol: rserpool_proto::types::TransportProtocol::Sctp,
+            remote_addrs: addrs.to_vec(),
+            remote_port: port,
+            identity: None,
+        };
         self.nodes[i].core.handle_event(
             self.now,
             Event::Connected {

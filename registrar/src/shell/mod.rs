@@ -315,6 +315,7 @@ impl Registrar {
             ..
         } = self;
         let id = core.id();
+        let sctp_dialer = transports.iter().find_map(|t| t.dialer());
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core,
@@ -325,6 +326,7 @@ impl Registrar {
             events: control.events.clone(),
             announcer,
             enrp: enrp.clone(),
+            sctp_dialer,
         });
         let mut ctx = TransportContext::new(
             shared.clone(),
@@ -417,6 +419,8 @@ struct Shared {
     events: broadcast::Sender<HandlespaceEvent>,
     announcer: Option<Announcer>,
     enrp: Option<Arc<EnrpNet>>,
+    /// Opens ASAP associations to pool elements (SCTP; `None` without SCTP).
+    sctp_dialer: Option<mpsc::Sender<SocketAddr>>,
 }
 
 struct State {
@@ -491,6 +495,19 @@ impl Shared {
                 Action::SendEnrp { to, bytes } => {
                     if let Some(net) = &self.enrp {
                         net.send(to, bytes);
+                    }
+                }
+                Action::Connect { transport } => {
+                    let addr = match &transport {
+                        TransportAddress::Sctp { port, addrs, .. } => {
+                            addrs.first().map(|a| SocketAddr::new(*a, *port))
+                        }
+                        _ => None,
+                    };
+                    if let (Some(addr), Some(d)) = (addr, &self.sctp_dialer)
+                        && d.try_send(addr).is_err()
+                    {
+                        log::debug!("too many associations being opened; not to {addr}");
                     }
                 }
             }

@@ -89,19 +89,38 @@ fn count(counter: &AtomicU64) -> Option<u64> {
 pub struct SctpTransport {
     listener: SctpListener,
     counters: Arc<SctpCounters>,
+    dial_tx: mpsc::Sender<SocketAddr>,
+    dial_rx: mpsc::Receiver<SocketAddr>,
+    max_message_size: usize,
 }
+
+/// Associations being opened at once (after a takeover, one per element's endpoint); further
+/// requests are dropped (the elements keep their grace to re-register).
+const DIALS: usize = 256;
+/// How long opening an association to a pool element may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl SctpTransport {
     /// Binds `addr` (fails with EPROTONOSUPPORT, explained, on a kernel without SCTP).
     pub fn bind(addr: SocketAddr, max_message_size: usize) -> io::Result<Self> {
+        let (dial_tx, dial_rx) = mpsc::channel(DIALS);
         Ok(Self {
             listener: SctpListener::bind(addr, sctp::PPID_ASAP, max_message_size)?,
             counters: Arc::default(),
+            dial_tx,
+            dial_rx,
+            max_message_size,
         })
     }
 
     pub fn counters(&self) -> Arc<SctpCounters> {
         self.counters.clone()
+    }
+
+    /// Where to ask for an association to a pool element's ASAP endpoint: it becomes a peer
+    /// like an accepted one.
+    pub fn dialer(&self) -> mpsc::Sender<SocketAddr> {
+        self.dial_tx.clone()
     }
 }
 
@@ -127,27 +146,57 @@ impl Transport for SctpTransport {
         vec![self.listener.local_addr()]
     }
 
+    fn dialer(&self) -> Option<mpsc::Sender<SocketAddr>> {
+        Some(self.dial_tx.clone())
+    }
+
     fn serve(self: Box<Self>, ctx: TransportContext) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             let mut tasks = tokio::task::JoinSet::new();
+            let SctpTransport {
+                listener,
+                counters,
+                dial_rx: mut dials,
+                max_message_size,
+                ..
+            } = *self;
+            let (dialled_tx, mut dialled) = mpsc::channel::<SctpSocket>(DIALS);
             loop {
-                let sock = match self.listener.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        log::warn!("accepting an ASAP association: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                let sock = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(s) => s,
+                        Err(e) => {
+                            log::warn!("accepting an ASAP association: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    Some(addr) = dials.recv() => {
+                        let done = dialled_tx.clone();
+                        tokio::spawn(async move {
+                            let connect = SctpSocket::connect(addr, sctp::PPID_ASAP, max_message_size);
+                            match tokio::time::timeout(DIAL_TIMEOUT, connect).await {
+                                Ok(Ok(sock)) => {
+                                    log::info!("ASAP association to pool element {addr} up");
+                                    let _ = done.send(sock).await;
+                                }
+                                Ok(Err(e)) => log::info!("ASAP association to pool element {addr}: {e}"),
+                                Err(_) => log::info!("ASAP association to pool element {addr}: timed out"),
+                            }
+                        });
                         continue;
                     }
+                    Some(sock) = dialled.recv() => sock,
                 };
                 while tasks.try_join_next().is_some() {}
-                self.counters.associations.fetch_add(1, Ordering::Relaxed);
+                counters.associations.fetch_add(1, Ordering::Relaxed);
                 let peer = ctx.next_peer_id();
                 let info = peer_info(&sock);
                 log::debug!("ASAP association {} from {:?}", peer.0, info.remote_addrs);
                 let (tx, rx) = mpsc::channel(ctx.max_pending_messages);
                 let (ready_tx, ready_rx) = oneshot::channel::<AbortHandle>();
                 let ctx2 = ctx.clone();
-                let counters = self.counters.clone();
+                let counters = counters.clone();
                 let abort = tasks.spawn(async move {
                     // Wait until the registrar knows the peer, so no message precedes it.
                     let Ok(abort) = ready_rx.await else { return };

@@ -133,4 +133,9 @@ pub trait Transport: Send + 'static {
     fn local_addrs(&self) -> Vec<SocketAddr>;
     /// Accept and serve peers.
     fn serve(self: Box<Self>, ctx: TransportContext) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Where to ask for a connection to a pool element's ASAP endpoint, served like an accepted
+    /// one (`None`: this transport does not open connections; TCP elements do not accept any).
+    fn dialer(&self) -> Option<tokio::sync::mpsc::Sender<SocketAddr>> {
+        None
+    }
 }
