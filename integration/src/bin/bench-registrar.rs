@@ -397,16 +397,11 @@ async fn stat(server: &Server, key: &str) -> anyhow::Result<u64> {
 }
 
 async fn admin_get(server: &Server, path: &str) -> anyhow::Result<Vec<u8>> {
-    let mut s = TcpStream::connect(server.admin).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await?;
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut all)).await??;
-    let at = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no HTTP header")?;
-    Ok(all.split_off(at + 4))
+    use rsplb_registrar::shell::http;
+    let (status, body) =
+        http::get(server.admin, "x", path, 1 << 30, Duration::from_secs(30)).await?;
+    anyhow::ensure!(status.is_success(), "{path}: HTTP status {status}");
+    Ok(body.to_vec())
 }
 
 /// `elements` healthy elements under bursts; (keep-alive removals, deferred deadlines).

@@ -1,4 +1,5 @@
-//! The admin endpoint: a read-only HTTP/1.1 server for operators' tools (`rsplb handlespace`).
+//! The admin endpoint: a read-only HTTP/1.1 server for operators' tools (`rsplb handlespace`),
+//! on [`super::http`] (hyper).
 //!
 //! - `GET /handlespace`: [`HandlespaceSnapshot`] as JSON.
 //! - `GET /stats`: [`StatsSnapshot`] as JSON.
@@ -14,14 +15,14 @@
 //! holds up keep-alives. A client that does not read its answer within the admin timeout is
 //! dropped.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot};
+
+use super::http;
 
 use crate::core::{CoreStats, EnrpStats, PeerState, RegistrarCore, SyncState};
 use crate::handlespace::{ElementEntry, RegistratorId};
@@ -401,87 +402,36 @@ pub enum Query {
     Registrars(oneshot::Sender<RegistrarsSnapshot>),
 }
 
-/// Where the admin endpoint listens.
-pub enum AdminListener {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-}
-
 /// Serve the admin endpoint until the task is dropped. Each request, from its first byte to the
 /// last byte of its answer, must be done within `timeout` (a client that never reads its answer
-/// is dropped then).
-pub async fn serve(listener: AdminListener, queries: mpsc::Sender<Query>, timeout: Duration) {
-    loop {
-        let accepted = match &listener {
-            AdminListener::Tcp(l) => l.accept().await.map(|(s, _)| Conn::Tcp(s)),
-            AdminListener::Unix(l) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
-        };
-        let Ok(stream) = accepted else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
+/// is dropped then); see [`super::http`] for the other limits.
+pub async fn serve(listener: http::Listener, queries: mpsc::Sender<Query>, timeout: Duration) {
+    http::serve(listener, http::ServerLimits::within(timeout), move |req| {
         let queries = queries.clone();
-        tokio::spawn(async move {
-            let served = match stream {
-                Conn::Tcp(s) => serve_bounded(s, queries, timeout).await,
-                Conn::Unix(s) => serve_bounded(s, queries, timeout).await,
-            };
-            if let Err(e) = served {
-                log::debug!("admin request: {e}");
+        async move {
+            if let Some(refused) = http::only_get(&req) {
+                return refused;
             }
-        });
-    }
-}
-
-enum Conn {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-/// One request within `timeout`; the stream is dropped (closed, unsent data discarded) when it
-/// runs out.
-async fn serve_bounded<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    queries: mpsc::Sender<Query>,
-    timeout: Duration,
-) -> io::Result<()> {
-    tokio::time::timeout(timeout, serve_one(stream, queries))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "admin timeout"))?
-}
-
-async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    queries: mpsc::Sender<Query>,
-) -> io::Result<()> {
-    let mut req = Vec::with_capacity(1024);
-    let read = async {
-        loop {
-            let mut chunk = [0u8; 1024];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            req.extend_from_slice(&chunk[..n]);
-            if req.windows(4).any(|w| w == b"\r\n\r\n") || req.len() > 8192 {
-                break;
-            }
+            answer(&queries, req.uri().path())
+                .await
+                .unwrap_or_else(|| http::not_found(PATHS))
         }
-        io::Result::Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request header timeout"))??;
-    let line = req.split(|&b| b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, body) = match (method, path) {
-        ("GET", "/handlespace") => {
+    })
+    .await
+}
+
+/// The admin paths, for a 404's hint.
+pub const PATHS: &str = "/handlespace, /stats or /registrars";
+
+/// The answer to `GET path` if `path` is an admin path (`None` otherwise): the registrar's
+/// answer as JSON, or `503 Service Unavailable` when the registrar does not answer.
+pub async fn answer(queries: &mpsc::Sender<Query>, path: &str) -> Option<http::Response> {
+    let unavailable = || http::json(StatusCode::SERVICE_UNAVAILABLE, "{}");
+    let body = match path {
+        "/handlespace" => {
             let (tx, rx) = oneshot::channel();
             let _ = queries.send(Query::Handlespace(tx)).await;
-            let body = match rx.await {
+            match rx.await {
                 // Formatting and serialising 20,000 elements takes a while: not on the loop.
                 Ok(raw) => tokio::task::spawn_blocking(move || {
                     serde_json::to_vec(&raw.build()).unwrap_or_default()
@@ -489,42 +439,26 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
                 .await
                 .ok(),
                 Err(_) => None,
-            };
-            match body {
-                Some(b) => ("200 OK", b),
-                None => ("503 Service Unavailable", b"{}".to_vec()),
             }
         }
-        ("GET", "/stats") => {
+        "/stats" => {
             let (tx, rx) = oneshot::channel();
             let _ = queries.send(Query::Stats(tx)).await;
-            match rx.await {
-                Ok(s) => ("200 OK", serde_json::to_vec(&s).unwrap_or_default()),
-                Err(_) => ("503 Service Unavailable", b"{}".to_vec()),
-            }
+            rx.await
+                .ok()
+                .map(|s| serde_json::to_vec(&s).unwrap_or_default())
         }
-        ("GET", "/registrars") => {
+        "/registrars" => {
             let (tx, rx) = oneshot::channel();
             let _ = queries.send(Query::Registrars(tx)).await;
-            match rx.await {
-                Ok(s) => ("200 OK", serde_json::to_vec(&s).unwrap_or_default()),
-                Err(_) => ("503 Service Unavailable", b"{}".to_vec()),
-            }
+            rx.await
+                .ok()
+                .map(|s| serde_json::to_vec(&s).unwrap_or_default())
         }
-        ("GET", _) => (
-            "404 Not Found",
-            br#"{"error":"not found; try /handlespace, /stats or /registrars"}"#.to_vec(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            br#"{"error":"only GET"}"#.to_vec(),
-        ),
+        _ => return None,
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(&body).await?;
-    stream.shutdown().await
+    Some(match body {
+        Some(b) => http::json(StatusCode::OK, b),
+        None => unavailable(),
+    })
 }

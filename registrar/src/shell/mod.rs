@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod announce;
 pub mod enrp;
+pub mod http;
 pub mod sctp;
 pub mod tcp;
 pub mod transport;
@@ -52,7 +53,7 @@ pub struct Registrar {
     asap_tls_addrs: Vec<SocketAddr>,
     sctp_addrs: Vec<SocketAddr>,
     sctp_counters: Vec<std::sync::Arc<sctp::SctpCounters>>,
-    admin: Option<admin::AdminListener>,
+    admin: Option<http::Listener>,
     admin_addr: Option<SocketAddr>,
     announcer: Option<Announcer>,
     enrp: Option<Arc<EnrpNet>>,
@@ -77,6 +78,12 @@ impl RegistrarControl {
 
     pub fn id(&self) -> RegistrarId {
         self.id
+    }
+
+    /// The channel the admin endpoint's questions go through: an embedding program serves the
+    /// admin paths on its own HTTP server with [`admin::answer`].
+    pub fn queries(&self) -> &mpsc::Sender<Query> {
+        &self.queries
     }
 
     /// The current handlespace. To miss nothing, subscribe first, then take the snapshot, then
@@ -164,7 +171,7 @@ impl Registrar {
                     .await
                     .with_context(|| format!("listening for the admin endpoint on {addr}"))?;
                 let a = l.local_addr()?;
-                (Some(admin::AdminListener::Tcp(l)), Some(a))
+                (Some(http::Listener::Tcp(l)), Some(a))
             }
             (None, None) => (None, None),
         };
@@ -614,7 +621,7 @@ fn answer(core: &RegistrarCore, q: Query, sctp_counters: &[Arc<sctp::SctpCounter
 }
 
 /// Bind the admin endpoint's Unix socket (mode 0600), replacing a stale socket file.
-fn bind_admin_unix(path: &std::path::Path) -> anyhow::Result<admin::AdminListener> {
+fn bind_admin_unix(path: &std::path::Path) -> anyhow::Result<http::Listener> {
     use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
     if let Ok(m) = std::fs::symlink_metadata(path)
         && m.file_type().is_socket()
@@ -630,7 +637,7 @@ fn bind_admin_unix(path: &std::path::Path) -> anyhow::Result<admin::AdminListene
         .with_context(|| format!("listening for the admin endpoint on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", path.display()))?;
-    Ok(admin::AdminListener::Unix(l))
+    Ok(http::Listener::Unix(l))
 }
 
 /// A registrar reachable beyond loopback that checks neither certificates nor source addresses

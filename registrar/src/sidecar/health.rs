@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 /// How the service is probed.
@@ -96,13 +95,13 @@ pub enum ProbeFailure {
     UnexpectedReply,
     #[error("HTTP status {0}")]
     HttpStatus(u16),
-    #[error("not an HTTP response: {0:?}")]
+    #[error("not an HTTP response: {0}")]
     BadHttpResponse(String),
     #[error("command exited with {0}")]
     ExitStatus(std::process::ExitStatus),
 }
 
-/// Largest reply read by the UDP and HTTP checks (only the beginning matters).
+/// Largest reply read by the UDP check (only the beginning matters).
 const MAX_REPLY: usize = 4096;
 
 impl HealthCheck {
@@ -174,46 +173,21 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 async fn probe_http(target: &HttpTarget) -> Result<(), ProbeFailure> {
-    let mut stream = TcpStream::connect(target.addr).await?;
-    let request = format!(
-        "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: rsplb-sidecar\r\nConnection: close\r\n\r\n",
-        target.path, target.host
-    );
-    stream.write_all(request.as_bytes()).await?;
-    // The status line is all we need; read until its end (or the reply ends).
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 512];
-    while !buf.contains(&b'\n') && buf.len() < MAX_REPLY {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let status = parse_status_line(&buf)?;
-    if (200..400).contains(&status) {
-        Ok(())
-    } else {
-        Err(ProbeFailure::HttpStatus(status))
-    }
-}
-
-/// The status code of `HTTP/1.x NNN reason`.
-fn parse_status_line(reply: &[u8]) -> Result<u16, ProbeFailure> {
-    let line_end = reply
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(reply.len());
-    let line = String::from_utf8_lossy(&reply[..line_end]);
-    let line = line.trim_end();
-    let mut parts = line.split_ascii_whitespace();
-    match (parts.next(), parts.next()) {
-        (Some(version), Some(code)) if version.starts_with("HTTP/") && code.len() == 3 => code
-            .parse()
-            .map_err(|_| ProbeFailure::BadHttpResponse(line.chars().take(80).collect())),
-        _ => Err(ProbeFailure::BadHttpResponse(
-            line.chars().take(80).collect(),
-        )),
+    use crate::shell::http::{self, GetError};
+    // The status is all a check needs; the probe's own timeout bounds the exchange.
+    match http::get(
+        target.addr,
+        &target.host,
+        &target.path,
+        0,
+        Duration::from_secs(3600),
+    )
+    .await
+    {
+        Ok((status, _)) if (200..400).contains(&status.as_u16()) => Ok(()),
+        Ok((status, _)) => Err(ProbeFailure::HttpStatus(status.as_u16())),
+        Err(GetError::Connect(_, e)) => Err(ProbeFailure::Io(e)),
+        Err(e) => Err(ProbeFailure::BadHttpResponse(e.to_string())),
     }
 }
 

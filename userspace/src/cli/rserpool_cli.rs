@@ -3,8 +3,7 @@
 //! endpoint). Definitions (clap) and runners; the library work is in `rsplb_registrar`.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -621,31 +620,14 @@ fn dump_table(d: &rsplb_registrar::client::enrp_dump::EnrpDump) -> String {
 }
 
 fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Vec<u8>> {
-    let timeout = timeout.max(Duration::from_millis(1));
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut reply = Vec::new();
     // A bounded read: a handlespace of 100,000 elements is some tens of MB at most.
-    stream
-        .take(256 << 20)
-        .read_to_end(&mut reply)
-        .context("reading the reply")?;
-    let split = reply
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("not an HTTP reply"))?;
-    let head = String::from_utf8_lossy(&reply[..split]);
-    let status_line = head.lines().next().unwrap_or_default();
-    let status = status_line.split_whitespace().nth(1).unwrap_or_default();
-    if status != "200" {
-        bail!("HTTP status {status_line:?}");
-    }
-    Ok(reply[split + 4..].to_vec())
+    let body = rsplb_registrar::shell::http::get_blocking(
+        addr,
+        path,
+        256 << 20,
+        timeout.max(Duration::from_millis(1)),
+    )?;
+    Ok(body.to_vec())
 }
 
 fn handlespace_table(s: &HandlespaceSnapshot) -> String {
