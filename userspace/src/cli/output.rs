@@ -13,7 +13,7 @@ use crate::{
     state::{ElementState, ElementStateEntry, VipState},
 };
 
-fn state_name(s: ElementState) -> &'static str {
+pub fn state_name(s: ElementState) -> &'static str {
     match s {
         ElementState::Active => "active",
         ElementState::Draining => "draining",
@@ -265,75 +265,6 @@ pub fn stats_table(s: &Stats, prev: Option<&Stats>) -> String {
     out
 }
 
-/// Prometheus text exposition of a snapshot.
-pub fn prometheus(s: &Stats) -> String {
-    let mut o = String::new();
-    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-    for (metric, help, pick) in [
-        (
-            "packets",
-            "Packets steered",
-            (|c: &Counters| c.packets) as fn(&Counters) -> u64,
-        ),
-        ("bytes", "Bytes steered", |c: &Counters| c.bytes),
-        ("new_flows", "New flows pinned", |c: &Counters| c.new_flows),
-    ] {
-        let _ = writeln!(o, "# HELP rsplb_vip_{metric}_total {help} per VIP.");
-        let _ = writeln!(o, "# TYPE rsplb_vip_{metric}_total counter");
-        for v in &s.vips {
-            let _ = writeln!(
-                o,
-                "rsplb_vip_{metric}_total{{interface=\"{}\",vip=\"{}\",pool=\"{}\",mode=\"{}\"}} {}",
-                esc(&s.interface),
-                esc(&v.vip),
-                esc(&v.pool),
-                v.mode,
-                pick(&v.counters)
-            );
-        }
-        let _ = writeln!(o, "# HELP rsplb_element_{metric}_total {help} per element.");
-        let _ = writeln!(o, "# TYPE rsplb_element_{metric}_total counter");
-        for e in &s.elements {
-            let _ = writeln!(
-                o,
-                "rsplb_element_{metric}_total{{interface=\"{}\",pool=\"{}\",element=\"{}\"}} {}",
-                esc(&s.interface),
-                esc(&e.pool),
-                esc(&e.address),
-                pick(&e.counters)
-            );
-        }
-    }
-    let _ = writeln!(
-        o,
-        "# HELP rsplb_element_weight Weight of each pool element.\n# TYPE rsplb_element_weight gauge"
-    );
-    for e in &s.elements {
-        let _ = writeln!(
-            o,
-            "rsplb_element_weight{{interface=\"{}\",pool=\"{}\",element=\"{}\",state=\"{}\"}} {}",
-            esc(&s.interface),
-            esc(&e.pool),
-            esc(&e.address),
-            state_name(e.state),
-            e.weight
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP rsplb_packets_total Packets by XDP action and pass/drop reason.\n# TYPE rsplb_packets_total counter"
-    );
-    for (i, name) in stat::NAMES.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "rsplb_packets_total{{interface=\"{}\",class=\"{name}\"}} {}",
-            esc(&s.interface),
-            s.global[i]
-        );
-    }
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,16 +400,8 @@ mod tests {
     }
 
     #[test]
-    fn prometheus_text_names_every_row() {
+    fn stats_table_shows_only_nonzero_global_counters() {
         let s = snapshot(1, 5, 4);
-        let t = prometheus(&s);
-        assert!(t.contains(
-            "rsplb_vip_packets_total{interface=\"veth0\",vip=\"198.18.0.100:80/tcp\",pool=\"web\",mode=\"dsr\"} 5"
-        ));
-        assert!(t.contains(
-            "rsplb_element_bytes_total{interface=\"veth0\",pool=\"web\",element=\"198.18.1.2:80\"} 400"
-        ));
-        assert!(t.contains("rsplb_packets_total{interface=\"veth0\",class=\"action_tx\"} 5"));
         let table = stats_table(&s, None);
         assert!(table.contains("action_tx"));
         assert!(!table.contains("drop_truncated"));

@@ -563,6 +563,35 @@ impl Reconciler {
 
 /// Runs `f` on the reconciler and the control plane on a blocking thread (the control plane
 /// waits for the state lock, never for neighbours) and gives the reconciler back.
+/// What the reconciler passes of this process took, for `rsplb status` and the metrics (one
+/// daemon per process: the figures are process-wide).
+#[derive(Debug, Default)]
+pub struct PassFigures {
+    pub passes: std::sync::atomic::AtomicU64,
+    pub total_us: std::sync::atomic::AtomicU64,
+    /// When the last pass ended, Unix time in ms (0: none yet).
+    pub last_unix_ms: std::sync::atomic::AtomicU64,
+}
+
+pub static PASSES: PassFigures = PassFigures {
+    passes: std::sync::atomic::AtomicU64::new(0),
+    total_us: std::sync::atomic::AtomicU64::new(0),
+    last_unix_ms: std::sync::atomic::AtomicU64::new(0),
+};
+
+impl PassFigures {
+    fn record(&self, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.passes.fetch_add(1, Relaxed);
+        self.total_us
+            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.last_unix_ms.store(now, Relaxed);
+    }
+}
+
 async fn blocking<R: Send + 'static>(
     (balancer, resolver): &(Arc<Mutex<Balancer>>, Resolver),
     mut rec: Reconciler,
@@ -573,7 +602,9 @@ async fn blocking<R: Send + 'static>(
         let mut b = balancer
             .lock()
             .map_err(|_| anyhow!("control plane lock poisoned"))?;
+        let started = Instant::now();
         let r = f(&mut rec, &mut DaemonPlane::new(&mut b, &resolver));
+        PASSES.record(started.elapsed());
         Ok((rec, r))
     })
     .await

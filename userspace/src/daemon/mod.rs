@@ -2,7 +2,8 @@
 //! [`crate::resolver`] thread, never inside a table change), expires idle
 //! NAT translations, and serves Prometheus metrics. With a registrar configuration it also runs
 //! an RSerPool registrar on the same runtime and keeps each pool's registered elements in the
-//! dataplane ([`crate::reconcile`]). Stopping it (SIGINT/SIGTERM, or a crash) leaves the pinned
+//! dataplane ([`crate::reconcile`]). Its one HTTP server ([`endpoint`]) serves the metrics and the
+//! embedded registrar's admin paths; its status file ([`status`]) tells `rsplb status` it runs. Stopping it (SIGINT/SIGTERM, or a crash) leaves the pinned
 //! dataplane forwarding with its last tables: the reconciler stops before the registrar closes
 //! its connections, so the elements stay.
 
@@ -15,7 +16,6 @@ use std::{
 use anyhow::{Context as _, Result};
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_ROUTE};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpListener,
     signal::unix::{SignalKind, signal},
     sync::{Notify, watch},
@@ -24,7 +24,11 @@ use tokio::{
 
 use rsplb_registrar::{config::RegistrarConfig, shell::Registrar};
 
-use crate::{control::Balancer, output, reconcile, resolver::Resolver, state::StateError};
+use crate::{control::Balancer, reconcile, resolver::Resolver, state::StateError};
+
+pub mod endpoint;
+pub mod metrics;
+pub mod status;
 
 /// Daemon settings.
 #[derive(Debug, Clone)]
@@ -52,43 +56,6 @@ fn watch_neighbours(notify: Arc<Notify>) -> Result<()> {
         })
         .context("spawning the neighbour watcher")?;
     Ok(())
-}
-
-async fn serve_metrics(listener: TcpListener, balancer: Arc<Mutex<Balancer>>) {
-    loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
-        };
-        let balancer = balancer.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let n = match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = if path == "/metrics" {
-                let snapshot = tokio::task::spawn_blocking(move || match balancer.lock() {
-                    Ok(b) => b.stats().map(|s| output::prometheus(&s)),
-                    Err(_) => Err(anyhow::anyhow!("control plane lock poisoned")),
-                })
-                .await;
-                match snapshot {
-                    Ok(Ok(text)) => ("200 OK", text),
-                    Ok(Err(e)) => ("500 Internal Server Error", format!("{e:#}\n")),
-                    Err(e) => ("500 Internal Server Error", format!("{e}\n")),
-                }
-            } else {
-                ("404 Not Found", "try /metrics\n".to_string())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(resp.as_bytes()).await;
-        });
-    }
 }
 
 /// The error of a state file that cannot be read (missing, empty, corrupt), if `e` is one.
@@ -188,13 +155,6 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
                 opts.interval
             );
         }
-        if let Some(addr) = opts.metrics {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening for metrics on {addr}"))?;
-            eprintln!("rsplb: serving metrics on http://{addr}/metrics");
-            tokio::spawn(serve_metrics(listener, balancer.clone()));
-        }
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let mut registrar = match opts.registrar {
@@ -204,6 +164,32 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
             ),
             None => None,
         };
+        let mut http = None;
+        if let Some(addr) = opts.metrics {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?;
+            let addr = listener.local_addr().unwrap_or(addr);
+            eprintln!("rsplb: serving metrics on http://{addr}/metrics");
+            http = Some((listener, addr));
+        }
+        let mut status = status::StatusWriter::new(
+            iface,
+            opts.interval,
+            http.as_ref().map(|(_, a)| *a),
+            registrar
+                .as_ref()
+                .map(|r| (r.control.clone(), r.asap.clone())),
+        );
+        if let Some((listener, _)) = http {
+            let endpoint = endpoint::Endpoint {
+                balancer: balancer.clone(),
+                registrar: registrar.as_ref().map(|r| r.control.clone()),
+                started_unix_ms: status.started_unix_ms(),
+            };
+            tokio::spawn(endpoint.serve(listener));
+        }
+        status.update().await;
         let mut tick = tokio::time::interval(opts.interval);
         eprintln!("rsplb: running on {iface}");
         let result = loop {
@@ -221,7 +207,9 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || maintain(&b, &r)).await {
                 break Err(e);
             }
+            status.update().await;
         };
+        status.remove();
         if let Some(r) = registrar {
             r.stop().await;
         }
@@ -233,6 +221,8 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
 
 /// The registrar and its reconciler, on the daemon's runtime.
 struct EmbeddedRegistrar {
+    control: rsplb_registrar::shell::RegistrarControl,
+    asap: Vec<SocketAddr>,
     registrar: JoinHandle<Result<()>>,
     reconciler: JoinHandle<Result<()>>,
     stop: watch::Sender<bool>,
@@ -248,6 +238,7 @@ impl EmbeddedRegistrar {
         let registrar = Registrar::bind(config)
             .await
             .context("starting the registrar")?;
+        let asap = registrar.asap_addrs().to_vec();
         let addrs: Vec<String> = registrar
             .asap_addrs()
             .iter()
@@ -270,9 +261,15 @@ impl EmbeddedRegistrar {
             let _ = stopped.wait_for(|s| *s).await;
         }));
         let reconciler = tokio::spawn(reconcile::run(
-            balancer, resolver, control, events, interval,
+            balancer,
+            resolver,
+            control.clone(),
+            events,
+            interval,
         ));
         Ok(EmbeddedRegistrar {
+            control,
+            asap,
             registrar,
             reconciler,
             stop,

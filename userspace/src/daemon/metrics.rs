@@ -1,0 +1,540 @@
+//! The Prometheus metrics of `rsplb run` (`GET /metrics`), built with the `prometheus-client`
+//! crate's registry and OpenMetrics text encoder from one snapshot per scrape.
+//!
+//! Families (every counter is exposed with the `_total` suffix):
+//! - `rsplb_xdp_actions_total{interface,action}`: what the XDP program did with each packet
+//!   (`aborted`, `drop`, `pass`, `tx`, `redirect`): they sum to every packet seen.
+//! - `rsplb_passed_packets_total{interface,reason}` and `rsplb_dropped_packets_total{...}`: why
+//!   a packet was passed to the stack or dropped (`not_vip`, `no_element`, ...): each sums to its
+//!   action.
+//! - `rsplb_nat_replies_total`, `rsplb_flows_reselected_total`, `rsplb_flows_evicted_total`:
+//!   events, counted apart from the actions.
+//! - `rsplb_vip_{packets,bytes,new_flows}_total{interface,vip,pool,mode}` and
+//!   `rsplb_vip_table_info{...,table_digest}` (1): each VIP and its Maglev table's digest.
+//! - `rsplb_element_{packets,bytes,new_flows}_total{interface,pool,element}`,
+//!   `rsplb_element_weight`, `rsplb_element_state{...,state}` (1 for the element's state, 0 for
+//!   the other) and `rsplb_element_info{...,owner}` (1).
+//! - With an embedded registrar: `rsplb_registrar_{pools,elements,asap_peers}`,
+//!   `rsplb_registrar_enrp_peers{state}` and one counter per registrar counter
+//!   (`rsplb_registrar_registrations_total`, ...).
+//! - The daemon: `rsplb_daemon_start_time_seconds`, `rsplb_reconcile_passes_total`,
+//!   `rsplb_reconcile_seconds_total`, `rsplb_reconcile_last_time_seconds`.
+
+use std::collections::BTreeMap;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use rsplb_common::stat;
+use rsplb_registrar::shell::{RegistrarsSnapshot, StatsSnapshot};
+
+use crate::{
+    control::Stats,
+    state::{ElementState, ElementStateEntry},
+};
+
+/// The `Content-Type` of [`encode_text`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Everything one scrape reports.
+#[derive(Debug, Default)]
+pub struct Snapshot<'a> {
+    pub stats: Option<&'a Stats>,
+    /// Table digest per VIP (`Balancer::vip_digests`).
+    pub digests: Option<&'a BTreeMap<String, String>>,
+    /// The elements as the state has them (for their owners).
+    pub elements: &'a [ElementStateEntry],
+    pub registrar: Option<(&'a StatsSnapshot, Option<&'a RegistrarsSnapshot>)>,
+    pub daemon: Option<DaemonFigures>,
+}
+
+/// The daemon's own figures.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DaemonFigures {
+    pub start_time_unix_s: f64,
+    pub reconcile_passes: u64,
+    pub reconcile_seconds: f64,
+    /// `None` before the first pass.
+    pub reconcile_last_unix_s: Option<f64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Iface {
+    interface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Action {
+    interface: String,
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    interface: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VipLabels {
+    interface: String,
+    vip: String,
+    pool: String,
+    mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VipTable {
+    interface: String,
+    vip: String,
+    pool: String,
+    mode: String,
+    table_digest: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ElementLabels {
+    interface: String,
+    pool: String,
+    element: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ElementStateLabels {
+    interface: String,
+    pool: String,
+    element: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ElementInfo {
+    interface: String,
+    pool: String,
+    element: String,
+    owner: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegistrarLabels {
+    registrar: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerState {
+    registrar: String,
+    state: String,
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    registry.register(name, help, c);
+}
+
+fn gauge_f64(registry: &mut Registry, name: &str, help: &str, value: f64) {
+    let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+fn counter_family<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Family::<L, Counter>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+fn gauge_family<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Gauge>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Family::<L, Gauge>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+/// Where a global counter of the XDP program goes: (family, label value). Every class of
+/// `stat::NAMES` has one (a test checks it).
+fn global_family(name: &str) -> Option<(&'static str, &str)> {
+    if let Some(a) = name.strip_prefix("action_") {
+        return Some(("rsplb_xdp_actions", a));
+    }
+    if let Some(r) = name.strip_prefix("pass_") {
+        return Some(("rsplb_passed_packets", r));
+    }
+    if let Some(r) = name.strip_prefix("drop_") {
+        return Some(("rsplb_dropped_packets", r));
+    }
+    match name {
+        "nat_reply" => Some(("rsplb_nat_replies", "")),
+        "flow_reselected" => Some(("rsplb_flows_reselected", "")),
+        "flow_evicted" => Some(("rsplb_flows_evicted", "")),
+        _ => None,
+    }
+}
+
+fn register_dataplane(registry: &mut Registry, s: &Stats, snap: &Snapshot<'_>) {
+    let iface = s.interface.clone();
+    let actions = counter_family::<Action>(
+        registry,
+        "rsplb_xdp_actions",
+        "Packets by the XDP action taken (they sum to every packet the program saw)",
+    );
+    let passed = counter_family::<Reason>(
+        registry,
+        "rsplb_passed_packets",
+        "Packets passed to the kernel stack, by reason (they sum to the pass action)",
+    );
+    let dropped = counter_family::<Reason>(
+        registry,
+        "rsplb_dropped_packets",
+        "Packets dropped, by reason (they sum to the drop action)",
+    );
+    let events: BTreeMap<&str, Family<Iface, Counter>> = [
+        (
+            "rsplb_nat_replies",
+            "NAT replies translated back to their clients",
+        ),
+        (
+            "rsplb_flows_reselected",
+            "Flows pinned to an element that left the pool, placed again",
+        ),
+        (
+            "rsplb_flows_evicted",
+            "Live flows pushed out of a full flow table set (rising: the table is too small)",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, help)| (name, counter_family::<Iface>(registry, name, help)))
+    .collect();
+    for (i, name) in stat::NAMES.iter().enumerate() {
+        let v = s.global[i];
+        match global_family(name) {
+            Some(("rsplb_xdp_actions", a)) => {
+                actions
+                    .get_or_create(&Action {
+                        interface: iface.clone(),
+                        action: a.into(),
+                    })
+                    .inc_by(v);
+            }
+            Some((family @ ("rsplb_passed_packets" | "rsplb_dropped_packets"), r)) => {
+                let f = if family == "rsplb_passed_packets" {
+                    &passed
+                } else {
+                    &dropped
+                };
+                f.get_or_create(&Reason {
+                    interface: iface.clone(),
+                    reason: r.into(),
+                })
+                .inc_by(v);
+            }
+            Some((family, _)) => {
+                if let Some(f) = events.get(family) {
+                    f.get_or_create(&Iface {
+                        interface: iface.clone(),
+                    })
+                    .inc_by(v);
+                }
+            }
+            None => log::debug!("global counter {name} has no metric family"),
+        }
+    }
+
+    let vip_fams = [
+        ("rsplb_vip_packets", "Packets steered, per VIP"),
+        ("rsplb_vip_bytes", "Bytes steered, per VIP"),
+        ("rsplb_vip_new_flows", "New flows placed, per VIP"),
+    ]
+    .map(|(n, h)| counter_family::<VipLabels>(registry, n, h));
+    let vip_table = gauge_family::<VipTable>(
+        registry,
+        "rsplb_vip_table_info",
+        "Each VIP with its pool, mode and the digest of its Maglev table (1)",
+    );
+    for v in &s.vips {
+        let l = VipLabels {
+            interface: iface.clone(),
+            vip: v.vip.clone(),
+            pool: v.pool.clone(),
+            mode: v.mode.to_string(),
+        };
+        vip_fams[0].get_or_create(&l).inc_by(v.counters.packets);
+        vip_fams[1].get_or_create(&l).inc_by(v.counters.bytes);
+        vip_fams[2].get_or_create(&l).inc_by(v.counters.new_flows);
+        let digest = snap
+            .digests
+            .and_then(|d| d.get(&v.vip))
+            .cloned()
+            .unwrap_or_default();
+        vip_table
+            .get_or_create(&VipTable {
+                interface: l.interface,
+                vip: l.vip,
+                pool: l.pool,
+                mode: l.mode,
+                table_digest: digest,
+            })
+            .set(1);
+    }
+
+    let el_fams = [
+        ("rsplb_element_packets", "Packets steered, per pool element"),
+        ("rsplb_element_bytes", "Bytes steered, per pool element"),
+        (
+            "rsplb_element_new_flows",
+            "New flows placed, per pool element",
+        ),
+    ]
+    .map(|(n, h)| counter_family::<ElementLabels>(registry, n, h));
+    let weight = gauge_family::<ElementLabels>(
+        registry,
+        "rsplb_element_weight",
+        "Weight of each pool element",
+    );
+    let state = gauge_family::<ElementStateLabels>(
+        registry,
+        "rsplb_element_state",
+        "State of each pool element: 1 for its state, 0 for the others",
+    );
+    let info = gauge_family::<ElementInfo>(
+        registry,
+        "rsplb_element_info",
+        "Each pool element with its owner: the registrar or a hand-added element (1)",
+    );
+    for e in &s.elements {
+        let l = ElementLabels {
+            interface: iface.clone(),
+            pool: e.pool.clone(),
+            element: e.address.clone(),
+        };
+        el_fams[0].get_or_create(&l).inc_by(e.counters.packets);
+        el_fams[1].get_or_create(&l).inc_by(e.counters.bytes);
+        el_fams[2].get_or_create(&l).inc_by(e.counters.new_flows);
+        weight.get_or_create(&l).set(i64::from(e.weight));
+        for st in [ElementState::Active, ElementState::Draining] {
+            state
+                .get_or_create(&ElementStateLabels {
+                    interface: iface.clone(),
+                    pool: e.pool.clone(),
+                    element: e.address.clone(),
+                    state: crate::output::state_name(st).into(),
+                })
+                .set(i64::from(st == e.state));
+        }
+        let owner = snap
+            .elements
+            .iter()
+            .find(|x| x.pool == e.pool && x.element_addr().to_string() == e.address)
+            .map_or("unknown", |x| x.owner.name());
+        info.get_or_create(&ElementInfo {
+            interface: l.interface,
+            pool: l.pool,
+            element: l.element,
+            owner: owner.into(),
+        })
+        .set(1);
+    }
+}
+
+fn register_registrar(
+    registry: &mut Registry,
+    stats: &StatsSnapshot,
+    scope: Option<&RegistrarsSnapshot>,
+) {
+    let id = RegistrarLabels {
+        registrar: format!("{:08x}", stats.registrar_id),
+    };
+    for (name, help, v) in [
+        (
+            "rsplb_registrar_pools",
+            "Pools in the embedded registrar's handlespace",
+            stats.pools,
+        ),
+        (
+            "rsplb_registrar_elements",
+            "Pool elements in the embedded registrar's handlespace",
+            stats.elements,
+        ),
+        (
+            "rsplb_registrar_asap_peers",
+            "ASAP connections of the embedded registrar",
+            stats.peers,
+        ),
+    ] {
+        gauge_family::<RegistrarLabels>(registry, name, help)
+            .get_or_create(&id)
+            .set(i64::try_from(v).unwrap_or(i64::MAX));
+    }
+    if let Some(scope) = scope {
+        let peers = gauge_family::<PeerState>(
+            registry,
+            "rsplb_registrar_enrp_peers",
+            "ENRP peers of the embedded registrar, by state",
+        );
+        for p in &scope.peers {
+            let state = serde_json::to_value(p.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("{:?}", p.state));
+            peers
+                .get_or_create(&PeerState {
+                    registrar: id.registrar.clone(),
+                    state,
+                })
+                .inc();
+        }
+    }
+    // Every counter of the registrar core, one family each, named as in its /stats.
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&stats.counters) {
+        for (field, v) in fields {
+            let Some(v) = v.as_u64() else { continue };
+            let name = format!("rsplb_registrar_{field}");
+            let help = format!("The embedded registrar's {} count", field.replace('_', " "));
+            counter_family::<RegistrarLabels>(registry, &name, &help)
+                .get_or_create(&id)
+                .inc_by(v);
+        }
+    }
+}
+
+/// The registry of one scrape.
+pub fn registry(snap: &Snapshot<'_>) -> Registry {
+    let mut registry = Registry::default();
+    if let Some(s) = snap.stats {
+        register_dataplane(&mut registry, s, snap);
+    }
+    if let Some((stats, scope)) = snap.registrar {
+        register_registrar(&mut registry, stats, scope);
+    }
+    if let Some(d) = snap.daemon {
+        gauge_f64(
+            &mut registry,
+            "rsplb_daemon_start_time_seconds",
+            "When this rsplb run started, Unix time",
+            d.start_time_unix_s,
+        );
+        counter(
+            &mut registry,
+            "rsplb_reconcile_passes",
+            "Passes of the registrar reconciler (handlespace to dataplane)",
+            d.reconcile_passes,
+        );
+        let secs = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        secs.inc_by(d.reconcile_seconds);
+        registry.register(
+            "rsplb_reconcile_seconds",
+            "Time spent in reconciler passes",
+            secs,
+        );
+        if let Some(t) = d.reconcile_last_unix_s {
+            gauge_f64(
+                &mut registry,
+                "rsplb_reconcile_last_time_seconds",
+                "When the reconciler last finished a pass, Unix time",
+                t,
+            );
+        }
+    }
+    registry
+}
+
+/// The OpenMetrics text of one scrape.
+pub fn encode_text(snap: &Snapshot<'_>) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &registry(snap));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        addr::Mode,
+        control::{ElementStats, VipStats},
+    };
+    use rsplb_common::Counters;
+
+    pub(crate) fn sample() -> Stats {
+        let mut global = [0u64; stat::COUNT as usize];
+        global[stat::ACTION_TX as usize] = 5;
+        global[stat::ACTION_PASS as usize] = 3;
+        global[stat::PASS_NOT_VIP as usize] = 2;
+        global[stat::PASS_NOT_IP as usize] = 1;
+        Stats {
+            interface: "veth0".into(),
+            time_unix_ms: 1,
+            vips: vec![VipStats {
+                vip: "198.18.0.100:80/tcp".into(),
+                pool: "web".into(),
+                mode: Mode::Dsr,
+                slot: 0,
+                counters: Counters {
+                    packets: 5,
+                    bytes: 500,
+                    new_flows: 1,
+                },
+            }],
+            elements: vec![ElementStats {
+                pool: "web".into(),
+                address: "198.18.1.2:80".into(),
+                weight: 3,
+                state: ElementState::Active,
+                slot: 4,
+                counters: Counters {
+                    packets: 4,
+                    bytes: 400,
+                    new_flows: 1,
+                },
+            }],
+            global,
+        }
+    }
+
+    #[test]
+    fn every_global_counter_has_a_family() {
+        for name in stat::NAMES {
+            assert!(global_family(name).is_some(), "{name} has no metric family");
+        }
+    }
+
+    #[test]
+    fn actions_and_reasons_are_separate_families_that_sum_right() {
+        let s = sample();
+        let digests: BTreeMap<String, String> =
+            [("198.18.0.100:80/tcp".to_string(), "00aa".to_string())].into();
+        let t = encode_text(&Snapshot {
+            stats: Some(&s),
+            digests: Some(&digests),
+            ..Snapshot::default()
+        });
+        assert!(t.contains("rsplb_xdp_actions_total{interface=\"veth0\",action=\"tx\"} 5"));
+        assert!(t.contains("rsplb_xdp_actions_total{interface=\"veth0\",action=\"pass\"} 3"));
+        assert!(t.contains("rsplb_passed_packets_total{interface=\"veth0\",reason=\"not_vip\"} 2"));
+        assert!(t.contains(
+            "rsplb_vip_packets_total{interface=\"veth0\",vip=\"198.18.0.100:80/tcp\",pool=\"web\",mode=\"dsr\"} 5"
+        ));
+        assert!(t.contains("table_digest=\"00aa\"} 1"));
+        assert!(t.contains(
+            "rsplb_element_bytes_total{interface=\"veth0\",pool=\"web\",element=\"198.18.1.2:80\"} 400"
+        ));
+        assert!(t.contains("state=\"draining\"} 0"));
+        // Pass reasons sum to the pass action; no family mixes actions and reasons.
+        let sum = |prefix: &str| -> u64 {
+            t.lines()
+                .filter(|l| l.starts_with(prefix))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+                .sum()
+        };
+        assert_eq!(sum("rsplb_passed_packets_total{"), 3);
+        assert_eq!(sum("rsplb_xdp_actions_total{"), 8);
+        assert!(t.ends_with("# EOF\n"));
+    }
+}
