@@ -19,11 +19,13 @@
 
 pub mod cli {
     pub mod output;
+    pub mod status;
 }
 pub mod control;
 pub mod daemon;
 pub mod dataplane {
     pub mod executor;
+    pub mod flows;
     pub mod loader;
     pub mod maps;
     pub mod recover;

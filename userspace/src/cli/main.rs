@@ -1,6 +1,7 @@
 //! The `rsplb` command line: a thin layer over `rsplb::loader` and `rsplb::control::Balancer`,
 //! plus the RSerPool tools (`pe register`, `resolve`, `handlespace`) of `rserpool_cli`.
 
+mod ops;
 mod rserpool_cli;
 
 use std::{net::IpAddr, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
@@ -133,6 +134,23 @@ enum Cmd {
         #[arg(long = "peer", value_name = "ADDR:PORT", requires = "enrp")]
         peers: Vec<SocketAddr>,
     },
+    /// One interface at a glance: VIPs, elements, counters and the daemon serving it.
+    #[command(
+        after_long_help = "Each VIP with its pool, mode, Maglev table digest, elements \
+        in service and counters; each element with its state (active, draining), weight, owner \
+        (registrar, or manual: added by hand), next hop and counters; whether `rsplb run` serves \
+        the interface (from /run/rsplb/IFACE/daemon.json, which a running daemon refreshes), with \
+        its start time, endpoint, embedded registrar and last reconcile. Works without a daemon.\n\n\
+        Examples:\n  rsplb status\n  rsplb -i eth1 status --json\n  rsplb --netns lb status"
+    )]
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where flows go (`flow get`).
+    #[command(subcommand)]
+    Flow(ops::FlowCmd),
     #[command(flatten)]
     Rserpool(rserpool_cli::RserpoolCommand),
     /// List the interfaces rsplb is attached to.
@@ -355,6 +373,8 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.cmd {
         Cmd::Rserpool(cmd) => rserpool_cli::run(cmd),
+        Cmd::Status { json } => ops::status(&pick_iface(cli.iface)?, json),
+        Cmd::Flow(f) => ops::flow(&pick_iface(cli.iface)?, f),
         Cmd::Attach(a) => {
             let opts = AttachOptions {
                 maglev_size: a.maglev_size,

@@ -6,6 +6,7 @@
 
 pub mod addr;
 pub mod core;
+pub mod flow;
 pub mod maglev;
 pub mod reconcile;
 pub mod state;
@@ -135,6 +136,12 @@ impl Balancer {
             out.insert(v.vip.clone(), format!("{d:016x}"));
         }
         Ok(out)
+    }
+
+    /// Maglev table `table` as the program reads it (element slots, `NO_ELEMENT` for empty).
+    pub fn read_maglev(&self, table: u32) -> Result<Vec<u32>> {
+        let st = self.state()?;
+        self.exec.read_maglev(table, st.options.maglev_size)
     }
 
     pub fn list_elements(&self, pool: Option<&PoolHandle>) -> Result<Vec<ElementStateEntry>> {

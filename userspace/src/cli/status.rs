@@ -1,0 +1,368 @@
+//! `rsplb status`: one interface at a glance: its VIPs (pool, mode, table digest, counters),
+//! its elements (state, weight, owner, next hop, counters) and the daemon serving it, if one
+//! runs (from its status file: start time, endpoint, embedded registrar, last reconcile).
+//! Pure functions of what the caller read, tested without a kernel.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use serde_json::{Value, json};
+
+use crate::{
+    control::Stats,
+    daemon::status::DaemonStatus,
+    output::state_name,
+    state::{ElementState, State},
+};
+
+/// What `rsplb status` reads.
+pub struct StatusInput<'a> {
+    pub state: &'a State,
+    pub digests: &'a BTreeMap<String, String>,
+    pub stats: &'a Stats,
+    /// The daemon serving the interface, if one runs.
+    pub daemon: Option<&'a DaemonStatus>,
+    /// Now, Unix time in ms.
+    pub now_unix_ms: u64,
+}
+
+fn daemon_json(d: Option<&DaemonStatus>, now: u64) -> Value {
+    let Some(d) = d else {
+        return json!({ "running": false });
+    };
+    json!({
+        "running": true,
+        "pid": d.pid,
+        "started_unix_ms": d.started_unix_ms,
+        "uptime_s": now.saturating_sub(d.started_unix_ms) / 1000,
+        "updated_unix_ms": d.updated_unix_ms,
+        "http": d.http.map(|a| a.to_string()),
+        "registrar": d.registrar,
+        "reconcile": d.reconcile,
+    })
+}
+
+/// `status --json`.
+pub fn status_json(i: &StatusInput<'_>) -> Value {
+    let st = i.state;
+    let vips: Vec<Value> = st
+        .vips
+        .iter()
+        .map(|v| {
+            let c = i
+                .stats
+                .vips
+                .iter()
+                .find(|s| s.vip == v.vip)
+                .map(|s| s.counters);
+            let in_service = st
+                .elements
+                .iter()
+                .filter(|e| e.pool == v.pool && e.state == ElementState::Active)
+                .count();
+            json!({
+                "vip": v.vip,
+                "pool": v.pool,
+                "mode": v.mode.to_string(),
+                "snat": v.snat.map(|a| a.to_string()),
+                "table_digest": i.digests.get(&v.vip),
+                "elements_in_service": in_service,
+                "packets": c.map(|c| c.packets),
+                "bytes": c.map(|c| c.bytes),
+                "new_flows": c.map(|c| c.new_flows),
+            })
+        })
+        .collect();
+    let elements: Vec<Value> = st
+        .elements
+        .iter()
+        .map(|e| {
+            let address = e.element_addr().to_string();
+            let c = i
+                .stats
+                .elements
+                .iter()
+                .find(|s| s.pool == e.pool && s.address == address)
+                .map(|s| s.counters);
+            json!({
+                "pool": e.pool,
+                "address": address,
+                "state": state_name(e.state),
+                "weight": e.weight,
+                "owner": e.owner.name(),
+                "next_hop": match &e.nexthop {
+                    Some(h) if h.resolved() => crate::addr::format_mac(h.dst_mac),
+                    _ => "unresolved".to_string(),
+                },
+                "packets": c.map(|c| c.packets),
+                "bytes": c.map(|c| c.bytes),
+                "new_flows": c.map(|c| c.new_flows),
+            })
+        })
+        .collect();
+    let sum = |prefix: &str| -> u64 {
+        rsplb_common::stat::NAMES
+            .iter()
+            .zip(i.stats.global.iter())
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    json!({
+        "interface": st.interface,
+        "xdp_mode": if st.options.generic { "generic" } else { "native" },
+        "daemon": daemon_json(i.daemon, i.now_unix_ms),
+        "vips": vips,
+        "elements": elements,
+        "dropped_packets": sum("drop_"),
+        "passed_packets": sum("pass_"),
+    })
+}
+
+fn ago(now: u64, then: u64) -> String {
+    let s = now.saturating_sub(then) / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The human `status`.
+pub fn status_text(i: &StatusInput<'_>) -> String {
+    let st = i.state;
+    let v = status_json(i);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "interface {}: attached ({} XDP)",
+        st.interface,
+        if st.options.generic {
+            "generic"
+        } else {
+            "native"
+        }
+    );
+    match i.daemon {
+        None => {
+            let _ = writeln!(
+                s,
+                "daemon: none runs for {0} (`rsplb -i {0} run` starts one; the dataplane forwards without it)",
+                st.interface
+            );
+        }
+        Some(d) => {
+            let _ = writeln!(
+                s,
+                "daemon: running (pid {}, up {}{})",
+                d.pid,
+                ago(i.now_unix_ms, d.started_unix_ms),
+                d.http
+                    .map(|a| format!(", metrics http://{a}/metrics"))
+                    .unwrap_or_default()
+            );
+            if let Some(r) = &d.registrar {
+                let asap: Vec<String> = r.asap.iter().map(|a| a.to_string()).collect();
+                let _ = writeln!(
+                    s,
+                    "registrar: {} on {} ({}): {} pool(s), {} element(s), {} ASAP connection(s){}",
+                    r.id,
+                    asap.join(", "),
+                    if r.answering {
+                        "answering"
+                    } else {
+                        "NOT ANSWERING"
+                    },
+                    r.pools,
+                    r.elements,
+                    r.asap_connections,
+                    r.sync_state
+                        .as_deref()
+                        .map(|x| format!(", ENRP {x}"))
+                        .unwrap_or_default()
+                );
+                for p in &r.enrp_peers {
+                    let _ = writeln!(
+                        s,
+                        "  ENRP peer {} at {}: {} (heard {} ms ago)",
+                        p.id, p.endpoint, p.state, p.last_heard_ms
+                    );
+                }
+            }
+            if let Some(rc) = &d.reconcile {
+                let _ = writeln!(
+                    s,
+                    "reconciler: {} pass(es){}",
+                    rc.passes,
+                    rc.last_unix_ms
+                        .map(|t| format!(", last {} ago", ago(i.now_unix_ms, t)))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<28} {:<16} {:<5} {:<16} {:>8} {:>12} {:>10}",
+        "VIP", "POOL", "MODE", "TABLE DIGEST", "IN SERV.", "PACKETS", "NEW FLOWS"
+    );
+    let num = |x: &Value| x.as_u64().map_or("-".to_string(), |n| n.to_string());
+    for x in v["vips"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "{:<28} {:<16} {:<5} {:<16} {:>8} {:>12} {:>10}",
+            x["vip"].as_str().unwrap_or(""),
+            x["pool"].as_str().unwrap_or(""),
+            x["mode"].as_str().unwrap_or(""),
+            x["table_digest"].as_str().unwrap_or("-"),
+            num(&x["elements_in_service"]),
+            num(&x["packets"]),
+            num(&x["new_flows"]),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<16} {:<28} {:<9} {:>6} {:<9} {:<18} {:>12} {:>10}",
+        "POOL", "ELEMENT", "STATE", "WEIGHT", "OWNER", "NEXT HOP", "PACKETS", "NEW FLOWS"
+    );
+    for x in v["elements"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "{:<16} {:<28} {:<9} {:>6} {:<9} {:<18} {:>12} {:>10}",
+            x["pool"].as_str().unwrap_or(""),
+            x["address"].as_str().unwrap_or(""),
+            x["state"].as_str().unwrap_or(""),
+            num(&x["weight"]),
+            x["owner"].as_str().unwrap_or(""),
+            x["next_hop"].as_str().unwrap_or(""),
+            num(&x["packets"]),
+            num(&x["new_flows"]),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\npackets dropped: {}, passed to the stack: {} (`rsplb stats` has the reasons)",
+        v["dropped_packets"], v["passed_packets"]
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        addr::Mode,
+        control::{ElementStats, VipStats},
+        daemon::status::{ReconcileStatus, RegistrarStatus},
+        state::{AttachOptions, ElementStateEntry, Owner, VipState},
+    };
+    use rsplb_common::{Counters, stat};
+
+    fn input_parts() -> (State, BTreeMap<String, String>, Stats) {
+        let mut st = State::new("veth0", 1, 1, None, AttachOptions::default());
+        st.vips.push(VipState {
+            vip: "198.19.0.100:80/tcp".into(),
+            pool: "web".into(),
+            mode: Mode::Dsr,
+            snat: None,
+            nat_timeout_s: 0,
+            slot: 0,
+            table: 0,
+        });
+        st.elements.push(ElementStateEntry {
+            pool: "web".into(),
+            addr: [198, 18, 1, 11].into(),
+            port: None,
+            weight: 3,
+            state: ElementState::Draining,
+            slot: 0,
+            generation: 1,
+            nexthop: None,
+            owner: Owner::Registrar,
+            nexthop_pending: false,
+        });
+        let digests = [("198.19.0.100:80/tcp".to_string(), "00ff".to_string())].into();
+        let mut global = [0u64; stat::COUNT as usize];
+        global[stat::DROP_NO_ELEMENT as usize] = 4;
+        let c = Counters {
+            packets: 9,
+            bytes: 900,
+            new_flows: 2,
+        };
+        let stats = Stats {
+            interface: "veth0".into(),
+            time_unix_ms: 0,
+            vips: vec![VipStats {
+                vip: "198.19.0.100:80/tcp".into(),
+                pool: "web".into(),
+                mode: Mode::Dsr,
+                slot: 0,
+                counters: c,
+            }],
+            elements: vec![ElementStats {
+                pool: "web".into(),
+                address: "198.18.1.11".into(),
+                weight: 3,
+                state: ElementState::Draining,
+                slot: 0,
+                counters: c,
+            }],
+            global,
+        };
+        (st, digests, stats)
+    }
+
+    #[test]
+    fn status_without_and_with_a_daemon() {
+        let (st, digests, stats) = input_parts();
+        let mut i = StatusInput {
+            state: &st,
+            digests: &digests,
+            stats: &stats,
+            daemon: None,
+            now_unix_ms: 100_000,
+        };
+        let v = status_json(&i);
+        assert_eq!(v["daemon"]["running"], false);
+        assert_eq!(v["vips"][0]["table_digest"], "00ff");
+        assert_eq!(v["vips"][0]["elements_in_service"], 0);
+        assert_eq!(v["elements"][0]["state"], "draining");
+        assert_eq!(v["elements"][0]["owner"], "registrar");
+        assert_eq!(v["elements"][0]["packets"], 9);
+        assert_eq!(v["dropped_packets"], 4);
+        assert!(status_text(&i).contains("daemon: none runs for veth0"));
+
+        let d = DaemonStatus {
+            pid: 42,
+            interface: "veth0".into(),
+            started_unix_ms: 40_000,
+            updated_unix_ms: 99_000,
+            interval_ms: 5000,
+            http: Some("127.0.0.1:9464".parse().unwrap()),
+            registrar: Some(RegistrarStatus {
+                id: "0000abcd".into(),
+                asap: vec!["198.18.0.1:3863".parse().unwrap()],
+                answering: true,
+                pools: 1,
+                elements: 1,
+                asap_connections: 1,
+                sync_state: None,
+                enrp_peers: vec![],
+            }),
+            reconcile: Some(ReconcileStatus {
+                passes: 3,
+                last_unix_ms: Some(98_000),
+                total_ms: 1.5,
+            }),
+        };
+        i.daemon = Some(&d);
+        let v = status_json(&i);
+        assert_eq!(v["daemon"]["running"], true);
+        assert_eq!(v["daemon"]["uptime_s"], 60);
+        assert_eq!(v["daemon"]["registrar"]["answering"], true);
+        assert_eq!(v["daemon"]["reconcile"]["passes"], 3);
+        let t = status_text(&i);
+        assert!(t.contains("daemon: running (pid 42, up 1 min 0 s"), "{t}");
+        assert!(t.contains("registrar: 0000abcd"), "{t}");
+        assert!(t.contains("last 2 s ago"), "{t}");
+    }
+}
