@@ -16,7 +16,7 @@
 //!   the other) and `rsplb_element_info{...,owner}` (1).
 //! - With an embedded registrar: `rsplb_registrar_{pools,elements,asap_peers}`,
 //!   `rsplb_registrar_enrp_peers{state}` and one counter per registrar counter
-//!   (`rsplb_registrar_registrations_total`, ...).
+//!   (`rsplb_registrar_registrations_total`, ...; ENRP's as `rsplb_registrar_enrp_..._total`).
 //! - The daemon: `rsplb_daemon_start_time_seconds`, `rsplb_reconcile_passes_total`,
 //!   `rsplb_reconcile_seconds_total`, `rsplb_reconcile_last_time_seconds`.
 
@@ -390,6 +390,19 @@ fn register_registrar(
                 })
                 .inc();
         }
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(scope.enrp) {
+            for (field, v) in fields {
+                let Some(v) = v.as_u64() else { continue };
+                let name = format!("rsplb_registrar_enrp_{field}");
+                let help = format!(
+                    "The embedded registrar's ENRP {} count",
+                    field.replace('_', " ")
+                );
+                counter_family::<RegistrarLabels>(registry, &name, &help)
+                    .get_or_create(&id)
+                    .inc_by(v);
+            }
+        }
     }
     // Every counter of the registrar core, one family each, named as in its /stats.
     if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&stats.counters) {
@@ -461,8 +474,9 @@ mod tests {
         control::{ElementStats, VipStats},
     };
     use rsplb_common::Counters;
+    use std::collections::BTreeSet;
 
-    pub(crate) fn sample() -> Stats {
+    fn sample() -> Stats {
         let mut global = [0u64; stat::COUNT as usize];
         global[stat::ACTION_TX as usize] = 5;
         global[stat::ACTION_PASS as usize] = 3;
@@ -536,5 +550,94 @@ mod tests {
         assert_eq!(sum("rsplb_passed_packets_total{"), 3);
         assert_eq!(sum("rsplb_xdp_actions_total{"), 8);
         assert!(t.ends_with("# EOF\n"));
+    }
+
+    /// Every series name a daemon with a dataplane, an embedded registrar and a reconciler
+    /// exports (`_total` on counters), from the TYPE lines of a scrape.
+    fn exported_names() -> BTreeSet<String> {
+        let s = sample();
+        let stats = StatsSnapshot {
+            registrar_id: 1,
+            peers: 0,
+            pools: 0,
+            elements: 0,
+            counters: Default::default(),
+            sctp: None,
+        };
+        let scope = RegistrarsSnapshot {
+            registrar_id: 1,
+            registrar_id_hex: "00000001".into(),
+            sync_state: None,
+            checksum: 0,
+            own_elements: 0,
+            peers: vec![],
+            enrp: Default::default(),
+        };
+        let text = encode_text(&Snapshot {
+            stats: Some(&s),
+            registrar: Some((&stats, Some(&scope))),
+            daemon: Some(DaemonFigures {
+                reconcile_last_unix_s: Some(1.0),
+                ..DaemonFigures::default()
+            }),
+            ..Snapshot::default()
+        });
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| match l.split_once(' ') {
+                Some((name, "counter")) => format!("{name}_total"),
+                Some((name, _)) => name.to_string(),
+                None => l.to_string(),
+            })
+            .collect()
+    }
+
+    /// The metric names in a PromQL expression.
+    fn metric_names(expr: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = expr;
+        while let Some(i) = rest.find("rsplb_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            out.push(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+        out
+    }
+
+    fn expressions(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x) {
+                        ("expr" | "definition" | "query", serde_json::Value::String(e)) => {
+                            out.push(e.clone())
+                        }
+                        _ => expressions(x, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| expressions(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_uses_only_exported_metrics() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../deploy/grafana/rsplb.json")).unwrap();
+        let exported = exported_names();
+        let mut exprs = Vec::new();
+        expressions(&dashboard, &mut exprs);
+        let names: BTreeSet<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+        assert!(names.len() >= 20, "only {names:?} in the dashboard");
+        for n in &names {
+            assert!(
+                exported.contains(n),
+                "the dashboard uses {n}, which the exporter does not produce (it has {exported:?})"
+            );
+        }
     }
 }
