@@ -282,3 +282,80 @@ fn flow_get_names_where_real_flows_went() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn one_server_for_metrics_and_the_embedded_registrars_admin_paths() {
+    use rsplb_integration::rserpool::{Sidecar, contains_all, registrar_addr, wait_for_elements};
+    let mut lab = attached_lab();
+    let vip_ip: IpAddr = lab.vip4(0).into();
+    lab.rsplb
+        .on(&["vip", "add", &vip_str(vip_ip, 80, "tcp"), "--pool", "web"])
+        .unwrap();
+    let registrar = registrar_addr(&lab).to_string();
+    lab.start_daemon(&[
+        "--registrar",
+        &registrar,
+        "--metrics",
+        METRICS,
+        "--interval",
+        "1",
+    ])
+    .unwrap();
+    let sidecar = Sidecar {
+        pool: "web",
+        port: 80,
+        policy: None,
+    };
+    let _sidecars: Vec<_> = (0..2)
+        .map(|i| sidecar.start(&lab, i).expect("starting a sidecar"))
+        .collect();
+    let elements: Vec<String> = (0..2).map(|i| element(&lab, i, vip_ip, 80)).collect();
+    wait_for_elements(
+        &lab.rsplb,
+        "web",
+        Duration::from_secs(30),
+        "two servers registered",
+        |l| Ok(contains_all(l, &elements)),
+    )
+    .unwrap();
+
+    let (status, body) = scrape(&lab, "/handlespace").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let hs: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(hs["element_count"], 2, "{hs}");
+    let (status, body) = scrape(&lab, "/metrics").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let samples = parse_openmetrics(&body);
+    assert_eq!(sum(&samples, "rsplb_registrar_elements{"), 2.0, "{body}");
+    assert!(sum(&samples, "rsplb_registrar_registrations_total{") >= 2.0);
+    assert!(
+        sum(&samples, "rsplb_reconcile_passes_total") >= 1.0,
+        "{body}"
+    );
+    assert!(body.contains("owner=\"registrar\""), "{body}");
+
+    let t0 = Instant::now();
+    let s = loop {
+        let s = status_json(&lab);
+        if s["daemon"]["registrar"]["elements"] == 2 || t0.elapsed() > Duration::from_secs(20) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(s["daemon"]["registrar"]["answering"], true, "{s}");
+    assert_eq!(s["daemon"]["registrar"]["elements"], 2, "{s}");
+    assert!(
+        s["daemon"]["reconcile"]["last_unix_ms"].as_u64().is_some(),
+        "{s}"
+    );
+    assert!(
+        s["elements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["owner"] == "registrar"),
+        "{s}"
+    );
+    let text = lab.rsplb.on(&["status"]).unwrap();
+    assert!(text.contains("(answering)"), "{text}");
+}
