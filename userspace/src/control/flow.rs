@@ -82,7 +82,7 @@ pub struct FlowAnswer {
     pub new_connection: Option<String>,
 }
 
-fn element_at<'a>(st: &'a State, slot: u32) -> Option<&'a ElementStateEntry> {
+fn element_at(st: &State, slot: u32) -> Option<&ElementStateEntry> {
     st.elements.iter().find(|e| e.slot == slot)
 }
 

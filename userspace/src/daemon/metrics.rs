@@ -405,7 +405,7 @@ fn register_registrar(
         }
     }
     // Every counter of the registrar core, one family each, named as in its /stats.
-    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&stats.counters) {
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(stats.counters) {
         for (field, v) in fields {
             let Some(v) = v.as_u64() else { continue };
             let name = format!("rsplb_registrar_{field}");
