@@ -106,7 +106,7 @@ fn a_connection_switching_balancers_stays_on_its_element() {
         port: 80,
         policy: None,
     };
-    let _sidecars: Vec<ChildGuard> = (0..3)
+    let mut sidecars: Vec<ChildGuard> = (0..3)
         .map(|i| {
             let mut cmd = Command::new(&lab.rsplb.bin);
             cmd.args(sidecar.args(&lab, i).unwrap());
@@ -124,22 +124,25 @@ fn a_connection_switching_balancers_stays_on_its_element() {
     lab.balancers[b].check_daemons().expect("rsplb run on lb2");
 
     // Identical tables: the same digest on both (the second built it from ENRP alone).
-    let deadline = Instant::now() + BOUND;
-    let (d1, d2) = loop {
-        let d1 = digest(&lab.rsplb, &vip_s);
-        let d2 = digest(&lab.balancers[b].rsplb, &vip_s);
-        if let (Some(x), Some(y)) = (&d1, &d2)
-            && x == y
-        {
-            break (x.clone(), y.clone());
+    let same_tables = |lab: &rsplb_integration::Lab, when: &str| -> String {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let d1 = digest(&lab.rsplb, &vip_s);
+            let d2 = digest(&lab.balancers[b].rsplb, &vip_s);
+            if let (Some(x), Some(y)) = (&d1, &d2)
+                && x == y
+            {
+                println!("{when}: table digest {x} on both balancers");
+                return x.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{when}: table digests differ after {BOUND:?}: lb1 {d1:?}, lb2 {d2:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(
-            Instant::now() < deadline,
-            "table digests differ after {BOUND:?}: lb1 {d1:?}, lb2 {d2:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     };
-    println!("table digest on both balancers: {d1} = {d2}");
+    let first = same_tables(&lab, "three elements");
 
     // Connections opened through lb1 (the client's route), each answered by its server.
     let client = lab.client.netns.name().to_string();
@@ -190,4 +193,24 @@ fn a_connection_switching_balancers_stays_on_its_element() {
     println!(
         "40 connections x 4 balancer switches: none broke or moved; lb2 forwarded {through2} packets"
     );
+
+    // A change: s3's sidecar stops (its element deregisters). Both tables follow it, equal
+    // again, and connections to the other two servers still keep their server through a switch.
+    drop(sidecars.remove(2));
+    let two: Vec<String> = elements[..2].to_vec();
+    for (name, r) in [("lb1", &lab.rsplb), ("lb2", &lab.balancers[b].rsplb)] {
+        wait_for_elements(r, POOL, BOUND, &format!("s3 gone on {name}"), |l| {
+            Ok(l.len() == 2 && contains_all(l, &two))
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    }
+    let second = same_tables(&lab, "s3 deregistered");
+    assert_ne!(first, second, "the table did not change with the pool");
+    route(lb2);
+    for (i, (c, first)) in conns.iter_mut().enumerate().filter(|(_, (_, s))| s != "s3") {
+        let now = c
+            .ask()
+            .unwrap_or_else(|e| panic!("after s3 left, via lb2: connection {i} broke: {e:#}"));
+        assert_eq!(&now, first, "after s3 left: connection {i} moved");
+    }
 }

@@ -309,6 +309,50 @@ print(" ".join("0x%04x" % c["checksum"] for c in hs.get("checksums", []) if c["r
   bgstop pe-c INT; bgstop rsplb-mc INT; bgstop rspreg3 INT
   sleep 0.5; bgstop tcpdump-enrp INT; sync
   ;;
+# ---- cargo xtask bench interop: asap-load against rspregistrar, then rsp-registrar, in this
+# guest (one vCPU shared by the registrar and the load generator, the same for both)
+bench)
+  RUNS=${RUNS:-3}; SECS=${SECS:-4}
+  median() { sort -n | awk '{v[NR]=$1} END {if (NR == 0) print 0; else print v[int((NR + 1) / 2)]}'; }
+  cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, in clock ticks
+  TCK=$(getconf CLK_TCK)
+  measure() {  # measure PID PORT OP CLIENTS: "OPS_PER_S CPU_US_PER_OP", medians of RUNS runs
+    local out c0 c1 n
+    for _ in $(seq "$RUNS"); do
+      c0=$(cpu_ticks "$1")
+      out=$("$BIN/asap-load" --registrar "$GIP:$2" --op "$3" --clients "$4" --secs "$SECS" 2>>"$L/asap-load.err")
+      c1=$(cpu_ticks "$1")
+      n=$(sed -n 's/^ops=//p' <<<"$out")
+      # The registrar's CPU time over the whole run (warm-up included) per answered request.
+      echo "$(sed -n 's/^ops_per_s=//p' <<<"$out") $(awk -v d=$((c1 - c0)) -v t="$TCK" -v n="${n:-0}" 'BEGIN {if (n > 0) printf "%.1f", d * 1e6 / t / n; else print 0}')"
+    done >"$RUN/runs"
+    echo "$(cut -d' ' -f1 "$RUN/runs" | median) $(cut -d' ' -f2 "$RUN/runs" | median)"
+  }
+  all() {  # all NAME PORT PID
+    for op in resolve register; do
+      for c in 1 20; do
+        read -r v cpu <<<"$(measure "$3" "$2" "$op" "$c")"
+        [[ ${v:-0} -gt 0 ]] || { tail -5 "$L/asap-load.err"; fail "$1: no $op answered with $c clients"; }
+        key=hres; [[ $op == register ]] && key=reg
+        echo "${key}_per_s_$1_c$c=$v"
+        echo "${key}_registrar_cpu_us_$1_c$c=$cpu"
+      done
+    done
+  }
+  # rsplib's registrar with its defaults (no rate limits), announces off.
+  bgrun rspregistrar-bench rspregistrar -asap="$GIP:3863" -enrp="$GIP:9901" -asapannounce=off \
+    -enrpannounce=off -loglevel=1 -logcolor=off
+  waitfor 20 sh -c "ss -Slnp | grep rspregistrar | grep -q ':3863 '" || fail "rspregistrar did not start"
+  all rsplib 3863 "$(cat "$RUN/rspregistrar-bench.pid")"
+  bgstop rspregistrar-bench INT
+  # rsplb's registrar likewise: rate limits off as rsplib's are, ENRP on as rsplib's is.
+  printf '[rate_limits]\nregistration = { rate_per_s = 0, burst = 0 }\nhandle_resolution = { rate_per_s = 0, burst = 0 }\n' >"$RUN/bench.toml"
+  RUST_LOG=warn bgrun rsp-registrar-bench "$BIN/rsp-registrar" --config "$RUN/bench.toml" \
+    --asap "$GIP:3873" --enrp "$GIP:9911" --no-announce --no-admin
+  waitfor 20 sh -c "ss -Sln | grep -q '$GIP:3873'" || fail "rsp-registrar did not start"
+  all rsplb 3873 "$(cat "$RUN/rsp-registrar-bench.pid")"
+  bgstop rsp-registrar-bench INT
+  ;;
 *)
   fail "unknown step $STEP"
   ;;

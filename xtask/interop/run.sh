@@ -46,6 +46,7 @@ reason() {  # the guest's FAIL line, or the last line of its output
 log "binaries and guest scripts to the lab share $SHARE"
 mkdir -p "$SHARE/interop"
 cp "${RSPLB_BIN:?}" "$SHARE/rsplb" && cp "${RSP_REGISTRAR_BIN:?}" "$SHARE/rsp-registrar" \
+  && { [[ -z ${ASAP_LOAD_BIN:-} ]] || cp "$ASAP_LOAD_BIN" "$SHARE/asap-load"; } \
   && cp "$HERE"/guest.sh "$HERE"/*.py "$SHARE/interop/" || { echo "interop: cannot fill $SHARE"; exit 1; }
 
 started=$(date +%s)
@@ -63,6 +64,27 @@ if ! "$LAB" status >/dev/null 2>&1; then
 fi
 gx reset || { echo "interop: guest reset failed: $(reason reset)"; exit 1; }
 log "lab ready after $(($(date +%s) - started)) s"
+
+# ---- `run.sh bench` (cargo xtask bench interop): the registrars side by side, no rows
+if [[ ${1:-rows} == bench ]]; then
+  log "asap-load against rspregistrar and rsp-registrar (about 2 minutes)"
+  if ! gx bench; then echo "bench interop: FAILED: $(reason bench)"; exit 1; fi
+  grep '=' "$OUT/bench.out" | grep -v '^+' | tee "$OUT/bench.kv"
+  awk -F= '{v[$1]=$2} END {
+    for (c = 1; c <= 20; c += 19) for (k = 0; k < 2; k++) {
+      key = k ? "reg" : "hres"; a = v[key "_per_s_rsplib_c" c]; b = v[key "_per_s_rsplb_c" c]
+      if (a > 0) printf "%s_ratio_c%d=%.2f\n", key, c, b / a
+    }
+    for (c = 1; c <= 20; c += 19) for (k = 0; k < 2; k++) {
+      key = k ? "reg" : "hres"; a = v[key "_registrar_cpu_us_rsplib_c" c]; b = v[key "_registrar_cpu_us_rsplb_c" c]
+      if (b > 0) printf "%s_cpu_ratio_c%d=%.2f\n", key, c, a / b
+    }
+    printf "hres_per_s_rsplib=%s\nhres_per_s_rsplb=%s\nhres_ratio=%.2f\n", v["hres_per_s_rsplib_c20"], v["hres_per_s_rsplb_c20"], v["hres_per_s_rsplb_c20"] / v["hres_per_s_rsplib_c20"]
+    printf "reg_per_s_rsplib=%s\nreg_per_s_rsplb=%s\nreg_ratio=%.2f\n", v["reg_per_s_rsplib_c20"], v["reg_per_s_rsplb_c20"], v["reg_per_s_rsplb_c20"] / v["reg_per_s_rsplib_c20"]
+  }' "$OUT/bench.kv"
+  echo "method=asap-load over SCTP in the lab guest (1 vCPU, TCG), one request in flight per client, median of ${RUNS:-3} runs of ${SECS:-4} s; rsplb with rate limits off as rsplib's default; the _ratio lines without suffix are at 20 clients; *_registrar_cpu_us_*: the registrar process's CPU time (utime+stime from /proc) per answered request, whole run; *_cpu_ratio_*: rsplib's CPU per request over rsplb's (above 1: rsplb uses less)"
+  exit 0
+fi
 
 # ---- row 1 and the bad-input checks (rsplb's registrar in the guest), captured apart: the
 # second sends bad input on purpose

@@ -70,8 +70,9 @@ enum Cmd {
     },
     /// Run a benchmark and print its `key=value` figures.
     Bench {
-        /// `dataplane`, `registrar` or `enrp`.
-        #[arg(value_parser = ["dataplane", "registrar", "enrp"])]
+        /// `dataplane`, `registrar`, `enrp`, or `interop` (rsplb's registrar against rsplib's in
+        /// the interop lab's VM: `hres_*` and `reg_*` per second and their ratios).
+        #[arg(value_parser = ["dataplane", "registrar", "enrp", "interop"])]
         which: String,
         /// Extra arguments for the benchmark binary.
         #[arg(last = true)]
@@ -145,6 +146,10 @@ fn main() -> Result<()> {
         Cmd::Interop { debug } => {
             setup()?;
             interop(&root, debug)
+        }
+        Cmd::Bench { which, .. } if which == "interop" => {
+            setup()?;
+            interop_bench(&root)
         }
         Cmd::Bench { which, args } => {
             setup()?;
@@ -235,6 +240,40 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",
     "python3",
 ];
+
+/// `cargo xtask bench interop`: release builds, then `xtask/interop/run.sh bench`: the SCTP load
+/// generator `asap-load` against rspregistrar and rsp-registrar in the lab's guest.
+fn interop_bench(root: &Path) -> Result<()> {
+    require_root("the interop lab runs a VM behind a tap device in a network namespace")?;
+    lab_qemu()?;
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "rsplb",
+        "-p",
+        "rsplb-registrar",
+        "-p",
+        "rsplb-integration",
+        "--bin",
+        "rsplb",
+        "--bin",
+        "rsp-registrar",
+        "--bin",
+        "asap-load",
+    ])?;
+    let bins = target_dir(root).join("release");
+    let shared =
+        std::env::var_os("RSPLB_SHARED").map_or_else(|| root.join("../shared"), PathBuf::from);
+    run(Command::new("bash")
+        .arg(root.join("xtask/interop/run.sh"))
+        .arg("bench")
+        .env("RSPLB_BIN", bins.join("rsplb"))
+        .env("RSP_REGISTRAR_BIN", bins.join("rsp-registrar"))
+        .env("ASAP_LOAD_BIN", bins.join("asap-load"))
+        .env("LAB", shared.join("interop/lab.sh"))
+        .env("ORACLE", shared.join("oracle")))
+}
 
 /// `cargo xtask interop`: build, then `xtask/interop/run.sh` against `../shared/interop`.
 fn interop(root: &Path, debug: bool) -> Result<()> {
