@@ -70,9 +70,10 @@ enum Cmd {
     },
     /// Run a benchmark and print its `key=value` figures.
     Bench {
-        /// `dataplane`, `registrar`, `enrp`, or `interop` (rsplb's registrar against rsplib's in
-        /// the interop lab's VM: `hres_*` and `reg_*` per second and their ratios).
-        #[arg(value_parser = ["dataplane", "registrar", "enrp", "interop"])]
+        /// `dataplane`, `registrar`, `enrp`, `failover` (how long a failed element keeps getting
+        /// new flows), or `interop` (rsplb's registrar against rsplib's in the interop lab's VM:
+        /// `hres_*` and `reg_*` per second and their ratios).
+        #[arg(value_parser = ["dataplane", "registrar", "enrp", "failover", "interop"])]
         which: String,
         /// Extra arguments for the benchmark binary.
         #[arg(last = true)]
