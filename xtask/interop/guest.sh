@@ -262,6 +262,11 @@ print(" ".join("0x%04x" % c["checksum"] for c in hs.get("checksums", []) if c["r
   grep -q EnrpA "$L/hsdump-rsplb.txt" && grep -q EnrpB "$L/hsdump-rsplb.txt" \
     || { cat "$L/hsdump-rsplb.txt"; fail "rsplib's hsdump of rsplb's registrar does not list EnrpA and EnrpB"; }
   echo "PASS hsdump of rsp-registrar lists both pools"
+  "$BIN/rsplb" handlespace --registrar "$GIP:9901" --enrp-transport sctp --json >"$L/rsplb-dump-rsplib.json" \
+    || fail "rsplb handlespace --registrar could not read rspregistrar over SCTP"
+  grep -q EnrpA "$L/rsplb-dump-rsplib.json" && grep -q EnrpB "$L/rsplb-dump-rsplib.json" \
+    || { cat "$L/rsplb-dump-rsplib.json"; fail "rsplb's dump of rspregistrar does not list EnrpA and EnrpB"; }
+  echo "PASS rsplb handlespace --registrar (ENRP over SCTP) lists both pools at rspregistrar"
   # Equal checksums: over 5 s of Presence (several cycles each way) with the elements in
   # place, neither side finds a mismatch that makes it audit the other (no repair loop).
   audits() {

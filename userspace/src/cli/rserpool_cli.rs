@@ -217,6 +217,18 @@ pub struct DumpArgs {
     /// hsdump does; works with any registrar of the scope, without its admin endpoint).
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_socket_addr)]
     pub registrar: Option<SocketAddr>,
+    /// How to reach --registrar: sctp (rsplib's registrars speak only SCTP), tcp, or auto (SCTP
+    /// where this kernel has it, else or failing that TCP; rsplb's registrars speak both).
+    #[arg(long, value_enum, default_value_t = EnrpTransportKind::Auto, requires = "registrar")]
+    pub enrp_transport: EnrpTransportKind,
+}
+
+/// `--enrp-transport` of `rsplb handlespace --registrar`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EnrpTransportKind {
+    Auto,
+    Sctp,
+    Tcp,
 }
 
 #[derive(Args, Debug)]
@@ -264,10 +276,18 @@ pub fn run(cmd: RserpoolCommand) -> Result<()> {
         RserpoolCommand::Handlespace(DumpArgs {
             registrar: Some(addr),
             admin: args,
+            enrp_transport,
         }) => {
-            let d = runtime.block_on(rsplb_registrar::client::enrp_dump::dump(
+            use rsplb_registrar::client::enrp_dump::{DumpTransport, dump_with};
+            let transport = match enrp_transport {
+                EnrpTransportKind::Auto => DumpTransport::Auto,
+                EnrpTransportKind::Sctp => DumpTransport::Sctp,
+                EnrpTransportKind::Tcp => DumpTransport::Tcp,
+            };
+            let d = runtime.block_on(dump_with(
                 addr,
                 Duration::from_millis(args.timeout),
+                transport,
             ))?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&dump_json(&d))?);
