@@ -25,8 +25,12 @@ pub mod maps {
     /// Array<VipDirect> of `VIP_FILTER_WORDS * 64` entries: VIPs by filter bit (see
     /// `VipDirect`).
     pub const VIP_DIRECT: &str = "RSPLB_VIP_DIRECT";
+    /// LruHashMap<NatKey, NatValue>: NAT translations of flows that have sent only their SYN.
+    pub const NAT_EMBRYONIC: &str = "RSPLB_NAT_EMBRYONIC";
+    /// LpmTrie<AllowKey, u8>: the source prefixes of VIPs with an allow list (see `AllowKey`).
+    pub const ALLOW: &str = "RSPLB_ALLOW";
     /// Every map, in the order they are pinned under `/sys/fs/bpf/rsplb/<iface>/`.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         VIPS,
         ELEMENTS,
         MAGLEV,
@@ -39,6 +43,8 @@ pub mod maps {
         CONFIG,
         VIP_FILTER,
         VIP_DIRECT,
+        ALLOW,
+        NAT_EMBRYONIC,
     ];
 }
 
@@ -181,6 +187,7 @@ pub struct VipInfo {
     pub table: u32,
     /// `MODE_DSR` or `MODE_NAT`.
     pub mode: u8,
+    /// `VIP_F_*` bits.
     pub flags: u8,
     pub _pad: [u8; 2],
     /// Idle timeout of this VIP's flows, seconds, resolved by userspace (the VIP's own
@@ -190,6 +197,35 @@ pub struct VipInfo {
     pub timeout_s: u32,
     /// NAT: source address the balancer uses toward the elements (same family as the elements).
     pub snat_addr: [u32; 4],
+}
+
+/// `VipInfo::flags`: the VIP has a source allow list (`RSPLB_ALLOW`): a packet whose source
+/// is in none of the VIP's prefixes is dropped (`stat::DROP_SOURCE_NOT_ALLOWED`). A VIP without
+/// the bit pays nothing more than testing it. Userspace writes a list's prefixes before it sets
+/// the bit and clears the bit before it deletes them.
+pub const VIP_F_ALLOW_LIST: u8 = 1;
+
+/// Source prefixes in `RSPLB_ALLOW` (all VIPs together). Each takes about 60 bytes of kernel
+/// memory, allocated only when used (an LPM trie is never preallocated).
+pub const ALLOW_CAPACITY: u32 = 16384;
+
+/// Data of an `RSPLB_ALLOW` key (an LPM trie key is a prefix length in bits followed by this):
+/// the VIP slot in network byte order, so that the first 32 bits of every prefix select the VIP,
+/// then the source address as in packets (IPv4 in word 0). A prefix `a/n` of VIP slot `s` is
+/// stored with length `32 + n`; a packet is looked up with length `32 + 128` (IPv6) or `32 + 32`
+/// (IPv4): a VIP sees sources of its own family only, so the families never meet in one slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllowKey {
+    /// VIP slot, network byte order (`u32::to_be`).
+    pub vip_slot: u32,
+    /// Network order words; IPv4 in word 0.
+    pub addr: [u32; 4],
+}
+
+impl AllowKey {
+    /// Bits of the key before the address: the VIP slot.
+    pub const SLOT_BITS: u32 = 32;
 }
 
 /// An entry of `RSPLB_VIP_DIRECT`, indexed by `VipKey::filter_bit`: the VIP owning that bit
@@ -310,8 +346,20 @@ pub struct FlowKey {
     pub dport: u16,
     pub proto: u8,
     pub family: u8,
-    pub _pad: [u8; 2],
+    /// Not part of the key (the program's key comparison ignores it; keys built for lookups
+    /// leave it 0): the state of the flow table entry holding this key, in the key's spare byte
+    /// because the 64 bytes of an entry are all used. `FLOW_SYN_ONLY` or 0 (established).
+    pub state: u8,
+    pub _pad: u8,
 }
+
+/// `FlowKey::state` of an entry placed by a TCP SYN that has not seen another packet of its
+/// flow yet (an embryonic connection, possibly a spoofed SYN). Another SYN may take its way.
+/// 0 (every other entry, including those of a program built before this state existed) is an
+/// established flow: its client sent a packet after its SYN (for TCP, the ACK that completes
+/// the handshake, which a spoofing sender cannot produce), or it was placed by a packet that
+/// is not a SYN. New SYNs never take an established flow's way.
+pub const FLOW_SYN_ONLY: u8 = 1;
 
 /// Where a flow is pinned: the value half of a [`FlowEntry`].
 #[repr(C)]
@@ -522,13 +570,16 @@ pub struct Counters {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Per VIP: packets dropped because their source is not in the VIP's allow list (also in
+    /// the global `drop_source_not_allowed`). Always 0 for elements.
+    pub refused: u64,
 }
 
 /// The layout of the pinned maps (keys, values, which maps exist) that this build of the
 /// program and userspace share, written into `Config::abi_version`. Bump it with every change
 /// to a shared map's layout: a binary that finds pins of another layout then says so instead of
 /// misreading them.
-pub const CONFIG_ABI_VERSION: u32 = 1;
+pub const CONFIG_ABI_VERSION: u32 = 2;
 
 /// Program-wide configuration (`RSPLB_CONFIG`, one entry), written by the loader before attach.
 /// The timeouts are the attach defaults, kept here for the control plane (a state rebuilt from
@@ -604,7 +655,16 @@ pub mod stat {
     /// NAT: the element chosen for a new flow is not in the VIP's address family (no NAT46/64;
     /// the control plane refuses such pools): drop.
     pub const DROP_FAMILY_MISMATCH: u32 = 21;
-    pub const COUNT: u32 = 22;
+    /// A packet for a VIP with an allow list whose source is in none of its prefixes: drop.
+    pub const DROP_SOURCE_NOT_ALLOWED: u32 = 22;
+    /// A TCP SYN of a new flow found no way it may take in its flow table set: every way held
+    /// an established flow, which a SYN never evicts (a spoofed-SYN flood must not break them).
+    /// DSR: the SYN is forwarded to Maglev's choice without being pinned (its next packets find
+    /// the same element while the pool is unchanged). NAT: dropped (a translation needs a flow
+    /// entry; the client retransmits its SYN). A count that keeps rising without a flood means
+    /// the flow table is too small.
+    pub const FLOW_TABLE_FULL_SYN: u32 = 23;
+    pub const COUNT: u32 = 24;
 
     /// Names for the command line and metrics, indexed like the constants.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -630,6 +690,8 @@ pub mod stat {
         "flow_evicted",
         "pass_unknown_mode",
         "drop_family_mismatch",
+        "drop_source_not_allowed",
+        "flow_table_full_syn",
     ];
 }
 
@@ -651,6 +713,7 @@ mod pod {
     unsafe impl aya::Pod for NatValue {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for AllowKey {}
 }
 
 #[cfg(test)]
@@ -675,7 +738,8 @@ mod tests {
         assert_eq!(size_of::<FlowSet>(), 64 * FLOW_WAYS);
         assert_eq!(size_of::<NatKey>(), 40);
         assert_eq!(size_of::<NatValue>(), 80);
-        assert_eq!(size_of::<Counters>(), 24);
+        assert_eq!(size_of::<Counters>(), 32);
+        assert_eq!(size_of::<AllowKey>(), 20);
         assert_eq!(size_of::<Config>(), 32);
     }
 
@@ -903,7 +967,8 @@ mod tests {
             dport: 80u16.to_be(),
             proto: PROTO_TCP,
             family: FAMILY_V4,
-            _pad: [0; 2],
+            state: 0,
+            _pad: 0,
         };
         let (f, t) = (flow_hash(&key), table_hash(&key));
         assert_eq!((f, t), (4_028_000_726, 745_072_191));

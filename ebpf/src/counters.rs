@@ -31,3 +31,11 @@ pub fn forwarded(element: u32, vip: u32, bytes: u32, new_flow: bool) {
     add(&ELEMENT_STATS, element, bytes, new_flow);
     add(&VIP_STATS, vip, bytes, new_flow);
 }
+
+/// A packet for VIP `vip` refused by its allow list.
+#[inline(always)]
+pub fn refused(vip: u32) {
+    if let Some(c) = VIP_STATS.get_ptr_mut(vip) {
+        unsafe { (*c).refused += 1 };
+    }
+}

@@ -8,6 +8,14 @@
 //! 64 Ki-flow table: 270 ns (empty) to 600 ns (full) per insert into the kernel's LRU hash,
 //! 180-370 ns into a preallocated hash, 105-110 ns into this table at any fill.
 //!
+//! A SYN never evicts an established flow (`FlowKey::state` 0): it takes its own way, an empty
+//! way, or the least recently used way of an embryonic flow (`FLOW_SYN_ONLY`, placed by a SYN and
+//! not yet confirmed by another packet); a set holding four established flows has no way for
+//! it (`stat::FLOW_TABLE_FULL_SYN`). So a flood of spoofed SYNs, which never complete their
+//! handshake, only ever competes with other SYNs, and an established NAT flow keeps its
+//! translation. Packets that are not SYNs (UDP, a flow whose entry aged out) may still replace
+//! the least recently used flow of a full set, embryonic ones first.
+//!
 //! Writers do not lock: two CPUs may write the same way at once. Every entry therefore carries
 //! `check` ([`flow_check`] of its hash and value), and a reader takes an entry only from one
 //! snapshot of its value whose check matches the packet's key: a torn entry reads as a miss
@@ -15,8 +23,8 @@
 //! unchanged), never as a wrong element.
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use rsplb_common::{
-    Config, Element, FLOW_TIME_SHIFT, FLOW_WAYS, FlowEntry, FlowKey, FlowSet, FlowValue, VipInfo,
-    flow_check, flow_set_index, stat,
+    Config, Element, FLOW_SYN_ONLY, FLOW_TIME_SHIFT, FLOW_WAYS, FlowEntry, FlowKey, FlowSet,
+    FlowValue, VipInfo, flow_check, flow_set_index, stat,
 };
 
 use crate::{counters, lookup::addr_eq, maps::FLOWS};
@@ -29,6 +37,8 @@ pub struct Lookup {
     /// The value as read from `way`, validated when `hit`.
     pub value: FlowValue,
     pub hit: bool,
+    /// The entry's `FlowKey::state` (0: established).
+    pub state: u8,
 }
 
 /// The dataplane's clock: CLOCK_MONOTONIC at tick resolution, in ns (`FlowValue::seen` keeps it
@@ -91,6 +101,7 @@ pub fn find(set: *mut FlowSet, key: &FlowKey, hash: u32) -> Lookup {
         way: core::ptr::null_mut(),
         value: FlowValue::default(),
         hit: false,
+        state: 0,
     };
     if set.is_null() {
         return miss;
@@ -101,21 +112,39 @@ pub fn find(set: *mut FlowSet, key: &FlowKey, hash: u32) -> Lookup {
         let way = unsafe { core::ptr::addr_of_mut!((*set).ways[i]) };
         // One read of the value: the check is verified on exactly the fields used afterwards.
         let value = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*way).value)) };
-        if value.check != 0 && key_eq(unsafe { &(*way).key }, key) {
+        let entry_key = unsafe { &(*way).key };
+        if value.check != 0 && key_eq(entry_key, key) {
             let hit = value.check == flow_check(hash, &value);
-            return Lookup { way, value, hit };
+            let state = entry_key.state;
+            return Lookup {
+                way,
+                value,
+                hit,
+                state,
+            };
         }
         i += 1;
     }
     miss
 }
 
-/// Marks a flow that was hit as used now (at most one write per clock unit).
+/// Marks a flow that was hit by a packet other than a SYN as used now (at most one write per
+/// clock unit) and established.
 #[inline(always)]
 pub fn touch(found: &Lookup, now: u32) {
     if found.value.seen != now {
         // SAFETY: `way` points into a map value (from a hit of `find`).
         unsafe { (*found.way).value.seen = now };
+    }
+    confirm(found);
+}
+
+/// Marks a flow that was hit by a packet other than a SYN as established (once per flow).
+#[inline(always)]
+pub fn confirm(found: &Lookup) {
+    if found.state != 0 {
+        // SAFETY: as in `touch`.
+        unsafe { (*found.way).key.state = 0 };
     }
 }
 
@@ -132,55 +161,68 @@ pub fn value(slot: u32, element: &Element, vip: &VipInfo, now: u32) -> FlowValue
     }
 }
 
-/// Pins `key` (hash `hash`) to `value`: over `way` (the flow's own way, being re-pinned) if
-/// not null, else in an empty way of `set`, else over its least recently refreshed way. Nothing
-/// when `set` is null (no flow table).
+/// The way a new flow of `set` takes: `way` (the flow's own way, being re-pinned) if not null,
+/// else an empty way, else the least recently used embryonic way, else, for a packet that is not
+/// a SYN only, the least recently used way (a live flow is evicted either way:
+/// `stat::FLOW_EVICTED`). Null when `set` is null (no flow table) or when a SYN finds only
+/// established flows (counted by the caller).
 #[inline(always)]
-pub fn pin(set: *mut FlowSet, way: *mut FlowEntry, key: &FlowKey, hash: u32, mut value: FlowValue) {
-    if set.is_null() {
-        return;
+pub fn place(set: *mut FlowSet, way: *mut FlowEntry, syn: bool, now: u32) -> *mut FlowEntry {
+    if set.is_null() || !way.is_null() {
+        return way;
     }
-    let way = if way.is_null() {
-        let (way, evicted) = victim(set, value.seen);
-        if evicted {
-            counters::global(stat::FLOW_EVICTED);
-        }
-        way
-    } else {
-        way
-    };
-    value.check = flow_check(hash, &value);
-    // SAFETY: `way` points into a map value of this program's array.
-    unsafe {
-        (*way).key = *key;
-        (*way).value = value;
-    }
-}
-
-/// The way a new flow takes: the first empty one, else the one idle longest (then `true`: a
-/// live flow is evicted).
-#[inline(always)]
-fn victim(set: *mut FlowSet, now: u32) -> (*mut FlowEntry, bool) {
-    let mut victim = 0;
-    let mut oldest = 0u32;
-    let mut evicted = true;
+    let mut empty = FLOW_WAYS;
+    let mut embryonic = FLOW_WAYS;
+    let mut embryonic_age = 0u32;
+    let mut oldest = 0;
+    let mut oldest_age = 0u32;
     let mut i = 0;
     while i < FLOW_WAYS {
         // SAFETY: as in `find`.
-        let v = unsafe { &(*set).ways[i].value };
-        if v.check == 0 {
-            victim = i;
-            evicted = false;
+        let entry = unsafe { &(*set).ways[i] };
+        if entry.value.check == 0 {
+            empty = i;
             break;
         }
-        let age = now.wrapping_sub(v.seen);
-        if age >= oldest {
-            oldest = age;
-            victim = i;
+        let age = now.wrapping_sub(entry.value.seen);
+        if entry.key.state == FLOW_SYN_ONLY && (embryonic == FLOW_WAYS || age >= embryonic_age) {
+            embryonic = i;
+            embryonic_age = age;
+        }
+        if age >= oldest_age {
+            oldest_age = age;
+            oldest = i;
         }
         i += 1;
     }
+    let victim = if empty < FLOW_WAYS {
+        empty
+    } else if embryonic < FLOW_WAYS {
+        counters::global(stat::FLOW_EVICTED);
+        embryonic
+    } else if syn {
+        return core::ptr::null_mut();
+    } else {
+        counters::global(stat::FLOW_EVICTED);
+        oldest
+    };
     // SAFETY: as in `find`; the mask keeps the index provably in range for the verifier.
-    let way = unsafe { core::ptr::addr_of_mut!((*set).ways[victim & (FLOW_WAYS - 1)]) };
-    (way, evicted)
+    unsafe { core::ptr::addr_of_mut!((*set).ways[victim & (FLOW_WAYS - 1)]) }
+}
+
+/// Pins `key` (hash `hash`) to `value` in `way` (from [`place`]; nothing when null), embryonic
+/// when the packet is a SYN.
+#[inline(always)]
+pub fn pin(way: *mut FlowEntry, key: &FlowKey, hash: u32, syn: bool, mut value: FlowValue) {
+    if way.is_null() {
+        return;
+    }
+    value.check = flow_check(hash, &value);
+    let mut key = *key;
+    key.state = if syn { FLOW_SYN_ONLY } else { 0 };
+    // SAFETY: `way` points into a map value of this program's array.
+    unsafe {
+        (*way).key = key;
+        (*way).value = value;
+    }
 }

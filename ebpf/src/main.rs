@@ -15,6 +15,10 @@
 //! - A TCP SYN (without ACK) is a new connection: it is placed by Maglev and overwrites its
 //!   5-tuple's flow entry, in both modes (as Katran bypasses its connection table for SYNs), so
 //!   drains and weight changes reach clients that reuse ports.
+//! - A VIP with a source allow list (`VIP_F_ALLOW_LIST`) drops packets from sources in none of
+//!   its prefixes (`RSPLB_ALLOW`) before anything else is done for them.
+//! - A SYN never evicts an established flow from the flow table (`crate::flows`): a spoofed-SYN
+//!   flood cannot move an established flow or change its SNAT port.
 //! - Flow entries idle longer than their VIP's `timeout_s` (set by userspace) are gone: the
 //!   flow's next packet is placed as new. The program holds no policy value of its own.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -57,17 +61,18 @@ impl Verdict {
 
 #[cfg(target_arch = "bpf")]
 mod program {
+    use aya_ebpf::maps::lpm_trie::Key;
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use rsplb_common::{
-        Element, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP, VIP_DIRECT_ONE,
-        VIP_DIRECT_SHARED, VipInfo, VipKey, stat,
+        AllowKey, Element, FAMILY_V4, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP,
+        VIP_DIRECT_ONE, VIP_DIRECT_SHARED, VIP_F_ALLOW_LIST, VipInfo, VipKey, stat,
     };
 
     use crate::{
         Verdict, counters, flows,
         forward::{NO_NEXTHOP, set_macs, transmit},
         lookup::{addr_eq, flow_hash, maglev_pick, pinned, table_hash},
-        maps::{CONFIG, NAT_REVERSE, VIP_DIRECT, VIP_FILTER, VIPS},
+        maps::{ALLOW, CONFIG, NAT_EMBRYONIC, NAT_REVERSE, VIP_DIRECT, VIP_FILTER, VIPS},
         nat::{REFRESH_NS, Rewrite, claim_port, expired, rewrite},
         parse::{EthHdr, Packet, parse, ptr_at},
     };
@@ -77,6 +82,8 @@ mod program {
     }
     const NO_ELEMENT: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_NO_ELEMENT);
     const FAMILY_MISMATCH: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_FAMILY_MISMATCH);
+    const NOT_ALLOWED: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_SOURCE_NOT_ALLOWED);
+    const FLOW_TABLE_FULL: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::FLOW_TABLE_FULL_SYN);
 
     #[xdp]
     pub fn rsplb_xdp(ctx: XdpContext) -> u32 {
@@ -107,6 +114,10 @@ mod program {
         let Some(vip) = find_vip(&vip_key, bit) else {
             return nat_reply(ctx, &pkt);
         };
+        if vip.flags & VIP_F_ALLOW_LIST != 0 && !allowed(&pkt, &vip) {
+            counters::refused(vip.slot);
+            return Err(NOT_ALLOWED);
+        }
         if pkt.ttl <= 1 {
             return Err(pass(stat::PASS_TTL));
         }
@@ -153,6 +164,20 @@ mod program {
         }
     }
 
+    /// Whether the source of `pkt` is in one of the allow list prefixes of `vip`.
+    #[inline(always)]
+    fn allowed(pkt: &Packet, vip: &VipInfo) -> bool {
+        let bits = if pkt.key.family == FAMILY_V4 { 32 } else { 128 };
+        let key = Key::new(
+            AllowKey::SLOT_BITS + bits,
+            AllowKey {
+                vip_slot: vip.slot.to_be(),
+                addr: pkt.key.src,
+            },
+        );
+        ALLOW.get(&key).is_some()
+    }
+
     /// Counts a forwarded packet once its action is known.
     #[inline(always)]
     fn sent(v: Verdict, element: u32, vip_slot: u32, pkt: &Packet, new_flow: bool) -> Verdict {
@@ -186,11 +211,16 @@ mod program {
             Some(c) => c,
             None => {
                 let (slot, element) = maglev_pick(vip, flow_hash(&pkt.key), cfg)?;
+                let way = flows::place(set, found.way, pkt.syn, now);
+                if way.is_null() && !set.is_null() {
+                    // Every way holds an established flow: forwarded, not pinned.
+                    counters::global(stat::FLOW_TABLE_FULL_SYN);
+                }
                 flows::pin(
-                    set,
-                    found.way,
+                    way,
                     &pkt.key,
                     th,
+                    pkt.syn,
                     flows::value(slot, element, vip, now),
                 );
                 (slot, element)
@@ -223,6 +253,36 @@ mod program {
             && nat.vip_port == pkt.key.dport
     }
 
+    /// The reverse translation's key of a NAT flow to `element` with SNAT port `nat_port`.
+    #[inline(always)]
+    fn nat_key(element: &Element, vip: &VipInfo, pkt: &Packet, nat_port: u16) -> NatKey {
+        NatKey {
+            element_addr: element.addr,
+            snat_addr: vip.snat_addr,
+            element_port: element_port(element, pkt),
+            nat_port,
+            proto: pkt.key.proto,
+            family: pkt.key.family,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The first packet after a NAT flow's SYN (its client completed the handshake): moves its
+    /// translation from `RSPLB_NAT_EMBRYONIC` into `RSPLB_NAT_REVERSE`, where a SYN flood
+    /// cannot push it out. False if the translation is gone (the flow is then placed again).
+    #[inline(always)]
+    fn promote(key: &NatKey, pkt: &Packet) -> bool {
+        let Some(nat) = NAT_EMBRYONIC.get_ptr(*key) else {
+            return false;
+        };
+        let nat = unsafe { *nat };
+        if !same_client(&nat, pkt) || NAT_REVERSE.insert(*key, &nat, 0).is_err() {
+            return false;
+        }
+        let _ = NAT_EMBRYONIC.remove(key);
+        true
+    }
+
     /// NAT, client to element: destination becomes the element, source the VIP's SNAT address
     /// and the flow's SNAT port.
     #[inline(always)]
@@ -240,20 +300,15 @@ mod program {
             let flow = found.value;
             match pinned(&flow, vip) {
                 Some(element)
-                    if flow.nat_port != 0 && !flows::expired(flow.nat_seen, timeout, now_t) =>
+                    if flow.nat_port != 0
+                        && !flows::expired(flow.nat_seen, timeout, now_t)
+                        && (found.state == 0
+                            || promote(&nat_key(element, vip, pkt, flow.nat_port), pkt)) =>
                 {
                     if flows::age_ns(flow.nat_seen, now_t) > REFRESH_NS {
                         // Once a second: keep the reverse translation alive and make sure it is
                         // still this flow's (it may have been evicted from the LRU).
-                        let key = NatKey {
-                            element_addr: element.addr,
-                            snat_addr: vip.snat_addr,
-                            element_port: element_port(element, pkt),
-                            nat_port: flow.nat_port,
-                            proto: pkt.key.proto,
-                            family: pkt.key.family,
-                            _pad: [0; 2],
-                        };
+                        let key = nat_key(element, vip, pkt, flow.nat_port);
                         if let Some(nat) = NAT_REVERSE.get_ptr_mut(key) {
                             let nat = unsafe { &mut *nat };
                             if same_client(nat, pkt) {
@@ -263,6 +318,7 @@ mod program {
                                     (*found.way).value.nat_seen = now_t;
                                     (*found.way).value.seen = now_t;
                                 }
+                                flows::confirm(&found);
                                 chosen = Some((flow.element, element, flow.nat_port));
                             }
                         }
@@ -284,6 +340,11 @@ mod program {
                 let (slot, element) = maglev_pick(vip, hash, cfg)?;
                 if element.family != pkt.key.family {
                     return Err(FAMILY_MISMATCH);
+                }
+                // The way first: a translation is claimed only for a flow that can keep it.
+                let way = flows::place(set, found.way, pkt.syn, now_t);
+                if way.is_null() && !set.is_null() {
+                    return Err(FLOW_TABLE_FULL);
                 }
                 let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(NO_NEXTHOP)?;
                 let (client_mac, own_mac) = unsafe { ((*eth).src, (*eth).dst) };
@@ -311,15 +372,14 @@ mod program {
                     timeout_s: timeout,
                     _pad2: 0,
                 };
-                let port = claim_port(&mut key, &value, hash, cfg, now).ok_or(Verdict::new(
-                    xdp_action::XDP_DROP,
-                    stat::DROP_NAT_PORTS_EXHAUSTED,
-                ))?;
+                let port = claim_port(&mut key, &value, hash, cfg, now, pkt.syn).ok_or(
+                    Verdict::new(xdp_action::XDP_DROP, stat::DROP_NAT_PORTS_EXHAUSTED),
+                )?;
                 flows::pin(
-                    set,
-                    found.way,
+                    way,
                     &pkt.key,
                     th,
+                    pkt.syn,
                     FlowValue {
                         nat_port: port,
                         nat_seen: now_t,
@@ -371,12 +431,18 @@ mod program {
             family: pkt.key.family,
             _pad: [0; 2],
         };
-        let nat = NAT_REVERSE.get_ptr_mut(key).ok_or(NOT_VIP)?;
-        let nat = unsafe { &mut *nat };
+        // A live translation of an established flow, else (a SYN-ACK) an embryonic one.
         let now = flows::now_ns();
-        if expired(nat.last_seen_ns, nat.timeout_s, now) {
-            return Err(NOT_VIP);
-        }
+        let live = |nat: *mut NatValue| {
+            let n = unsafe { &*nat };
+            !expired(n.last_seen_ns, n.timeout_s, now)
+        };
+        let nat = NAT_REVERSE
+            .get_ptr_mut(key)
+            .filter(|n| live(*n))
+            .or_else(|| NAT_EMBRYONIC.get_ptr_mut(key).filter(|n| live(*n)))
+            .ok_or(NOT_VIP)?;
+        let nat = unsafe { &mut *nat };
         if pkt.ttl <= 1 {
             return Err(pass(stat::PASS_TTL));
         }

@@ -5,12 +5,13 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use rsplb_common::{
-    Config, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SIZE, DEFAULT_MAX_ELEMENTS,
-    DEFAULT_MAX_VIPS, DEFAULT_NAT_CAPACITY, Element, FlowSet, MAX_TX_PORTS, MaglevBlock, NatKey,
-    NatValue, VIP_FILTER_WORDS, VipDirect, VipInfo, VipKey, flow_sets, maglev_blocks, stat,
+    ALLOW_CAPACITY, AllowKey, Config, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SIZE,
+    DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_VIPS, DEFAULT_NAT_CAPACITY, Element, FlowSet, MAX_TX_PORTS,
+    MaglevBlock, NatKey, NatValue, VIP_FILTER_WORDS, VipDirect, VipInfo, VipKey, flow_sets,
+    maglev_blocks, stat,
 };
 
 /// LRU flavour of the NAT table: the common LRU (flags 0), not `BPF_F_NO_COMMON_LRU`.
@@ -33,6 +34,13 @@ pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0)
 /// VIPs by filter bit, for a lookup without hashing (`rsplb_common::VipDirect`).
 #[map(name = "RSPLB_VIP_DIRECT")]
 pub static VIP_DIRECT: Array<VipDirect> = Array::with_max_entries(VipDirect::ENTRIES, 0);
+
+/// Source allow lists of VIPs (`VipInfo::flags & VIP_F_ALLOW_LIST`): (VIP slot, source prefix)
+/// -> 1. An LPM trie, because a list is prefixes and a lookup wants the longest match of one
+/// address among them: one lookup per packet of such a VIP whatever the list's length. Read
+/// only for VIPs with the flag, so the others pay nothing for it.
+#[map(name = "RSPLB_ALLOW")]
+pub static ALLOW: LpmTrie<AllowKey, u8> = LpmTrie::with_max_entries(ALLOW_CAPACITY, 0);
 
 /// Pool elements by element slot.
 #[map(name = "RSPLB_ELEMENTS")]
@@ -57,6 +65,16 @@ pub static FLOWS: Array<FlowSet> = Array::with_max_entries(flow_sets(DEFAULT_FLO
 #[map(name = "RSPLB_NAT_REVERSE")]
 pub static NAT_REVERSE: LruHashMap<NatKey, NatValue> =
     LruHashMap::with_max_entries(DEFAULT_NAT_CAPACITY, LRU_FLAGS);
+
+/// NAT translations of flows that have only sent their SYN (`FLOW_SYN_ONLY` in the flow
+/// table), as in `RSPLB_NAT_REVERSE`. The client's next packet moves its flow's translation
+/// into `RSPLB_NAT_REVERSE`; until then replies (the SYN-ACK) are looked up here too. A flood of
+/// spoofed SYNs fills and rotates this LRU only, so it cannot push an established flow's
+/// translation out of `RSPLB_NAT_REVERSE`. A quarter of the NAT capacity by default: only
+/// handshakes in progress live here.
+#[map(name = "RSPLB_NAT_EMBRYONIC")]
+pub static NAT_EMBRYONIC: LruHashMap<NatKey, NatValue> =
+    LruHashMap::with_max_entries(DEFAULT_NAT_CAPACITY / 4, LRU_FLAGS);
 
 /// Egress interfaces for XDP_REDIRECT, keyed by ifindex (the key is `Element::ifindex`).
 #[map(name = "RSPLB_TX_PORTS")]

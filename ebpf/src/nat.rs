@@ -5,6 +5,7 @@
 //! sum commutes with byte swapping, so network order never has to be converted.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, xdp_action},
+    maps::LruHashMap,
     programs::XdpContext,
 };
 use rsplb_common::{Config, FAMILY_V4, NatKey, NatValue, PROTO_TCP, PROTO_UDP, stat};
@@ -12,7 +13,7 @@ use rsplb_common::{Config, FAMILY_V4, NatKey, NatValue, PROTO_TCP, PROTO_UDP, st
 use crate::{
     Verdict,
     lookup::{addr_eq, rehash},
-    maps::NAT_REVERSE,
+    maps::{NAT_EMBRYONIC, NAT_REVERSE},
     parse::{ETH_LEN, Packet, TCP_CSUM_OFF, UDP_CSUM_OFF, ptr_at},
 };
 
@@ -123,11 +124,32 @@ fn same_flow(a: &NatValue, b: &NatValue) -> bool {
 }
 
 /// Claims an SNAT port for a new flow: hashed candidates in `[nat_port_min, nat_port_max]`, each
-/// claimed with BPF_NOEXIST. A taken port is reused if it is this very flow's translation (the
+/// claimed with BPF_NOEXIST, in `RSPLB_NAT_EMBRYONIC` for a SYN (`syn`), else in
+/// `RSPLB_NAT_REVERSE`; a candidate that the other table holds is skipped. A taken port is reused if it is this very flow's translation (the
 /// flow entry was evicted, or another CPU got there first) or reclaimed if it has expired.
 /// Returns the port in network byte order, `None` if every candidate is in use.
 #[inline(always)]
 pub fn claim_port(
+    key: &mut NatKey,
+    value: &NatValue,
+    hash: u32,
+    cfg: &Config,
+    now: u64,
+    syn: bool,
+) -> Option<u16> {
+    // Two copies with constant maps: a map chosen at run time would keep the verifier from
+    // pruning the probe loop's states.
+    if syn {
+        claim_in(&NAT_EMBRYONIC, &NAT_REVERSE, key, value, hash, cfg, now)
+    } else {
+        claim_in(&NAT_REVERSE, &NAT_EMBRYONIC, key, value, hash, cfg, now)
+    }
+}
+
+#[inline(always)]
+fn claim_in(
+    table: &LruHashMap<NatKey, NatValue>,
+    other: &LruHashMap<NatKey, NatValue>,
     key: &mut NatKey,
     value: &NatValue,
     hash: u32,
@@ -144,16 +166,27 @@ pub fn claim_port(
     while round < NAT_PROBES {
         let port = ((min + rehash(hash, round).checked_rem(range).unwrap_or(0)) as u16).to_be();
         key.nat_port = port;
-        if NAT_REVERSE.insert(*key, value, BPF_NOEXIST as u64).is_ok() {
-            return Some(port);
-        }
-        if let Some(existing) = NAT_REVERSE.get_ptr_mut(*key) {
-            let existing = unsafe { &*existing };
-            if (same_flow(existing, value)
-                || expired(existing.last_seen_ns, existing.timeout_s, now))
-                && NAT_REVERSE.insert(*key, value, BPF_ANY as u64).is_ok()
-            {
+        // A live entry of the other table keeps its port, whoever's it is (no flow comparison:
+        // the verifier walks every probe's paths). Replies skip an expired entry.
+        let free = match other.get_ptr(*key) {
+            None => true,
+            Some(e) => {
+                let e = unsafe { &*e };
+                expired(e.last_seen_ns, e.timeout_s, now)
+            }
+        };
+        if free {
+            if table.insert(*key, value, BPF_NOEXIST as u64).is_ok() {
                 return Some(port);
+            }
+            if let Some(existing) = table.get_ptr_mut(*key) {
+                let existing = unsafe { &*existing };
+                if (same_flow(existing, value)
+                    || expired(existing.last_seen_ns, existing.timeout_s, now))
+                    && table.insert(*key, value, BPF_ANY as u64).is_ok()
+                {
+                    return Some(port);
+                }
             }
         }
         round += 1;

@@ -37,7 +37,7 @@ pub mod host {
 }
 
 pub use cli::output;
-pub use control::{addr, core as control_core, maglev, reconcile, state};
+pub use control::{addr, allow, core as control_core, maglev, reconcile, state};
 pub use dataplane::{executor, loader, maps, recover};
 pub use host::{nexthop, resolver, veth};
 

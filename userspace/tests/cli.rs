@@ -1108,3 +1108,184 @@ fn pins_of_an_older_layout_are_named_and_attach_force_moves_forward_keeping_the_
     assert_eq!(elements.len(), 1);
     assert_eq!(elements[0]["weight"], 2);
 }
+
+#[test]
+fn bad_allow_prefixes_are_refused_in_one_line() {
+    for (prefix, why) in [
+        ("198.18.0.0/33", "prefix length of an IPv4 prefix is 0..=32"),
+        ("fd00::/129", "prefix length of an IPv6 prefix is 0..=128"),
+        ("198.18.0.0/", "0..=32"),
+        ("198.18.1.0/16", "did you mean 198.18.0.0/16?"),
+        ("fd00::1/8", "did you mean fd00::/8?"),
+        ("web/8", "not an address prefix"),
+        ("198.18.0.0/16,198.19.0.0/16", "repeat --allow"),
+    ] {
+        let o = rsplb(&[
+            "-i",
+            "nonexistent0",
+            "vip",
+            "add",
+            "198.18.0.100:80/tcp",
+            "--pool",
+            "web",
+            "--allow",
+            prefix,
+        ]);
+        assert_clean_failure(&o, why);
+    }
+    let o = rsplb(&[
+        "-i",
+        "nonexistent0",
+        "vip",
+        "change",
+        "198.18.0.100:80/tcp",
+        "--allow",
+        "198.18.0.0/16",
+        "--allow-all",
+    ]);
+    assert_clean_failure(&o, "--allow-all");
+}
+
+/// The prefixes of the pinned `RSPLB_ALLOW` of `lab`, as `ADDR/LEN` of VIP slot `slot`
+/// (IPv4 VIPs).
+fn pinned_allow_v4(lab: &Lab, slot: u32) -> Vec<String> {
+    use aya::maps::{
+        Map, MapData,
+        lpm_trie::{Key, LpmTrie},
+    };
+    let data = MapData::from_pin(format!("{}/RSPLB_ALLOW", lab.pin_dir())).expect("pinned map");
+    let map: LpmTrie<MapData, rsplb_common::AllowKey, u8> =
+        Map::from_map_data(data).unwrap().try_into().unwrap();
+    let mut out: Vec<String> = map
+        .keys()
+        .map(|k| k.unwrap())
+        .filter(|k: &Key<rsplb_common::AllowKey>| k.data().vip_slot == slot.to_be())
+        .map(|k| {
+            let a = std::net::Ipv4Addr::from(k.data().addr[0].to_ne_bytes());
+            format!("{a}/{}", k.prefix_len() - 32)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn allow_lists_are_set_changed_shown_and_recovered() {
+    let lab = Lab::new();
+    lab.ok(&[
+        "attach",
+        &lab.lb_if,
+        "--maglev-size",
+        "251",
+        "--max-vips",
+        "4",
+    ]);
+    let i = ["-i", lab.lb_if.as_str()];
+    let vip = format!("{}:80/tcp", lab.ip(100));
+    let open = format!("{}:81/tcp", lab.ip(100));
+    let vip_list = |lab: &Lab| {
+        let v = lab.json(&[i[0], i[1], "vip", "list", "--json"]);
+        v["vips"].as_array().unwrap().clone()
+    };
+    let allow_of = |vips: &[Value], name: &str| -> Vec<String> {
+        let v = vips.iter().find(|v| v["vip"] == name).expect("VIP listed");
+        v["allow"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // A prefix of the other family is refused before anything is written.
+    let o = lab.rsplb(&[
+        i[0],
+        i[1],
+        "vip",
+        "add",
+        &vip,
+        "--pool",
+        "web",
+        "--allow",
+        "198.18.0.0/16",
+        "--allow",
+        "fd00::/8",
+    ]);
+    assert_clean_failure(&o, "is IPv4 and --allow fd00::/8 is IPv6");
+    assert!(vip_list(&lab).is_empty());
+
+    lab.ok(&[
+        i[0],
+        i[1],
+        "vip",
+        "add",
+        &vip,
+        "--pool",
+        "web",
+        "--allow",
+        "198.18.0.0/16",
+        "--allow",
+        "203.0.113.7",
+    ]);
+    lab.ok(&[i[0], i[1], "vip", "add", &open, "--pool", "web"]);
+    let vips = vip_list(&lab);
+    assert_eq!(allow_of(&vips, &vip), ["198.18.0.0/16", "203.0.113.7/32"]);
+    assert!(allow_of(&vips, &open).is_empty(), "no list: everyone");
+    let slot = vips.iter().find(|v| v["vip"] == vip.as_str()).unwrap()["slot"]
+        .as_u64()
+        .unwrap() as u32;
+    assert_eq!(
+        pinned_allow_v4(&lab, slot),
+        ["198.18.0.0/16", "203.0.113.7/32"]
+    );
+    let table = lab.ok(&[i[0], i[1], "vip", "list"]);
+    assert!(
+        table.contains("allow: 198.18.0.0/16, 203.0.113.7/32"),
+        "{table}"
+    );
+    let stats = lab.json(&[i[0], i[1], "stats", "--json"]);
+    assert_eq!(stats["vips"][0]["drop_source_not_allowed"], 0);
+    assert_eq!(stats["global"]["drop_source_not_allowed"], 0);
+    assert_eq!(stats["global"]["flow_table_full_syn"], 0);
+
+    // Change replaces the list; the stale prefix leaves the map.
+    lab.ok(&[
+        i[0],
+        i[1],
+        "vip",
+        "change",
+        &vip,
+        "--allow",
+        "198.18.0.0/15",
+    ]);
+    assert_eq!(allow_of(&vip_list(&lab), &vip), ["198.18.0.0/15"]);
+    assert_eq!(pinned_allow_v4(&lab, slot), ["198.18.0.0/15"]);
+    // A change of something else keeps it.
+    lab.ok(&[i[0], i[1], "vip", "change", &vip, "--pool", "web2"]);
+    assert_eq!(allow_of(&vip_list(&lab), &vip), ["198.18.0.0/15"]);
+
+    // The list survives a lost state file (rebuilt from the maps).
+    std::fs::remove_file(format!("{}/state.json", lab.state_dir())).unwrap();
+    lab.ok(&["attach", &lab.lb_if, "--recover-state"]);
+    assert_eq!(allow_of(&vip_list(&lab), &vip), ["198.18.0.0/15"]);
+    // ... and a forced reload (new, empty maps written from the state).
+    lab.ok(&["attach", &lab.lb_if, "--force"]);
+    assert_eq!(pinned_allow_v4(&lab, slot), ["198.18.0.0/15"]);
+
+    // --allow-all removes the list, from the state and the map.
+    lab.ok(&[i[0], i[1], "vip", "change", &vip, "--allow-all"]);
+    assert!(allow_of(&vip_list(&lab), &vip).is_empty());
+    assert!(pinned_allow_v4(&lab, slot).is_empty());
+    // Deleting a VIP removes its prefixes.
+    lab.ok(&[
+        i[0],
+        i[1],
+        "vip",
+        "change",
+        &vip,
+        "--allow",
+        "198.18.0.0/16",
+    ]);
+    lab.ok(&[i[0], i[1], "vip", "del", &vip]);
+    assert!(pinned_allow_v4(&lab, slot).is_empty());
+}

@@ -875,8 +875,11 @@ fn nat_expired_translation_is_absent_and_its_port_reclaimed() {
     lb.set_config(cfg);
     let (action, _) = lb.run(&Frame::syn("198.18.5.1:1000", "198.18.0.10:80").build());
     assert_eq!(action, XDP_TX);
+    // The handshake completes: the translation is an established flow's.
+    let (action, _) = lb.run(&Frame::tcp("198.18.5.1:1000", "198.18.0.10:80").build());
+    assert_eq!(action, XDP_TX);
     // Age the translation past its timeout.
-    let (key, mut value) = lb.nat_entries()[0];
+    let (key, mut value) = lb.nat_table(rsplb_common::maps::NAT_REVERSE)[0];
     value.last_seen_ns = 1;
     lb.set_nat_entry(key, value);
 
@@ -895,12 +898,16 @@ fn nat_expired_translation_is_absent_and_its_port_reclaimed() {
     let (action, out) = lb.run(&Frame::syn("198.18.5.2:1000", "198.18.0.10:80").build());
     assert_eq!(action, XDP_TX);
     assert_eq!(parse(&out).src.port(), 40000);
-    let nat = lb.nat_entries();
+    // Once its handshake completes, the port's established translation is the new client's.
+    lb.run(&Frame::tcp("198.18.5.2:1000", "198.18.0.10:80").build());
+    let nat = lb.nat_table(rsplb_common::maps::NAT_REVERSE);
     assert_eq!(nat.len(), 1);
     assert_eq!(
         nat[0].1.client_addr,
         addr_words("198.18.5.2".parse().unwrap())
     );
+    let (action, out) = lb.run(&reply);
+    assert_eq!((action, parse(&out).dst), (XDP_TX, sa("198.18.5.2:1000")));
 }
 
 #[test]
@@ -1258,4 +1265,259 @@ fn maglev_tables_written_through_the_mapping_are_what_the_program_reads() {
             .is_err()
     );
     assert!(maps.write_maglev(0, size, &[1]).is_err());
+}
+
+/// `dsr_v4_tcp` with an allow list on its VIP (slot 0) holding `prefixes`.
+fn dsr_v4_tcp_allowing(prefixes: &[&str]) -> Lb {
+    let mut lb = dsr_v4_tcp();
+    for p in prefixes {
+        lb.allow(0, p);
+    }
+    let key = vip_key("198.18.0.10:80", PROTO_TCP);
+    lb.set_vip(key, allow_list_info(0));
+    lb
+}
+
+/// The DSR VIP of slot `slot` (table `2 * slot`) with `VIP_F_ALLOW_LIST`.
+fn allow_list_info(slot: u32) -> VipInfo {
+    VipInfo {
+        slot,
+        table: slot * 2,
+        mode: rsplb_common::MODE_DSR,
+        flags: rsplb_common::VIP_F_ALLOW_LIST,
+        timeout_s: support::FLOW_TIMEOUT_S,
+        ..VipInfo::default()
+    }
+}
+
+#[test]
+fn allow_list_lets_listed_ipv4_sources_in_and_drops_the_others() {
+    let mut lb = dsr_v4_tcp_allowing(&["198.18.5.0/24", "203.0.113.7/32"]);
+    for src in [
+        "198.18.5.1:40001",
+        "198.18.5.254:40002",
+        "203.0.113.7:40003",
+    ] {
+        let (action, _) = lb.run(&Frame::syn(src, "198.18.0.10:80").build());
+        assert_eq!(action, XDP_TX, "{src} is allowed");
+    }
+    for src in ["198.18.6.1:40001", "203.0.113.8:40003", "10.0.0.1:1"] {
+        let syn = Frame::syn(src, "198.18.0.10:80").build();
+        let (action, out) = lb.run(&syn);
+        assert_eq!((action, &out), (XDP_DROP, &syn), "{src} is refused");
+        assert!(
+            lb.flow(&flow_key(src, "198.18.0.10:80", PROTO_TCP))
+                .is_none(),
+            "{src} is refused before the flow table"
+        );
+    }
+    let v = lb.vip_stats(0);
+    assert_eq!((v.packets, v.new_flows, v.refused), (3, 3, 3));
+    assert_eq!(
+        lb.globals(),
+        vec![
+            ("action_drop", 3),
+            ("action_tx", 3),
+            ("drop_source_not_allowed", 3)
+        ]
+    );
+}
+
+#[test]
+fn allow_list_for_an_ipv6_nat_vip() {
+    let mut lb = nat_lb("[fd00::10]:80", PROTO_TCP, "fd00::1", "fd00::1:3", 8080);
+    lb.allow(1, "fd00:5::/32");
+    let key = vip_key("[fd00::10]:80", PROTO_TCP);
+    lb.set_vip(
+        key,
+        VipInfo {
+            flags: rsplb_common::VIP_F_ALLOW_LIST,
+            mode: MODE_NAT,
+            snat_addr: addr_words("fd00::1".parse().unwrap()),
+            ..allow_list_info(1)
+        },
+    );
+    let (action, out) = lb.run(&Frame::syn("[fd00:5::1]:40001", "[fd00::10]:80").build());
+    assert_eq!(action, XDP_TX);
+    assert_eq!(parse(&out).dst, sa("[fd00::1:3]:8080"), "translated");
+    let (action, _) = lb.run(&Frame::syn("[fd00:6::1]:40001", "[fd00::10]:80").build());
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(
+        lb.nat_entries().len(),
+        1,
+        "no translation for a refused source"
+    );
+    assert_eq!(lb.vip_stats(1).refused, 1);
+    assert_eq!(lb.global(stat::DROP_SOURCE_NOT_ALLOWED), 1);
+}
+
+#[test]
+fn a_vip_without_a_list_serves_everyone_and_lists_are_per_vip() {
+    let mut lb = dsr_v4_tcp_allowing(&["198.18.5.0/24"]);
+    // VIP slot 1 without the flag: its (stray) prefixes and VIP 0's list do not apply.
+    lb.dsr_vip("198.18.0.11:80", PROTO_TCP, 1);
+    lb.fill_table(2, &[1]);
+    lb.allow(1, "192.0.2.0/24");
+    let (action, _) = lb.run(&Frame::syn("10.9.9.9:1000", "198.18.0.11:80").build());
+    assert_eq!(action, XDP_TX, "a VIP without the flag reads no list");
+    // VIP 1 with the flag: only its own prefixes count, not VIP 0's.
+    lb.set_vip(vip_key("198.18.0.11:80", PROTO_TCP), allow_list_info(1));
+    let (action, _) = lb.run(&Frame::syn("198.18.5.1:1000", "198.18.0.11:80").build());
+    assert_eq!(action, XDP_DROP, "VIP 0's prefix does not open VIP 1");
+    let (action, _) = lb.run(&Frame::syn("192.0.2.9:1000", "198.18.0.11:80").build());
+    assert_eq!(action, XDP_TX);
+    assert_eq!(lb.vip_stats(1).refused, 1);
+    assert_eq!(lb.vip_stats(0).refused, 0);
+}
+
+#[test]
+fn allow_list_changes_apply_to_the_next_packet() {
+    let mut lb = dsr_v4_tcp_allowing(&["198.18.5.0/24"]);
+    let client = "198.18.7.1:40001";
+    let ack = Frame::tcp(client, "198.18.0.10:80").build();
+    assert_eq!(lb.run(&ack).0, XDP_DROP);
+    lb.allow(0, "198.18.0.0/16");
+    assert_eq!(lb.run(&ack).0, XDP_TX, "a wider prefix added");
+    lb.disallow(0, "198.18.0.0/16");
+    assert_eq!(
+        lb.run(&ack).0,
+        XDP_DROP,
+        "removed again: the established flow is refused too"
+    );
+    // Longest match within the VIP: a /0 lets every IPv4 source in.
+    lb.allow(0, "0.0.0.0/0");
+    assert_eq!(lb.run(&ack).0, XDP_TX);
+    lb.disallow(0, "0.0.0.0/0");
+    // The list removed (flag cleared): everyone.
+    lb.set_vip(
+        vip_key("198.18.0.10:80", PROTO_TCP),
+        VipInfo {
+            flags: 0,
+            ..allow_list_info(0)
+        },
+    );
+    assert_eq!(lb.run(&ack).0, XDP_TX);
+    assert_eq!(lb.vip_stats(0).refused, 2);
+}
+
+/// Sends a SYN and then an ACK of the flow from `client` to the DSR VIP: an established flow.
+fn establish(lb: &mut Lb, client: &str, vip: &str) -> Vec<u8> {
+    assert_eq!(lb.run(&Frame::syn(client, vip).build()).0, XDP_TX);
+    let (action, out) = lb.run(&Frame::tcp(client, vip).build());
+    assert_eq!(action, XDP_TX);
+    out
+}
+
+#[test]
+fn a_syn_never_evicts_an_established_flow() {
+    let mut lb = dsr_one_set();
+    let ways = rsplb_common::FLOW_WAYS as u16;
+    let key = |n| flow_key(&client(n), "198.18.0.10:80", PROTO_TCP);
+    for n in 0..ways {
+        establish(&mut lb, &client(n), "198.18.0.10:80");
+        // Idle for long: the least recently used flows of the set.
+        lb.edit_flow(&key(n), |v| v.seen = v.seen.wrapping_sub(1000));
+    }
+    // The pool changes: a flow placed by Maglev again would move.
+    lb.fill_table(0, &[2]);
+    for n in ways..ways + 50 {
+        let (action, out) = lb.run(&Frame::syn(&client(n), "198.18.0.10:80").build());
+        assert_eq!(action, XDP_TX, "a SYN with no way is still forwarded");
+        assert_eq!(element_of(&out), 2, "to Maglev's choice");
+        assert!(lb.flow(&key(n)).is_none(), "without being pinned");
+    }
+    assert_eq!(lb.global(stat::FLOW_TABLE_FULL_SYN), 50);
+    assert_eq!(lb.global(stat::FLOW_EVICTED), 0);
+    for n in 0..ways {
+        let before = lb.flow(&key(n)).expect("established flow kept").element;
+        let (_, out) = lb.run(&Frame::tcp(&client(n), "198.18.0.10:80").build());
+        assert_eq!(element_of(&out), before, "flow {n} stays on its element");
+    }
+}
+
+#[test]
+fn a_syn_takes_the_way_of_an_embryonic_flow_only() {
+    let mut lb = dsr_one_set();
+    let ways = rsplb_common::FLOW_WAYS as u16;
+    let key = |n| flow_key(&client(n), "198.18.0.10:80", PROTO_TCP);
+    for n in 0..ways - 1 {
+        establish(&mut lb, &client(n), "198.18.0.10:80");
+        lb.edit_flow(&key(n), |v| v.seen = v.seen.wrapping_sub(1000));
+    }
+    // The last way: a SYN that never completes (the most recently used way of the set).
+    lb.run(&Frame::syn(&client(ways - 1), "198.18.0.10:80").build());
+    lb.run(&Frame::syn(&client(ways), "198.18.0.10:80").build());
+    assert!(lb.flow(&key(ways - 1)).is_none(), "the embryonic flow left");
+    assert!(lb.flow(&key(ways)).is_some(), "the new SYN took its way");
+    assert_eq!(lb.global(stat::FLOW_EVICTED), 1);
+    assert_eq!(lb.global(stat::FLOW_TABLE_FULL_SYN), 0);
+    for n in 0..ways - 1 {
+        assert!(lb.flow(&key(n)).is_some(), "established flow {n} kept");
+    }
+    // A packet that is not a SYN (UDP, a mid-stream packet) may still replace the least
+    // recently used flow of a full set, an established one when no embryonic one is left.
+    establish(&mut lb, &client(ways), "198.18.0.10:80");
+    lb.run(&Frame::tcp(&client(ways + 1), "198.18.0.10:80").build());
+    assert!(lb.flow(&key(ways + 1)).is_some());
+    assert_eq!(lb.global(stat::FLOW_EVICTED), 2);
+}
+
+#[test]
+fn a_syn_flood_keeps_established_nat_flows_and_their_ports() {
+    let mut lb = nat_lb("198.18.0.10:80", PROTO_TCP, SNAT_V4, "198.18.1.3", 8080);
+    let mut cfg = lb_config();
+    cfg.flow_sets = 1;
+    lb.set_config(cfg);
+    let ways = rsplb_common::FLOW_WAYS as u16;
+    let mut ports = Vec::new();
+    for n in 0..ways {
+        let out = establish(&mut lb, &client(n), "198.18.0.10:80");
+        ports.push(parse(&out).src.port());
+    }
+    for n in ways..ways + 50 {
+        let (action, _) = lb.run(&Frame::syn(&client(n), "198.18.0.10:80").build());
+        assert_eq!(action, XDP_DROP, "no way, no translation");
+    }
+    assert_eq!(lb.global(stat::FLOW_TABLE_FULL_SYN), 50);
+    assert_eq!(
+        lb.nat_entries().len(),
+        usize::from(ways),
+        "no SNAT port claimed"
+    );
+    for n in 0..ways {
+        let (action, out) = lb.run(&Frame::tcp(&client(n), "198.18.0.10:80").build());
+        assert_eq!(action, XDP_TX);
+        assert_eq!(
+            parse(&out).src.port(),
+            ports[usize::from(n)],
+            "flow {n} keeps its port"
+        );
+    }
+}
+
+#[test]
+fn a_nat_syn_translation_waits_in_the_embryonic_table_until_the_handshake_completes() {
+    use rsplb_common::maps::{NAT_EMBRYONIC, NAT_REVERSE};
+    let mut lb = nat_lb("198.18.0.10:80", PROTO_TCP, SNAT_V4, "198.18.1.3", 8080);
+    let (_, out) = lb.run(&Frame::syn("198.18.5.1:1000", "198.18.0.10:80").build());
+    let port = parse(&out).src.port();
+    assert_eq!(lb.nat_table(NAT_EMBRYONIC).len(), 1);
+    assert!(
+        lb.nat_table(NAT_REVERSE).is_empty(),
+        "a spoofed SYN cannot rotate it"
+    );
+    // The SYN-ACK is translated from the embryonic table.
+    let mut reply = Frame::tcp("198.18.1.3:8080", &format!("{SNAT_V4}:{port}"));
+    reply.eth_src = element_mac(3);
+    let (action, out) = lb.run(&reply.build());
+    assert_eq!((action, parse(&out).dst), (XDP_TX, sa("198.18.5.1:1000")));
+    // The client's ACK moves the translation, with its port.
+    let (_, out) = lb.run(&Frame::tcp("198.18.5.1:1000", "198.18.0.10:80").build());
+    assert_eq!(parse(&out).src.port(), port);
+    assert!(lb.nat_table(NAT_EMBRYONIC).is_empty());
+    let reverse = lb.nat_table(NAT_REVERSE);
+    assert_eq!(reverse.len(), 1);
+    assert_eq!(u16::from_be(reverse[0].0.nat_port), port);
+    let (action, _) = lb.run(&reply.build());
+    assert_eq!(action, XDP_TX);
 }

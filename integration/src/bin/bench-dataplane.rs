@@ -40,8 +40,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use rsplb_common::{
-    Config, Counters, ELEM_ACTIVE, Element, FAMILY_V4, MODE_DSR, PROGRAM_NAME, PROTO_TCP, VipInfo,
-    VipKey, maps,
+    Config, Counters, ELEM_ACTIVE, Element, FAMILY_V4, MODE_DSR, MODE_NAT, PROGRAM_NAME, PROTO_TCP,
+    VipInfo, VipKey, maps,
 };
 
 const XDP_PASS: u32 = 2;
@@ -70,6 +70,20 @@ fn words(a: [u8; 4]) -> [u32; 4] {
     [u32::from_ne_bytes(a), 0, 0, 0]
 }
 
+/// The bench's element of slot `slot`: 198.18.1.`slot` on the ingress segment.
+fn element(slot: u32) -> Element {
+    Element {
+        addr: words([198, 18, 1, slot as u8]),
+        port: 0,
+        family: FAMILY_V4,
+        flags: ELEM_ACTIVE,
+        generation: 1,
+        ifindex: 0,
+        dst_mac: [0x02, 0xee, 0, 0, 0, slot as u8],
+        src_mac: [0x02, 0, 0, 0, 0, 0x02],
+    }
+}
+
 /// Ethernet + IPv4 + TCP (checksums are irrelevant to a DSR rewrite).
 fn tcp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00];
@@ -86,12 +100,17 @@ fn tcp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> V
 impl XdpBench {
     /// The program with a flow table of `flows` flows.
     fn new(flows: u32) -> Result<Self> {
+        Self::with_nat_capacity(flows, 1024)
+    }
+
+    /// The program with a flow table of `flows` flows and a NAT table of `nat` translations.
+    fn with_nat_capacity(flows: u32, nat: u32) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::VIPS, 4)
             .map_max_entries(maps::ELEMENTS, 128)
-            .map_max_entries(maps::MAGLEV, 2 * rsplb_common::maglev_blocks(MAGLEV_SIZE))
+            .map_max_entries(maps::MAGLEV, 4 * rsplb_common::maglev_blocks(MAGLEV_SIZE))
             .map_max_entries(maps::FLOWS, rsplb_common::flow_sets(flows))
-            .map_max_entries(maps::NAT_REVERSE, 1024)
+            .map_max_entries(maps::NAT_REVERSE, nat)
             .map_max_entries(maps::ELEMENT_STATS, 128)
             .map_max_entries(maps::VIP_STATS, 4)
             .load(rsplb::XDP_OBJECT)
@@ -123,60 +142,106 @@ impl XdpBench {
         let mut elements: Array<&mut MapData, Element> =
             Array::try_from(ebpf.map_mut(maps::ELEMENTS).context("elements map")?)?;
         for slot in 0..ELEMENTS {
-            elements.set(
-                slot,
-                Element {
-                    addr: words([198, 18, 1, slot as u8]),
-                    port: 0,
-                    family: FAMILY_V4,
-                    flags: ELEM_ACTIVE,
-                    generation: 1,
-                    ifindex: 0,
-                    dst_mac: [0x02, 0xee, 0, 0, 0, slot as u8],
-                    src_mac: [0x02, 0, 0, 0, 0, 0x02],
-                },
+            elements.set(slot, element(slot), 0)?;
+        }
+        let mut b = XdpBench {
+            ebpf,
+            next_port: 1024,
+            flows,
+        };
+        b.fill_table(0, ELEMENTS)?;
+        b.add_vip(
+            VIP,
+            VipInfo {
+                slot: 0,
+                table: 0,
+                mode: MODE_DSR,
+                timeout_s: 300,
+                ..VipInfo::default()
+            },
+        )?;
+        Ok(b)
+    }
+
+    /// Table `table`: the first `elements` elements in turn (real tables come from the
+    /// control plane's Maglev).
+    fn fill_table(&mut self, table: u32, elements: u32) -> Result<()> {
+        let mut maglev: Array<&mut MapData, rsplb_common::MaglevBlock> =
+            Array::try_from(self.ebpf.map_mut(maps::MAGLEV).context("maglev map")?)?;
+        let entries: Vec<u32> = (0..MAGLEV_SIZE).map(|i| i % elements).collect();
+        let base = table * rsplb_common::maglev_blocks(MAGLEV_SIZE);
+        for (i, chunk) in entries.chunks(rsplb_common::MAGLEV_BLOCK).enumerate() {
+            maglev.set(
+                base + i as u32,
+                rsplb_common::MaglevBlock::from_entries(chunk),
                 0,
             )?;
         }
-        // Table 0: the elements in turn (real tables come from the control plane's Maglev).
-        let mut maglev: Array<&mut MapData, rsplb_common::MaglevBlock> =
-            Array::try_from(ebpf.map_mut(maps::MAGLEV).context("maglev map")?)?;
-        let entries: Vec<u32> = (0..MAGLEV_SIZE).map(|i| i % ELEMENTS).collect();
-        for (i, chunk) in entries.chunks(rsplb_common::MAGLEV_BLOCK).enumerate() {
-            maglev.set(i as u32, rsplb_common::MaglevBlock::from_entries(chunk), 0)?;
-        }
+        Ok(())
+    }
+
+    /// A VIP on TCP port 80 of `addr`, alone on its filter bit.
+    fn add_vip(&mut self, addr: [u8; 4], info: VipInfo) -> Result<()> {
         let mut vips: HashMap<&mut MapData, VipKey, VipInfo> =
-            HashMap::try_from(ebpf.map_mut(maps::VIPS).context("vips map")?)?;
+            HashMap::try_from(self.ebpf.map_mut(maps::VIPS).context("vips map")?)?;
         let vip = VipKey {
-            addr: words(VIP),
+            addr: words(addr),
             port: 80u16.to_be(),
             proto: PROTO_TCP,
             family: FAMILY_V4,
         };
-        let info = VipInfo {
-            slot: 0,
-            table: 0,
-            mode: MODE_DSR,
-            timeout_s: 300,
-            ..VipInfo::default()
-        };
         vips.insert(vip, info, 0)?;
         // The control plane's duty for every VIP: its filter bit's direct entry...
         let bit = vip.filter_bit();
-        let mut direct: Array<&mut MapData, rsplb_common::VipDirect> =
-            Array::try_from(ebpf.map_mut(maps::VIP_DIRECT).context("VIP direct map")?)?;
+        let mut direct: Array<&mut MapData, rsplb_common::VipDirect> = Array::try_from(
+            self.ebpf
+                .map_mut(maps::VIP_DIRECT)
+                .context("VIP direct map")?,
+        )?;
         direct.set(bit, rsplb_common::VipDirect::for_bit(bit, [(vip, info)]), 0)?;
         // ... and its pre-filter bit.
-        let mut filter: Array<&mut MapData, u64> =
-            Array::try_from(ebpf.map_mut(maps::VIP_FILTER).context("VIP filter map")?)?;
-        let bit = vip.filter_bit();
+        let mut filter: Array<&mut MapData, u64> = Array::try_from(
+            self.ebpf
+                .map_mut(maps::VIP_FILTER)
+                .context("VIP filter map")?,
+        )?;
         let word = filter.get(&(bit / 64), 0)? | 1u64 << (bit % 64);
         filter.set(bit / 64, word, 0)?;
-        Ok(XdpBench {
-            ebpf,
-            next_port: 1024,
-            flows,
-        })
+        Ok(())
+    }
+
+    /// Element `slot` in service (address 198.18.1.`slot`, MAC ending in `slot`).
+    fn set_element(&mut self, slot: u32) -> Result<()> {
+        let mut elements: Array<&mut MapData, Element> =
+            Array::try_from(self.ebpf.map_mut(maps::ELEMENTS).context("elements map")?)?;
+        elements.set(slot, element(slot), 0)?;
+        Ok(())
+    }
+
+    /// A global counter by name (`rsplb_common::stat::NAMES`; 0 if this build has no such
+    /// counter), all CPUs.
+    fn global(&self, name: &str) -> Result<u64> {
+        let Some(i) = rsplb_common::stat::NAMES.iter().position(|n| *n == name) else {
+            return Ok(0);
+        };
+        let stats: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map(maps::GLOBAL_STATS).context("global stats")?)?;
+        Ok(stats.get(&(i as u32), 0)?.iter().sum())
+    }
+
+    /// One run of `frame`: the action and the frame as the program left it.
+    fn run_out(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let prog: &Xdp = self.program()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
     }
 
     fn program(&self) -> Result<&Xdp> {
@@ -318,6 +383,11 @@ struct SynDriver {
 
 impl SynDriver {
     fn new() -> Result<Self> {
+        Self::to(VIP)
+    }
+
+    /// A driver of SYNs to port 80 of `vip`.
+    fn to(vip: [u8; 4]) -> Result<Self> {
         let mut lab = Ebpf::load(rsplb_integration::LAB_XDP_OBJECT).context("lab XDP object")?;
         for name in ["lab_syn", "lab_tx"] {
             let prog: &mut Xdp = lab
@@ -326,7 +396,7 @@ impl SynDriver {
                 .try_into()?;
             prog.load().with_context(|| format!("loading {name}"))?;
         }
-        let frame = tcp_frame(CLIENT, VIP, 1, 80, 0x02);
+        let frame = tcp_frame(CLIENT, vip, 1, 80, 0x02);
         let mut template = [0u64; 6];
         for (i, w) in template.iter_mut().enumerate() {
             *w = u64::from_ne_bytes(frame[i * 8..i * 8 + 8].try_into()?);
@@ -380,6 +450,14 @@ impl SynDriver {
             "SYN batch: {new} new flows for {repeat} SYNs"
         );
         Ok(ns)
+    }
+
+    /// `repeat` SYNs of new flows into rsplb, unchecked (a flood).
+    fn flood(&mut self, b: &XdpBench, repeat: u32) -> Result<()> {
+        let fd = b.program()?.fd()?.try_clone()?;
+        self.target(&fd)?;
+        self.run("lab_syn", repeat)?;
+        Ok(())
     }
 
     /// ns per run of the driver alone: `lab_syn` into `lab_tx`, minus `lab_tx` alone.
@@ -450,21 +528,29 @@ fn xdp_empty_ns() -> Result<f64> {
     Ok(median(rounds))
 }
 
-const USAGE: &str = "usage: bench-dataplane [--only xdp|fwd]";
+const USAGE: &str = "usage: bench-dataplane [--only xdp|fwd|flood] [--flood-mpps RATE]";
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let only = match args.as_slice() {
-        [] => None,
-        [flag, which] if flag == "--only" && (which == "xdp" || which == "fwd") => {
-            Some(which.as_str())
+    let mut only = None;
+    let mut flood_mpps = FLOOD_MPPS;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--only", Some(w)) if ["xdp", "fwd", "flood"].contains(&w.as_str()) => only = Some(w),
+            ("--flood-mpps", Some(r)) => {
+                flood_mpps = r.parse().ok().filter(|r: &f64| *r > 0.0).context(USAGE)?
+            }
+            _ => bail!("{USAGE}"),
         }
-        _ => bail!("{USAGE}"),
-    };
-    if only != Some("fwd") {
+    }
+    let only = only.as_deref();
+    if only.is_none() || only == Some("xdp") {
         xdp_figures()?;
     }
-    if only != Some("xdp") {
+    if only.is_none() || only == Some("flood") {
+        syn_flood(flood_mpps)?;
+    }
+    if only.is_none() || only == Some("fwd") {
         // Forwarding through a balancer namespace: rsplb vs nftables DNAT
         // (integration/src/fwd_bench.rs).
         let fwd = rsplb_integration::fwd_bench::run(&Default::default())
@@ -493,5 +579,171 @@ fn xdp_figures() -> Result<()> {
     let big = XdpBench::new(rsplb_common::DEFAULT_FLOW_CAPACITY)?;
     let (syn_big, _) = xdp_syn_ns(&big)?;
     println!("xdp_syn_default_table_ns={syn_big:.0}");
+    Ok(())
+}
+
+/// Flood rate (SYNs per second, in millions) by default: about what rsplb forwards on this
+/// machine (`fwd_xdp_mpps`, 2.5 Mpps when measured).
+const FLOOD_MPPS: f64 = 2.5;
+const FLOOD_SECS: f64 = 10.0;
+/// Established flows of each mode (DSR and NAT).
+const FLOOD_ESTABLISHED: u32 = 10_000;
+/// SYNs per flood batch (half to each VIP), between two chunks of established packets.
+const FLOOD_BATCH: u32 = 20_000;
+/// Established flows of each mode sending a packet after each flood batch.
+const FLOOD_CHUNK: usize = 500;
+const NAT_VIP: [u8; 4] = [198, 18, 0, 20];
+const SNAT: [u8; 4] = [198, 18, 2, 254];
+
+/// An established flow of the flood benchmark and where it must stay.
+struct Established {
+    client: [u8; 4],
+    sport: u16,
+    /// Element slot (the last byte of the MAC the program sent its packets to).
+    element: u8,
+    /// NAT: the SNAT port (0 for DSR).
+    nat_port: u16,
+    broken: bool,
+}
+
+/// Sends one packet of `f` (DSR when `nat` is false): its element (and SNAT port) must not
+/// change, and for NAT an element's reply must reach the client. Returns false if it broke.
+fn still_established(b: &XdpBench, f: &Established, nat: bool) -> Result<bool> {
+    let vip = if nat { NAT_VIP } else { VIP };
+    let (action, out) = b.run_out(&tcp_frame(f.client, vip, f.sport, 80, 0x10))?;
+    if action != XDP_TX || out[5] != f.element {
+        return Ok(false);
+    }
+    if !nat {
+        return Ok(true);
+    }
+    let port = u16::from_be_bytes([out[34], out[35]]);
+    if port != f.nat_port {
+        return Ok(false);
+    }
+    let reply = tcp_frame([198, 18, 1, f.element], SNAT, 80, f.nat_port, 0x10);
+    let (action, out) = b.run_out(&reply)?;
+    Ok(action == XDP_TX && out[30..34] == f.client && out[36..38] == f.sport.to_be_bytes())
+}
+
+/// `syn_flood_established_broken`: established DSR and NAT flows (handshake completed through
+/// the program, packets in both directions for NAT) while spoofed SYNs of new flows go to both
+/// VIPs at `mpps` million per second for `FLOOD_SECS`. Everything is driven by
+/// BPF_PROG_TEST_RUN on one CPU, not by real connections: the flood (the `lab_syn` driver, in
+/// batches of `FLOOD_BATCH`), and between batches one packet of `FLOOD_CHUNK` established
+/// flows of each mode, so each of them sends a packet every few hundred milliseconds. The flow
+/// and NAT tables have their default sizes. Halfway, both pools get one element more (an
+/// operator adding capacity under attack): an established flow placed again by Maglev after
+/// that may move. A flow counts as broken once: its packet went to another element, got another
+/// SNAT port or was not forwarded, or (NAT) its element's reply was not translated back.
+fn syn_flood(mpps: f64) -> Result<()> {
+    let flows = rsplb_common::DEFAULT_FLOW_CAPACITY;
+    let nat_capacity = rsplb_common::DEFAULT_NAT_CAPACITY;
+    let mut b = XdpBench::with_nat_capacity(flows, nat_capacity)?;
+    b.fill_table(2, ELEMENTS)?;
+    b.add_vip(
+        NAT_VIP,
+        VipInfo {
+            slot: 1,
+            table: 2,
+            mode: MODE_NAT,
+            timeout_s: 300,
+            snat_addr: words(SNAT),
+            ..VipInfo::default()
+        },
+    )?;
+    let mut est: [Vec<Established>; 2] = [Vec::new(), Vec::new()];
+    for (m, nat) in [false, true].into_iter().enumerate() {
+        let vip = if nat { NAT_VIP } else { VIP };
+        for i in 0..FLOOD_ESTABLISHED {
+            let client = [10, 1 + m as u8, (i >> 8) as u8, i as u8];
+            let sport = 10_000 + (i % 50_000) as u16;
+            let (a1, _) = b.run_out(&tcp_frame(client, vip, sport, 80, 0x02))?;
+            let (a2, out) = b.run_out(&tcp_frame(client, vip, sport, 80, 0x10))?;
+            ensure!(
+                a1 == XDP_TX && a2 == XDP_TX,
+                "setting up established flows: actions {a1}, {a2}"
+            );
+            let f = Established {
+                client,
+                sport,
+                element: out[5],
+                nat_port: if nat {
+                    u16::from_be_bytes([out[34], out[35]])
+                } else {
+                    0
+                },
+                broken: false,
+            };
+            ensure!(still_established(&b, &f, nat)?, "a flow broken at set-up");
+            est[m].push(f);
+        }
+    }
+    let mut drivers = [SynDriver::to(VIP)?, SynDriver::to(NAT_VIP)?];
+    let rate = mpps * 1e6;
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    let mut checked = 0u64;
+    let mut next = [0usize; 2];
+    let mut pool_changed = false;
+    while start.elapsed().as_secs_f64() < FLOOD_SECS {
+        let t0 = std::time::Instant::now();
+        for d in &mut drivers {
+            d.flood(&b, FLOOD_BATCH / 2)?;
+        }
+        sent += u64::from(FLOOD_BATCH);
+        let t1 = std::time::Instant::now();
+        for (m, flows) in est.iter_mut().enumerate() {
+            for _ in 0..FLOOD_CHUNK {
+                let n = flows.len();
+                let f = &mut flows[next[m]];
+                next[m] = (next[m] + 1) % n;
+                if !f.broken && !still_established(&b, f, m == 1)? {
+                    f.broken = true;
+                }
+                checked += 1;
+            }
+        }
+        if std::env::var_os("RSPLB_BENCH_DEBUG").is_some() {
+            eprintln!(
+                "flood batch: SYNs {:?}, established packets {:?}",
+                t1 - t0,
+                t1.elapsed()
+            );
+        }
+        if !pool_changed && start.elapsed().as_secs_f64() >= FLOOD_SECS / 2.0 {
+            b.set_element(ELEMENTS)?;
+            b.fill_table(0, ELEMENTS + 1)?;
+            b.fill_table(2, ELEMENTS + 1)?;
+            pool_changed = true;
+        }
+        // Pace: never ahead of the target rate.
+        let due = std::time::Duration::from_secs_f64(sent as f64 / rate);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let broken = |m: usize| est[m].iter().filter(|f| f.broken).count();
+    let per_flow = checked as f64 / (2 * FLOOD_ESTABLISHED) as f64;
+    println!("syn_flood_established_broken={}", broken(0) + broken(1));
+    println!("syn_flood_broken_dsr={}", broken(0));
+    println!("syn_flood_broken_nat={}", broken(1));
+    println!("syn_flood_established_flows={}", 2 * FLOOD_ESTABLISHED);
+    println!("syn_flood_rate_mpps={:.2}", sent as f64 / secs / 1e6);
+    println!("syn_flood_secs={secs:.1}");
+    println!("syn_flood_flow_table_flows={flows}");
+    println!("syn_flood_nat_table_translations={nat_capacity}");
+    println!(
+        "syn_flood_established_packet_interval_ms={:.0}",
+        secs * 1e3 / per_flow
+    );
+    for name in [
+        "flow_table_full_syn",
+        "flow_evicted",
+        "drop_nat_ports_exhausted",
+    ] {
+        println!("syn_flood_{name}={}", b.global(name)?);
+    }
     Ok(())
 }

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rsplb::{
     addr::{ElementAddr, Mode, PoolHandle, Vip, parse_port_range, parse_weight},
+    allow::Prefix,
     control::Balancer,
     daemon, loader, output,
     state::{AttachOptions, ElementState},
@@ -213,7 +214,8 @@ enum VipCmd {
     /// Add a VIP pointing at a pool.
     #[command(
         after_long_help = "Examples:\n  rsplb vip add 198.18.0.100:80/tcp --pool web\n  \
-        rsplb vip add [fd00::100]:53/udp --pool dns --mode nat --snat fd00::1 --nat-timeout 30"
+        rsplb vip add [fd00::100]:53/udp --pool dns --mode nat --snat fd00::1 --nat-timeout 30\n  \
+        rsplb vip add 198.18.0.100:443/tcp --pool web --allow 198.18.0.0/16 --allow 203.0.113.7"
     )]
     Add {
         /// ADDR:PORT/PROTO (tcp, udp, sctp); IPv6 in brackets.
@@ -230,9 +232,19 @@ enum VipCmd {
         /// NAT: idle seconds before a translation expires (default: 300 TCP, 30 UDP).
         #[arg(long, value_name = "SECS")]
         nat_timeout: Option<u32>,
+        /// Only sources in this prefix may reach the VIP (repeatable; ADDR/LEN or one address,
+        /// of the VIP's family). Without --allow, everyone may. Packets from other sources are
+        /// dropped in XDP and counted as drop_source_not_allowed (`rsplb stats`, per VIP and
+        /// globally); `rsplb vip list` shows the list.
+        #[arg(long = "allow", value_name = "PREFIX")]
+        allow: Vec<Prefix>,
     },
-    /// Change a VIP's pool, mode or SNAT address (tables switch atomically).
-    #[command(after_long_help = "Example:\n  rsplb vip change 198.18.0.100:80/tcp --pool web-v2")]
+    /// Change a VIP's pool, mode, SNAT address or allow list (tables switch atomically).
+    #[command(
+        after_long_help = "Examples:\n  rsplb vip change 198.18.0.100:80/tcp --pool web-v2\n  \
+        rsplb vip change 198.18.0.100:80/tcp --allow 198.18.0.0/15   (replaces the list)\n  \
+        rsplb vip change 198.18.0.100:80/tcp --allow-all             (removes the list)"
+    )]
     Change {
         vip: Vip,
         #[arg(long)]
@@ -241,6 +253,12 @@ enum VipCmd {
         mode: Option<Mode>,
         #[arg(long, value_name = "ADDR")]
         snat: Option<IpAddr>,
+        /// Replace the VIP's allow list with these prefixes (repeatable).
+        #[arg(long = "allow", value_name = "PREFIX")]
+        allow: Vec<Prefix>,
+        /// Remove the VIP's allow list: everyone may reach it.
+        #[arg(long, conflicts_with = "allow")]
+        allow_all: bool,
     },
     /// Delete a VIP.
     #[command(after_long_help = "Example:\n  rsplb vip del 198.18.0.100:80/tcp")]
@@ -463,8 +481,9 @@ fn run(cli: Cli) -> Result<()> {
                     mode,
                     snat,
                     nat_timeout,
+                    allow,
                 } => {
-                    b.add_vip(vip, &pool, mode, snat, nat_timeout)
+                    b.add_vip(vip, &pool, mode, snat, nat_timeout, &allow)
                         .with_context(|| format!("adding VIP {vip} on {iface}"))?;
                 }
                 VipCmd::Change {
@@ -472,8 +491,16 @@ fn run(cli: Cli) -> Result<()> {
                     pool,
                     mode,
                     snat,
+                    allow,
+                    allow_all,
                 } => b
-                    .change_vip(vip, pool.as_ref(), mode, snat)
+                    .change_vip(
+                        vip,
+                        pool.as_ref(),
+                        mode,
+                        snat,
+                        (allow_all || !allow.is_empty()).then_some(allow.as_slice()),
+                    )
                     .with_context(|| format!("changing VIP {vip} on {iface}"))?,
                 VipCmd::Del { vip } => b
                     .del_vip(vip)

@@ -31,6 +31,7 @@ pub fn vips_json(iface: &str, vips: &[VipState], digests: &BTreeMap<String, Stri
             "snat": v.snat.map(|a| a.to_string()),
             "slot": v.slot,
             "table_digest": digests.get(&v.vip),
+            "allow": v.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -71,6 +72,10 @@ pub fn vips_table(vips: &[VipState], digests: &BTreeMap<String, String>) -> Stri
             "{:<28} {:<16} {:<5} {:<24} {:>5} {:<16}",
             v.vip, v.pool, v.mode, snat, v.slot, d
         );
+        if !v.allow.is_empty() {
+            let list: Vec<String> = v.allow.iter().map(ToString::to_string).collect();
+            let _ = writeln!(s, "  allow: {}", list.join(", "));
+        }
     }
     s
 }
@@ -153,6 +158,7 @@ pub fn stats_json(s: &Stats, prev: Option<&Stats>) -> Value {
                 "vip": v.vip, "pool": v.pool, "mode": v.mode.to_string(),
                 "packets": v.counters.packets, "bytes": v.counters.bytes,
                 "new_flows": v.counters.new_flows,
+                "drop_source_not_allowed": v.counters.refused,
             });
             if let (Some(p), Some(el)) = (prev, elapsed) {
                 let pc = find_prev_vip(p, &v.vip).unwrap_or(&zero);
@@ -233,6 +239,9 @@ pub fn stats_table(s: &Stats, prev: Option<&Stats>) -> String {
             v.pool,
             v.mode.to_string()
         );
+        if v.counters.refused != 0 {
+            let _ = writeln!(out, "  drop_source_not_allowed {}", v.counters.refused);
+        }
     }
     let _ = writeln!(
         out,
@@ -279,6 +288,7 @@ mod tests {
             packets: p,
             bytes: b,
             new_flows: n,
+            refused: 0,
         }
     }
 
@@ -357,6 +367,7 @@ mod tests {
             nat_timeout_s: 0,
             slot: 0,
             table: 1,
+            allow: vec![],
         }];
         let digests: BTreeMap<String, String> = [(
             "198.18.0.100:80/tcp".to_string(),
@@ -367,7 +378,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"interface":"veth0","vips":[{"vip":"198.18.0.100:80/tcp","pool":"web",
-                "mode":"dsr","snat":null,"slot":0,"table_digest":"00112233aabbccdd"}]})
+                "mode":"dsr","snat":null,"slot":0,"table_digest":"00112233aabbccdd","allow":[]}]})
         );
         let mut e = ElementStateEntry {
             pool: "web".into(),

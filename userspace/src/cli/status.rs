@@ -267,6 +267,7 @@ mod tests {
             nat_timeout_s: 0,
             slot: 0,
             table: 0,
+            allow: vec!["198.18.0.0/15".parse().unwrap()],
         });
         st.elements.push(ElementStateEntry {
             pool: "web".into(),
@@ -287,6 +288,7 @@ mod tests {
             packets: 9,
             bytes: 900,
             new_flows: 2,
+            refused: 3,
         };
         let stats = Stats {
             interface: "veth0".into(),

@@ -12,7 +12,12 @@
 //! - a VIP's standby table is written whole, while no VIP reads it, before the VIP entry flips
 //!   to it;
 //! - a VIP entry is written in one map update, with every field set ([`Write::Vip`]);
-//! - an egress port is in `RSPLB_TX_PORTS` before an element leaves by it.
+//! - an egress port is in `RSPLB_TX_PORTS` before an element leaves by it;
+//! - a VIP's source allow list is in `RSPLB_ALLOW` before the VIP entry sets `VIP_F_ALLOW_LIST`
+//!   (and whole before an entry with the flag names a new list), and prefixes leave only after
+//!   the entry no longer needs them: after the flag is cleared, after the entry that names the
+//!   new list, or after the VIP entry is removed. While a list changes, a source either list
+//!   allows is allowed; no packet sees a flag over a list half-written.
 //!
 //! A batch of commands (a burst of handlespace events) rebuilds each affected pool's table once,
 //! in `finish`.
@@ -24,10 +29,13 @@ use std::{
 };
 
 use anyhow::{Result, anyhow, bail};
-use rsplb_common::{Config, ELEM_ACTIVE, ELEM_DRAINING, Element, NatValue, VipInfo, VipKey};
+use rsplb_common::{
+    Config, ELEM_ACTIVE, ELEM_DRAINING, Element, NatValue, VIP_F_ALLOW_LIST, VipInfo, VipKey,
+};
 
 use crate::{
     addr::{ElementAddr, Mode, PoolHandle, Vip, addr_words, family},
+    allow::{self, Prefix},
     maglev::{self, MaglevElement},
     state::{ElementState, ElementStateEntry, NextHop, Owner, State, VipState},
 };
@@ -48,6 +56,12 @@ pub enum Write {
     Vip { key: VipKey, info: VipInfo },
     /// A VIP leaves `RSPLB_VIPS`.
     RemoveVip { key: VipKey },
+    /// Allows `prefix` for the VIP of slot `slot` in `RSPLB_ALLOW`.
+    AllowPrefix { slot: u32, prefix: Prefix },
+    /// Removes from `RSPLB_ALLOW` every prefix of VIP slot `slot` that is not in `keep`,
+    /// whatever the state says was there (so prefixes an interrupted change left behind go
+    /// too). An empty `keep` clears the slot.
+    RetainAllow { slot: u32, keep: Arc<[Prefix]> },
     /// An egress interface other than the attached one, in `RSPLB_TX_PORTS`.
     TxPort { ifindex: u32 },
     /// `RSPLB_CONFIG`.
@@ -120,6 +134,9 @@ pub struct Core {
     dirty_pools: BTreeSet<String>,
     /// VIPs (by `ADDR:PORT/PROTO`) whose entry must be rewritten.
     dirty_vips: BTreeSet<String>,
+    /// VIPs (by `ADDR:PORT/PROTO`) whose allow list must be written with their entry, and
+    /// whether their entry in the dataplane may have `VIP_F_ALLOW_LIST` set now.
+    allow_vips: BTreeMap<String, bool>,
     /// Removed elements (slot, generation): cleared and released after the tables flip.
     retired: Vec<(u32, u32)>,
 }
@@ -131,6 +148,7 @@ impl Core {
             writes: Vec::new(),
             dirty_pools: BTreeSet::new(),
             dirty_vips: BTreeSet::new(),
+            allow_vips: BTreeMap::new(),
             retired: Vec::new(),
         }
     }
@@ -179,13 +197,16 @@ impl Core {
         mode: Mode,
         snat: Option<IpAddr>,
         nat_timeout_s: Option<u32>,
+        allow: &[Prefix],
     ) -> Result<u32> {
         check_snat(&vip, mode, snat)?;
+        let allow = allow_list(&vip, allow)?;
         let st = &mut self.state;
         if st.find_vip(&vip).is_some() {
             bail!("VIP {vip} already exists (use `vip change`)");
         }
         check_pool_for_vip(st, pool.as_str(), &vip, mode)?;
+        check_allow_capacity(st, None, &allow)?;
         let (slot, _) = st.vip_slots.allocate("vip")?;
         self.writes.push(Write::ResetVipCounters { slot });
         st.vips.push(VipState {
@@ -197,17 +218,22 @@ impl Core {
             slot,
             // The first publish flips to 2 * slot + 1.
             table: 2 * slot,
+            allow,
         });
         self.dirty_vips.insert(vip.to_string());
+        self.allow_vips.insert(vip.to_string(), false);
         Ok(slot)
     }
 
+    /// Changes what is given of a VIP's pool, mode, SNAT address and allow list (`Some(&[])`:
+    /// no list, everyone may reach it).
     pub fn change_vip(
         &mut self,
         vip: Vip,
         pool: Option<&PoolHandle>,
         mode: Option<Mode>,
         snat: Option<IpAddr>,
+        allow: Option<&[Prefix]>,
     ) -> Result<()> {
         let st = &self.state;
         let i = st
@@ -223,6 +249,12 @@ impl Core {
         if snat.is_some() {
             v.snat = snat;
         }
+        if let Some(list) = allow {
+            v.allow = allow_list(&vip, list)?;
+            check_allow_capacity(st, Some(i), &v.allow)?;
+            let flagged = !st.vips[i].allow.is_empty();
+            self.allow_vips.entry(v.vip.clone()).or_insert(flagged);
+        }
         check_snat(&vip, v.mode, v.snat)?;
         check_pool_for_vip(st, &v.pool, &vip, v.mode)?;
         self.dirty_vips.insert(v.vip.clone());
@@ -237,6 +269,14 @@ impl Core {
             .ok_or_else(|| anyhow!("no VIP {vip} on {}", st.interface))?;
         self.writes.push(Write::RemoveVip { key: vip.key() });
         let v = st.vips.remove(i);
+        // Its prefixes go once no entry reads them, before the slot can be reused.
+        let flagged = self.allow_vips.remove(&v.vip) == Some(true);
+        if flagged || !v.allow.is_empty() {
+            self.writes.push(Write::RetainAllow {
+                slot: v.slot,
+                keep: Arc::from([]),
+            });
+        }
         st.vip_slots.release(v.slot);
         self.dirty_vips.remove(&v.vip);
         Ok(())
@@ -421,6 +461,7 @@ impl Core {
         }
         for v in &self.state.vips {
             self.dirty_vips.insert(v.vip.clone());
+            self.allow_vips.insert(v.vip.clone(), true);
         }
     }
 
@@ -447,8 +488,25 @@ impl Core {
     }
 
     /// Writes `table` into VIP `i`'s standby half, then flips the VIP to it in one map update:
-    /// packets see either the old table or the new one, never a mix.
+    /// packets see either the old table or the new one, never a mix. A VIP whose allow list
+    /// changed has its prefixes inserted before the entry and the others removed after it.
     fn publish_vip(&mut self, i: usize, table: Arc<[u32]>) {
+        let flagged = self.allow_vips.get(&self.state.vips[i].vip).copied();
+        let allow = flagged.map(|_| Arc::<[Prefix]>::from(self.state.vips[i].allow.as_slice()));
+        if let (Some(flagged), Some(list)) = (flagged, &allow) {
+            let slot = self.state.vips[i].slot;
+            if !flagged && !list.is_empty() {
+                // No entry reads the slot's prefixes yet: any an interrupted change left
+                // behind go before the flag can be set over them.
+                self.writes.push(Write::RetainAllow {
+                    slot,
+                    keep: list.clone(),
+                });
+            }
+            for &prefix in list.iter() {
+                self.writes.push(Write::AllowPrefix { slot, prefix });
+            }
+        }
         let v = &mut self.state.vips[i];
         let standby = if v.table == 2 * v.slot {
             2 * v.slot + 1
@@ -465,6 +523,10 @@ impl Core {
             key: v.parsed().key(),
             info: vip_info(&self.state, v),
         });
+        if let (Some(true), Some(keep)) = (flagged, allow) {
+            // The entry no longer reads the prefixes it dropped.
+            self.writes.push(Write::RetainAllow { slot: v.slot, keep });
+        }
     }
 }
 
@@ -496,11 +558,46 @@ fn vip_info(st: &State, v: &VipState) -> VipInfo {
         slot: v.slot,
         table: v.table,
         mode: v.mode.code(),
-        flags: 0,
+        flags: if v.allow.is_empty() {
+            0
+        } else {
+            VIP_F_ALLOW_LIST
+        },
         _pad: [0; 2],
         timeout_s: st.options.vip_timeout_s(v),
         snat_addr: v.snat.map(addr_words).unwrap_or_default(),
     }
+}
+
+/// `list` as VIP `vip` keeps it: checked against the VIP's family, sorted, without repeats.
+fn allow_list(vip: &Vip, list: &[Prefix]) -> Result<Vec<Prefix>> {
+    allow::check(vip.addr, &vip.to_string(), list)?;
+    let mut list = list.to_vec();
+    list.sort();
+    list.dedup();
+    Ok(list)
+}
+
+/// Refuses a list that would take `RSPLB_ALLOW` beyond its capacity, with the lists of every
+/// VIP but `except` (the one being changed, whose old and new prefixes both take room while
+/// it changes).
+fn check_allow_capacity(st: &State, except: Option<usize>, list: &[Prefix]) -> Result<()> {
+    let others: usize = st
+        .vips
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != except)
+        .map(|(_, v)| v.allow.len())
+        .sum();
+    let during = except.map_or(0, |i| st.vips[i].allow.len());
+    let cap = rsplb_common::ALLOW_CAPACITY as usize;
+    if others + during + list.len() > cap {
+        bail!(
+            "RSPLB_ALLOW holds {cap} prefixes for all VIPs together; {others} are other VIPs', so this list of {} does not fit",
+            list.len()
+        );
+    }
+    Ok(())
 }
 
 fn element_state(active: bool) -> ElementState {
@@ -758,6 +855,7 @@ mod tests {
                 Mode::Dsr,
                 None,
                 None,
+                &[],
             )
             .unwrap();
             c.add_vip(
@@ -766,6 +864,7 @@ mod tests {
                 Mode::Dsr,
                 None,
                 None,
+                &[],
             )
             .unwrap();
         });
@@ -808,6 +907,7 @@ mod tests {
                 Mode::Dsr,
                 None,
                 None,
+                &[],
             )
             .unwrap();
         });
@@ -845,6 +945,7 @@ mod tests {
                 Mode::Dsr,
                 None,
                 None,
+                &[],
             )
             .unwrap();
         });
@@ -881,6 +982,7 @@ mod tests {
                 Mode::Nat,
                 Some("198.18.0.9".parse().unwrap()),
                 Some(42),
+                &[],
             )
             .unwrap();
         });
@@ -899,8 +1001,14 @@ mod tests {
         assert_eq!(info.table, 2 * info.slot + 1);
         // A mode change rewrites the entry whole, with its table flipped.
         let writes = batch(&mut st, &mut dp, |c| {
-            c.change_vip(vip("198.18.0.1:8080/tcp"), None, Some(Mode::Dsr), None)
-                .unwrap()
+            c.change_vip(
+                vip("198.18.0.1:8080/tcp"),
+                None,
+                Some(Mode::Dsr),
+                None,
+                None,
+            )
+            .unwrap()
         });
         let Some(Write::Vip { info, .. }) = writes.iter().find(|w| matches!(w, Write::Vip { .. }))
         else {
@@ -922,6 +1030,7 @@ mod tests {
                 Mode::Dsr,
                 None,
                 None,
+                &[],
             )
             .unwrap();
             c.add_vip(
@@ -930,6 +1039,7 @@ mod tests {
                 Mode::Dsr,
                 None,
                 None,
+                &[],
             )
             .unwrap();
             for a in ["198.18.1.2", "198.18.1.3", "198.18.1.4"] {
@@ -971,6 +1081,7 @@ mod tests {
                 Mode::Dsr,
                 None,
                 None,
+                &[],
             )
             .unwrap();
         });
@@ -1081,6 +1192,11 @@ mod tests {
             "198.18.1.6",
         ];
         let pools = ["web", "api"];
+        let web = vip("198.18.0.1:80/tcp");
+        let prefixes: Vec<Prefix> = ["198.18.0.0/16", "203.0.113.0/24", "192.0.2.7"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
         let mut x: u32 = 0x2545_f491;
         let mut next = || {
             x ^= x << 13;
@@ -1095,6 +1211,7 @@ mod tests {
                 Mode::Dsr,
                 None,
                 None,
+                &[],
             )
             .unwrap();
             c.add_vip(
@@ -1103,6 +1220,7 @@ mod tests {
                 Mode::Dsr,
                 None,
                 None,
+                &[],
             )
             .unwrap();
         });
@@ -1113,7 +1231,7 @@ mod tests {
                 for op in ops.chunks(3) {
                     let p = pool(pools[(op[1] % 2) as usize]);
                     let a = el(addrs[(op[2] % 5) as usize]);
-                    match op[0] % 7 {
+                    match op[0] % 9 {
                         0 | 1 => {
                             let _ = c.upsert_element(
                                 &p,
@@ -1146,13 +1264,282 @@ mod tests {
                                 c.neighbour(&t, Some(h));
                             }
                         }
+                        6 => {
+                            let lists = [&prefixes[..0], &prefixes[..1], &prefixes[1..]];
+                            let list = lists[(op[1] % 3) as usize];
+                            let _ = c.change_vip(web, None, None, None, Some(list));
+                        }
+                        7 => {
+                            let _ = c.del_vip(web);
+                            let list = &prefixes[(op[1] % 3) as usize..];
+                            let _ = c.add_vip(web, &pool("web"), Mode::Dsr, None, None, list);
+                        }
                         _ => {
-                            let _ = c.change_vip(vip("198.18.0.2:80/udp"), Some(&p), None, None);
+                            let _ =
+                                c.change_vip(vip("198.18.0.2:80/udp"), Some(&p), None, None, None);
                         }
                     }
                 }
             });
         }
         assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    fn prefixes(list: &[&str]) -> Vec<Prefix> {
+        list.iter().map(|p| p.parse().unwrap()).collect()
+    }
+
+    /// The VIP entry writes of `writes`, with their positions.
+    fn vip_writes(writes: &[Write]) -> Vec<(usize, VipInfo)> {
+        writes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| match w {
+                Write::Vip { info, .. } => Some((i, *info)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn allow_list_prefixes_go_in_before_the_flag_and_come_out_after_it() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        let web = vip("198.18.0.1:80/tcp");
+        let list = prefixes(&["203.0.113.7", "198.18.0.0/16"]);
+        let writes = batch(&mut st, &mut dp, |c| {
+            add(c, "web", "198.18.1.2", 1);
+            c.add_vip(web, &pool("web"), Mode::Dsr, None, None, &list)
+                .unwrap();
+        });
+        let slot = st.vips[0].slot;
+        let [(flag, info)] = vip_writes(&writes)[..] else {
+            panic!("one VIP entry: {writes:?}");
+        };
+        assert_eq!(info.flags, VIP_F_ALLOW_LIST);
+        let inserted: Vec<usize> = writes
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| matches!(w, Write::AllowPrefix { slot: s, .. } if *s == slot))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(inserted.len(), 2);
+        assert!(inserted.iter().all(|&i| i < flag), "{writes:?}");
+        assert_eq!(
+            dp.allow(slot),
+            prefixes(&["198.18.0.0/16", "203.0.113.7"]),
+            "kept sorted"
+        );
+        assert_eq!(st.vips[0].allow, dp.allow(slot));
+
+        // A new list: its prefixes in before the entry that names it, the old ones out after.
+        let writes = batch(&mut st, &mut dp, |c| {
+            c.change_vip(web, None, None, None, Some(&prefixes(&["198.18.0.0/15"])))
+                .unwrap()
+        });
+        let [(entry, info)] = vip_writes(&writes)[..] else {
+            panic!("one VIP entry: {writes:?}");
+        };
+        assert_eq!(info.flags, VIP_F_ALLOW_LIST);
+        let insert = position(&writes, |w| matches!(w, Write::AllowPrefix { .. }));
+        let retain = position(&writes, |w| matches!(w, Write::RetainAllow { .. }));
+        assert!(insert < entry && entry < retain, "{writes:?}");
+        assert_eq!(dp.allow(slot), prefixes(&["198.18.0.0/15"]));
+
+        // A change of something else leaves the list alone.
+        let writes = batch(&mut st, &mut dp, |c| {
+            c.change_vip(web, Some(&pool("web")), None, None, None)
+                .unwrap()
+        });
+        assert!(
+            !writes
+                .iter()
+                .any(|w| matches!(w, Write::AllowPrefix { .. } | Write::RetainAllow { .. })),
+            "{writes:?}"
+        );
+        assert_eq!(vip_writes(&writes)[0].1.flags, VIP_F_ALLOW_LIST);
+
+        // No list: the flag is cleared first, then the prefixes go.
+        let writes = batch(&mut st, &mut dp, |c| {
+            c.change_vip(web, None, None, None, Some(&[])).unwrap()
+        });
+        let [(cleared, info)] = vip_writes(&writes)[..] else {
+            panic!("one VIP entry: {writes:?}");
+        };
+        assert_eq!(info.flags, 0);
+        let retain = position(
+            &writes,
+            |w| matches!(w, Write::RetainAllow { slot: s, keep } if *s == slot && keep.is_empty()),
+        );
+        assert!(cleared < retain, "{writes:?}");
+        assert!(dp.allow(slot).is_empty());
+        assert!(st.vips[0].allow.is_empty());
+
+        // A removed VIP's prefixes go after its entry.
+        batch(&mut st, &mut dp, |c| {
+            c.change_vip(web, None, None, None, Some(&list)).unwrap()
+        });
+        let writes = batch(&mut st, &mut dp, |c| c.del_vip(web).unwrap());
+        let removed = position(&writes, |w| matches!(w, Write::RemoveVip { .. }));
+        let retain = position(
+            &writes,
+            |w| matches!(w, Write::RetainAllow { slot: s, keep } if *s == slot && keep.is_empty()),
+        );
+        assert!(removed < retain, "{writes:?}");
+        assert!(dp.allow(slot).is_empty());
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn a_reused_vip_slot_never_sees_another_lists_prefixes() {
+        let opts = AttachOptions {
+            maglev_size: SIZE,
+            max_vips: 1,
+            ..AttachOptions::default()
+        };
+        let (mut st, mut dp) = (State::new("veth0", 1, 1, None, opts), Memory::new(SIZE));
+        let (a, b) = (vip("198.18.0.1:80/tcp"), vip("198.18.0.2:80/tcp"));
+        batch(&mut st, &mut dp, |c| {
+            add(c, "web", "198.18.1.2", 1);
+            c.add_vip(
+                a,
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+                &prefixes(&["10.0.0.0/8"]),
+            )
+            .unwrap();
+        });
+        let slot = st.vips[0].slot;
+        // Removed and its slot given to another VIP in one batch.
+        batch(&mut st, &mut dp, |c| {
+            c.del_vip(a).unwrap();
+            let s = c
+                .add_vip(
+                    b,
+                    &pool("web"),
+                    Mode::Dsr,
+                    None,
+                    None,
+                    &prefixes(&["192.0.2.0/24"]),
+                )
+                .unwrap();
+            assert_eq!(s, slot);
+        });
+        assert_eq!(dp.allow(slot), prefixes(&["192.0.2.0/24"]));
+        // A prefix an interrupted change left in the map (written, state not saved) is gone
+        // before a VIP without a list gets one.
+        batch(&mut st, &mut dp, |c| {
+            c.change_vip(b, None, None, None, Some(&[])).unwrap()
+        });
+        let stale = Write::AllowPrefix {
+            slot,
+            prefix: "10.0.0.0/8".parse().unwrap(),
+        };
+        crate::executor::Executor::execute(&mut dp, &stale).unwrap();
+        let writes = batch(&mut st, &mut dp, |c| {
+            c.change_vip(b, None, None, None, Some(&prefixes(&["192.0.2.0/24"])))
+                .unwrap()
+        });
+        let retain = position(&writes, |w| matches!(w, Write::RetainAllow { .. }));
+        let (flag, _) = vip_writes(&writes)[0];
+        assert!(retain < flag, "{writes:?}");
+        assert_eq!(dp.allow(slot), prefixes(&["192.0.2.0/24"]));
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn allow_lists_of_the_other_family_or_beyond_the_map_are_refused_before_any_write() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        let web = vip("198.18.0.1:80/tcp");
+        let mut refused = Vec::new();
+        let writes = batch(&mut st, &mut dp, |c| {
+            let mixed = prefixes(&["198.18.0.0/16", "fd00::/8"]);
+            refused.push(
+                c.add_vip(web, &pool("web"), Mode::Dsr, None, None, &mixed)
+                    .unwrap_err()
+                    .to_string(),
+            );
+            let v6 = vip("[fd00::1]:80/tcp");
+            refused.push(
+                c.add_vip(
+                    v6,
+                    &pool("web"),
+                    Mode::Dsr,
+                    None,
+                    None,
+                    &prefixes(&["10.0.0.0/8"]),
+                )
+                .unwrap_err()
+                .to_string(),
+            );
+            c.add_vip(web, &pool("web"), Mode::Dsr, None, None, &[])
+                .unwrap();
+            let many: Vec<Prefix> = (0..=rsplb_common::ALLOW_CAPACITY)
+                .map(|i| Prefix {
+                    addr: std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+                    len: 32,
+                })
+                .collect();
+            refused.push(
+                c.change_vip(web, None, None, None, Some(&many))
+                    .unwrap_err()
+                    .to_string(),
+            );
+        });
+        assert!(
+            refused[0].contains("is IPv4 and --allow fd00::/8 is IPv6"),
+            "{}",
+            refused[0]
+        );
+        assert!(
+            refused[1].contains("is IPv6 and --allow 10.0.0.0/8 is IPv4"),
+            "{}",
+            refused[1]
+        );
+        assert!(refused[2].contains("at most 16384"), "{}", refused[2]);
+        assert!(
+            !writes
+                .iter()
+                .any(|w| matches!(w, Write::AllowPrefix { .. } | Write::RetainAllow { .. })),
+            "{writes:?}"
+        );
+        assert_eq!(vip_writes(&writes)[0].1.flags, 0);
+    }
+
+    #[test]
+    fn the_model_dataplane_catches_an_allow_list_written_out_of_order() {
+        // The rules the core keeps, broken by hand: the model must see each.
+        let mut dp = Memory::new(SIZE);
+        let exec = |dp: &mut Memory, w: Write| crate::executor::Executor::execute(dp, &w).unwrap();
+        let key = vip("198.18.0.1:80/tcp").key();
+        let info = VipInfo {
+            slot: 0,
+            table: 1,
+            mode: rsplb_common::MODE_DSR,
+            flags: VIP_F_ALLOW_LIST,
+            timeout_s: 60,
+            ..VipInfo::default()
+        };
+        exec(
+            &mut dp,
+            Write::MaglevTable {
+                table: 1,
+                entries: vec![rsplb_common::NO_ELEMENT; SIZE as usize].into(),
+            },
+        );
+        exec(&mut dp, Write::Vip { key, info });
+        let prefix: Prefix = "10.0.0.0/8".parse().unwrap();
+        exec(&mut dp, Write::AllowPrefix { slot: 0, prefix });
+        exec(
+            &mut dp,
+            Write::RetainAllow {
+                slot: 0,
+                keep: Arc::from([]),
+            },
+        );
+        let v = dp.violations();
+        assert!(v[0].contains("before its prefixes are in"), "{v:?}");
+        assert!(v[1].contains("every prefix of slot 0 removed"), "{v:?}");
     }
 }

@@ -31,7 +31,8 @@ pub fn flow_key(client: SocketAddr, vip: &Vip) -> Result<FlowKey> {
         dport: vip.port.to_be(),
         proto: vip.proto.number(),
         family: family(vip.addr),
-        _pad: [0; 2],
+        state: 0,
+        _pad: 0,
     })
 }
 
@@ -102,7 +103,9 @@ pub fn explain(
     let timeout_s = st.options.vip_timeout_s(vip);
     let pinned = set.and_then(|set| {
         set.ways.iter().enumerate().find_map(|(way, e)| {
-            (e.value.check != 0 && e.key == *key).then(|| {
+            // The entry's state byte is not part of the key (the program ignores it).
+            let same = FlowKey { state: 0, ..e.key } == *key;
+            (e.value.check != 0 && same).then(|| {
                 let v = &e.value;
                 let holder = element_at(st, v.element).filter(|x| x.generation == v.generation);
                 let seen = if vip.mode == Mode::Nat {
@@ -285,6 +288,7 @@ mod tests {
             nat_timeout_s: 0,
             slot: 0,
             table: 1,
+            allow: vec![],
         };
         st.vips.push(vip.clone());
         (st, vip)

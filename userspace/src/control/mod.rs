@@ -5,6 +5,7 @@
 //! core's writes in order, and saves the state.
 
 pub mod addr;
+pub mod allow;
 pub mod core;
 pub mod flow;
 pub mod maglev;
@@ -21,6 +22,7 @@ use rsplb_common::{Counters, stat};
 
 use crate::{
     addr::{ElementAddr, Mode, PoolHandle, Vip},
+    allow::Prefix,
     control_core::{self, Core, Hop, NeighbourTarget, Upsert},
     executor::Executor,
     maps::{Maps, pin_dir},
@@ -160,22 +162,25 @@ impl Balancer {
         mode: Mode,
         snat: Option<std::net::IpAddr>,
         nat_timeout_s: Option<u32>,
+        allow: &[Prefix],
     ) -> Result<u32> {
         control_core::check_snat(&vip, mode, snat)?;
         if let Some(t) = nat_timeout_s {
             crate::loader::check_timeout("--nat-timeout", t)?;
         }
-        self.transact(|c| c.add_vip(vip, pool, mode, snat, nat_timeout_s))
+        self.transact(|c| c.add_vip(vip, pool, mode, snat, nat_timeout_s, allow))
     }
 
+    /// Changes what is given; `allow: Some(&[])` removes the VIP's allow list.
     pub fn change_vip(
         &mut self,
         vip: Vip,
         pool: Option<&PoolHandle>,
         mode: Option<Mode>,
         snat: Option<std::net::IpAddr>,
+        allow: Option<&[Prefix]>,
     ) -> Result<()> {
-        self.transact(|c| c.change_vip(vip, pool, mode, snat))
+        self.transact(|c| c.change_vip(vip, pool, mode, snat, allow))
     }
 
     pub fn del_vip(&mut self, vip: Vip) -> Result<()> {

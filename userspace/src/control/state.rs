@@ -151,6 +151,9 @@ pub struct VipState {
     pub slot: u32,
     /// Active Maglev table index (2 * slot or 2 * slot + 1).
     pub table: u32,
+    /// Source prefixes allowed to reach the VIP; empty: everyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<crate::allow::Prefix>,
 }
 
 impl VipState {
@@ -466,6 +469,7 @@ mod tests {
             nat_timeout_s: 30,
             slot: 0,
             table: 1,
+            allow: vec!["fd00::/8".parse().unwrap()],
         });
         let p = d.join("state.json");
         s.save(&p).unwrap();

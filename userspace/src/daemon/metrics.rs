@@ -174,6 +174,7 @@ fn global_family(name: &str) -> Option<(&'static str, &str)> {
         "nat_reply" => Some(("rsplb_nat_replies", "")),
         "flow_reselected" => Some(("rsplb_flows_reselected", "")),
         "flow_evicted" => Some(("rsplb_flows_evicted", "")),
+        "flow_table_full_syn" => Some(("rsplb_flow_table_full_syns", "")),
         _ => None,
     }
 }
@@ -207,6 +208,10 @@ fn register_dataplane(registry: &mut Registry, s: &Stats, snap: &Snapshot<'_>) {
         (
             "rsplb_flows_evicted",
             "Live flows pushed out of a full flow table set (rising: the table is too small)",
+        ),
+        (
+            "rsplb_flow_table_full_syns",
+            "SYNs that found their flow table set full of established flows, which a SYN never evicts (DSR: forwarded unpinned; NAT: dropped as flow_table_full)",
         ),
     ]
     .into_iter()
@@ -494,6 +499,7 @@ mod tests {
                     packets: 5,
                     bytes: 500,
                     new_flows: 1,
+                    refused: 7,
                 },
             }],
             elements: vec![ElementStats {
@@ -506,6 +512,7 @@ mod tests {
                     packets: 4,
                     bytes: 400,
                     new_flows: 1,
+                    refused: 0,
                 },
             }],
             global,

@@ -34,6 +34,8 @@ impl Executor for Maps {
             }
             Write::Vip { key, info } => self.set_vip(key, info),
             Write::RemoveVip { key } => self.remove_vip(key),
+            Write::AllowPrefix { slot, prefix } => self.insert_allow(*slot, prefix),
+            Write::RetainAllow { slot, keep } => self.retain_allow(*slot, keep),
             Write::TxPort { ifindex } => self.add_tx_port(*ifindex),
             Write::Config(c) => self.write_config(c),
         }
@@ -71,10 +73,12 @@ mod model {
     };
 
     use rsplb_common::{
-        Config, ELEM_ACTIVE, Element, MODE_DSR, MODE_NAT, NO_ELEMENT, VipInfo, VipKey,
+        Config, ELEM_ACTIVE, Element, MODE_DSR, MODE_NAT, NO_ELEMENT, VIP_F_ALLOW_LIST, VipInfo,
+        VipKey,
     };
 
     use super::*;
+    use crate::allow::Prefix;
 
     /// The dataplane in memory, as the XDP program would see it after each write. Every write
     /// is checked against the ordering rules; a broken rule is recorded (not a panic, so a
@@ -92,6 +96,10 @@ mod model {
         complete: BTreeSet<u32>,
         vips: HashMap<VipKey, VipInfo>,
         tx_ports: BTreeSet<u32>,
+        /// `RSPLB_ALLOW`: prefixes by VIP slot.
+        allow: BTreeMap<u32, BTreeSet<Prefix>>,
+        /// VIP slots whose VIP was removed while it had prefixes, not cleared since.
+        orphaned: BTreeSet<u32>,
         config: Option<Config>,
         writes: Vec<Write>,
         violations: Vec<String>,
@@ -108,6 +116,8 @@ mod model {
                 complete: BTreeSet::new(),
                 vips: HashMap::new(),
                 tx_ports: BTreeSet::new(),
+                allow: BTreeMap::new(),
+                orphaned: BTreeSet::new(),
                 config: None,
                 writes: Vec::new(),
                 violations: Vec::new(),
@@ -139,6 +149,12 @@ mod model {
             Some(m.table(info.table))
         }
 
+        /// The prefixes of VIP slot `slot` in `RSPLB_ALLOW` now.
+        pub fn allow(&self, slot: u32) -> Vec<Prefix> {
+            let m = self.model();
+            m.allow.get(&slot).into_iter().flatten().copied().collect()
+        }
+
         /// The tables some VIP reads now.
         pub fn active_tables(&self) -> impl Iterator<Item = Arc<[u32]>> {
             let m = self.model();
@@ -153,6 +169,17 @@ mod model {
                 .get(&t)
                 .cloned()
                 .unwrap_or_else(|| vec![NO_ELEMENT; self.size as usize].into())
+        }
+
+        /// Whether the VIP entry of slot `slot` has `VIP_F_ALLOW_LIST` set.
+        fn flagged(&self, slot: u32) -> bool {
+            self.vips
+                .values()
+                .any(|i| i.slot == slot && i.flags & VIP_F_ALLOW_LIST != 0)
+        }
+
+        fn prefixes(&self, slot: u32) -> usize {
+            self.allow.get(&slot).map_or(0, BTreeSet::len)
         }
 
         fn read_by_a_vip(&self, t: u32) -> bool {
@@ -233,6 +260,35 @@ mod model {
                     if info.mode == MODE_NAT && info.snat_addr == [0; 4] {
                         broken.push("NAT VIP entry without its SNAT address".into());
                     }
+                    if info.flags & VIP_F_ALLOW_LIST != 0 {
+                        if self.prefixes(info.slot) == 0 {
+                            broken.push(format!(
+                                "VIP of slot {} sets its allow flag before its prefixes are in",
+                                info.slot
+                            ));
+                        }
+                        if self.orphaned.contains(&info.slot) {
+                            broken.push(format!(
+                                "VIP of slot {} sets its allow flag over prefixes a removed VIP left",
+                                info.slot
+                            ));
+                        }
+                    }
+                }
+                Write::RetainAllow { slot, keep } => {
+                    let have = self.allow.get(slot).cloned().unwrap_or_default();
+                    let removes = have.iter().any(|p| !keep.contains(p));
+                    if removes && self.flagged(*slot) {
+                        if keep.is_empty() {
+                            broken.push(format!(
+                                "every prefix of slot {slot} removed while its VIP's allow flag is set"
+                            ));
+                        } else if let Some(p) = keep.iter().find(|p| !have.contains(p)) {
+                            broken.push(format!(
+                                "prefixes of slot {slot} removed while its VIP's allow flag is set, before {p} of the list that replaces them is in"
+                            ));
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -254,7 +310,20 @@ mod model {
                     self.vips.insert(*key, *info);
                 }
                 Write::RemoveVip { key } => {
-                    self.vips.remove(key);
+                    if let Some(info) = self.vips.remove(key)
+                        && self.prefixes(info.slot) != 0
+                    {
+                        self.orphaned.insert(info.slot);
+                    }
+                }
+                Write::AllowPrefix { slot, prefix } => {
+                    self.allow.entry(*slot).or_default().insert(*prefix);
+                }
+                Write::RetainAllow { slot, keep } => {
+                    if let Some(set) = self.allow.get_mut(slot) {
+                        set.retain(|p| keep.contains(p));
+                    }
+                    self.orphaned.remove(slot);
                 }
                 Write::TxPort { ifindex } => {
                     self.tx_ports.insert(*ifindex);

@@ -352,6 +352,7 @@ fn load_and_attach(iface: &str, ifindex: u32, opts: &AttachOptions) -> Result<u3
         .map_max_entries(maps::MAGLEV, maglev_entries)
         .map_max_entries(maps::FLOWS, rsplb_common::flow_sets(opts.flow_capacity))
         .map_max_entries(maps::NAT_REVERSE, opts.nat_capacity)
+        .map_max_entries(maps::NAT_EMBRYONIC, (opts.nat_capacity / 4).max(1))
         .load(crate::XDP_OBJECT)
         .context("loading the XDP object (maps and BTF)")?;
     let pdir = pin_dir(iface);

@@ -3,10 +3,18 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use aya::maps::{Array, DevMap, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{
+    Array, DevMap, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuValues,
+    lpm_trie::{Key, LpmTrie},
+};
 use rsplb_common::{
-    CONFIG_ABI_VERSION, Config, Counters, Element, MAGLEV_BLOCK, MaglevBlock, NatKey, NatValue,
-    VipDirect, VipInfo, VipKey, maglev_blocks, maps, stat,
+    AllowKey, CONFIG_ABI_VERSION, Config, Counters, Element, MAGLEV_BLOCK, MaglevBlock, NatKey,
+    NatValue, VipDirect, VipInfo, VipKey, maglev_blocks, maps, stat,
+};
+
+use crate::{
+    addr::{addr_words, words_addr},
+    allow::Prefix,
 };
 
 /// Root of the per-interface pin directories (on bpffs).
@@ -172,6 +180,20 @@ pub struct Maps {
     pub vip_filter: Option<Array<MapData, u64>>,
     /// VIPs by filter bit (`None` for pins of a program built before it existed).
     pub vip_direct: Option<Array<MapData, VipDirect>>,
+    /// Source allow lists: (VIP slot, prefix) -> 1 (see `AllowKey`).
+    pub allow: LpmTrie<MapData, AllowKey, u8>,
+}
+
+/// The `RSPLB_ALLOW` key of prefix `p` of VIP slot `slot`: the slot's 32 bits, then the
+/// prefix's (see `AllowKey`).
+pub fn allow_key(slot: u32, p: &Prefix) -> Key<AllowKey> {
+    Key::new(
+        AllowKey::SLOT_BITS + u32::from(p.len),
+        AllowKey {
+            vip_slot: slot.to_be(),
+            addr: addr_words(p.addr),
+        },
+    )
 }
 
 impl Maps {
@@ -237,7 +259,62 @@ impl Maps {
                 ),
                 Err(_) => None,
             },
+            allow: typed(maps::ALLOW)?
+                .try_into()
+                .context("RSPLB_ALLOW has an unexpected type")?,
         })
+    }
+
+    /// Allows prefix `p` for VIP slot `slot`.
+    pub fn insert_allow(&mut self, slot: u32, p: &Prefix) -> Result<()> {
+        self.allow
+            .insert(&allow_key(slot, p), 1, 0)
+            .with_context(|| {
+                format!(
+                    "writing {p} into RSPLB_ALLOW (full at {} prefixes?)",
+                    rsplb_common::ALLOW_CAPACITY
+                )
+            })
+    }
+
+    /// Removes every prefix of VIP slot `slot` that is not in `keep`, including any an
+    /// interrupted change left behind (the map is read, not the state).
+    pub fn retain_allow(&mut self, slot: u32, keep: &[Prefix]) -> Result<()> {
+        let keep: Vec<Key<AllowKey>> = keep.iter().map(|p| allow_key(slot, p)).collect();
+        let mut stale = Vec::new();
+        for k in self.allow.keys() {
+            let k = k.context("reading RSPLB_ALLOW")?;
+            let same = |c: &Key<AllowKey>| c.prefix_len() == k.prefix_len() && c.data() == k.data();
+            if k.data().vip_slot == slot.to_be() && !keep.iter().any(same) {
+                stale.push(k);
+            }
+        }
+        for k in stale {
+            match self.allow.remove(&k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("removing from RSPLB_ALLOW"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The prefixes of VIP slot `slot` (of a VIP of `family`, `FAMILY_V4` or `FAMILY_V6`),
+    /// sorted.
+    pub fn read_allow(&self, slot: u32, family: u8) -> Result<Vec<Prefix>> {
+        let mut out = Vec::new();
+        for k in self.allow.keys() {
+            let k = k.context("reading RSPLB_ALLOW")?;
+            if k.data().vip_slot != slot.to_be() {
+                continue;
+            }
+            let len = k.prefix_len().saturating_sub(AllowKey::SLOT_BITS);
+            out.push(Prefix {
+                addr: words_addr(k.data().addr, family),
+                len: u8::try_from(len).context("RSPLB_ALLOW holds a prefix longer than 128")?,
+            });
+        }
+        out.sort();
+        Ok(out)
     }
 
     pub fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<()> {
@@ -428,6 +505,7 @@ impl Maps {
             packets: a.packets.wrapping_add(c.packets),
             bytes: a.bytes.wrapping_add(c.bytes),
             new_flows: a.new_flows.wrapping_add(c.new_flows),
+            refused: a.refused.wrapping_add(c.refused),
         })
     }
 
@@ -516,7 +594,8 @@ mod tests {
         for (size, version, found) in [
             (20, CONFIG_ABI_VERSION, "a 20-byte RSPLB_CONFIG"),
             (28, CONFIG_ABI_VERSION, "a 28-byte RSPLB_CONFIG"),
-            (this, CONFIG_ABI_VERSION + 1, "map layout 2"),
+            (this, 1, "map layout 1"),
+            (this, CONFIG_ABI_VERSION + 1, "map layout 3"),
         ] {
             let e = check_abi(dir, size, || Ok(version))
                 .unwrap_err()

@@ -2,8 +2,9 @@
 //! `/run/rsplb/<iface>/state.json` is lost or damaged while the dataplane keeps forwarding.
 //!
 //! The maps are the truth of what the dataplane does, but they hold less than the state file:
-//! - VIPs (address, port, protocol, mode, SNAT address, idle timeout, slot, active table) and
-//!   elements (address, port, draining, slot, generation, next hop) are exact;
+//! - VIPs (address, port, protocol, mode, SNAT address, idle timeout, slot, active table,
+//!   source allow list from `RSPLB_ALLOW`) and elements (address, port, draining, slot,
+//!   generation, next hop) are exact;
 //! - pool names are not in the maps: VIPs whose active Maglev tables hold the same elements in
 //!   the same proportions become one pool, named `recovered-N`;
 //! - weights come back as the proportions of the Maglev table (1, 2, 3 and 2, 4, 6 give the
@@ -137,6 +138,11 @@ pub fn state_from_maps(
             nat_timeout_s: 0,
             slot: info.slot,
             table: info.table,
+            allow: if info.flags & rsplb_common::VIP_F_ALLOW_LIST != 0 {
+                maps.read_allow(info.slot, key.family)?
+            } else {
+                Vec::new()
+            },
         };
         // A NAT timeout other than the attach default was the VIP's own.
         if mode == Mode::Nat && options.vip_timeout_s(&v) != info.timeout_s {

@@ -9,12 +9,15 @@ use std::net::{IpAddr, SocketAddr};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
+    maps::{
+        Array, DevMapHash, HashMap, MapData, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use rsplb_common::{
-    Config, Counters, ELEM_ACTIVE, Element, FAMILY_V4, FAMILY_V6, FlowEntry, FlowKey, FlowSet,
-    FlowValue, MODE_DSR, NatKey, NatValue, PROGRAM_NAME, VipDirect, VipInfo, VipKey, maps,
+    AllowKey, Config, Counters, ELEM_ACTIVE, Element, FAMILY_V4, FAMILY_V6, FlowEntry, FlowKey,
+    FlowSet, FlowValue, MODE_DSR, NatKey, NatValue, PROGRAM_NAME, VipDirect, VipInfo, VipKey, maps,
 };
 
 pub const MAGLEV_SIZE: u32 = 13;
@@ -62,7 +65,8 @@ pub fn flow_key(src: &str, dst: &str, proto: u8) -> FlowKey {
         dport: d.port().to_be(),
         proto,
         family: family(s.ip()),
-        _pad: [0; 2],
+        state: 0,
+        _pad: 0,
     }
 }
 
@@ -83,6 +87,25 @@ pub fn element(slot: u32, addr: &str) -> Element {
 
 pub fn element_mac(slot: u32) -> [u8; 6] {
     [0x02, 0xee, 0, 0, 0, slot as u8]
+}
+
+/// The `RSPLB_ALLOW` key of `prefix` (`ADDR/LEN`) for VIP slot `slot`, built here by hand
+/// (not with the control plane's code) to pin the layout both sides must agree on.
+pub fn allow_key(slot: u32, prefix: &str) -> Key<AllowKey> {
+    let (a, len) = prefix.split_once('/').expect("ADDR/LEN");
+    let len: u32 = len.parse().unwrap();
+    Key::new(
+        32 + len,
+        AllowKey {
+            vip_slot: slot.to_be(),
+            addr: addr_words(a.parse().unwrap()),
+        },
+    )
+}
+
+/// Keys equal as the program compares them: `FlowKey::state` is the entry's, not the key's.
+pub fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    FlowKey { state: 0, ..*a } == FlowKey { state: 0, ..*b }
 }
 
 pub struct Lb {
@@ -184,6 +207,21 @@ impl Lb {
         }
     }
 
+    /// Allows `prefix` (`ADDR/LEN`) for VIP slot `slot` in `RSPLB_ALLOW` (the VIP needs
+    /// `VIP_F_ALLOW_LIST` for the program to read it).
+    pub fn allow(&mut self, slot: u32, prefix: &str) {
+        let mut m: LpmTrie<&mut MapData, AllowKey, u8> =
+            LpmTrie::try_from(self.map(maps::ALLOW)).unwrap();
+        m.insert(&allow_key(slot, prefix), 1, 0).unwrap();
+    }
+
+    /// Removes `prefix` of VIP slot `slot` from `RSPLB_ALLOW`.
+    pub fn disallow(&mut self, slot: u32, prefix: &str) {
+        let mut m: LpmTrie<&mut MapData, AllowKey, u8> =
+            LpmTrie::try_from(self.map(maps::ALLOW)).unwrap();
+        m.remove(&allow_key(slot, prefix)).unwrap();
+    }
+
     /// A DSR VIP in slot `slot` whose active table is `slot * 2`.
     pub fn dsr_vip(&mut self, addr: &str, proto: u8, slot: u32) -> VipKey {
         let key = vip_key(addr, proto);
@@ -269,6 +307,7 @@ impl Lb {
                 packets: a.packets + c.packets,
                 bytes: a.bytes + c.bytes,
                 new_flows: a.new_flows + c.new_flows,
+                refused: a.refused + c.refused,
             })
     }
 
@@ -286,7 +325,7 @@ impl Lb {
         let found = self
             .flows()
             .into_iter()
-            .filter(|e| e.key == *key)
+            .filter(|e| same_key(&e.key, key))
             .collect::<Vec<_>>();
         assert!(found.len() <= 1, "flow in {} ways: {found:?}", found.len());
         found.first().map(|e| e.value)
@@ -310,7 +349,7 @@ impl Lb {
             if let Some(way) = set
                 .ways
                 .iter_mut()
-                .find(|w| w.key == *key && w.value.check != 0)
+                .find(|w| same_key(&w.key, key) && w.value.check != 0)
             {
                 f(&mut way.value);
                 m.set(i, set, 0).unwrap();
@@ -320,9 +359,16 @@ impl Lb {
         panic!("flow {key:?} not in the table");
     }
 
+    /// Every NAT translation: of established flows (`RSPLB_NAT_REVERSE`), then of flows that
+    /// have sent only their SYN (`RSPLB_NAT_EMBRYONIC`).
     pub fn nat_entries(&mut self) -> Vec<(NatKey, NatValue)> {
-        let m: HashMap<&mut MapData, NatKey, NatValue> =
-            HashMap::try_from(self.map(maps::NAT_REVERSE)).unwrap();
+        let mut all = self.nat_table(maps::NAT_REVERSE);
+        all.extend(self.nat_table(maps::NAT_EMBRYONIC));
+        all
+    }
+
+    pub fn nat_table(&mut self, name: &str) -> Vec<(NatKey, NatValue)> {
+        let m: HashMap<&mut MapData, NatKey, NatValue> = HashMap::try_from(self.map(name)).unwrap();
         m.iter().map(|r| r.unwrap()).collect()
     }
 
