@@ -225,6 +225,9 @@ pub struct VipStats {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Packets refused by the VIP's source allow list.
+    #[serde(default)]
+    pub drop_source_not_allowed: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

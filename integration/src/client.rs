@@ -81,9 +81,42 @@ impl TcpConn {
         in_netns(ns, move || Self::open_here(vip))
     }
 
+    /// Opens a connection from address `local` (one of namespace `ns`'s) to `vip`.
+    pub fn open_from(ns: &str, local: IpAddr, vip: SocketAddr) -> Result<Self> {
+        in_netns(ns, move || Self::open_from_here(local, vip))
+    }
+
     fn open_here(vip: SocketAddr) -> Result<Self> {
         let stream = TcpStream::connect_timeout(&vip, IO_TIMEOUT)
             .with_context(|| format!("connecting to {vip}"))?;
+        Self::ready(stream)
+    }
+
+    fn open_from_here(local: IpAddr, vip: SocketAddr) -> Result<Self> {
+        // std has no bind-before-connect: tokio's socket does it, on a runtime of this thread.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let stream = rt
+            .block_on(async {
+                let sock = if local.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                sock.bind(SocketAddr::new(local, 0))?;
+                match tokio::time::timeout(IO_TIMEOUT, sock.connect(vip)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                }
+            })
+            .with_context(|| format!("connecting from {local} to {vip}"))?
+            .into_std()?;
+        stream.set_nonblocking(false)?;
+        Self::ready(stream)
+    }
+
+    fn ready(stream: TcpStream) -> Result<Self> {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
@@ -124,6 +157,26 @@ pub fn tcp_burst(ns: &str, vip: SocketAddr, count: u32) -> Result<Tally> {
                 continue;
             }
             let answer = TcpConn::open_here(vip).and_then(|mut c| c.ask()).ok();
+            give_up.record(answer.is_some());
+            tally.add(answer);
+        }
+        Ok(tally)
+    })
+}
+
+/// [`tcp_burst`] from address `local` of namespace `ns`.
+pub fn tcp_burst_from(ns: &str, local: IpAddr, vip: SocketAddr, count: u32) -> Result<Tally> {
+    in_netns(ns, move || {
+        let mut tally = Tally::default();
+        let mut give_up = GiveUp::new();
+        for _ in 0..count {
+            if give_up.now() {
+                tally.failed += 1;
+                continue;
+            }
+            let answer = TcpConn::open_from_here(local, vip)
+                .and_then(|mut c| c.ask())
+                .ok();
             give_up.record(answer.is_some());
             tally.add(answer);
         }

@@ -22,7 +22,7 @@ pub mod stats;
 pub mod xdp_tools;
 
 pub use cli::Rsplb;
-pub use client::{Tally, TcpConn, tcp_burst, udp_burst, udp_flows};
+pub use client::{Tally, TcpConn, tcp_burst, tcp_burst_from, udp_burst, udp_flows};
 pub use lab::{Lab, LabConfig, PeerNapi};
 pub use netns::{LabId, Netns, cleanup_leftovers, in_netns};
 
