@@ -12,7 +12,10 @@
 //! - `xdp_syn_driver_ns`: what the SYN driver (below) adds per run, subtracted from `xdp_syn_ns`;
 //! - `xdp_syn_cold_ns`, `xdp_harness_ns`: a SYN timed alone (below);
 //! - `xdp_syn_default_table_ns`: `xdp_syn_ns` with the flow table at its default size (1 Mi
-//!   flows, 64 MiB) instead of 64 Ki flows (4 MiB).
+//!   flows, 64 MiB) instead of 64 Ki flows (4 MiB);
+//! - `xdp_est_allow_ns`: `xdp_est_ns` once the VIP has a source allow list of
+//!   `ALLOW_PREFIXES` prefixes (`VIP_F_ALLOW_LIST`: one LPM trie lookup more per packet);
+//! - `xdp_refused_ns`: a packet of a source outside that list (dropped).
 //!
 //! The program rewrites its input in place, so a `repeat` batch sees its own output from the
 //! second run on. That is harmless for the established and pass packets (the DSR rewrite is
@@ -44,6 +47,7 @@ use rsplb_common::{
     VipInfo, VipKey, maps,
 };
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const ELEMENTS: u32 = 100;
@@ -326,6 +330,47 @@ fn xdp_est_ns(b: &mut XdpBench) -> Result<f64> {
     Ok(median(rounds))
 }
 
+/// Prefixes of the allow list of `xdp_est_allow_ns`: /24s of 10.0.0.0/8 and the client's /16.
+const ALLOW_PREFIXES: u32 = 256;
+
+/// `xdp_est_ns` and a refused packet once the VIP has an allow list (left on the VIP).
+fn xdp_allow_list_ns(b: &mut XdpBench) -> Result<(f64, f64)> {
+    use aya::maps::lpm_trie::{Key, LpmTrie};
+    let mut allow: LpmTrie<&mut MapData, rsplb_common::AllowKey, u8> =
+        LpmTrie::try_from(b.ebpf.map_mut(maps::ALLOW).context("allow map")?)?;
+    let mut prefix = |addr: [u8; 4], len: u32| {
+        let key = Key::new(
+            rsplb_common::AllowKey::SLOT_BITS + len,
+            rsplb_common::AllowKey {
+                vip_slot: 0u32.to_be(),
+                addr: words(addr),
+            },
+        );
+        allow.insert(&key, 1, 0)
+    };
+    prefix([CLIENT[0], CLIENT[1], 0, 0], 16)?;
+    for i in 0..ALLOW_PREFIXES - 1 {
+        prefix([10, (i >> 8) as u8, i as u8, 0], 24)?;
+    }
+    b.add_vip(
+        VIP,
+        VipInfo {
+            slot: 0,
+            table: 0,
+            mode: MODE_DSR,
+            flags: rsplb_common::VIP_F_ALLOW_LIST,
+            timeout_s: 300,
+            ..VipInfo::default()
+        },
+    )?;
+    let allowed = xdp_est_ns(b)?;
+    let frame = tcp_frame([203, 0, 113, 1], VIP, 1000, 80, 0x10);
+    let rounds = (0..ROUNDS)
+        .map(|_| b.batch(&frame, XDP_DROP))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((allowed, median(rounds)))
+}
+
 fn xdp_pass_ns(b: &mut XdpBench) -> Result<f64> {
     let frame = tcp_frame(CLIENT, [198, 18, 0, 99], 1000, 22, 0x10);
     let rounds = (0..ROUNDS)
@@ -574,6 +619,10 @@ fn xdp_figures() -> Result<()> {
     let (cold, harness) = xdp_syn_cold_ns(&mut b)?;
     println!("xdp_syn_cold_ns={cold:.0}");
     println!("xdp_harness_ns={harness:.0}");
+    let (allowed, refused) = xdp_allow_list_ns(&mut b)?;
+    println!("xdp_allow_prefixes={ALLOW_PREFIXES}");
+    println!("xdp_est_allow_ns={allowed:.0}");
+    println!("xdp_refused_ns={refused:.0}");
     // The same SYNs with the flow table at its default size: 64 MiB of sets, far beyond the
     // caches, so each new flow's set comes from memory.
     let big = XdpBench::new(rsplb_common::DEFAULT_FLOW_CAPACITY)?;
