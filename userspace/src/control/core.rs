@@ -252,11 +252,13 @@ impl Core {
         if let Some(list) = allow {
             v.allow = allow_list(&vip, list)?;
             check_allow_capacity(st, Some(i), &v.allow)?;
-            let flagged = !st.vips[i].allow.is_empty();
-            self.allow_vips.entry(v.vip.clone()).or_insert(flagged);
         }
         check_snat(&vip, v.mode, v.snat)?;
         check_pool_for_vip(st, &v.pool, &vip, v.mode)?;
+        if allow.is_some() {
+            let flagged = !st.vips[i].allow.is_empty();
+            self.allow_vips.entry(v.vip.clone()).or_insert(flagged);
+        }
         self.dirty_vips.insert(v.vip.clone());
         self.state.vips[i] = v;
         Ok(())
@@ -579,8 +581,7 @@ fn allow_list(vip: &Vip, list: &[Prefix]) -> Result<Vec<Prefix>> {
 }
 
 /// Refuses a list that would take `RSPLB_ALLOW` beyond its capacity, with the lists of every
-/// VIP but `except` (the one being changed, whose old and new prefixes both take room while
-/// it changes).
+/// VIP but `except` (the one being changed, whose old prefixes stay until its new ones are in).
 fn check_allow_capacity(st: &State, except: Option<usize>, list: &[Prefix]) -> Result<()> {
     let others: usize = st
         .vips
@@ -589,11 +590,17 @@ fn check_allow_capacity(st: &State, except: Option<usize>, list: &[Prefix]) -> R
         .filter(|(i, _)| Some(*i) != except)
         .map(|(_, v)| v.allow.len())
         .sum();
-    let during = except.map_or(0, |i| st.vips[i].allow.len());
+    let leaving = except.map_or(0, |i| {
+        st.vips[i]
+            .allow
+            .iter()
+            .filter(|p| !list.contains(p))
+            .count()
+    });
     let cap = rsplb_common::ALLOW_CAPACITY as usize;
-    if others + during + list.len() > cap {
+    if others + leaving + list.len() > cap {
         bail!(
-            "RSPLB_ALLOW holds {cap} prefixes for all VIPs together; {others} are other VIPs', so this list of {} does not fit",
+            "RSPLB_ALLOW holds {cap} prefixes for all VIPs together: {others} are other VIPs' and {leaving} of this VIP's current list stay until the new one is in, so a list of {} does not fit",
             list.len()
         );
     }
@@ -1541,5 +1548,55 @@ mod tests {
         let v = dp.violations();
         assert!(v[0].contains("before its prefixes are in"), "{v:?}");
         assert!(v[1].contains("every prefix of slot 0 removed"), "{v:?}");
+    }
+
+    #[test]
+    fn allow_lists_share_the_maps_capacity_counting_a_list_being_replaced() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        let (a, b) = (vip("198.18.0.1:80/tcp"), vip("198.18.0.2:80/tcp"));
+        let hosts = |from: u32, n: u32| -> Vec<Prefix> {
+            (from..from + n)
+                .map(|i| Prefix {
+                    addr: std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+                    len: 32,
+                })
+                .collect()
+        };
+        let cap = rsplb_common::ALLOW_CAPACITY;
+        let mut refused = Vec::new();
+        batch(&mut st, &mut dp, |c| {
+            c.add_vip(a, &pool("web"), Mode::Dsr, None, None, &hosts(0, cap - 100))
+                .unwrap();
+            refused.push(
+                c.add_vip(b, &pool("web"), Mode::Dsr, None, None, &hosts(cap, 101))
+                    .unwrap_err()
+                    .to_string(),
+            );
+            c.add_vip(b, &pool("web"), Mode::Dsr, None, None, &hosts(cap, 50))
+                .unwrap();
+        });
+        batch(&mut st, &mut dp, |c| {
+            // 60 new prefixes while 60 old ones still stand: 10 too many...
+            refused.push(
+                c.change_vip(a, None, None, None, Some(&hosts(60, cap - 100)))
+                    .unwrap_err()
+                    .to_string(),
+            );
+            // ... 50 fit.
+            c.change_vip(a, None, None, None, Some(&hosts(50, cap - 100)))
+                .unwrap();
+        });
+        assert!(
+            refused[0].contains("16284 are other VIPs' and 0 of this VIP's"),
+            "{}",
+            refused[0]
+        );
+        assert!(
+            refused[1].contains("50 are other VIPs' and 60 of this VIP's current list"),
+            "{}",
+            refused[1]
+        );
+        assert_eq!(dp.allow(st.vips[0].slot).len(), (cap - 100) as usize);
+        assert_eq!(dp.violations(), &[] as &[String]);
     }
 }
