@@ -659,12 +659,15 @@ pub mod stat {
     pub const DROP_SOURCE_NOT_ALLOWED: u32 = 22;
     /// A TCP SYN of a new flow found no way it may take in its flow table set: every way held
     /// an established flow, which a SYN never evicts (a spoofed-SYN flood must not break them).
-    /// DSR: the SYN is forwarded to Maglev's choice without being pinned (its next packets find
-    /// the same element while the pool is unchanged). NAT: dropped (a translation needs a flow
-    /// entry; the client retransmits its SYN). A count that keeps rising without a flood means
-    /// the flow table is too small.
+    /// Counted in both modes, apart from the action. DSR: the SYN is forwarded to Maglev's
+    /// choice without being pinned (its next packets find the same element while the pool is
+    /// unchanged). NAT: dropped, also as `DROP_FLOW_TABLE_FULL`. A count that keeps rising
+    /// without a flood means the flow table is too small.
     pub const FLOW_TABLE_FULL_SYN: u32 = 23;
-    pub const COUNT: u32 = 24;
+    /// NAT: a SYN with no flow table way (`FLOW_TABLE_FULL_SYN`): a translation needs a flow
+    /// entry, so it is dropped (the client retransmits its SYN).
+    pub const DROP_FLOW_TABLE_FULL: u32 = 24;
+    pub const COUNT: u32 = 25;
 
     /// Names for the command line and metrics, indexed like the constants.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -692,6 +695,7 @@ pub mod stat {
         "drop_family_mismatch",
         "drop_source_not_allowed",
         "flow_table_full_syn",
+        "drop_flow_table_full",
     ];
 }
 
@@ -971,6 +975,15 @@ mod tests {
             _pad: 0,
         };
         let (f, t) = (flow_hash(&key), table_hash(&key));
+        let embryonic = FlowKey {
+            state: FLOW_SYN_ONLY,
+            ..key
+        };
+        assert_eq!(
+            (flow_hash(&embryonic), table_hash(&embryonic)),
+            (f, t),
+            "an entry's state is not part of its flow's key"
+        );
         assert_eq!((f, t), (4_028_000_726, 745_072_191));
         assert_ne!(
             f,

@@ -83,7 +83,7 @@ mod program {
     const NO_ELEMENT: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_NO_ELEMENT);
     const FAMILY_MISMATCH: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_FAMILY_MISMATCH);
     const NOT_ALLOWED: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_SOURCE_NOT_ALLOWED);
-    const FLOW_TABLE_FULL: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::FLOW_TABLE_FULL_SYN);
+    const FLOW_TABLE_FULL: Verdict = Verdict::new(xdp_action::XDP_DROP, stat::DROP_FLOW_TABLE_FULL);
 
     #[xdp]
     pub fn rsplb_xdp(ctx: XdpContext) -> u32 {
@@ -344,6 +344,7 @@ mod program {
                 // The way first: a translation is claimed only for a flow that can keep it.
                 let way = flows::place(set, found.way, pkt.syn, now_t);
                 if way.is_null() && !set.is_null() {
+                    counters::global(stat::FLOW_TABLE_FULL_SYN);
                     return Err(FLOW_TABLE_FULL);
                 }
                 let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(NO_NEXTHOP)?;

@@ -1427,6 +1427,7 @@ fn a_syn_never_evicts_an_established_flow() {
         assert!(lb.flow(&key(n)).is_none(), "without being pinned");
     }
     assert_eq!(lb.global(stat::FLOW_TABLE_FULL_SYN), 50);
+    assert_eq!(lb.global(stat::DROP_FLOW_TABLE_FULL), 0, "DSR forwards it");
     assert_eq!(lb.global(stat::FLOW_EVICTED), 0);
     for n in 0..ways {
         let before = lb.flow(&key(n)).expect("established flow kept").element;
@@ -1479,6 +1480,11 @@ fn a_syn_flood_keeps_established_nat_flows_and_their_ports() {
         assert_eq!(action, XDP_DROP, "no way, no translation");
     }
     assert_eq!(lb.global(stat::FLOW_TABLE_FULL_SYN), 50);
+    assert_eq!(
+        lb.global(stat::DROP_FLOW_TABLE_FULL),
+        50,
+        "the drop's reason"
+    );
     assert_eq!(
         lb.nat_entries().len(),
         usize::from(ways),

@@ -69,6 +69,8 @@ pub fn status_json(i: &StatusInput<'_>) -> Value {
                 "packets": c.map(|c| c.packets),
                 "bytes": c.map(|c| c.bytes),
                 "new_flows": c.map(|c| c.new_flows),
+                "allow": v.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "drop_source_not_allowed": c.map(|c| c.refused),
             })
         })
         .collect();
@@ -218,6 +220,20 @@ pub fn status_text(i: &StatusInput<'_>) -> String {
             num(&x["packets"]),
             num(&x["new_flows"]),
         );
+        let allow: Vec<&str> = x["allow"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !allow.is_empty() {
+            let _ = writeln!(
+                s,
+                "  allow: {} ({} packets from other sources dropped)",
+                allow.join(", "),
+                num(&x["drop_source_not_allowed"])
+            );
+        }
     }
     let _ = writeln!(
         s,
@@ -332,6 +348,13 @@ mod tests {
         assert_eq!(v["elements"][0]["packets"], 9);
         assert_eq!(v["dropped_packets"], 4);
         assert!(status_text(&i).contains("daemon: none runs for veth0"));
+        assert_eq!(v["vips"][0]["allow"][0], "198.18.0.0/15");
+        assert_eq!(v["vips"][0]["drop_source_not_allowed"], 3);
+        let t = status_text(&i);
+        assert!(
+            t.contains("  allow: 198.18.0.0/15 (3 packets from other sources dropped)"),
+            "{t}"
+        );
 
         let d = DaemonStatus {
             pid: 42,

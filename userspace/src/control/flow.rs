@@ -48,6 +48,9 @@ pub struct PinnedEntry {
     pub timeout_s: u32,
     /// NAT: the balancer's source port toward the element.
     pub nat_port: Option<u16>,
+    /// Placed by a TCP SYN, no other packet of the flow seen yet (`FLOW_SYN_ONLY`): another
+    /// SYN may take its way; a NAT flow's translation waits in `RSPLB_NAT_EMBRYONIC`.
+    pub embryonic: bool,
     /// Whether the program follows this entry for the flow's next packet (not a SYN).
     pub valid: bool,
     /// Why it does not, when it does not.
@@ -140,6 +143,7 @@ pub fn explain(
                     idle_ms: idle_ns / 1_000_000,
                     timeout_s,
                     nat_port: (v.nat_port != 0).then(|| u16::from_be(v.nat_port)),
+                    embryonic: e.key.state == rsplb_common::FLOW_SYN_ONLY,
                     valid: invalid_because.is_none(),
                     invalid_because,
                 }
@@ -208,7 +212,7 @@ pub fn text(a: &FlowAnswer) -> String {
         Some(p) => {
             let _ = writeln!(
                 s,
-                "  flow table: set {} way {}: slot {} generation {} ({}), idle {} ms of {} s{}{}",
+                "  flow table: set {} way {}: slot {} generation {} ({}), idle {} ms of {} s{}{}{}",
                 a.flow_set,
                 p.way,
                 p.slot,
@@ -219,6 +223,11 @@ pub fn text(a: &FlowAnswer) -> String {
                 p.nat_port
                     .map(|n| format!(", NAT port {n}"))
                     .unwrap_or_default(),
+                if p.embryonic {
+                    ", embryonic (only its SYN seen)"
+                } else {
+                    ""
+                },
                 p.invalid_because
                     .as_deref()
                     .map(|w| format!("; not followed: {w}"))
@@ -327,6 +336,18 @@ mod tests {
         assert_eq!(a.pinned.as_ref().unwrap().way, 2);
         assert_eq!(a.new_connection.as_deref(), Some("198.18.1.12"));
         assert!(text(&a).contains("pinned in the flow table"));
+        assert!(!a.pinned.as_ref().unwrap().embryonic);
+        // Placed by a SYN and not confirmed yet: the same entry, shown as embryonic.
+        set.ways[2].key.state = rsplb_common::FLOW_SYN_ONLY;
+        let a = explain(&st, &vip, client, &key, Some(&set), &table, 100);
+        assert_eq!(a.decided_by, "flow_table");
+        assert!(a.pinned.as_ref().unwrap().embryonic);
+        assert!(
+            text(&a).contains("embryonic (only its SYN seen)"),
+            "{}",
+            text(&a)
+        );
+        set.ways[2].key.state = 0;
 
         // Idle past the timeout (300 s for DSR TCP): placed as new.
         let later = 90 + ((301u64 * 1_000_000_000) >> FLOW_TIME_SHIFT) as u32;

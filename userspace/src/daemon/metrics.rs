@@ -7,9 +7,9 @@
 //! - `rsplb_passed_packets_total{interface,reason}` and `rsplb_dropped_packets_total{...}`: why
 //!   a packet was passed to the stack or dropped (`not_vip`, `no_element`, ...): each sums to its
 //!   action.
-//! - `rsplb_nat_replies_total`, `rsplb_flows_reselected_total`, `rsplb_flows_evicted_total`:
-//!   events, counted apart from the actions.
-//! - `rsplb_vip_{packets,bytes,new_flows}_total{interface,vip,pool,mode}` and
+//! - `rsplb_nat_replies_total`, `rsplb_flows_reselected_total`, `rsplb_flows_evicted_total`,
+//!   `rsplb_flow_table_full_syns_total`: events, counted apart from the actions.
+//! - `rsplb_vip_{packets,bytes,new_flows,dropped_source_not_allowed}_total{interface,vip,pool,mode}` and
 //!   `rsplb_vip_table_info{...,table_digest}` (1): each VIP and its Maglev table's digest.
 //! - `rsplb_element_{packets,bytes,new_flows}_total{interface,pool,element}`,
 //!   `rsplb_element_weight`, `rsplb_element_state{...,state}` (1 for the element's state, 0 for
@@ -256,6 +256,10 @@ fn register_dataplane(registry: &mut Registry, s: &Stats, snap: &Snapshot<'_>) {
         ("rsplb_vip_packets", "Packets steered, per VIP"),
         ("rsplb_vip_bytes", "Bytes steered, per VIP"),
         ("rsplb_vip_new_flows", "New flows placed, per VIP"),
+        (
+            "rsplb_vip_dropped_source_not_allowed",
+            "Packets dropped because their source is in none of the VIP's allow list prefixes, per VIP",
+        ),
     ]
     .map(|(n, h)| counter_family::<VipLabels>(registry, n, h));
     let vip_table = gauge_family::<VipTable>(
@@ -273,6 +277,7 @@ fn register_dataplane(registry: &mut Registry, s: &Stats, snap: &Snapshot<'_>) {
         vip_fams[0].get_or_create(&l).inc_by(v.counters.packets);
         vip_fams[1].get_or_create(&l).inc_by(v.counters.bytes);
         vip_fams[2].get_or_create(&l).inc_by(v.counters.new_flows);
+        vip_fams[3].get_or_create(&l).inc_by(v.counters.refused);
         let digest = snap
             .digests
             .and_then(|d| d.get(&v.vip))
@@ -487,6 +492,8 @@ mod tests {
         global[stat::ACTION_PASS as usize] = 3;
         global[stat::PASS_NOT_VIP as usize] = 2;
         global[stat::PASS_NOT_IP as usize] = 1;
+        global[stat::ACTION_DROP as usize] = 7;
+        global[stat::DROP_SOURCE_NOT_ALLOWED as usize] = 7;
         Stats {
             interface: "veth0".into(),
             time_unix_ms: 1,
@@ -544,6 +551,9 @@ mod tests {
         ));
         assert!(t.contains("table_digest=\"00aa\"} 1"));
         assert!(t.contains(
+            "rsplb_vip_dropped_source_not_allowed_total{interface=\"veth0\",vip=\"198.18.0.100:80/tcp\",pool=\"web\",mode=\"dsr\"} 7"
+        ));
+        assert!(t.contains(
             "rsplb_element_bytes_total{interface=\"veth0\",pool=\"web\",element=\"198.18.1.2:80\"} 400"
         ));
         assert!(t.contains("state=\"draining\"} 0"));
@@ -555,7 +565,11 @@ mod tests {
                 .sum()
         };
         assert_eq!(sum("rsplb_passed_packets_total{"), 3);
-        assert_eq!(sum("rsplb_xdp_actions_total{"), 8);
+        assert_eq!(sum("rsplb_xdp_actions_total{"), 15);
+        assert_eq!(sum("rsplb_dropped_packets_total{"), 7);
+        assert!(t.contains(
+            "rsplb_dropped_packets_total{interface=\"veth0\",reason=\"source_not_allowed\"} 7"
+        ));
         assert!(t.ends_with("# EOF\n"));
     }
 
