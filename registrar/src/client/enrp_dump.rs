@@ -193,12 +193,9 @@ async fn dump_once_sctp(addr: SocketAddr, timeout: Duration) -> anyhow::Result<E
     probe.connect(addr).context("no route to the registrar")?;
     let local = probe.local_addr()?.ip();
     drop(probe);
-    let ep = crate::sctp::SctpEndpoint::bind(
-        SocketAddr::new(local, 0),
-        crate::sctp::PPID_ENRP,
-        65_535,
-    )
-    .with_context(|| format!("ENRP over SCTP from {local}"))?;
+    let ep =
+        crate::sctp::SctpEndpoint::bind(SocketAddr::new(local, 0), crate::sctp::PPID_ENRP, 65_535)
+            .with_context(|| format!("ENRP over SCTP from {local}"))?;
     let me = new_id();
     let info = ServerInformation {
         id: me,
@@ -230,11 +227,16 @@ async fn dump_once_sctp(addr: SocketAddr, timeout: Duration) -> anyhow::Result<E
             Ok(r) => r?,
             Err(_) if late.is_some() => break,
             Err(_) => {
-                bail!("ENRP over SCTP at {addr}: no complete answer within {timeout:?} ({})", c.progress())
+                bail!(
+                    "ENRP over SCTP at {addr}: no complete answer within {timeout:?} ({})",
+                    c.progress()
+                )
             }
         };
         match unit.incoming {
-            crate::sctp::Incoming::Message { ppid, bytes, .. } if ppid == crate::sctp::PPID_ENRP => {
+            crate::sctp::Incoming::Message { ppid, bytes, .. }
+                if ppid == crate::sctp::PPID_ENRP =>
+            {
                 if let Some(target) = c.take(&bytes, addr)? {
                     ep.send_assoc(&c.more(target)?, unit.assoc).await?;
                 }
@@ -321,7 +323,9 @@ impl Collector {
     }
 
     fn has_target_presence(&self) -> bool {
-        self.checksums.iter().any(|(r, _)| *r == self.result.registrar)
+        self.checksums
+            .iter()
+            .any(|(r, _)| *r == self.result.registrar)
     }
 
     fn progress(&self) -> String {
@@ -329,8 +333,16 @@ impl Collector {
             "{} pool(s), {} element(s) so far; list {}, table {}",
             self.result.pools.len(),
             self.elements,
-            if self.have_list { "received" } else { "missing" },
-            if self.have_table { "complete" } else { "incomplete" }
+            if self.have_list {
+                "received"
+            } else {
+                "missing"
+            },
+            if self.have_table {
+                "complete"
+            } else {
+                "incomplete"
+            }
         )
     }
 
