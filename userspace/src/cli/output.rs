@@ -55,6 +55,7 @@ pub fn elements_json(iface: &str, elements: &[ElementStateEntry]) -> Value {
             "mac": element_mac(e),
             "ifindex": e.nexthop.as_ref().map(|h| h.ifindex),
             "owner": e.owner.name(),
+            "health": e.health.name(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -368,6 +369,7 @@ mod tests {
             slot: 0,
             table: 1,
             allow: vec![],
+            owner: Owner::Manual,
         }];
         let digests: BTreeMap<String, String> = [(
             "198.18.0.100:80/tcp".to_string(),
@@ -391,13 +393,14 @@ mod tests {
             nexthop: None,
             owner: Owner::Manual,
             nexthop_pending: false,
+            health: Default::default(),
         };
         let v = elements_json("veth0", std::slice::from_ref(&e));
         assert_eq!(
             v,
             json!({"interface":"veth0","elements":[{"pool":"web","address":"198.18.1.2:80",
                 "weight":3,"state":"draining","slot":4,"mac":null,"ifindex":null,
-                "owner":"manual"}]})
+                "owner":"manual","health":"up"}]})
         );
         e.nexthop = Some(NextHop {
             ifindex: 7,

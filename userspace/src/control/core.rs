@@ -37,7 +37,10 @@ use crate::{
     addr::{ElementAddr, Mode, PoolHandle, Vip, addr_words, family},
     allow::{self, Prefix},
     maglev::{self, MaglevElement},
-    state::{ElementState, ElementStateEntry, NextHop, Owner, State, VipState},
+    state::{
+        ElementState, ElementStateEntry, Health, NextHop, NoneHealthy, OnFailure, Owner,
+        PoolPolicy, State, VipState,
+    },
 };
 
 /// One dataplane map write, in the order the executor must carry them out.
@@ -77,8 +80,22 @@ pub enum Upsert {
     MustExist,
     /// Adds, or updates the weight and puts a draining element back in service.
     Either,
-    /// Owned by the registrar: never touches an element added by hand.
+    /// Owned by the registrar: never touches an element another owner put there.
     Registrar { active: bool },
+    /// Declared by the configuration file: never touches an element another owner put there;
+    /// on one it owns it sets the weight only (a drain by hand lasts until it is undone).
+    Config,
+}
+
+/// What [`Core::declare_vip`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VipChange {
+    Added,
+    /// Its pool, mode, SNAT address or NAT timeout changed.
+    Changed,
+    /// It was added by hand with the same settings: the file owns it now.
+    Adopted,
+    Unchanged,
 }
 
 /// What is known of an element's next hop when the command comes in.
@@ -141,6 +158,33 @@ pub struct Core {
     retired: Vec<(u32, u32)>,
 }
 
+/// The element flags the dataplane should have for `e`: active (in the tables, also when a
+/// fail-static rule keeps a failed element there), draining, or 0 for an element its pool's
+/// `on_failure = remove` took out because its check failed.
+fn element_flags(st: &State, e: &ElementStateEntry) -> u8 {
+    match (e.state, e.health) {
+        (ElementState::Draining, _) => ELEM_ACTIVE | ELEM_DRAINING,
+        (ElementState::Active, Health::Down) if rescued(st, &e.pool) => ELEM_ACTIVE,
+        (ElementState::Active, Health::Down) => match st.pool_policy(&e.pool).on_failure {
+            OnFailure::Drain => ELEM_ACTIVE | ELEM_DRAINING,
+            OnFailure::Remove => 0,
+        },
+        (ElementState::Active, _) => ELEM_ACTIVE,
+    }
+}
+
+/// Does an element take new flows: in service, its next hop known, and not down?
+fn serving(e: &ElementStateEntry) -> bool {
+    e.state == ElementState::Active && !e.nexthop_pending && e.health != Health::Down
+}
+
+/// Is `pool` kept in the tables whatever its checks say (no element healthy, and its rule is
+/// fail-static)?
+fn rescued(st: &State, pool: &str) -> bool {
+    st.pool_policy(pool).when_none_healthy == NoneHealthy::FailStatic
+        && !st.pool_elements(pool).any(serving)
+}
+
 impl Core {
     pub fn new(state: State) -> Core {
         Core {
@@ -164,8 +208,35 @@ impl Core {
     pub fn finish(mut self) -> (State, Vec<Write>) {
         let mut publish: BTreeSet<usize> = BTreeSet::new();
         for (i, v) in self.state.vips.iter().enumerate() {
-            if self.dirty_pools.contains(&v.pool) || self.dirty_vips.contains(&v.vip) {
+            let backup = self
+                .state
+                .pools
+                .get(&v.pool)
+                .and_then(|p| p.backup.as_ref());
+            if self.dirty_pools.contains(&v.pool)
+                || backup.is_some_and(|b| self.dirty_pools.contains(b))
+                || self.dirty_vips.contains(&v.vip)
+            {
                 publish.insert(i);
+            }
+        }
+        // Failed elements of the changed pools: those the tables keep (drain, fail-static) are
+        // active before the flips; those `on_failure = remove` takes out are cleared after.
+        let mut cleared_after = Vec::new();
+        let down: Vec<usize> = (0..self.state.elements.len())
+            .filter(|&i| {
+                let e = &self.state.elements[i];
+                e.health == Health::Down && self.dirty_pools.contains(&e.pool)
+            })
+            .collect();
+        for i in down {
+            let e = &self.state.elements[i];
+            match element_flags(&self.state, e) {
+                0 => cleared_after.push(Write::Element {
+                    slot: e.slot,
+                    value: element_value(e, 0),
+                }),
+                _ => self.write_element(i),
             }
         }
         let mut tables: HashMap<String, Arc<[u32]>> = HashMap::new();
@@ -173,10 +244,11 @@ impl Core {
             let pool = self.state.vips[i].pool.clone();
             let table = tables
                 .entry(pool.clone())
-                .or_insert_with(|| pool_table(&self.state, &pool).into())
+                .or_insert_with(|| vip_table(&self.state, &pool).into())
                 .clone();
             self.publish_vip(i, table);
         }
+        self.writes.extend(cleared_after);
         for (slot, generation) in std::mem::take(&mut self.retired) {
             self.writes.push(Write::Element {
                 slot,
@@ -199,7 +271,67 @@ impl Core {
         nat_timeout_s: Option<u32>,
         allow: &[Prefix],
     ) -> Result<u32> {
+        self.add_vip_owned(vip, pool, mode, snat, nat_timeout_s, allow, Owner::Manual)
+    }
+
+    /// Makes `vip` exactly this, owned by the configuration file: adds it, changes it, or
+    /// takes over a VIP added by hand.
+    pub fn declare_vip(
+        &mut self,
+        vip: Vip,
+        pool: &PoolHandle,
+        mode: Mode,
+        snat: Option<IpAddr>,
+        nat_timeout_s: Option<u32>,
+        allow: &[Prefix],
+    ) -> Result<VipChange> {
+        let Some(i) = self.state.find_vip(&vip) else {
+            self.add_vip_owned(vip, pool, mode, snat, nat_timeout_s, allow, Owner::Config)?;
+            return Ok(VipChange::Added);
+        };
+        let old = self.state.vips[i].clone();
+        let snat = if mode == Mode::Nat { snat } else { None };
+        let allow = allow_list(&vip, allow)?;
+        let same = old.pool == pool.as_str()
+            && old.mode == mode
+            && (mode == Mode::Dsr || old.snat == snat)
+            && old.nat_timeout_s == nat_timeout_s.unwrap_or(0)
+            && old.allow == allow;
+        if same {
+            self.state.vips[i].owner = Owner::Config;
+            return Ok(if old.owner == Owner::Config {
+                VipChange::Unchanged
+            } else {
+                VipChange::Adopted
+            });
+        }
+        if let Some(t) = nat_timeout_s {
+            check_nat_timeout(t)?;
+        }
+        let new_allow = (old.allow != allow).then_some(allow.as_slice());
+        self.change_vip(vip, Some(pool), Some(mode), snat, new_allow)?;
+        let v = &mut self.state.vips[i];
+        v.snat = snat;
+        v.nat_timeout_s = nat_timeout_s.unwrap_or(0);
+        v.owner = Owner::Config;
+        Ok(VipChange::Changed)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_vip_owned(
+        &mut self,
+        vip: Vip,
+        pool: &PoolHandle,
+        mode: Mode,
+        snat: Option<IpAddr>,
+        nat_timeout_s: Option<u32>,
+        allow: &[Prefix],
+        owner: Owner,
+    ) -> Result<u32> {
         check_snat(&vip, mode, snat)?;
+        if let Some(t) = nat_timeout_s {
+            check_nat_timeout(t)?;
+        }
         let allow = allow_list(&vip, allow)?;
         let st = &mut self.state;
         if st.find_vip(&vip).is_some() {
@@ -219,6 +351,7 @@ impl Core {
             // The first publish flips to 2 * slot + 1.
             table: 2 * slot,
             allow,
+            owner,
         });
         self.dirty_vips.insert(vip.to_string());
         self.allow_vips.insert(vip.to_string(), false);
@@ -308,7 +441,10 @@ impl Core {
                 st.elements[i].element_addr()
             ),
             (None, Upsert::MustExist) => bail!("no element {addr} in pool {pool}"),
-            (Some(i), Upsert::Registrar { .. }) if st.elements[i].owner == Owner::Manual => {
+            (Some(i), Upsert::Registrar { .. }) if st.elements[i].owner != Owner::Registrar => {
+                return Ok(None);
+            }
+            (Some(i), Upsert::Config) if st.elements[i].owner != Owner::Config => {
                 return Ok(None);
             }
             (Some(i), _) => {
@@ -317,7 +453,7 @@ impl Core {
                 match how {
                     Upsert::Either => e.state = ElementState::Active,
                     Upsert::Registrar { active } => e.state = element_state(active),
-                    Upsert::MustBeNew | Upsert::MustExist => {}
+                    Upsert::MustBeNew | Upsert::MustExist | Upsert::Config => {}
                 }
                 (i, false)
             }
@@ -326,6 +462,7 @@ impl Core {
                 self.writes.push(Write::ResetElementCounters { slot });
                 let (state, owner) = match how {
                     Upsert::Registrar { active } => (element_state(active), Owner::Registrar),
+                    Upsert::Config => (ElementState::Active, Owner::Config),
                     _ => (ElementState::Active, Owner::Manual),
                 };
                 st.elements.push(ElementStateEntry {
@@ -339,6 +476,7 @@ impl Core {
                     nexthop: None,
                     owner,
                     nexthop_pending: false,
+                    health: Health::Up,
                 });
                 (st.elements.len() - 1, true)
             }
@@ -398,8 +536,19 @@ impl Core {
     /// Removes an element the registrar owns. `false`, and nothing changes, when it is absent
     /// or was added by hand.
     pub fn remove_registered_element(&mut self, pool: &PoolHandle, addr: ElementAddr) -> bool {
+        self.remove_owned_element(pool, addr, Owner::Registrar)
+    }
+
+    /// Removes an element `owner` owns. `false`, and nothing changes, when it is absent or
+    /// another owner's.
+    pub fn remove_owned_element(
+        &mut self,
+        pool: &PoolHandle,
+        addr: ElementAddr,
+        owner: Owner,
+    ) -> bool {
         match find_element(&self.state, pool, &addr) {
-            Some(i) if self.state.elements[i].owner == Owner::Registrar => {
+            Some(i) if self.state.elements[i].owner == owner => {
                 self.remove_at(i);
                 true
             }
@@ -445,6 +594,51 @@ impl Core {
         true
     }
 
+    /// A health result for `target` (matched like a neighbour result, by slot and generation):
+    /// the element leaves or re-enters its pool's tables, or takes a new slow-start weight.
+    /// Returns whether it changed.
+    pub fn set_health(&mut self, target: &NeighbourTarget, health: Health) -> bool {
+        let Some(i) = self.state.elements.iter().position(|e| {
+            e.pool == target.pool
+                && e.element_addr() == target.addr
+                && e.slot == target.slot
+                && e.generation == target.generation
+        }) else {
+            return false;
+        };
+        if self.state.elements[i].health == health {
+            return false;
+        }
+        let pool = self.state.elements[i].pool.clone();
+        // Every element of the pool may change flags (fail-static keeps all, or lets go).
+        self.dirty_pools.insert(pool);
+        self.state.elements[i].health = health;
+        if health != Health::Down {
+            // Active before a table names it.
+            self.write_element(i);
+        }
+        true
+    }
+
+    /// Sets (or, with `None`, removes) the health policy of `pool`. Refused when the new
+    /// backup pool has elements the pool's VIPs could not reach.
+    pub fn set_pool_policy(&mut self, pool: &str, policy: Option<PoolPolicy>) -> Result<bool> {
+        if self.state.pools.get(pool) == policy.as_ref() {
+            return Ok(false);
+        }
+        if let Some(b) = policy.as_ref().and_then(|p| p.backup.as_ref()) {
+            for v in self.state.vips.iter().filter(|v| v.pool == pool) {
+                check_pool_for_vip_only(&self.state, b, &v.parsed(), v.mode)?;
+            }
+        }
+        match policy {
+            Some(p) => self.state.pools.insert(pool.to_string(), p),
+            None => self.state.pools.remove(pool),
+        };
+        self.dirty_pools.insert(pool.to_string());
+        Ok(true)
+    }
+
     /// Every element whose next hop is still awaited.
     pub fn pending_neighbours(&self) -> Vec<NeighbourTarget> {
         self.state
@@ -472,8 +666,14 @@ impl Core {
         self.writes.push(Write::Config(self.state.options.config()));
     }
 
-    /// Writes element `i` (its egress port first).
+    /// Writes element `i` (its egress port first). An element to be cleared (a failed one that
+    /// its pool removes) is written by `finish`, after every table has let it go.
     fn write_element(&mut self, i: usize) {
+        let flags = element_flags(&self.state, &self.state.elements[i]);
+        if flags == 0 {
+            self.dirty_pools.insert(self.state.elements[i].pool.clone());
+            return;
+        }
         let st = &mut self.state;
         if let Some(h) = &st.elements[i].nexthop {
             let ifindex = h.ifindex;
@@ -485,7 +685,7 @@ impl Core {
         let e = &st.elements[i];
         self.writes.push(Write::Element {
             slot: e.slot,
-            value: element_value(e),
+            value: element_value(e, flags),
         });
     }
 
@@ -619,11 +819,31 @@ fn family_name(addr: IpAddr) -> &'static str {
     if addr.is_ipv4() { "IPv4" } else { "IPv6" }
 }
 
+/// The VIPs that may send flows to `pool`'s elements: those of the pool, and those of the pools
+/// whose backup it is.
+fn vips_of<'a>(st: &'a State, pool: &'a str) -> impl Iterator<Item = &'a VipState> + 'a {
+    st.vips.iter().filter(move |v| {
+        v.pool == pool
+            || st
+                .pools
+                .get(&v.pool)
+                .is_some_and(|p| p.backup.as_deref() == Some(pool))
+    })
+}
+
 /// The VIPs that serve `pool` in DSR mode.
 fn dsr_vips<'a>(st: &'a State, pool: &'a str) -> impl Iterator<Item = &'a VipState> + 'a {
-    st.vips
-        .iter()
-        .filter(move |v| v.pool == pool && v.mode == Mode::Dsr)
+    vips_of(st, pool).filter(|v| v.mode == Mode::Dsr)
+}
+
+fn check_nat_timeout(t: u32) -> Result<()> {
+    if t == 0 || t > rsplb_common::MAX_FLOW_TIMEOUT_S {
+        bail!(
+            "a NAT timeout must be 1..={} seconds, not {t}",
+            rsplb_common::MAX_FLOW_TIMEOUT_S
+        );
+    }
+    Ok(())
 }
 
 /// Refuses an element that a VIP of `pool` could not reach: one with a port other than a DSR
@@ -643,9 +863,9 @@ fn check_element_for_pool(st: &State, pool: &str, addr: &ElementAddr) -> Result<
             }
         );
     }
-    if let Some(v) = st.vips.iter().find(|v| {
-        v.pool == pool && v.mode == Mode::Nat && v.parsed().addr.is_ipv4() != addr.addr.is_ipv4()
-    }) {
+    if let Some(v) = vips_of(st, pool)
+        .find(|v| v.mode == Mode::Nat && v.parsed().addr.is_ipv4() != addr.addr.is_ipv4())
+    {
         bail!(
             "pool {pool} is served by the {} NAT VIP {}, and {addr} is {}: NAT does not translate between IPv4 and IPv6 (use an {} element, or a DSR VIP)",
             family_name(v.parsed().addr),
@@ -657,9 +877,17 @@ fn check_element_for_pool(st: &State, pool: &str, addr: &ElementAddr) -> Result<
     Ok(())
 }
 
-/// Refuses to serve `pool` by `vip` in `mode` when the pool's elements do not fit it (as
-/// [`check_element_for_pool`]), or when a DSR VIP would see one element twice.
+/// Refuses to serve `pool` by `vip` in `mode` when the pool's elements (or its backup pool's) do
+/// not fit it (as [`check_element_for_pool`]), or when a DSR VIP would see one element twice.
 fn check_pool_for_vip(st: &State, pool: &str, vip: &Vip, mode: Mode) -> Result<()> {
+    check_pool_for_vip_only(st, pool, vip, mode)?;
+    if let Some(b) = st.pools.get(pool).and_then(|p| p.backup.as_ref()) {
+        check_pool_for_vip_only(st, b, vip, mode)?;
+    }
+    Ok(())
+}
+
+fn check_pool_for_vip_only(st: &State, pool: &str, vip: &Vip, mode: Mode) -> Result<()> {
     let elements: Vec<&ElementStateEntry> = st.pool_elements(pool).collect();
     match mode {
         Mode::Dsr => {
@@ -742,7 +970,7 @@ pub fn check_snat(vip: &Vip, mode: Mode, snat: Option<IpAddr>) -> Result<()> {
     }
 }
 
-fn element_value(e: &ElementStateEntry) -> Element {
+fn element_value(e: &ElementStateEntry, flags: u8) -> Element {
     let hop = e.nexthop.clone().unwrap_or(NextHop {
         ifindex: 0,
         dst_mac: [0; 6],
@@ -753,10 +981,7 @@ fn element_value(e: &ElementStateEntry) -> Element {
         addr: addr_words(e.addr),
         port: e.port.unwrap_or(0).to_be(),
         family: family(e.addr),
-        flags: match e.state {
-            ElementState::Active => ELEM_ACTIVE,
-            ElementState::Draining => ELEM_ACTIVE | ELEM_DRAINING,
-        },
+        flags,
         generation: e.generation,
         ifindex: hop.ifindex,
         dst_mac: hop.dst_mac,
@@ -764,12 +989,47 @@ fn element_value(e: &ElementStateEntry) -> Element {
     }
 }
 
-/// The Maglev table of a pool: its active elements whose next hop is not awaited, by weight.
-fn pool_table(st: &State, pool: &str) -> Vec<u32> {
-    let keys: Vec<(String, u32, u32)> = st
-        .pool_elements(pool)
-        .filter(|e| e.state == ElementState::Active && !e.nexthop_pending)
-        .map(|e| (e.maglev_key(), e.weight as u32, e.slot))
+/// The elements a VIP of `pool` sends new flows to, with their weights:
+/// - the pool's serving elements (active, next hop known, not down; slow start lowers a
+///   weight);
+/// - fewer than the pool's `min_healthy`, and its backup pool has serving elements: those;
+/// - none serving at all: with `fail-static` the pool's active elements as if healthy, with
+///   `drop` none.
+pub fn vip_elements<'a>(st: &'a State, pool: &str) -> Vec<(&'a ElementStateEntry, u32)> {
+    let serving_of = |p: &str| -> Vec<(&'a ElementStateEntry, u32)> {
+        st.elements_of(p)
+            .filter(|e| serving(e))
+            .filter_map(|e| Some((e, e.health.effective_weight(e.weight)?)))
+            .collect()
+    };
+    let own = serving_of(pool);
+    let policy = st.pool_policy(pool);
+    if (own.len() as u64) < u64::from(policy.min_healthy)
+        && let Some(b) = &policy.backup
+    {
+        let backup = serving_of(b);
+        if !backup.is_empty() {
+            return backup;
+        }
+    }
+    if !own.is_empty() {
+        return own;
+    }
+    match policy.when_none_healthy {
+        NoneHealthy::Drop => Vec::new(),
+        NoneHealthy::FailStatic => st
+            .elements_of(pool)
+            .filter(|e| e.state == ElementState::Active && !e.nexthop_pending)
+            .map(|e| (e, u32::from(e.weight)))
+            .collect(),
+    }
+}
+
+/// The Maglev table of a VIP of `pool` ([`vip_elements`], by weight).
+fn vip_table(st: &State, pool: &str) -> Vec<u32> {
+    let keys: Vec<(String, u32, u32)> = vip_elements(st, pool)
+        .into_iter()
+        .map(|(e, w)| (e.maglev_key(), w, e.slot))
         .collect();
     let elems: Vec<MaglevElement<'_>> = keys
         .iter()
@@ -1597,6 +1857,204 @@ mod tests {
             refused[1]
         );
         assert_eq!(dp.allow(st.vips[0].slot).len(), (cap - 100) as usize);
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    fn target(st: &State, a: &str) -> NeighbourTarget {
+        let i = st.find_element(&pool("web"), &el(a)).unwrap();
+        NeighbourTarget::of(&st.elements[i])
+    }
+
+    fn health(st: &mut State, dp: &mut Memory, a: &str, h: Health) -> Vec<Write> {
+        let t = target(st, a);
+        batch(st, dp, |c| assert!(c.set_health(&t, h)))
+    }
+
+    fn slot(st: &State, p: &str, a: &str) -> u32 {
+        st.elements[st.find_element(&pool(p), &el(a)).unwrap()].slot
+    }
+
+    fn web_with_vip(policy: Option<PoolPolicy>) -> (State, Memory) {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        batch(&mut st, &mut dp, |c| {
+            add(c, "web", "198.18.1.2", 1);
+            add(c, "web", "198.18.1.3", 1);
+            if let Some(p) = policy {
+                c.set_pool_policy("web", Some(p)).unwrap();
+            }
+            c.add_vip(
+                vip("198.18.0.1:80/tcp"),
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+                &[],
+            )
+            .unwrap();
+        });
+        (st, dp)
+    }
+
+    fn table(st: &State, dp: &Memory) -> BTreeSet<u32> {
+        let _ = st;
+        dp.active_table(&vip("198.18.0.1:80/tcp").key())
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_element_is_drained_and_comes_back() {
+        let (mut st, mut dp) = web_with_vip(None);
+        let (a, b) = (
+            slot(&st, "web", "198.18.1.2"),
+            slot(&st, "web", "198.18.1.3"),
+        );
+        health(&mut st, &mut dp, "198.18.1.2", Health::Down);
+        assert_eq!(table(&st, &dp), [b].into());
+        // Drained: its pinned flows keep going.
+        assert_ne!(dp.element(a).unwrap().flags & ELEM_ACTIVE, 0);
+        let writes = health(&mut st, &mut dp, "198.18.1.2", Health::Up);
+        assert_eq!(table(&st, &dp), [a, b].into());
+        let value = position(
+            &writes,
+            |w| matches!(w, Write::Element { slot, .. } if *slot == a),
+        );
+        let flip = position(&writes, |w| matches!(w, Write::Vip { .. }));
+        assert!(value < flip);
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn a_removed_element_is_cleared_after_the_flip_and_set_before_it_comes_back() {
+        let policy = PoolPolicy {
+            on_failure: OnFailure::Remove,
+            ..PoolPolicy::default()
+        };
+        let (mut st, mut dp) = web_with_vip(Some(policy));
+        let (a, b) = (
+            slot(&st, "web", "198.18.1.2"),
+            slot(&st, "web", "198.18.1.3"),
+        );
+        let writes = health(&mut st, &mut dp, "198.18.1.2", Health::Down);
+        assert_eq!(table(&st, &dp), [b].into());
+        assert_eq!(
+            dp.element(a).unwrap().flags,
+            0,
+            "its flows are placed again"
+        );
+        let flip = position(&writes, |w| matches!(w, Write::Vip { .. }));
+        let cleared = position(
+            &writes,
+            |w| matches!(w, Write::Element { slot, value } if *slot == a && value.flags == 0),
+        );
+        assert!(flip < cleared);
+        // The slot stays the element's.
+        assert_eq!(st.element_slots.in_use(), 2);
+        health(&mut st, &mut dp, "198.18.1.2", Health::Up);
+        assert_eq!(table(&st, &dp), [a, b].into());
+        assert_eq!(dp.element(a).unwrap().flags, ELEM_ACTIVE);
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn none_healthy_is_fail_static_or_drop() {
+        for (rule, on_failure) in [
+            (NoneHealthy::FailStatic, OnFailure::Remove),
+            (NoneHealthy::FailStatic, OnFailure::Drain),
+            (NoneHealthy::Drop, OnFailure::Remove),
+        ] {
+            let policy = PoolPolicy {
+                when_none_healthy: rule,
+                on_failure,
+                ..PoolPolicy::default()
+            };
+            let (mut st, mut dp) = web_with_vip(Some(policy));
+            let (a, b) = (
+                slot(&st, "web", "198.18.1.2"),
+                slot(&st, "web", "198.18.1.3"),
+            );
+            health(&mut st, &mut dp, "198.18.1.2", Health::Down);
+            health(&mut st, &mut dp, "198.18.1.3", Health::Down);
+            match rule {
+                NoneHealthy::FailStatic => {
+                    assert_eq!(table(&st, &dp), [a, b].into(), "{on_failure:?}");
+                    assert_ne!(dp.element(a).unwrap().flags & ELEM_ACTIVE, 0);
+                }
+                NoneHealthy::Drop => assert_eq!(table(&st, &dp), [u32::MAX].into()),
+            }
+            // One comes back: only it.
+            health(&mut st, &mut dp, "198.18.1.3", Health::Up);
+            assert_eq!(table(&st, &dp), [b].into());
+            if on_failure == OnFailure::Remove {
+                assert_eq!(dp.element(a).unwrap().flags, 0);
+            }
+            assert_eq!(dp.violations(), &[] as &[String], "{rule:?} {on_failure:?}");
+        }
+    }
+
+    #[test]
+    fn below_min_healthy_the_vips_use_the_backup_pool() {
+        let policy = PoolPolicy {
+            min_healthy: 2,
+            backup: Some("sorry".into()),
+            ..PoolPolicy::default()
+        };
+        let (mut st, mut dp) = web_with_vip(None);
+        batch(&mut st, &mut dp, |c| {
+            add(c, "sorry", "198.18.1.9", 1);
+            c.set_pool_policy("web", Some(policy)).unwrap();
+        });
+        let (a, sorry) = (
+            slot(&st, "web", "198.18.1.2"),
+            slot(&st, "sorry", "198.18.1.9"),
+        );
+        let b = slot(&st, "web", "198.18.1.3");
+        assert_eq!(table(&st, &dp), [a, b].into());
+        health(&mut st, &mut dp, "198.18.1.2", Health::Down);
+        assert_eq!(table(&st, &dp), [sorry].into());
+        // A change in the backup pool reaches the VIP's table.
+        let writes = batch(&mut st, &mut dp, |c| add(c, "sorry", "198.18.1.8", 1));
+        assert!(writes.iter().any(|w| matches!(w, Write::Vip { .. })));
+        assert_eq!(table(&st, &dp).len(), 2);
+        health(&mut st, &mut dp, "198.18.1.2", Health::Up);
+        assert_eq!(table(&st, &dp), [a, b].into());
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn slow_start_lowers_the_weight_and_a_backup_must_fit_the_vips() {
+        let (mut st, mut dp) = web_with_vip(None);
+        batch(&mut st, &mut dp, |c| {
+            c.upsert_element(&pool("web"), el("198.18.1.3"), 100, Upsert::Either, hop(1))
+                .unwrap();
+        });
+        let b = slot(&st, "web", "198.18.1.3");
+        let share = |dp: &Memory| {
+            let t = dp.active_table(&vip("198.18.0.1:80/tcp").key()).unwrap();
+            t.iter().filter(|&&s| s == b).count() as f64 / t.len() as f64
+        };
+        assert!(share(&dp) > 0.9);
+        health(&mut st, &mut dp, "198.18.1.3", Health::SlowStart(1));
+        assert!(share(&dp) < 0.6, "{}", share(&dp));
+        health(&mut st, &mut dp, "198.18.1.3", Health::Up);
+        assert!(share(&dp) > 0.9);
+        // A DSR VIP cannot use a backup pool whose element has another port.
+        let refused = batch(&mut st, &mut dp, |c| {
+            add(c, "other", "198.18.1.7:8080", 1);
+            let e = c
+                .set_pool_policy(
+                    "web",
+                    Some(PoolPolicy {
+                        backup: Some("other".into()),
+                        ..PoolPolicy::default()
+                    }),
+                )
+                .unwrap_err();
+            assert!(e.to_string().contains("DSR"), "{e}");
+        });
+        assert!(!refused.is_empty());
         assert_eq!(dp.violations(), &[] as &[String]);
     }
 }

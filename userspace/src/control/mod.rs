@@ -115,6 +115,13 @@ impl Balancer {
         Ok(r)
     }
 
+    /// One change of its own: `f` feeds the control-plane core any commands (the configuration
+    /// file's, health results), and its writes are carried out in order, or nothing at all
+    /// when `f` fails.
+    pub fn change<R>(&mut self, f: impl FnOnce(&mut Core) -> Result<R>) -> Result<R> {
+        self.transact(f)
+    }
+
     /// A consistent copy of the state.
     pub fn state(&self) -> Result<State> {
         let _lock = StateLock::acquire(&self.state_dir)?;

@@ -154,6 +154,9 @@ pub struct VipState {
     /// Source prefixes allowed to reach the VIP; empty: everyone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<crate::allow::Prefix>,
+    /// Who declared it: `vip add` (manual) or the configuration file (see [`Owner`]).
+    #[serde(default)]
+    pub owner: Owner,
 }
 
 impl VipState {
@@ -174,16 +177,21 @@ pub enum ElementState {
     Draining,
 }
 
-/// Who put an element into the control plane. The registrar reconciler only ever changes or
-/// removes the elements it owns; elements added by hand stay until removed by hand.
+/// Who put an element (or a VIP) into the control plane. The registrar reconciler and the
+/// configuration file each change or remove only what they own, and leave an element that
+/// another owner put there first as it is; elements added by hand stay until removed by hand.
+/// The command line may change any of them (a change to a registrar's or the file's element
+/// lasts until that owner applies its own view again: the next pass, or the next reload).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Owner {
-    /// `rsplb element add` (and state files written before owners existed).
+    /// `rsplb element add` / `vip add` (and state files written before owners existed).
     #[default]
     Manual,
     /// The registrar embedded in `rsplb run --registrar`.
     Registrar,
+    /// The configuration file of `rsplb run --config` (applied again on every reload).
+    Config,
 }
 
 impl Owner {
@@ -191,6 +199,92 @@ impl Owner {
         match self {
             Owner::Manual => "manual",
             Owner::Registrar => "registrar",
+            Owner::Config => "config",
+        }
+    }
+}
+
+/// An element's health as the daemon's balancer-side checks see it, apart from its
+/// administrative state (`Active`/`Draining`, which the command line, the registrar and the
+/// configuration set): an element takes new flows only when it is active and not down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Up, or not checked.
+    #[default]
+    Up,
+    /// Failed its check `fall` times in a row: out of the Maglev tables (drained or removed as
+    /// its pool's `on_failure` says).
+    Down,
+    /// Back up and ramping: this percentage (1..=99) of its weight (slow start).
+    SlowStart(u8),
+}
+
+impl Health {
+    pub fn is_up(&self) -> bool {
+        *self == Health::Up
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Health::Up => "up".into(),
+            Health::Down => "down".into(),
+            Health::SlowStart(p) => format!("slow-start {p}%"),
+        }
+    }
+
+    /// The weight an element of weight `w` takes new flows with, or `None` when down.
+    pub fn effective_weight(self, w: u16) -> Option<u32> {
+        match self {
+            Health::Up => Some(u32::from(w)),
+            Health::Down => None,
+            Health::SlowStart(p) => Some((u32::from(w) * u32::from(p.min(100)) / 100).max(1)),
+        }
+    }
+}
+
+/// What a failed element becomes (a pool's `on_failure`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// No new flows; its established flows stay (keepalived's `inhibit_on_failure`).
+    #[default]
+    Drain,
+    /// No flows at all: its established flows are placed again on the others.
+    Remove,
+}
+
+/// What a pool's VIPs do when none of its elements (nor its backup pool's) is healthy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoneHealthy {
+    /// Keep forwarding to the pool's elements as if they were healthy: a check that fails
+    /// everywhere at once more often means the checks are broken than every server.
+    #[default]
+    FailStatic,
+    /// Empty the table: new flows are dropped.
+    Drop,
+}
+
+/// A pool's health policy (from the configuration file; pools without one have the
+/// defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PoolPolicy {
+    /// Fewer healthy elements than this: the pool's VIPs use `backup`'s elements instead.
+    pub min_healthy: u32,
+    pub backup: Option<String>,
+    pub on_failure: OnFailure,
+    pub when_none_healthy: NoneHealthy,
+}
+
+impl Default for PoolPolicy {
+    fn default() -> Self {
+        PoolPolicy {
+            min_healthy: 1,
+            backup: None,
+            on_failure: OnFailure::Drain,
+            when_none_healthy: NoneHealthy::FailStatic,
         }
     }
 }
@@ -226,6 +320,9 @@ pub struct ElementStateEntry {
     /// until the neighbour result comes (see `control_core::Hop::Pending`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub nexthop_pending: bool,
+    /// What the daemon's balancer-side check says (always up without one).
+    #[serde(default, skip_serializing_if = "Health::is_up")]
+    pub health: Health,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -310,6 +407,9 @@ pub struct State {
     pub element_slots: SlotAllocator,
     /// Egress interfaces (other than the attached one) written into RSPLB_TX_PORTS.
     pub tx_ports: Vec<u32>,
+    /// Health policies of the pools the configuration file declares.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: BTreeMap<String, PoolPolicy>,
 }
 
 impl State {
@@ -332,6 +432,7 @@ impl State {
             vips: Vec::new(),
             elements: Vec::new(),
             tx_ports: Vec::new(),
+            pools: BTreeMap::new(),
         }
     }
 
@@ -343,6 +444,20 @@ impl State {
         self.elements
             .iter()
             .position(|e| e.pool == pool.as_str() && e.element_addr() == *addr)
+    }
+
+    /// The health policy of `pool` (the defaults when it has none).
+    pub fn pool_policy(&self, pool: &str) -> PoolPolicy {
+        self.pools.get(pool).cloned().unwrap_or_default()
+    }
+
+    /// The elements of `pool` (which need not outlive the iterator).
+    pub fn elements_of<'a>(
+        &'a self,
+        pool: &str,
+    ) -> impl Iterator<Item = &'a ElementStateEntry> + use<'a> {
+        let pool = pool.to_string();
+        self.elements.iter().filter(move |e| e.pool == pool)
     }
 
     pub fn pool_elements<'a>(
@@ -460,6 +575,7 @@ mod tests {
             }),
             owner: Owner::Registrar,
             nexthop_pending: true,
+            health: Health::SlowStart(40),
         });
         s.vips.push(VipState {
             vip: "[fd00::1]:53/udp".into(),
@@ -470,6 +586,7 @@ mod tests {
             slot: 0,
             table: 1,
             allow: vec!["fd00::/8".parse().unwrap()],
+            owner: Owner::Config,
         });
         let p = d.join("state.json");
         s.save(&p).unwrap();

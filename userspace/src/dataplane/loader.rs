@@ -321,6 +321,7 @@ pub fn attach(
         {
             state.vips = prev.vips;
             state.elements = prev.elements;
+            state.pools = prev.pools;
             state.vip_slots = prev.vip_slots;
             state.vip_slots.max = opts.max_vips;
             state.element_slots = prev.element_slots;

@@ -143,6 +143,7 @@ pub fn state_from_maps(
             } else {
                 Vec::new()
             },
+            owner: Owner::Manual,
         };
         // A NAT timeout other than the attach default was the VIP's own.
         if mode == Mode::Nat && options.vip_timeout_s(&v) != info.timeout_s {
@@ -199,6 +200,7 @@ pub fn state_from_maps(
             }),
             owner: Owner::Manual,
             nexthop_pending: false,
+            health: Default::default(),
         });
         if e.ifindex != 0 && e.ifindex != ifindex && !state.tx_ports.contains(&e.ifindex) {
             state.tx_ports.push(e.ifindex);
