@@ -21,6 +21,7 @@ pub mod cli {
     pub mod output;
     pub mod status;
 }
+pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane {
