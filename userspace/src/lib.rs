@@ -24,6 +24,7 @@ pub mod cli {
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod health;
 pub mod dataplane {
     pub mod executor;
     pub mod flows;
