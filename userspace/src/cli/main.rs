@@ -12,7 +12,8 @@ use rsplb::{
     addr::{ElementAddr, Mode, PoolHandle, Vip, parse_port_range, parse_weight},
     allow::Prefix,
     control::Balancer,
-    daemon, loader, output,
+    daemon::{self, configured},
+    loader, output,
     state::{AttachOptions, ElementState},
 };
 use rsplb_registrar::config::RegistrarConfig;
@@ -110,7 +111,19 @@ enum Cmd {
         Examples:\n  rsplb run\n  rsplb -i eth1 run --metrics 127.0.0.1:9464\n  \
         rsplb -i eth1 run --registrar\n  \
         rsplb -i eth1 run --registrar 198.18.0.1:3863 --registrar-config /etc/rsplb/registrar.toml\n  \
-        rsplb -i eth1 run --registrar 198.18.0.1:3863 --enrp 198.18.0.1:9901 --peer 198.18.0.2:9901"
+        rsplb -i eth1 run --registrar 198.18.0.1:3863 --enrp 198.18.0.1:9901 --peer 198.18.0.2:9901\n  \
+        rsplb run --config /etc/rsplb/rsplb.toml\n\n\
+        With --config FILE the file declares everything (interface, VIPs, pools and their \
+        health checks, the registrar, metrics; see deploy/rsplb.toml): the daemon validates it \
+        whole, checks that it applies, attaches the interface if needed, applies it, and only \
+        then serves; a file with any error stops it before it changes anything. SIGHUP (or \
+        `rsplb reload`) applies the difference of the file as it is then.\n\n\
+        Owners: VIPs and elements declared in the file belong to it: a reload changes or \
+        removes them. An element that is already there with another owner (added by hand with \
+        `element add`, or registered at the registrar) is left as it is; the registrar's \
+        elements follow the registrar, hand-added ones stay until `element del`. A VIP added by \
+        hand that the file declares is taken over by the file. The command line can still \
+        change any element: a change to a file's element lasts until the file changes it."
     )]
     Run {
         /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
@@ -134,6 +147,34 @@ enum Cmd {
         /// A peer registrar of the scope (its ENRP endpoint; repeatable).
         #[arg(long = "peer", value_name = "ADDR:PORT", requires = "enrp")]
         peers: Vec<SocketAddr>,
+        /// Everything from this TOML file (see deploy/rsplb.toml); the other options of `run`
+        /// are then in the file.
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with_all = ["metrics", "registrar", "registrar_config", "enrp", "peers", "interval"]
+        )]
+        config: Option<PathBuf>,
+    },
+    /// Configuration files of `rsplb run --config`.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Have the daemon re-read its configuration file and apply the difference.
+    #[command(
+        after_long_help = "Signals the daemon serving the interface (SIGHUP, to the pid in \
+        /run/rsplb/IFACE/daemon.pid) and waits for its outcome: what it added, changed and \
+        removed, or, for a file with any error, why it changed nothing (exit status 1). VIPs \
+        and elements the file did not change are not touched: their flows go on. \
+        `systemctl reload rsplb` does the same.\n\n\
+        Examples:\n  rsplb reload\n  rsplb -i eth1 reload --json"
+    )]
+    Reload {
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for the daemon's outcome.
+        #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+        wait: f64,
     },
     /// One interface at a glance: VIPs, elements, counters and the daemon serving it.
     #[command(
@@ -157,6 +198,28 @@ enum Cmd {
     /// List the interfaces rsplb is attached to.
     ListInterfaces {
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a configuration file without touching anything (no root needed).
+    #[command(
+        after_long_help = "Reads the file and checks everything `rsplb run --config` \
+        would: syntax, unknown keys (a misspelt key is an error), every value, and what they \
+        mean together (a VIP naming an undeclared pool, a NAT VIP without `snat`, an element of \
+        the other address family, a DSR element with another port, duplicates, a check with no \
+        port to go to, the registrar's own options). Every problem is printed as \
+        FILE:LINE:COLUMN: PROBLEM; the exit status is 1 if there is any, else a summary is \
+        printed.\n\n\
+        Examples:\n  rsplb config check /etc/rsplb/rsplb.toml\n  \
+        rsplb config check deploy/rsplb.toml --json"
+    )]
+    Check {
+        file: PathBuf,
+        /// Print the summary (or the problems) as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -370,7 +433,7 @@ fn main() -> ExitCode {
     // The sidecar and the daemon are long-running services whose state transitions (registered,
     // deregistered, next hop resolved) are what an operator watches: info by default there.
     let default_level = match &cli.cmd {
-        Cmd::Rserpool(_) | Cmd::Run { .. } => "info",
+        Cmd::Rserpool(_) | Cmd::Run { .. } | Cmd::Reload { .. } => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -615,6 +678,26 @@ fn run(cli: Cli) -> Result<()> {
                 prev = cur;
             }
         }
+        Cmd::Config(ConfigCmd::Check { file, json }) => config_check(&file, json),
+        Cmd::Reload { json, wait } => {
+            let iface = pick_iface(cli.iface)?;
+            if !(wait.is_finite() && wait > 0.0) {
+                bail!("--wait needs a positive number of seconds");
+            }
+            let s = configured::request_reload(&iface, Duration::from_secs_f64(wait))?;
+            if json {
+                print_json(&serde_json::to_value(&s)?);
+            } else {
+                eprintln!("rsplb: {}", s.message);
+            }
+            if !s.applied {
+                bail!("the daemon kept its configuration");
+            }
+            Ok(())
+        }
+        Cmd::Run {
+            config: Some(path), ..
+        } => run_with_config(&path, cli.iface, cli.netns),
         Cmd::Run {
             metrics,
             interval,
@@ -622,6 +705,7 @@ fn run(cli: Cli) -> Result<()> {
             registrar_config,
             enrp,
             peers,
+            config: None,
         } => {
             let iface = pick_iface(cli.iface)?;
             if !(interval.is_finite() && interval > 0.0) {
@@ -634,10 +718,96 @@ fn run(cli: Cli) -> Result<()> {
                     metrics,
                     interval: Duration::from_secs_f64(interval),
                     registrar,
+                    config: None,
                 },
             )
         }
     }
+}
+
+/// `rsplb config check FILE`.
+fn config_check(file: &std::path::Path, json: bool) -> Result<()> {
+    match rsplb::config::load(file) {
+        Ok(cfg) => {
+            if json {
+                let mut v = rsplb::config::summary(&cfg);
+                v["valid"] = true.into();
+                v["file"] = file.display().to_string().into();
+                print_json(&v);
+            } else {
+                print!(
+                    "{}",
+                    rsplb::config::summary_text(&file.display().to_string(), &cfg)
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if json {
+                let problems: Vec<serde_json::Value> = match e.problems() {
+                    [] => vec![serde_json::json!({
+                        "file": file.display().to_string(), "line": null, "column": null,
+                        "message": e.to_string(),
+                    })],
+                    p => p
+                        .iter()
+                        .map(|l| {
+                            serde_json::json!({
+                                "file": l.file, "line": l.line, "column": l.column,
+                                "message": l.message,
+                            })
+                        })
+                        .collect(),
+                };
+                print_json(&serde_json::json!({ "valid": false, "errors": problems }));
+                bail!("{} is not valid", file.display());
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// `rsplb run --config FILE`: validate the whole file, check that it applies, attach, run.
+fn run_with_config(
+    path: &std::path::Path,
+    iface: Option<String>,
+    netns: Option<String>,
+) -> Result<()> {
+    let source = configured::load(path)?;
+    let cfg = &source.file;
+    let name = cfg.interface.name.clone();
+    if let Some(i) = iface
+        && i != name
+    {
+        bail!(
+            "-i {i} and the file's interface {name} differ ({})",
+            path.display()
+        );
+    }
+    configured::preflight(&name, cfg)?;
+    let opts = cfg
+        .interface
+        .attach_options()
+        .map_err(|e| anyhow::anyhow!("{}: interface: {e}", path.display()))?;
+    match loader::attach(&name, &opts, false, netns, loader::StateRecovery::Refuse)? {
+        loader::AttachOutcome::Loaded { prog_id } => eprintln!(
+            "rsplb: attached to {name} in {} mode (program id {prog_id})",
+            if opts.generic { "generic" } else { "native" }
+        ),
+        loader::AttachOutcome::Readopted { prog_id }
+        | loader::AttachOutcome::Recovered { prog_id, .. } => {
+            eprintln!("rsplb: {name} is attached (program id {prog_id}); re-adopted it")
+        }
+    }
+    daemon::run(
+        &name,
+        daemon::RunOptions {
+            metrics: cfg.metrics,
+            interval: Duration::from_secs_f64(cfg.interval_s),
+            registrar: cfg.registrar.clone(),
+            config: Some(source),
+        },
+    )
 }
 
 /// The embedded registrar's configuration: defaults, then the file, then the listen address.

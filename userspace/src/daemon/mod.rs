@@ -6,6 +6,11 @@
 //! embedded registrar's admin paths; its status file ([`status`]) tells `rsplb status` it runs. Stopping it (SIGINT/SIGTERM, or a crash) leaves the pinned
 //! dataplane forwarding with its last tables: the reconciler stops before the registrar closes
 //! its connections, so the elements stay.
+//!
+//! With `--config` ([`configured`]) the file is applied before anything else starts, its health
+//! checks run, and SIGHUP reloads it.
+
+pub mod configured;
 
 use std::{
     net::SocketAddr,
@@ -38,6 +43,8 @@ pub struct RunOptions {
     pub interval: Duration,
     /// Run an embedded registrar with this configuration and reconcile its pools.
     pub registrar: Option<RegistrarConfig>,
+    /// The configuration file (`--config`): applied at start and on SIGHUP.
+    pub config: Option<configured::ConfigSource>,
 }
 
 const RTNLGRP_NEIGH: u32 = 3;
@@ -157,6 +164,14 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
         }
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        // The file first: a daemon whose file does not apply stops before serving anything.
+        let mut configured = match opts.config {
+            Some(source) => Some(
+                configured::Configured::start(iface, source, &balancer, &resolver).await?,
+            ),
+            None => None,
+        };
         let mut registrar = match opts.registrar {
             Some(config) => Some(
                 EmbeddedRegistrar::start(config, balancer.clone(), resolver.clone(), opts.interval)
@@ -202,6 +217,13 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
                 r = EmbeddedRegistrar::failed(&mut registrar) => break r,
                 _ = term.recv() => break Ok(()),
                 _ = int.recv() => break Ok(()),
+                _ = hup.recv() => {
+                    match configured.as_mut() {
+                        Some(c) => c.reload(&balancer, &resolver).await,
+                        None => log::warn!("SIGHUP: this daemon has no configuration file to reload (start it with --config)"),
+                    }
+                    continue;
+                }
             }
             let (b, r) = (balancer.clone(), resolver.clone());
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || maintain(&b, &r)).await {
@@ -210,6 +232,9 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
             status.update().await;
         };
         status.remove();
+        if let Some(c) = configured {
+            c.stop();
+        }
         if let Some(r) = registrar {
             r.stop().await;
         }

@@ -164,13 +164,15 @@ pub async fn run(balancer: Arc<Mutex<Balancer>>, mut plan: watch::Receiver<Arc<P
             }
             _ = sleep_until(wake) => {}
             _ = sync.tick() => {
-                resync(&balancer, &plan.borrow().clone(), &mut checked, &mut unreachable_logged).await;
+                let current = plan.borrow().clone();
+                resync(&balancer, &current, &mut checked, &mut unreachable_logged).await;
             }
             changed = plan.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                resync(&balancer, &plan.borrow().clone(), &mut checked, &mut unreachable_logged).await;
+                let current = plan.borrow().clone();
+                resync(&balancer, &current, &mut checked, &mut unreachable_logged).await;
             }
         }
     }
