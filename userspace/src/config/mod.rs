@@ -503,21 +503,21 @@ pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
     }
     let doc = toml_edit::ImDocument::parse(text).ok();
     let locate = |p: &[Seg]| doc.as_ref().and_then(|d| span_of(d, p)).map(|s| s.start);
-    Err(ConfigError::Invalid(
-        problems
-            .into_iter()
-            .map(|p| {
-                let mut message = p.message;
-                if let Some(first) = p.first.as_deref().and_then(|f| locate(f)) {
-                    message.push_str(&format!(
-                        " (first declared at line {})",
-                        line_column(text, first).0
-                    ));
-                }
-                at(locate(&p.path), message)
-            })
-            .collect(),
-    ))
+    let mut located: Vec<Located> = problems
+        .into_iter()
+        .map(|p| {
+            let mut message = p.message;
+            if let Some(first) = p.first.as_deref().and_then(|f| locate(f)) {
+                message.push_str(&format!(
+                    " (first declared at line {})",
+                    line_column(text, first).0
+                ));
+            }
+            at(locate(&p.path), message)
+        })
+        .collect();
+    located.sort_by_key(|l| (l.line, l.column));
+    Err(ConfigError::Invalid(located))
 }
 
 fn family(a: IpAddr) -> &'static str {
@@ -799,7 +799,7 @@ fn validate_check(
         if v < min || v > max {
             out.push(problem(
                 at(key),
-                format!("{v} is out of range {min}..={max}"),
+                format!("{key}: {v} is out of range {min}..={max}"),
             ));
         }
     };
