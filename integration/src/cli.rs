@@ -207,6 +207,9 @@ pub struct ElementInfo {
     pub slot: u32,
     pub mac: Option<String>,
     pub ifindex: Option<u32>,
+    /// `up`, `down` or `slow-start N%` (the daemon's balancer-side checks).
+    #[serde(default)]
+    pub health: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]

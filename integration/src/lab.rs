@@ -49,6 +49,8 @@ pub struct LabConfig {
     pub servers: usize,
     /// Ports every server listens on, with TCP and UDP.
     pub ports: Vec<u16>,
+    /// Ports every server answers HTTP on.
+    pub http_ports: Vec<u16>,
     /// How many DSR VIP addresses (per family) the servers hold on their loopback.
     pub vips: u8,
     pub peer_napi: PeerNapi,
@@ -65,6 +67,7 @@ impl Default for LabConfig {
         Self {
             servers: 3,
             ports: vec![80],
+            http_ports: Vec::new(),
             vips: 2,
             peer_napi: PeerNapi::XdpPass,
             server_bin: None,
@@ -90,8 +93,10 @@ pub struct Host {
 #[derive(Debug)]
 pub struct Lab {
     pub id: LabId,
-    /// Running servers, in the order s1..sN.
+    /// Running servers, in the order s1..sN (see [`Lab::restart_server`]).
     pub servers: Vec<ServerHandle>,
+    server_bin: PathBuf,
+    server_configs: Vec<ServerConfig>,
     daemons: Vec<ChildGuard>,
     attached: bool,
     _peer_xdp: Option<LabXdp>,
@@ -366,6 +371,7 @@ impl Lab {
 
         say("starting test servers...");
         let mut servers = Vec::new();
+        let mut server_configs = Vec::new();
         for (i, h) in server_hosts.iter().enumerate() {
             let mut udp = Vec::new();
             for &port in &cfg.ports {
@@ -380,6 +386,7 @@ impl Lab {
                 name: format!("s{}", i + 1),
                 tcp_ports: cfg.ports.clone(),
                 udp,
+                http_ports: cfg.http_ports.clone(),
                 control_port: CONTROL_PORT,
             };
             servers.push(ServerHandle::start(
@@ -387,12 +394,15 @@ impl Lab {
                 &server_bin.to_string_lossy(),
                 &scfg,
             )?);
+            server_configs.push(scfg);
         }
 
         let rsplb = Rsplb::new(rsplb_path.clone(), lb.netns.name(), &lb.iface);
         let lab = Self {
             id,
             servers,
+            server_bin,
+            server_configs,
             daemons: Vec::new(),
             attached: false,
             _peer_xdp: peer_xdp,
@@ -526,6 +536,39 @@ impl Lab {
     /// The lab's `j`-th IPv6 VIP address.
     pub fn vip6(&self, j: u8) -> Ipv6Addr {
         vip6(self.id.subnet(), j)
+    }
+
+    /// Stops the server of host `i` (0-based; its service stops answering, its host stays).
+    pub fn stop_server(&mut self, i: usize) -> Result<()> {
+        let name = format!("s{}", i + 1);
+        let at = self
+            .servers
+            .iter()
+            .position(|s| s.name == name)
+            .with_context(|| format!("{name} is not running"))?;
+        drop(self.servers.remove(at));
+        Ok(())
+    }
+
+    /// Starts the server of host `i` (0-based) again, as the lab first started it.
+    pub fn restart_server(&mut self, i: usize) -> Result<()> {
+        let cfg = self
+            .server_configs
+            .get(i)
+            .with_context(|| format!("the lab has no server {}", i + 1))?
+            .clone();
+        if self.servers.iter().any(|s| s.name == cfg.name) {
+            bail!("{} is running", cfg.name);
+        }
+        let h = &self.server_hosts[i];
+        let handle = ServerHandle::start(&h.netns, &self.server_bin.to_string_lossy(), &cfg)?;
+        let at = self
+            .servers
+            .iter()
+            .position(|s| (s.name.len(), &s.name) > (cfg.name.len(), &cfg.name))
+            .unwrap_or(self.servers.len());
+        self.servers.insert(at, handle);
+        Ok(())
     }
 
     pub fn server(&self, name: &str) -> Option<&Host> {

@@ -4,8 +4,9 @@
 //!
 //! Protocol: TCP, every line received is answered with `<name>\n` on the same connection; UDP,
 //! every datagram is answered with `<name>` from the address it was sent to (sockets are bound to
-//! explicit addresses, so a DSR reply leaves from the VIP). Control: a TCP connection to
-//! `127.0.0.1:<control>` receives the counts as one JSON object.
+//! explicit addresses, so a DSR reply leaves from the VIP); HTTP (`--http PORT`, hyper), `GET
+//! /status/NNN` is answered with status NNN, any other path with 200 and `<name> ok`. Control:
+//! a TCP connection to `127.0.0.1:<control>` receives the counts as one JSON object.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     pub tcp_ports: Vec<u16>,
     /// UDP sockets, bound to these exact addresses.
     pub udp: Vec<SocketAddr>,
+    /// HTTP ports, bound on `[::]`.
+    pub http_ports: Vec<u16>,
     pub control_port: u16,
 }
 
@@ -79,10 +82,13 @@ impl ServerConfig {
                 "--name" => cfg.name = value()?,
                 "--tcp" => cfg.tcp_ports.push(value()?.parse().context("--tcp PORT")?),
                 "--udp" => cfg.udp.push(value()?.parse().context("--udp ADDR:PORT")?),
+                "--http" => cfg
+                    .http_ports
+                    .push(value()?.parse().context("--http PORT")?),
                 "--control" => cfg.control_port = value()?.parse().context("--control PORT")?,
                 "-h" | "--help" => bail!(
                     "usage: rsplb-testserver --name NAME [--tcp PORT]... [--udp ADDR:PORT]... \
-                     [--control PORT]"
+                     [--http PORT]... [--control PORT]"
                 ),
                 other => bail!("unknown argument {other:?}"),
             }
@@ -101,6 +107,9 @@ impl ServerConfig {
         }
         for a in &self.udp {
             v.extend(["--udp".to_string(), a.to_string()]);
+        }
+        for p in &self.http_ports {
+            v.extend(["--http".to_string(), p.to_string()]);
         }
         v.extend(["--control".to_string(), self.control_port.to_string()]);
         v
@@ -187,6 +196,30 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
         });
     }
 
+    for &port in &cfg.http_ports {
+        let listener = TcpListener::bind((IpAddr::from([0u16; 8]), port))
+            .await
+            .with_context(|| format!("binding HTTP [::]:{port}"))?;
+        let name = Arc::new(cfg.name.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let name = name.clone();
+                        async move { Ok::<_, std::convert::Infallible>(http_answer(&name, &req)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    }
+
     let control = TcpListener::bind(("127.0.0.1", cfg.control_port))
         .await
         .with_context(|| format!("binding control 127.0.0.1:{}", cfg.control_port))?;
@@ -218,6 +251,25 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
         println!("{}", serde_json::to_string(&s.stats).unwrap_or_default());
     }
     Ok(())
+}
+
+/// `GET /status/NNN`: status NNN; anything else: 200 and `<name> ok`.
+fn http_answer<B>(
+    name: &str,
+    req: &hyper::Request<B>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let status = req
+        .uri()
+        .path()
+        .strip_prefix("/status/")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| hyper::StatusCode::from_u16(s).ok())
+        .unwrap_or(hyper::StatusCode::OK);
+    let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!(
+        "{name} ok\n"
+    ))));
+    *resp.status_mut() = status;
+    resp
 }
 
 /// A test server running in a namespace (killed on drop).
@@ -296,12 +348,14 @@ mod tests {
                 "198.18.1.11:53".parse().unwrap(),
                 "[fd00::1]:53".parse().unwrap(),
             ],
+            http_ports: vec![8081],
             control_port: 7000,
         };
         let back = ServerConfig::from_args(cfg.to_args()).unwrap();
         assert_eq!(back.name, "s1");
         assert_eq!(back.tcp_ports, cfg.tcp_ports);
         assert_eq!(back.udp, cfg.udp);
+        assert_eq!(back.http_ports, cfg.http_ports);
         assert_eq!(back.control_port, 7000);
     }
 
