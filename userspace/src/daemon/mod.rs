@@ -11,6 +11,7 @@
 //! checks run, and SIGHUP reloads it.
 
 pub mod configured;
+pub mod notify;
 
 use std::{
     net::SocketAddr,
@@ -207,6 +208,7 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
         status.update().await;
         let mut tick = tokio::time::interval(opts.interval);
         eprintln!("rsplb: running on {iface}");
+        notify::notify(&format!("READY=1\nSTATUS=serving {iface}"));
         let result = loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -219,7 +221,11 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
                 _ = int.recv() => break Ok(()),
                 _ = hup.recv() => {
                     match configured.as_mut() {
-                        Some(c) => c.reload(&balancer, &resolver).await,
+                        Some(c) => {
+                            notify::notify("RELOADING=1");
+                            c.reload(&balancer, &resolver).await;
+                            notify::notify(&format!("READY=1\nSTATUS=serving {iface}"));
+                        }
                         None => log::warn!("SIGHUP: this daemon has no configuration file to reload (start it with --config)"),
                     }
                     continue;
@@ -231,6 +237,7 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
             }
             status.update().await;
         };
+        notify::notify("STOPPING=1");
         status.remove();
         if let Some(c) = configured {
             c.stop();
