@@ -507,7 +507,7 @@ pub fn parse(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         .into_iter()
         .map(|p| {
             let mut message = p.message;
-            if let Some(first) = p.first.as_deref().and_then(|f| locate(f)) {
+            if let Some(first) = p.first.as_deref().and_then(&locate) {
                 message.push_str(&format!(
                     " (first declared at line {})",
                     line_column(text, first).0
@@ -896,19 +896,21 @@ fn validate_check(
         ));
     }
     // Where the check goes: the check's port, else the element's, else a VIP's.
-    if c.port.is_none() && c.kind != CheckKind::Exec && vips_of(cfg, name).next().is_none() {
-        if let Some((addr, _, _)) = p
-            .all_elements(name)
-            .iter()
-            .find(|(a, _, _)| a.port.is_none())
-        {
-            out.push(problem(
-                here,
-                format!(
-                    "pool {name}: the check has no port, the element {addr} has none, and no VIP serves the pool: set `port`"
-                ),
-            ));
-        }
+    let portless = p
+        .all_elements(name)
+        .into_iter()
+        .find(|(a, _, _)| a.port.is_none());
+    if c.port.is_none()
+        && c.kind != CheckKind::Exec
+        && vips_of(cfg, name).next().is_none()
+        && let Some((addr, _, _)) = portless
+    {
+        out.push(problem(
+            here,
+            format!(
+                "pool {name}: the check has no port, the element {addr} has none, and no VIP serves the pool: set `port`"
+            ),
+        ));
     }
 }
 
