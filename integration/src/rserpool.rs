@@ -60,6 +60,16 @@ impl Sidecar<'_> {
     /// The command line of server `i`'s sidecar: `rsplb --netns <s> pe register POOL ADDR:PORT
     /// --registrar LB:3863 --check tcp --check-target ADDR:PORT --check-interval 100 ...`.
     pub fn args(&self, lab: &Lab, i: usize) -> Result<Vec<String>> {
+        self.args_checked(lab, i, true)
+    }
+
+    /// The command line of a sidecar that only registers: no health check of its own, so the
+    /// server stays registered while the sidecar runs (the balancer's checks then decide).
+    pub fn args_without_check(&self, lab: &Lab, i: usize) -> Result<Vec<String>> {
+        self.args_checked(lab, i, false)
+    }
+
+    fn args_checked(&self, lab: &Lab, i: usize, check: bool) -> Result<Vec<String>> {
         let h = lab
             .server_hosts
             .get(i)
@@ -74,18 +84,26 @@ impl Sidecar<'_> {
             &me,
             "--registrar",
             &registrar_addr(lab).to_string(),
-            "--check",
-            "tcp",
-            "--check-target",
-            &me,
-            "--check-interval",
-            &CHECK_INTERVAL_MS.to_string(),
-            "--check-timeout",
-            &CHECK_TIMEOUT_MS.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if check {
+            args.extend(
+                [
+                    "--check",
+                    "tcp",
+                    "--check-target",
+                    &me,
+                    "--check-interval",
+                    &CHECK_INTERVAL_MS.to_string(),
+                    "--check-timeout",
+                    &CHECK_TIMEOUT_MS.to_string(),
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+        }
         if let Some(p) = &self.policy {
             args.extend(["--policy".to_string(), p.clone()]);
         }
@@ -97,6 +115,13 @@ impl Sidecar<'_> {
     pub fn start(&self, lab: &Lab, i: usize) -> Result<ChildGuard> {
         let mut cmd = Command::new(&lab.rsplb.bin);
         cmd.args(self.args(lab, i)?);
+        ChildGuard::spawn(cmd).with_context(|| format!("starting the sidecar of s{}", i + 1))
+    }
+
+    /// Starts server `i`'s sidecar without a check of its own ([`Self::args_without_check`]).
+    pub fn start_without_check(&self, lab: &Lab, i: usize) -> Result<ChildGuard> {
+        let mut cmd = Command::new(&lab.rsplb.bin);
+        cmd.args(self.args_without_check(lab, i)?);
         ChildGuard::spawn(cmd).with_context(|| format!("starting the sidecar of s{}", i + 1))
     }
 }

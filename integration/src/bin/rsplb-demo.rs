@@ -1,11 +1,12 @@
 //! `cargo xtask demo`: a lab of network namespaces (a client, a balancer, three servers on one
 //! bridge) with rsplb in front of real TCP servers. It defines a DSR VIP and a NAT VIP (weights
 //! 1/2/3), sends real connections, shows rsplb's counters, removes a server, shows the traffic
-//! move. Then RSerPool: `rsplb run --registrar` on the balancer, a DSR VIP on pool `rsp` with no
-//! element added by hand, one `rsplb pe register` sidecar per server (registration plus a TCP
-//! health check), real connections, a server whose service fails and leaves the dataplane (the
-//! time it took is measured), and the traffic on the two that remain. Everything is removed
-//! again, also when interrupted (Ctrl-C, SIGTERM).
+//! move. Then RSerPool as an operator runs it: `rsplb run --config` with a configuration file
+//! that declares the embedded registrar, a DSR VIP on pool `rsp` with no element added by hand
+//! and a balancer-side TCP check of the pool; one `rsplb pe register` sidecar per server
+//! registers it; real connections; a server whose service stops is taken out by the balancer's
+//! check (the time it took is measured) and brought back when it answers again. Everything is
+//! removed again, also when interrupted (Ctrl-C, SIGTERM).
 
 use std::{
     net::SocketAddr,
@@ -20,8 +21,7 @@ use rsplb_integration::{
     cmd::ip,
     netns::ChildGuard,
     rserpool::{
-        CHECK_INTERVAL_MS, Sidecar, contains, contains_all, pool_elements, registrar_addr,
-        server_addr, start_registrar_daemon, wait_for_elements,
+        Sidecar, contains_all, pool_elements, registrar_addr, server_addr, wait_for_elements,
     },
     stats::check_proportions,
     tcp_burst,
@@ -36,6 +36,11 @@ const RSP_PORT: u16 = 9000;
 const REGISTER_BOUND: Duration = Duration::from_secs(20);
 const LEAVE_BOUND: Duration = Duration::from_secs(10);
 const DEREGISTER_BOUND: Duration = Duration::from_secs(10);
+/// The balancer-side check of pool `rsp` in the demo's configuration file.
+const CHECK_MS: u64 = 200;
+const FAST_MS: u64 = 100;
+const RISE: u32 = 2;
+const FALL: u32 = 2;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -108,9 +113,10 @@ fn run() -> Result<String> {
             println!(
                 "rsplb-demo: builds a namespace lab (client, balancer, three servers), puts rsplb \
                  in front (a DSR and a NAT VIP, weights 1/2/3), sends real connections, removes a \
-                 server and shows the traffic move; then runs rsplb's RSerPool registrar, lets \
-                 the servers join a pool by registering through health-checking sidecars, makes \
-                 one fail and shows how fast it leaves; then removes everything.\n\
+                 server and shows the traffic move; then runs `rsplb run --config` with an \
+                 embedded RSerPool registrar and a balancer-side check, lets the servers join a \
+                 pool by registering through sidecars, stops one server's service and shows how \
+                 fast the check takes it out and brings it back; then removes everything.\n\
                  Needs root. Uses $RSPLB_BIN (default: target/{{release,debug}}/rsplb)."
             );
             return Ok(String::new());
@@ -283,40 +289,46 @@ fn scenario(lab: &mut Lab) -> Result<String> {
     ))
 }
 
-/// The RSerPool part: servers join pool `rsp` by registering at the registrar that the daemon
-/// embeds, through health-checking sidecars; one fails and leaves. Returns its summary lines.
+/// The RSerPool part, as an operator runs it: `rsplb run --config` with a configuration file
+/// that declares the registrar, a VIP on pool `rsp` (no element by hand) and a balancer-side
+/// check of the pool; servers join by registering through sidecars; one server's service stops
+/// and the balancer's check takes it out, then brings it back. Returns its summary lines.
 fn rserpool(lab: &mut Lab) -> Result<String> {
-    step("RSerPool: servers join by registering");
+    step("RSerPool: rsplb run --config, servers that register, balancer-side checks");
     let registrar = registrar_addr(lab);
-    step(&format!(
-        "starting the daemon with an embedded RSerPool registrar on {registrar}..."
-    ));
-    println!(
-        "    $ rsplb --netns {} -i {} run --registrar {registrar} --interval 1",
-        lab.rsplb.netns, lab.rsplb.iface
-    );
-    start_registrar_daemon(lab)?;
     let vip = SocketAddr::new(lab.vip4(0).into(), RSP_PORT);
-    step(&format!(
-        "defining VIP {vip}/tcp (DSR, pool {RSP_POOL}), without adding any element by hand..."
-    ));
-    rsplb(
-        lab,
-        &[
-            "vip",
-            "add",
-            &format!("{vip}/tcp"),
-            "--pool",
-            RSP_POOL,
-            "--mode",
-            "dsr",
-        ],
-    )?;
+    let file = ConfigFile(std::env::temp_dir().join(format!("{}rsplb.toml", lab.id.netns(""))));
+    let text = format!(
+        "# The demo's daemon configuration (see deploy/rsplb.toml for every key).\n\
+         interval_s = 1\n\n\
+         [interface]\nname = \"{iface}\"\nxdp_mode = \"native\"\n\n\
+         [[vip]]\naddress = \"{vip}/tcp\"\npool = \"{RSP_POOL}\"\nmode = \"dsr\"\n\n\
+         # No element by hand: servers register at the registrar below.\n\
+         [pool.{RSP_POOL}]\non_failure = \"drain\"\n\n\
+         [pool.{RSP_POOL}.check]\ntype = \"tcp\"\ninterval_ms = {CHECK_MS}\n\
+         fast_interval_ms = {FAST_MS}\ntimeout_ms = {FAST_MS}\nrise = {RISE}\nfall = {FALL}\n\n\
+         [registrar]\nasap_listen = [\"{registrar}\"]\n",
+        iface = lab.lb.iface
+    );
+    std::fs::write(&file.0, &text).context("writing the demo's configuration file")?;
+    step(&format!("the configuration file {}:", file.0.display()));
+    println!("{}", indent(&text));
+    let path = file.0.to_string_lossy().to_string();
+    println!("    $ rsplb config check {path}");
+    println!("{}", indent(&lab.rsplb.run(&["config", "check", &path])?));
+    checkpoint()?;
+
+    step("starting the daemon from the file...");
+    println!(
+        "    $ rsplb --netns {} run --config {path}",
+        lab.rsplb.netns
+    );
+    lab.start_daemon(&["--config", &path])?;
     checkpoint()?;
 
     step(&format!(
         "starting one sidecar per server: it registers the server's :{RSP_PORT} (weights 1/2/3 \
-         through its policy) and checks it over TCP every {CHECK_INTERVAL_MS} ms..."
+         through its policy); no check of its own: the balancer checks every {CHECK_MS} ms..."
     ));
     // Dropped (SIGTERM: they deregister) before the lab, on every path.
     let mut sidecars: Vec<ChildGuard> = Vec::new();
@@ -326,8 +338,11 @@ fn rserpool(lab: &mut Lab) -> Result<String> {
             port: RSP_PORT,
             policy: Some(format!("weighted-round-robin:{w}")),
         };
-        println!("    $ rsplb {}", sidecar.args(lab, i)?.join(" "));
-        sidecars.push(sidecar.start(lab, i)?);
+        println!(
+            "    $ rsplb {}",
+            sidecar.args_without_check(lab, i)?.join(" ")
+        );
+        sidecars.push(sidecar.start_without_check(lab, i)?);
     }
     let addrs: Vec<String> = (0..WEIGHTS.len())
         .map(|i| server_addr(lab, i, RSP_PORT).map(|a| a.to_string()))
@@ -342,7 +357,8 @@ fn rserpool(lab: &mut Lab) -> Result<String> {
         "the three servers registered",
         |list| {
             alive(lab, &mut sidecars)?;
-            Ok(contains_all(list, &addrs))
+            Ok(contains_all(list, &addrs)
+                && list.iter().all(|e| e.health == "up" && e.mac.is_some()))
         },
     )?;
     println!(
@@ -368,25 +384,22 @@ fn rserpool(lab: &mut Lab) -> Result<String> {
     })?;
     checkpoint()?;
 
-    step("stopping s3's service (its test server): its sidecar's health check fails...");
-    drop(lab.servers.remove(2));
-    let left =
-        wait_for_elements(
-            &cli,
-            RSP_POOL,
-            LEAVE_BOUND,
-            "s3 leaving the dataplane",
-            |list| {
-                alive(lab, &mut sidecars)?;
-                Ok(!contains(list, &addrs[2])
-                    && contains(list, &addrs[0])
-                    && contains(list, &addrs[1]))
-            },
-        )?;
+    step(
+        "stopping s3's service (its test server; its sidecar stays registered): the balancer's \
+         check fails...",
+    );
+    lab.stop_server(2)?;
+    let down = wait_for_elements(&cli, RSP_POOL, LEAVE_BOUND, "s3 checked down", |list| {
+        alive(lab, &mut sidecars)?;
+        Ok(list
+            .iter()
+            .any(|e| e.address == addrs[2] && e.health == "down"))
+    })?;
     println!(
-        "    s3 left the dataplane {} ms after its service stopped (check every \
-         {CHECK_INTERVAL_MS} ms, deregistered after 3 failures)",
-        left.as_millis()
+        "    the balancer's check took s3 out {} ms after its service stopped (check every \
+         {CHECK_MS} ms, every {FAST_MS} ms once failing, out after {FALL} failures); it stays \
+         registered",
+        down.as_millis()
     );
     println!("{}", indent(&rsplb(lab, &["element", "list", RSP_POOL])?));
     checkpoint()?;
@@ -397,11 +410,28 @@ fn rserpool(lab: &mut Lab) -> Result<String> {
     let after = tcp_burst(&client, vip, CONNECTIONS)?;
     show_tally(&format!("{vip} (dsr, registered)"), &after);
     if after.failed > 0 || after.get("s3") > 0 {
-        bail!("{vip} after s3 failed: {after}");
+        bail!("{vip} after s3 failed its check: {after}");
     }
     check_proportions(&[after.get("s1"), after.get("s2")], &WEIGHTS[..2]).map_err(|e| {
         anyhow::anyhow!("the split on {vip} after s3 failed does not follow the weights: {e}")
     })?;
+    checkpoint()?;
+
+    step("starting s3's service again: it is back once the check passes twice...");
+    lab.restart_server(2)?;
+    let up = wait_for_elements(&cli, RSP_POOL, LEAVE_BOUND, "s3 checked up", |list| {
+        alive(lab, &mut sidecars)?;
+        Ok(list.iter().all(|e| e.health == "up") && contains_all(list, &addrs))
+    })?;
+    println!(
+        "    s3 back in the dataplane {} ms after its service started ({RISE} successes)",
+        up.as_millis()
+    );
+    let back = tcp_burst(&client, vip, CONNECTIONS)?;
+    show_tally(&format!("{vip} (dsr, registered)"), &back);
+    if back.failed > 0 || back.get("s3") == 0 {
+        bail!("{vip} after s3 came back: {back}");
+    }
     checkpoint()?;
 
     step("stopping the sidecars: they deregister, the pool empties...");
@@ -424,12 +454,24 @@ fn rserpool(lab: &mut Lab) -> Result<String> {
     );
 
     Ok(format!(
-        "\n- RSerPool: DSR {vip}, pool {RSP_POOL}: 3 servers registered through sidecars, in the \
-         dataplane {:.2} s after they started: {before}  (weights 1/2/3 from their policy)\n\
-         - s3's service stopped: s3 left the dataplane after {} ms; then {after}",
+        "\n- RSerPool with rsplb run --config: DSR {vip}, pool {RSP_POOL}: 3 servers registered \
+         through sidecars, in the dataplane {:.2} s after they started: {before}  (weights \
+         1/2/3 from their policy)\n\
+         - s3's service stopped: the balancer's tcp check took it out after {} ms; then {after}\n\
+         - s3's service started again: back after {} ms; then {back}",
         took.as_secs_f64(),
-        left.as_millis()
+        down.as_millis(),
+        up.as_millis()
     ))
+}
+
+/// The demo's configuration file, removed when dropped.
+struct ConfigFile(std::path::PathBuf);
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Fails when interrupted, or when the daemon or a sidecar has exited.

@@ -83,8 +83,8 @@ pub fn vips_table(vips: &[VipState], digests: &BTreeMap<String, String>) -> Stri
 
 pub fn elements_table(elements: &[ElementStateEntry]) -> String {
     let mut s = format!(
-        "{:<16} {:<28} {:>6} {:<9} {:>5} {:<18} {:>7}\n",
-        "POOL", "ADDRESS", "WEIGHT", "STATE", "SLOT", "NEXT HOP MAC", "IFINDEX"
+        "{:<16} {:<28} {:>6} {:<9} {:<15} {:>5} {:<18} {:>7}\n",
+        "POOL", "ADDRESS", "WEIGHT", "STATE", "HEALTH", "SLOT", "NEXT HOP MAC", "IFINDEX"
     );
     for e in elements {
         let mac = element_mac(e).unwrap_or_else(|| "unresolved".into());
@@ -95,11 +95,12 @@ pub fn elements_table(elements: &[ElementStateEntry]) -> String {
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             s,
-            "{:<16} {:<28} {:>6} {:<9} {:>5} {:<18} {:>7}",
+            "{:<16} {:<28} {:>6} {:<9} {:<15} {:>5} {:<18} {:>7}",
             e.pool,
             e.element_addr().to_string(),
             e.weight,
             state_name(e.state),
+            e.health.name(),
             e.slot,
             mac,
             ifindex
