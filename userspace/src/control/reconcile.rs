@@ -531,7 +531,7 @@ impl Reconciler {
                     Ok(false) => {
                         if self.manual.insert(key) {
                             log::info!(
-                                "pool {pool}: element {addr} is registered but was added by hand; left as it is"
+                                "pool {pool}: element {addr} is registered but another owner (`element add` or the configuration file) put it there first; left as it is"
                             );
                         }
                         applied.remove(&addr);

@@ -35,6 +35,8 @@ pub struct ConfigSource {
 /// The outcome of the last load of the file, in `/run/rsplb/<IFACE>/reload.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadStatus {
+    /// The daemon that wrote it.
+    pub pid: u32,
     /// 0 for the load at start, then one more per reload.
     pub generation: u64,
     pub applied: bool,
@@ -193,10 +195,10 @@ impl Configured {
     pub async fn start(
         iface: &str,
         source: ConfigSource,
+        pid: PidFile,
         balancer: &Arc<Mutex<Balancer>>,
         resolver: &Resolver,
     ) -> Result<Configured> {
-        let pid = PidFile::create(iface)?;
         let started = Instant::now();
         let applied = apply(balancer, resolver, &source.file)
             .await
@@ -211,6 +213,7 @@ impl Configured {
         write_status(
             iface,
             &ReloadStatus {
+                pid: std::process::id(),
                 generation: 0,
                 applied: true,
                 message,
@@ -263,6 +266,7 @@ impl Configured {
         write_status(
             &self.iface,
             &ReloadStatus {
+                pid: std::process::id(),
                 generation: self.generation,
                 applied,
                 message,
@@ -333,7 +337,10 @@ pub fn request_reload(iface: &str, wait: Duration) -> Result<ReloadStatus> {
             pid_path(iface).display()
         )
     })?;
-    let before = read_status(iface).map(|s| s.generation);
+    // The generation this daemon reported last (a file of an earlier daemon does not count).
+    let before = read_status(iface)
+        .filter(|s| s.pid == pid as u32)
+        .map(|s| s.generation);
     // SAFETY: kill with a pid read from the daemon's pid file and a valid signal.
     if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
         return Err(std::io::Error::last_os_error())
@@ -342,8 +349,8 @@ pub fn request_reload(iface: &str, wait: Duration) -> Result<ReloadStatus> {
     let deadline = Instant::now() + wait;
     loop {
         if let Some(s) = read_status(iface)
-            && Some(s.generation) != before
-            && before.is_none_or(|b| s.generation > b)
+            && s.pid == pid as u32
+            && s.generation > before.unwrap_or(0)
         {
             return Ok(s);
         }

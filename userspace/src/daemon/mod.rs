@@ -163,16 +163,16 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
                 opts.interval
             );
         }
+        // One daemon per interface (`rsplb reload` finds it by this file).
+        let pid = match &opts.config {
+            Some(_) => Some(configured::PidFile::create(iface)?),
+            None => None,
+        };
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-        // The file first: a daemon whose file does not apply stops before serving anything.
-        let mut configured = match opts.config {
-            Some(source) => Some(
-                configured::Configured::start(iface, source, &balancer, &resolver).await?,
-            ),
-            None => None,
-        };
+        // Every listener is bound before the file is applied: a daemon that cannot serve stops
+        // before it changes the dataplane.
         let mut registrar = match opts.registrar {
             Some(config) => Some(
                 EmbeddedRegistrar::start(config, balancer.clone(), resolver.clone(), opts.interval)
@@ -189,6 +189,12 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
             eprintln!("rsplb: serving metrics on http://{addr}/metrics");
             http = Some((listener, addr));
         }
+        let mut configured = match (opts.config, pid) {
+            (Some(source), Some(pid)) => Some(
+                configured::Configured::start(iface, source, pid, &balancer, &resolver).await?,
+            ),
+            _ => None,
+        };
         let mut status = status::StatusWriter::new(
             iface,
             opts.interval,
