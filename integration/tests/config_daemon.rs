@@ -291,3 +291,59 @@ fn reload_applies_the_difference_and_a_bad_file_changes_nothing() {
         before.1
     );
 }
+
+#[test]
+fn below_min_healthy_the_vip_uses_the_backup_pool() {
+    let mut lab = lab();
+    let file = ConfigFile::new(&lab);
+    let vip = SocketAddr::new(lab.vip4(0).into(), 80);
+    let s: Vec<String> = (0..3).map(|i| server(&lab, i)).collect();
+    file.write(&format!(
+        "{}[[vip]]\naddress = \"{vip}/tcp\"\npool = \"web\"\n\
+         [pool.web]\nelements = {}\nmin_healthy = 2\nbackup = \"sorry\"\n\
+         [pool.web.check]\ntype = \"tcp\"\nport = 80\ninterval_ms = 200\nfast_interval_ms = 100\n\
+         timeout_ms = 100\nrise = 2\nfall = 2\n\
+         [pool.sorry]\nelements = {}\n",
+        head(&lab),
+        list(&s[..2]),
+        list(&s[2..])
+    ));
+    lab.start_daemon(&["--config", file.path()]).unwrap();
+    wait_for_elements(&lab.rsplb, "web", START_BOUND, "web up", |l| {
+        Ok(all_up(l, &s[..2]))
+    })
+    .unwrap();
+    wait_for_elements(&lab.rsplb, "sorry", START_BOUND, "sorry up", |l| {
+        Ok(all_up(l, &s[2..]))
+    })
+    .unwrap();
+    let t = tcp_burst(lab.client.netns.name(), vip, 200).unwrap();
+    assert_eq!(t.failed, 0, "{t}");
+    assert_eq!(
+        t.get("s3"),
+        0,
+        "the backup serves while web is healthy: {t}"
+    );
+    assert!(t.get("s1") > 0 && t.get("s2") > 0, "{t}");
+
+    // s1's service stops: web has 1 healthy element, fewer than 2: the backup serves alone.
+    lab.stop_server(0).unwrap();
+    wait_for_elements(&lab.rsplb, "web", HEALTH_BOUND, "s1 down", |l| {
+        Ok(health_of(l, &s[0]).as_deref() == Some("down"))
+    })
+    .unwrap();
+    let t = tcp_burst(lab.client.netns.name(), vip, 100).unwrap();
+    assert_eq!(t.failed, 0, "{t}");
+    assert_eq!(t.get("s3"), 100, "only the backup pool serves: {t}");
+
+    // Back: web serves again.
+    lab.restart_server(0).unwrap();
+    wait_for_elements(&lab.rsplb, "web", HEALTH_BOUND, "s1 up", |l| {
+        Ok(all_up(l, &s[..2]))
+    })
+    .unwrap();
+    let t = tcp_burst(lab.client.netns.name(), vip, 200).unwrap();
+    assert_eq!(t.failed, 0, "{t}");
+    assert_eq!(t.get("s3"), 0, "{t}");
+    lab.check_daemons().unwrap();
+}
