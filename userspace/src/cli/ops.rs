@@ -47,11 +47,13 @@ pub fn status(iface: &str, json: bool) -> Result<()> {
     let digests = b.vip_digests()?;
     let stats = b.stats()?;
     let daemon = DaemonStatus::read(iface)?;
+    let config = rsplb::daemon::configured::read_status(iface);
     let input = StatusInput {
         state: &state,
         digests: &digests,
         stats: &stats,
         daemon: daemon.as_ref(),
+        config: config.as_ref(),
         now_unix_ms: unix_ms(),
     };
     if json {

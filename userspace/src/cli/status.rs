@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::{
     control::Stats,
-    daemon::status::DaemonStatus,
+    daemon::{configured::ReloadStatus, status::DaemonStatus},
     output::state_name,
     state::{ElementState, State},
 };
@@ -21,11 +21,13 @@ pub struct StatusInput<'a> {
     pub stats: &'a Stats,
     /// The daemon serving the interface, if one runs.
     pub daemon: Option<&'a DaemonStatus>,
+    /// Its configuration file's last load (`rsplb run --config`), if it has one.
+    pub config: Option<&'a ReloadStatus>,
     /// Now, Unix time in ms.
     pub now_unix_ms: u64,
 }
 
-fn daemon_json(d: Option<&DaemonStatus>, now: u64) -> Value {
+fn daemon_json(d: Option<&DaemonStatus>, config: Option<&ReloadStatus>, now: u64) -> Value {
     let Some(d) = d else {
         return json!({ "running": false });
     };
@@ -38,6 +40,13 @@ fn daemon_json(d: Option<&DaemonStatus>, now: u64) -> Value {
         "http": d.http.map(|a| a.to_string()),
         "registrar": d.registrar,
         "reconcile": d.reconcile,
+        "config": config.filter(|c| c.pid == d.pid).map(|c| json!({
+            "file": c.file,
+            "generation": c.generation,
+            "applied": c.applied,
+            "message": c.message,
+            "time_unix_ms": c.time_unix_ms,
+        })),
     })
 }
 
@@ -91,6 +100,7 @@ pub fn status_json(i: &StatusInput<'_>) -> Value {
                 "state": state_name(e.state),
                 "weight": e.weight,
                 "owner": e.owner.name(),
+                "health": e.health.name(),
                 "next_hop": match &e.nexthop {
                     Some(h) if h.resolved() => crate::addr::format_mac(h.dst_mac),
                     _ => "unresolved".to_string(),
@@ -112,7 +122,7 @@ pub fn status_json(i: &StatusInput<'_>) -> Value {
     json!({
         "interface": st.interface,
         "xdp_mode": if st.options.generic { "generic" } else { "native" },
-        "daemon": daemon_json(i.daemon, i.now_unix_ms),
+        "daemon": daemon_json(i.daemon, i.config, i.now_unix_ms),
         "vips": vips,
         "elements": elements,
         "dropped_packets": sum("drop_"),
@@ -162,6 +172,20 @@ pub fn status_text(i: &StatusInput<'_>) -> String {
                     .map(|a| format!(", metrics http://{a}/metrics"))
                     .unwrap_or_default()
             );
+            if let Some(c) = i.config.filter(|c| c.pid == d.pid) {
+                let _ = writeln!(
+                    s,
+                    "configuration: {}, generation {} ({}, {} ago)",
+                    c.file,
+                    c.generation,
+                    if c.applied {
+                        "applied"
+                    } else {
+                        "the last reload was refused: see `rsplb reload` or the log"
+                    },
+                    ago(i.now_unix_ms, c.time_unix_ms)
+                );
+            }
             if let Some(r) = &d.registrar {
                 let asap: Vec<String> = r.asap.iter().map(|a| a.to_string()).collect();
                 let _ = writeln!(
@@ -237,16 +261,17 @@ pub fn status_text(i: &StatusInput<'_>) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{:<16} {:<28} {:<9} {:>6} {:<9} {:<18} {:>12} {:>10}",
-        "POOL", "ELEMENT", "STATE", "WEIGHT", "OWNER", "NEXT HOP", "PACKETS", "NEW FLOWS"
+        "\n{:<16} {:<28} {:<9} {:<15} {:>6} {:<9} {:<18} {:>12} {:>10}",
+        "POOL", "ELEMENT", "STATE", "HEALTH", "WEIGHT", "OWNER", "NEXT HOP", "PACKETS", "NEW FLOWS"
     );
     for x in v["elements"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "{:<16} {:<28} {:<9} {:>6} {:<9} {:<18} {:>12} {:>10}",
+            "{:<16} {:<28} {:<9} {:<15} {:>6} {:<9} {:<18} {:>12} {:>10}",
             x["pool"].as_str().unwrap_or(""),
             x["address"].as_str().unwrap_or(""),
             x["state"].as_str().unwrap_or(""),
+            x["health"].as_str().unwrap_or(""),
             num(&x["weight"]),
             x["owner"].as_str().unwrap_or(""),
             x["next_hop"].as_str().unwrap_or(""),
@@ -284,6 +309,7 @@ mod tests {
             slot: 0,
             table: 0,
             allow: vec!["198.18.0.0/15".parse().unwrap()],
+            owner: Owner::Manual,
         });
         st.elements.push(ElementStateEntry {
             pool: "web".into(),
@@ -296,6 +322,7 @@ mod tests {
             nexthop: None,
             owner: Owner::Registrar,
             nexthop_pending: false,
+            health: Default::default(),
         });
         let digests = [("198.19.0.100:80/tcp".to_string(), "00ff".to_string())].into();
         let mut global = [0u64; stat::COUNT as usize];
@@ -337,6 +364,7 @@ mod tests {
             digests: &digests,
             stats: &stats,
             daemon: None,
+            config: None,
             now_unix_ms: 100_000,
         };
         let v = status_json(&i);

@@ -140,7 +140,14 @@ pub fn apply(core: &mut Core, cfg: &ConfigFile) -> Result<Applied> {
     // 4. VIPs.
     for v in &cfg.vips {
         let change = core
-            .declare_vip(v.address, &v.pool, v.mode, v.snat, v.nat_timeout_s, &[])
+            .declare_vip(
+                v.address,
+                &v.pool,
+                v.mode,
+                v.snat,
+                v.nat_timeout_s,
+                &v.allow,
+            )
             .with_context(|| format!("VIP {}", v.address))?;
         let list = match change {
             VipChange::Added => &mut out.vips_added,
@@ -350,6 +357,33 @@ elements = ["198.18.1.4"]
             .unwrap()];
         assert_eq!(e.state, ElementState::Draining);
         assert_eq!(e.health, Health::Up);
+    }
+
+    #[test]
+    fn an_allow_list_is_applied_changed_and_removed_with_the_file() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        let with = |list: &str| {
+            file(&BASE.replace(
+                "pool = \"web\"\n",
+                &format!("pool = \"web\"\nallow = [{list}]\n"),
+            ))
+        };
+        let (a, _) = run(&mut st, &mut dp, &with("\"198.18.0.0/16\""));
+        assert_eq!(a.vips_added.len(), 2);
+        assert_eq!(st.vips[0].allow.len(), 1);
+        let (a, _) = run(&mut st, &mut dp, &with("\"198.18.0.0/16\""));
+        assert_eq!(a.summary(), "nothing changed");
+        let (a, _) = run(
+            &mut st,
+            &mut dp,
+            &with("\"198.18.0.0/15\", \"203.0.113.7\""),
+        );
+        assert_eq!(a.vips_changed, vec!["198.18.0.1:80/tcp".to_string()]);
+        assert_eq!(st.vips[0].allow.len(), 2);
+        let (a, _) = run(&mut st, &mut dp, &file(BASE));
+        assert_eq!(a.vips_changed, vec!["198.18.0.1:80/tcp".to_string()]);
+        assert!(st.vips[0].allow.is_empty());
+        assert_eq!(dp.violations(), Vec::<String>::new());
     }
 
     #[test]

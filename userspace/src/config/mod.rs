@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 
 use crate::{
     addr::{ElementAddr, Mode, PoolHandle, Protocol, Vip, parse_port_range},
+    allow::Prefix,
     state::{AttachOptions, NoneHealthy, OnFailure, PoolPolicy},
 };
 
@@ -142,6 +143,10 @@ pub struct VipDecl {
     pub snat: Option<IpAddr>,
     /// NAT: idle seconds before a translation expires (default: the interface's).
     pub nat_timeout_s: Option<u32>,
+    /// Source prefixes that may reach the VIP (`"198.18.0.0/16"`, a bare address); absent or
+    /// empty: everyone. Others are dropped in XDP (`drop_source_not_allowed`).
+    #[serde(default)]
+    pub allow: Vec<Prefix>,
 }
 
 /// One pool: elements given by hand (the registrar adds the registered ones), its check and
@@ -649,6 +654,9 @@ fn validate_vips(cfg: &ConfigFile, opts: Option<&AttachOptions>, out: &mut Vec<P
             )),
             _ => {}
         }
+        if let Err(e) = crate::allow::check(v.address.addr, &v.address.to_string(), &v.allow) {
+            out.push(problem(at("allow"), format!("{e:#}")));
+        }
         if v.mode == Mode::Nat && v.address.proto == Protocol::Sctp {
             out.push(problem(
                 at("mode"),
@@ -948,6 +956,7 @@ pub fn summary(cfg: &ConfigFile) -> Value {
             "mode": v.mode.to_string(),
             "snat": v.snat.map(|s| s.to_string()),
             "nat_timeout_s": v.nat_timeout_s,
+            "allow": v.allow.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "pools": pools,
         "registrar": cfg.registrar.as_ref().map(|r| json!({
@@ -1026,6 +1035,11 @@ pub fn summary_text(file: &str, cfg: &ConfigFile) -> String {
             v.pool.to_string(),
             v.mode,
             v.snat.map(|a| format!(" snat {a}")).unwrap_or_default()
+                + &if v.allow.is_empty() {
+                    String::new()
+                } else {
+                    format!(" allow {} prefix(es)", v.allow.len())
+                }
         );
     }
     let _ = writeln!(s, "pools      {}", cfg.pools.len());

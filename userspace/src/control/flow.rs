@@ -287,6 +287,7 @@ mod tests {
                 nexthop: None,
                 owner: Owner::Manual,
                 nexthop_pending: false,
+                health: Default::default(),
             });
         }
         let vip = VipState {
@@ -298,6 +299,7 @@ mod tests {
             slot: 0,
             table: 1,
             allow: vec![],
+            owner: Owner::Manual,
         };
         st.vips.push(vip.clone());
         (st, vip)
