@@ -13,7 +13,10 @@
 //!   `rsplb_vip_table_info{...,table_digest}` (1): each VIP and its Maglev table's digest.
 //! - `rsplb_element_{packets,bytes,new_flows}_total{interface,pool,element}`,
 //!   `rsplb_element_weight`, `rsplb_element_state{...,state}` (1 for the element's state, 0 for
-//!   the other) and `rsplb_element_info{...,owner}` (1).
+//!   the other), `rsplb_element_info{...,owner}` (1) and `rsplb_element_health{...,health}` (1
+//!   for what the balancer-side checks say, `up`, `down` or `slow_start`; 0 for the others).
+//! - `rsplb_health_transitions_total{interface,to}`: elements the checks took `down` or brought
+//!   back `up`.
 //! - With an embedded registrar: `rsplb_registrar_{pools,elements,asap_peers}`,
 //!   `rsplb_registrar_enrp_peers{state}` and one counter per registrar counter
 //!   (`rsplb_registrar_registrations_total`, ...; ENRP's as `rsplb_registrar_enrp_..._total`).
@@ -32,7 +35,7 @@ use rsplb_registrar::shell::{RegistrarsSnapshot, StatsSnapshot};
 
 use crate::{
     control::Stats,
-    state::{ElementState, ElementStateEntry},
+    state::{ElementState, ElementStateEntry, Health},
 };
 
 /// The `Content-Type` of [`encode_text`]'s output.
@@ -107,6 +110,20 @@ struct ElementStateLabels {
     pool: String,
     element: String,
     state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ElementHealthLabels {
+    interface: String,
+    pool: String,
+    element: String,
+    health: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Transition {
+    interface: String,
+    to: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -318,6 +335,24 @@ fn register_dataplane(registry: &mut Registry, s: &Stats, snap: &Snapshot<'_>) {
         "rsplb_element_info",
         "Each pool element with its owner: the registrar or a hand-added element (1)",
     );
+    let health = gauge_family::<ElementHealthLabels>(
+        registry,
+        "rsplb_element_health",
+        "Health of each pool element as the balancer-side checks see it: 1 for its health (up, down, slow_start), 0 for the others",
+    );
+    let transitions = counter_family::<Transition>(
+        registry,
+        "rsplb_health_transitions",
+        "Elements the balancer-side checks took down or brought back up",
+    );
+    for (to, n) in crate::health::runner::transitions() {
+        transitions
+            .get_or_create(&Transition {
+                interface: iface.clone(),
+                to: to.into(),
+            })
+            .inc_by(n);
+    }
     for e in &s.elements {
         let l = ElementLabels {
             interface: iface.clone(),
@@ -338,11 +373,27 @@ fn register_dataplane(registry: &mut Registry, s: &Stats, snap: &Snapshot<'_>) {
                 })
                 .set(i64::from(st == e.state));
         }
-        let owner = snap
+        let entry = snap
             .elements
             .iter()
-            .find(|x| x.pool == e.pool && x.element_addr().to_string() == e.address)
-            .map_or("unknown", |x| x.owner.name());
+            .find(|x| x.pool == e.pool && x.element_addr().to_string() == e.address);
+        let now = entry.map(|x| x.health).unwrap_or_default();
+        for h in ["up", "down", "slow_start"] {
+            let is = match now {
+                Health::Up => "up",
+                Health::Down => "down",
+                Health::SlowStart(_) => "slow_start",
+            };
+            health
+                .get_or_create(&ElementHealthLabels {
+                    interface: iface.clone(),
+                    pool: e.pool.clone(),
+                    element: e.address.clone(),
+                    health: h.into(),
+                })
+                .set(i64::from(h == is));
+        }
+        let owner = entry.map_or("unknown", |x| x.owner.name());
         info.get_or_create(&ElementInfo {
             interface: l.interface,
             pool: l.pool,
@@ -557,6 +608,10 @@ mod tests {
             "rsplb_element_bytes_total{interface=\"veth0\",pool=\"web\",element=\"198.18.1.2:80\"} 400"
         ));
         assert!(t.contains("state=\"draining\"} 0"));
+        assert!(t.contains(
+            "rsplb_element_health{interface=\"veth0\",pool=\"web\",element=\"198.18.1.2:80\",health=\"up\"} 1"
+        ));
+        assert!(t.contains("rsplb_health_transitions_total{interface=\"veth0\",to=\"down\"}"));
         // Pass reasons sum to the pass action; no family mixes actions and reasons.
         let sum = |prefix: &str| -> u64 {
             t.lines()

@@ -9,7 +9,10 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -27,6 +30,18 @@ use crate::{
     control_core::NeighbourTarget,
     state::{ElementStateEntry, Health},
 };
+
+/// Elements the checks took down, and brought back up, since the daemon started (metrics).
+static DOWN: AtomicU64 = AtomicU64::new(0);
+static UP: AtomicU64 = AtomicU64::new(0);
+
+/// The transitions so far: (`down`, n), (`up`, n).
+pub fn transitions() -> [(&'static str, u64); 2] {
+    [
+        ("down", DOWN.load(Ordering::Relaxed)),
+        ("up", UP.load(Ordering::Relaxed)),
+    ]
+}
 
 /// How often the runner re-reads which elements the pools have.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -144,6 +159,11 @@ pub async fn run(balancer: Arc<Mutex<Balancer>>, mut plan: watch::Receiver<Arc<P
                         );
                     }
                 }
+                match transition {
+                    Some(Transition::Down) => DOWN.fetch_add(1, Ordering::Relaxed),
+                    Some(Transition::Up) => UP.fetch_add(1, Ordering::Relaxed),
+                    None => 0,
+                };
                 match transition {
                     Some(Transition::Down) => log::warn!(
                         "pool {}: element {} is down: {} {} check failures in a row (last: {})",
