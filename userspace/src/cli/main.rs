@@ -165,7 +165,8 @@ enum Cmd {
         /run/rsplb/IFACE/daemon.pid) and waits for its outcome: what it added, changed and \
         removed, or, for a file with any error, why it changed nothing (exit status 1). VIPs \
         and elements the file did not change are not touched: their flows go on. \
-        `systemctl reload rsplb` does the same.\n\n\
+        `systemctl reload rsplb` sends the same signal, without waiting for the outcome (see \
+        `journalctl -u rsplb` or `rsplb status`).\n\n\
         Examples:\n  rsplb reload\n  rsplb -i eth1 reload --json"
     )]
     Reload {
@@ -342,6 +343,11 @@ enum ElementCmd {
         pool served by a DSR VIP an element is its address (198.18.1.2 and 198.18.1.2:80 are the \
         same element of a VIP on port 80) and another port is refused. A NAT VIP's elements must \
         be of the VIP's address family.\n\n\
+        Owners: an element added here is the command line's: the registrar and the \
+        configuration file of `rsplb run --config` leave it as it is (also when they declare \
+        the same address), and it stays until `element del`. `element weight`, `drain` and \
+        `del` work on any element; on a registrar's or the file's element a change lasts until \
+        that owner applies its own view again (the reconciler's next pass, the next reload).\n\n\
         Examples:\n  rsplb element add web 198.18.1.2 --weight 3\n  rsplb element add dns [fd00::2]:5353"
     )]
     Add {

@@ -895,12 +895,22 @@ fn validate_check(
         }
         _ => {}
     }
-    if let Some(ca) = &c.ca
-        && !ca.is_file()
+    if let Some(ca) = &c.ca {
+        if !ca.is_file() {
+            out.push(problem(
+                at("ca"),
+                format!("{} is not a readable file", ca.display()),
+            ));
+        } else if let Err(e) = crate::health::probe::tls_config(c) {
+            out.push(problem(at("ca"), format!("{e:#}")));
+        }
+    }
+    if let Some(program) = c.command.as_ref().and_then(|v| v.first())
+        && !program_exists(program)
     {
         out.push(problem(
-            at("ca"),
-            format!("{} is not a readable file", ca.display()),
+            at("command"),
+            format!("`{program}` is not an executable file (nor found in PATH)"),
         ));
     }
     // Where the check goes: the check's port, else the element's, else a VIP's.
@@ -920,6 +930,20 @@ fn validate_check(
             ),
         ));
     }
+}
+
+/// Is `program` an executable file: a path, or a name found in `PATH`?
+fn program_exists(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return executable(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| executable(&d.join(program))))
 }
 
 /// What `config check` prints: a summary of the file.

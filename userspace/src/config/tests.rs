@@ -135,6 +135,21 @@ fn semantic_errors_of_vips_and_checks() {
         "{HEAD}[pool.web]\nelements = [\"198.18.1.2\"]\n[pool.web.check]\ntype = \"tcp\"\n"
     );
     one_error_at(&text, 5, &["port"]);
+    // An exec check whose program is not there, an https check whose CA is not PEM.
+    let text = format!(
+        "{HEAD}[pool.db]\nelements = [\"198.18.1.2:5432\"]\n[pool.db.check]\ntype = \"exec\"\ncommand = [\"/nonexistent/check-db\"]\n"
+    );
+    one_error_at(&text, 7, &["/nonexistent/check-db"]);
+    let bad_ca = std::env::temp_dir().join(format!("rsplb-bad-ca-{}.pem", std::process::id()));
+    std::fs::write(&bad_ca, "not a certificate\n").unwrap();
+    let text = format!(
+        "{HEAD}[pool.web]\nelements = [\"198.18.1.2:443\"]\n[pool.web.check]\ntype = \"https\"\nca = \"{}\"\n",
+        bad_ca.display()
+    );
+    let e = errors(&text);
+    let _ = std::fs::remove_file(&bad_ca);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].line, 7, "{}", e[0]);
     // Timeout above the interval.
     let text = format!(
         "{HEAD}[pool.web]\nelements = [\"198.18.1.2:80\"]\ncheck = {{ type = \"tcp\", interval_ms = 100, timeout_ms = 500 }}\n"

@@ -208,6 +208,9 @@ pub fn tls_config(check: &CheckDecl) -> Result<Arc<rustls::ClientConfig>> {
                     cert.with_context(|| format!("a certificate of {}", path.display()))?;
                 roots.add(cert)?;
             }
+            if roots.is_empty() {
+                bail!("{} holds no PEM certificate", path.display());
+            }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         None => builder
