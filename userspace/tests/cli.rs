@@ -1289,3 +1289,71 @@ fn allow_lists_are_set_changed_shown_and_recovered() {
     lab.ok(&[i[0], i[1], "vip", "del", &vip]);
     assert!(pinned_allow_v4(&lab, slot).is_empty());
 }
+
+/// `rsplb config check` as an unprivileged user when the tests run as root (it needs no root).
+fn config_check(args: &[&str]) -> Output {
+    let mut cmd = if is_root() && std::path::Path::new("/usr/bin/setpriv").exists() {
+        let mut c = Command::new("/usr/bin/setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    cmd.args(["config", "check"])
+        .args(args)
+        .env_remove("RSPLB_NETNS")
+        .output()
+        .expect("running rsplb config check")
+}
+
+#[test]
+fn config_check_accepts_the_example_and_names_the_line_of_each_problem() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rsplb.toml");
+    let o = config_check(&[example]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("valid") && out.contains("pools"), "{out}");
+    let o = config_check(&[example, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert!(v["vips"].as_array().is_some_and(|a| !a.is_empty()));
+
+    // A file the unprivileged user can read, with two problems.
+    let dir = std::env::temp_dir().join(format!("rsplb-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[interface]\nname = \"eth1\"\n[[vip]]\naddress = \"198.18.0.1:80/tcp\"\npool = \"wbe\"\n\
+         [pool.web]\nelements = [\"198.18.1.2\"]\nweigth = 3\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    for p in [&dir, &bad] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = bad.to_str().unwrap();
+    let o = config_check(&[path]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!("{path}:8:1: unknown field `weigth`")),
+        "{err}"
+    );
+    // Syntax first: fixed, the meaning is checked.
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&bad)
+            .unwrap()
+            .replace("weigth = 3\n", ""),
+    )
+    .unwrap();
+    let o = config_check(&[path, "--json"]);
+    assert!(!o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"][0]["line"], 5);
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("wbe"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
