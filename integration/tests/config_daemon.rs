@@ -335,6 +335,14 @@ fn below_min_healthy_the_vip_uses_the_backup_pool() {
     let t = tcp_burst(lab.client.netns.name(), vip, 100).unwrap();
     assert_eq!(t.failed, 0, "{t}");
     assert_eq!(t.get("s3"), 100, "only the backup pool serves: {t}");
+    let status: serde_json::Value =
+        serde_json::from_str(&lab.rsplb.on(&["status", "--json"]).unwrap()).unwrap();
+    assert_eq!(
+        status["vips"][0]["backup_pool_serving"], "sorry",
+        "{status}"
+    );
+    assert_eq!(status["vips"][0]["elements_in_service"], 1, "{status}");
+    assert_eq!(status["daemon"]["config"]["applied"], true, "{status}");
 
     // Back: web serves again.
     lab.restart_server(0).unwrap();

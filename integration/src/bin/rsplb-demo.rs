@@ -401,7 +401,7 @@ fn rserpool(lab: &mut Lab) -> Result<String> {
          registered",
         down.as_millis()
     );
-    println!("{}", indent(&rsplb(lab, &["element", "list", RSP_POOL])?));
+    println!("{}", indent(&rsplb(lab, &["status"])?));
     checkpoint()?;
 
     step(&format!(

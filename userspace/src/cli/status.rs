@@ -11,7 +11,7 @@ use crate::{
     control::Stats,
     daemon::{configured::ReloadStatus, status::DaemonStatus},
     output::state_name,
-    state::{ElementState, State},
+    state::State,
 };
 
 /// What `rsplb status` reads.
@@ -63,11 +63,14 @@ pub fn status_json(i: &StatusInput<'_>) -> Value {
                 .iter()
                 .find(|s| s.vip == v.vip)
                 .map(|s| s.counters);
-            let in_service = st
-                .elements
-                .iter()
-                .filter(|e| e.pool == v.pool && e.state == ElementState::Active)
-                .count();
+            // What the VIP's Maglev table holds: its pool's active, healthy elements, or its
+            // backup pool's, or all of them when none is healthy and the rule is fail-static.
+            let serving = crate::control_core::vip_elements(st, &v.pool);
+            let in_service = serving.len();
+            let backup = serving
+                .first()
+                .filter(|(e, _)| e.pool != v.pool)
+                .map(|(e, _)| e.pool.clone());
             json!({
                 "vip": v.vip,
                 "pool": v.pool,
@@ -75,6 +78,7 @@ pub fn status_json(i: &StatusInput<'_>) -> Value {
                 "snat": v.snat.map(|a| a.to_string()),
                 "table_digest": i.digests.get(&v.vip),
                 "elements_in_service": in_service,
+                "backup_pool_serving": backup,
                 "packets": c.map(|c| c.packets),
                 "bytes": c.map(|c| c.bytes),
                 "new_flows": c.map(|c| c.new_flows),
@@ -237,7 +241,10 @@ pub fn status_text(i: &StatusInput<'_>) -> String {
             s,
             "{:<28} {:<16} {:<5} {:<16} {:>8} {:>12} {:>10}",
             x["vip"].as_str().unwrap_or(""),
-            x["pool"].as_str().unwrap_or(""),
+            match x["backup_pool_serving"].as_str() {
+                Some(b) => format!("{}>{b}", x["pool"].as_str().unwrap_or("")),
+                None => x["pool"].as_str().unwrap_or("").to_string(),
+            },
             x["mode"].as_str().unwrap_or(""),
             x["table_digest"].as_str().unwrap_or("-"),
             num(&x["elements_in_service"]),
@@ -294,7 +301,7 @@ mod tests {
         addr::Mode,
         control::{ElementStats, VipStats},
         daemon::status::{ReconcileStatus, RegistrarStatus},
-        state::{AttachOptions, ElementStateEntry, Owner, VipState},
+        state::{AttachOptions, ElementState, ElementStateEntry, Owner, VipState},
     };
     use rsplb_common::{Counters, stat};
 
