@@ -135,6 +135,11 @@ fn semantic_errors_of_vips_and_checks() {
         "{HEAD}[pool.web]\nelements = [\"198.18.1.2\"]\n[pool.web.check]\ntype = \"tcp\"\n"
     );
     one_error_at(&text, 5, &["port"]);
+    // An allow list of the other family.
+    let text = format!(
+        "{HEAD}[pool.web]\n[[vip]]\naddress = \"198.18.0.1:80/tcp\"\npool = \"web\"\nallow = [\"fd00::/8\"]\n"
+    );
+    one_error_at(&text, 7, &["IPv6"]);
     // An exec check whose program is not there, an https check whose CA is not PEM.
     let text = format!(
         "{HEAD}[pool.db]\nelements = [\"198.18.1.2:5432\"]\n[pool.db.check]\ntype = \"exec\"\ncommand = [\"/nonexistent/check-db\"]\n"
