@@ -1357,3 +1357,28 @@ fn config_check_accepts_the_example_and_names_the_line_of_each_problem() {
     assert!(v["errors"][0]["message"].as_str().unwrap().contains("wbe"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reader that stops early (`rsplb … --json | head -c 1`) ends the command quietly, as with
+/// other Unix tools: killed by SIGPIPE, never a panic in `println!` on EPIPE.
+#[test]
+fn a_reader_that_closes_early_does_not_make_rsplb_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rsplb.toml");
+    let mut child = Command::new(BIN)
+        .args(["config", "check", config, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running rsplb");
+    // Close the read end before rsplb writes: its first write meets a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waiting for rsplb");
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "panic: {err}");
+    // SIGPIPE (13 on Linux); success only if rsplb wrote before the pipe was closed.
+    assert!(
+        out.status.signal() == Some(13) || out.status.success(),
+        "expected the end by SIGPIPE, got {:?}: {err}",
+        out.status
+    );
+}

@@ -445,6 +445,13 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp_millis()
         .init();
+    // A command whose output goes to a reader that stops early (`rsplb vip list --json | head`)
+    // ends quietly, as other Unix tools do, instead of panicking in `println!` on EPIPE. The
+    // long-running services keep SIGPIPE ignored: a closed peer must not kill them.
+    if !matches!(cli.cmd, Cmd::Rserpool(_) | Cmd::Run { .. }) {
+        // SAFETY: restoring a signal's default disposition has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
