@@ -112,6 +112,63 @@ fn configure(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+impl From<wire::Assembled> for Incoming {
+    fn from(a: wire::Assembled) -> Self {
+        match a {
+            wire::Assembled::Message {
+                stream,
+                ppid,
+                bytes,
+            } => Incoming::Message {
+                stream,
+                ppid,
+                bytes,
+            },
+            wire::Assembled::Notification(n) => Incoming::Notification(n),
+            wire::Assembled::TooLarge { len } => Incoming::TooLarge { len },
+        }
+    }
+}
+
+/// Configures a new socket, binds `addr` and listens; returns it registered with the runtime
+/// and the bound address (with the port the kernel chose for port 0).
+fn bind_listening(fd: OwnedFd, addr: SocketAddr) -> io::Result<(AsyncFd<OwnedFd>, SocketAddr)> {
+    sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    configure(&fd)?;
+    sys::bind(fd.as_fd(), &addr)?;
+    sys::listen(fd.as_fd(), 1024)?;
+    let local = sys::local_addr_raw(fd.as_fd())
+        .ok()
+        .and_then(|b| wire::decode_sockaddr(&b).map(|(a, _)| a))
+        .unwrap_or(addr);
+    Ok((sys::async_fd(fd)?, local))
+}
+
+/// Sends one whole message with the control messages `cmsg[..len]` (to `to` when given),
+/// waiting while the socket is full.
+async fn send_message(
+    fd: &AsyncFd<OwnedFd>,
+    bytes: &[u8],
+    to: Option<&SocketAddr>,
+    cmsg: &sys::CmsgBuf,
+    len: usize,
+) -> io::Result<()> {
+    loop {
+        let mut guard = fd.writable().await?;
+        match guard.try_io(|fd| sys::sendmsg(fd.get_ref().as_fd(), bytes, to, cmsg, len)) {
+            Ok(Ok(n)) if n == bytes.len() => return Ok(()),
+            Ok(Ok(n)) => {
+                return Err(io::Error::other(format!(
+                    "sent {n} of {} bytes of one message",
+                    bytes.len()
+                )));
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
 impl SctpSocket {
     fn new(fd: OwnedFd, ppid: u32, max_message: usize) -> io::Result<Self> {
         configure(&fd)?;
@@ -153,20 +210,7 @@ impl SctpSocket {
     pub async fn send_with_ppid(&self, bytes: &[u8], stream: u16, ppid: u32) -> io::Result<()> {
         let mut cmsg: sys::CmsgBuf = [0; 8];
         let len = wire::encode_sndinfo(sys::cmsg_bytes_mut(&mut cmsg), stream, ppid);
-        loop {
-            let mut guard = self.fd.writable().await?;
-            match guard.try_io(|fd| sys::sendmsg(fd.get_ref().as_fd(), bytes, &cmsg, len)) {
-                Ok(Ok(n)) if n == bytes.len() => return Ok(()),
-                Ok(Ok(n)) => {
-                    return Err(io::Error::other(format!(
-                        "sent {n} of {} bytes of one message",
-                        bytes.len()
-                    )));
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => continue,
-            }
-        }
+        send_message(&self.fd, bytes, None, &cmsg, len).await
     }
 
     /// The next message or notification. Cancel-safe: pieces already read stay buffered.
@@ -175,10 +219,11 @@ impl SctpSocket {
             let mut guard = self.fd.ready(Interest::READABLE).await?;
             let mut cmsg: sys::CmsgBuf = [0; 8];
             let buf = &mut self.buf;
-            let got = match guard.try_io(|fd| sys::recvmsg(fd.get_ref().as_fd(), buf, &mut cmsg)) {
-                Ok(r) => r?,
-                Err(_would_block) => continue,
-            };
+            let (got, _) =
+                match guard.try_io(|fd| sys::recvmsg(fd.get_ref().as_fd(), buf, &mut cmsg)) {
+                    Ok(r) => r?,
+                    Err(_would_block) => continue,
+                };
             let notification = got.flags & sys::MSG_NOTIFICATION != 0;
             if got.len == 0 && !notification {
                 return Ok(Incoming::Closed);
@@ -189,21 +234,8 @@ impl SctpSocket {
                 notification,
                 info: wire::decode_rcvinfo(&sys::cmsg_bytes(&cmsg)[..got.cmsg_len]),
             };
-            match self.reassembler.push(piece) {
-                None => continue,
-                Some(wire::Assembled::Message {
-                    stream,
-                    ppid,
-                    bytes,
-                }) => {
-                    return Ok(Incoming::Message {
-                        stream,
-                        ppid,
-                        bytes,
-                    });
-                }
-                Some(wire::Assembled::Notification(n)) => return Ok(Incoming::Notification(n)),
-                Some(wire::Assembled::TooLarge { len }) => return Ok(Incoming::TooLarge { len }),
+            if let Some(unit) = self.reassembler.push(piece) {
+                return Ok(unit.into());
             }
         }
     }
@@ -255,17 +287,9 @@ pub struct SctpListener {
 impl SctpListener {
     /// Binds `addr` (an unspecified address means every local address: a multi-homed endpoint).
     pub fn bind(addr: SocketAddr, ppid: u32, max_message: usize) -> io::Result<Self> {
-        let fd = sys::socket(addr.is_ipv6()).map_err(explain)?;
-        sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-        configure(&fd)?;
-        sys::bind(fd.as_fd(), &addr)?;
-        sys::listen(fd.as_fd(), 1024)?;
-        let local = sys::local_addr_raw(fd.as_fd())
-            .ok()
-            .and_then(|b| wire::decode_sockaddr(&b).map(|(a, _)| a))
-            .unwrap_or(addr);
+        let (fd, local) = bind_listening(sys::socket(addr.is_ipv6()).map_err(explain)?, addr)?;
         Ok(Self {
-            fd: sys::async_fd(fd)?,
+            fd,
             ppid,
             max_message,
             local,
@@ -316,64 +340,38 @@ pub struct SctpEndpoint {
 #[derive(Debug)]
 struct EndpointRx {
     reassembler: wire::Reassembler,
-    max_message: usize,
     /// Association and sender of the message being reassembled.
     assoc: i32,
     from: Option<SocketAddr>,
-    notification: Vec<u8>,
     buf: Vec<u8>,
 }
 
 impl EndpointRx {
     /// Takes one read; a complete unit when it ends one.
     fn take(&mut self, got: &sys::Received, cmsg: &[u8], name: &[u8]) -> Option<EndpointIncoming> {
-        let bytes = &self.buf[..got.len];
-        let end = got.flags & libc::MSG_EOR != 0;
-        if got.flags & sys::MSG_NOTIFICATION != 0 {
-            if self.notification.len() + bytes.len() <= 64 * 1024 {
-                self.notification.extend_from_slice(bytes);
-            }
-            if !end {
-                return None;
-            }
-            let raw = std::mem::take(&mut self.notification);
-            let n = wire::decode_notification(&raw);
-            if n == Notification::PartialDeliveryAborted {
-                self.reassembler = wire::Reassembler::new(self.max_message);
-            }
-            return Some(EndpointIncoming {
-                assoc: wire::notification_assoc_id(&raw),
-                from: None,
-                incoming: Incoming::Notification(n),
-            });
-        }
-        if !self.reassembler.pending() {
+        let notification = got.flags & sys::MSG_NOTIFICATION != 0;
+        if !notification && !self.reassembler.pending() {
             self.assoc = wire::rcvinfo_assoc_id(cmsg).unwrap_or(0);
             self.from = wire::decode_sockaddr(name).map(|(a, _)| a);
         }
         let piece = wire::Piece {
-            bytes,
-            end,
-            notification: false,
+            bytes: &self.buf[..got.len],
+            end: got.flags & libc::MSG_EOR != 0,
+            notification,
             info: wire::decode_rcvinfo(cmsg),
         };
-        let incoming = match self.reassembler.push(piece)? {
-            wire::Assembled::Message {
-                stream,
-                ppid,
-                bytes,
-            } => Incoming::Message {
-                stream,
-                ppid,
-                bytes,
+        let unit = self.reassembler.push(piece)?;
+        Some(match unit {
+            wire::Assembled::Notification(_) => EndpointIncoming {
+                assoc: self.reassembler.notification_assoc(),
+                from: None,
+                incoming: unit.into(),
             },
-            wire::Assembled::TooLarge { len } => Incoming::TooLarge { len },
-            wire::Assembled::Notification(n) => Incoming::Notification(n),
-        };
-        Some(EndpointIncoming {
-            assoc: self.assoc,
-            from: self.from,
-            incoming,
+            _ => EndpointIncoming {
+                assoc: self.assoc,
+                from: self.from,
+                incoming: unit.into(),
+            },
         })
     }
 }
@@ -382,24 +380,15 @@ impl SctpEndpoint {
     /// Binds `addr` and accepts associations on it.
     pub fn bind(addr: SocketAddr, ppid: u32, max_message: usize) -> io::Result<Self> {
         let fd = sys::socket_one_to_many(addr.is_ipv6()).map_err(explain)?;
-        sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-        configure(&fd)?;
-        sys::bind(fd.as_fd(), &addr)?;
-        sys::listen(fd.as_fd(), 1024)?;
-        let local = sys::local_addr_raw(fd.as_fd())
-            .ok()
-            .and_then(|b| wire::decode_sockaddr(&b).map(|(a, _)| a))
-            .unwrap_or(addr);
+        let (fd, local) = bind_listening(fd, addr)?;
         Ok(Self {
-            fd: sys::async_fd(fd)?,
+            fd,
             ppid,
             local,
             rx: std::sync::Mutex::new(EndpointRx {
                 reassembler: wire::Reassembler::new(max_message),
-                max_message,
                 assoc: 0,
                 from: None,
-                notification: Vec::new(),
                 buf: vec![0u8; READ_CHUNK],
             }),
         })
@@ -436,22 +425,7 @@ impl SctpEndpoint {
         let mut cmsg: sys::CmsgBuf = [0; 8];
         let len =
             wire::encode_sndinfo_assoc(sys::cmsg_bytes_mut(&mut cmsg), 0, flags, self.ppid, assoc);
-        loop {
-            let mut guard = self.fd.writable().await?;
-            let sent = guard
-                .try_io(|fd| sys::sendmsg_to(fd.get_ref().as_fd(), bytes, to.as_ref(), &cmsg, len));
-            match sent {
-                Ok(Ok(n)) if n == bytes.len() => return Ok(()),
-                Ok(Ok(n)) => {
-                    return Err(io::Error::other(format!(
-                        "sent {n} of {} bytes of one message",
-                        bytes.len()
-                    )));
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => continue,
-            }
-        }
+        send_message(&self.fd, bytes, to.as_ref(), &cmsg, len).await
     }
 
     /// The next message or notification of any association (one receiving task). Cancel-safe:
@@ -463,7 +437,7 @@ impl SctpEndpoint {
             let mut cmsg: sys::CmsgBuf = [0; 8];
             let buf = &mut rx.buf;
             let (got, name) =
-                match guard.try_io(|fd| sys::recvmsg_from(fd.get_ref().as_fd(), buf, &mut cmsg)) {
+                match guard.try_io(|fd| sys::recvmsg(fd.get_ref().as_fd(), buf, &mut cmsg)) {
                     Ok(r) => r?,
                     Err(_would_block) => continue,
                 };

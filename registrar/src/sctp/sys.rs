@@ -270,35 +270,10 @@ pub fn get_addrs(fd: BorrowedFd<'_>, peer: bool, assoc_id: i32) -> io::Result<Ve
     Ok(buf)
 }
 
-/// One `sendmsg` of `data` with the control messages in `cmsg[..cmsg_len]`.
+/// One `sendmsg` of `data` with the control messages in `cmsg[..cmsg_len]`; to `dest` when
+/// given (one-to-many sockets: the association to that address, set up on the way when there is
+/// none).
 pub fn sendmsg(
-    fd: BorrowedFd<'_>,
-    data: &[u8],
-    cmsg: &CmsgBuf,
-    cmsg_len: usize,
-) -> io::Result<usize> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    // SAFETY: msghdr is plain old data; every pointer set below stays valid during the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.as_ptr() as *mut libc::c_void;
-    msg.msg_controllen = cmsg_len.min(size_of::<CmsgBuf>()) as _;
-    // SAFETY: msg points at live buffers of the lengths given; the kernel only reads them.
-    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// One `sendmsg` of `data` to `dest` (one-to-many sockets: the association to that address,
-/// set up on the way when there is none), with the control messages in `cmsg[..cmsg_len]`.
-pub fn sendmsg_to(
     fd: BorrowedFd<'_>,
     data: &[u8],
     dest: Option<&SocketAddr>,
@@ -329,8 +304,8 @@ pub fn sendmsg_to(
     }
 }
 
-/// `recvmsg` that also returns the sender's address (`msg_name`), as raw `sockaddr` bytes.
-pub fn recvmsg_from(
+/// One `recvmsg`; also returns the sender's address (`msg_name`), as raw `sockaddr` bytes.
+pub fn recvmsg(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
     cmsg: &mut CmsgBuf,
@@ -379,29 +354,6 @@ pub struct Received {
     pub len: usize,
     pub flags: libc::c_int,
     pub cmsg_len: usize,
-}
-
-pub fn recvmsg(fd: BorrowedFd<'_>, buf: &mut [u8], cmsg: &mut CmsgBuf) -> io::Result<Received> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain old data; every pointer set below stays valid during the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.as_mut_ptr().cast();
-    msg.msg_controllen = size_of::<CmsgBuf>() as _;
-    // SAFETY: the kernel writes at most iov_len bytes into buf and msg_controllen into cmsg.
-    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Received {
-        len: n as usize,
-        flags: msg.msg_flags,
-        cmsg_len: (msg.msg_controllen as usize).min(size_of::<CmsgBuf>()),
-    })
 }
 
 /// View a control buffer as bytes (for the safe encoders and decoders).

@@ -367,6 +367,8 @@ pub struct Reassembler {
     /// Bytes of the current message beyond `max` (it is being discarded).
     overflow: usize,
     notification: Vec<u8>,
+    /// The association the last complete notification is about ([`notification_assoc_id`]).
+    notification_assoc: i32,
 }
 
 impl Reassembler {
@@ -377,7 +379,14 @@ impl Reassembler {
             info: None,
             overflow: 0,
             notification: Vec::new(),
+            notification_assoc: 0,
         }
+    }
+
+    /// The association the last notification [`Reassembler::push`] returned is about (one-to-many
+    /// sockets; 0 when it names none).
+    pub fn notification_assoc(&self) -> i32 {
+        self.notification_assoc
     }
 
     /// Whether part of a data message is held.
@@ -393,7 +402,9 @@ impl Reassembler {
             if !piece.end {
                 return None;
             }
-            let n = decode_notification(&std::mem::take(&mut self.notification));
+            let raw = std::mem::take(&mut self.notification);
+            self.notification_assoc = notification_assoc_id(&raw);
+            let n = decode_notification(&raw);
             if n == Notification::PartialDeliveryAborted {
                 self.data.clear();
                 self.info = None;
@@ -693,7 +704,8 @@ mod tests {
     fn a_notification_in_pieces_does_not_disturb_a_pending_message() {
         let mut r = Reassembler::new(100);
         assert_eq!(r.push(data(b"ab", false, None)), None);
-        let n = assoc_change(2);
+        let mut n = assoc_change(2);
+        n[16..20].copy_from_slice(&77i32.to_ne_bytes()); // sac_assoc_id
         let piece = |b, end| Piece {
             bytes: b,
             end,
@@ -708,6 +720,8 @@ mod tests {
                 ..
             }))
         ));
+        // One-to-many sockets need the association a notification is about.
+        assert_eq!(r.notification_assoc(), 77);
         assert!(matches!(
             r.push(data(b"c", true, None)),
             Some(Assembled::Message { bytes, .. }) if bytes == b"abc"
