@@ -164,36 +164,47 @@ impl Drop for Balancer {
     }
 }
 
-/// Sends a datagram from `ns` to each of `targets` (the discard port) until `ns` has resolved
-/// every one on `iface`, for at most 10 s.
+/// Sends a datagram from `ns` to each of `targets` (the discard port, where nobody listens):
+/// the datagram only makes `ns` resolve the target's link-layer address.
+fn poke(ns: &Netns, targets: &[IpAddr]) -> Result<()> {
+    let t = targets.to_vec();
+    ns.run(move || {
+        for addr in t {
+            let bind: SocketAddr = if addr.is_ipv4() {
+                "0.0.0.0:0".parse()?
+            } else {
+                "[::]:0".parse()?
+            };
+            let s = std::net::UdpSocket::bind(bind)?;
+            let _ = s.send_to(b"x", SocketAddr::new(addr, 9));
+        }
+        Ok(())
+    })
+}
+
+/// Whether `ns` holds a link-layer address for each of `targets` on `iface`; also the neighbour
+/// tables (IPv4, IPv6) for error messages.
+fn resolved(ns: &Netns, iface: &str, targets: &[IpAddr]) -> Result<(bool, String)> {
+    let all = format!(
+        "{}\n{}",
+        ns.ip(&["neigh", "show", "dev", iface])?,
+        ns.ip(&["-6", "neigh", "show", "dev", iface])?
+    );
+    let ok = targets.iter().all(|a| {
+        all.lines()
+            .any(|l| l.split_whitespace().next() == Some(&a.to_string()) && l.contains("lladdr"))
+    });
+    Ok((ok, all))
+}
+
+/// Pokes `targets` from `ns` until `ns` has resolved every one on `iface`, for at most 10 s.
 fn resolve_from(ns: &Netns, iface: &str, targets: &[IpAddr]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let t = targets.to_vec();
-        ns.run(move || {
-            for addr in t {
-                let bind: SocketAddr = if addr.is_ipv4() {
-                    "0.0.0.0:0".parse()?
-                } else {
-                    "[::]:0".parse()?
-                };
-                let s = std::net::UdpSocket::bind(bind)?;
-                let _ = s.send_to(b"x", SocketAddr::new(addr, 9));
-            }
-            Ok(())
-        })?;
+        poke(ns, targets)?;
         std::thread::sleep(Duration::from_millis(50));
-        let all = format!(
-            "{}\n{}",
-            ns.ip(&["neigh", "show", "dev", iface])?,
-            ns.ip(&["-6", "neigh", "show", "dev", iface])?
-        );
-        let resolved = |a: &IpAddr| {
-            all.lines().any(|l| {
-                l.split_whitespace().next() == Some(&a.to_string()) && l.contains("lladdr")
-            })
-        };
-        if targets.iter().all(resolved) {
+        let (ok, all) = resolved(ns, iface, targets)?;
+        if ok {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -431,36 +442,10 @@ impl Lab {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let t = targets.clone();
-            self.lb.netns.run(move || {
-                for addr in t {
-                    let bind: SocketAddr = if addr.is_ipv4() {
-                        "0.0.0.0:0".parse()?
-                    } else {
-                        "[::]:0".parse()?
-                    };
-                    let s = std::net::UdpSocket::bind(bind)?;
-                    // The discard port: nobody listens, the datagram only triggers resolution.
-                    let _ = s.send_to(b"x", SocketAddr::new(addr, 9));
-                }
-                Ok(())
-            })?;
+            poke(&self.lb.netns, &targets)?;
             std::thread::sleep(Duration::from_millis(50));
-            let neigh = self
-                .lb
-                .netns
-                .ip(&["neigh", "show", "dev", &self.lb.iface])?;
-            let neigh6 = self
-                .lb
-                .netns
-                .ip(&["-6", "neigh", "show", "dev", &self.lb.iface])?;
-            let all = format!("{neigh}\n{neigh6}");
-            let resolved = |a: &IpAddr| {
-                all.lines().any(|l| {
-                    l.split_whitespace().next() == Some(&a.to_string()) && l.contains("lladdr")
-                })
-            };
-            if targets.iter().all(resolved) && self.servers_know_the_client()? {
+            let (ok, all) = resolved(&self.lb.netns, &self.lb.iface, &targets)?;
+            if ok && self.servers_know_the_client()? {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -476,27 +461,8 @@ impl Lab {
         let client: Vec<IpAddr> = vec![self.client.v4.into(), self.client.v6.into()];
         let mut all_known = true;
         for h in &self.server_hosts {
-            let t = client.clone();
-            h.netns.run(move || {
-                for addr in t {
-                    let bind: SocketAddr = if addr.is_ipv4() {
-                        "0.0.0.0:0".parse()?
-                    } else {
-                        "[::]:0".parse()?
-                    };
-                    let s = std::net::UdpSocket::bind(bind)?;
-                    let _ = s.send_to(b"x", SocketAddr::new(addr, 9));
-                }
-                Ok(())
-            })?;
-            let neigh = h.netns.ip(&["neigh", "show", "dev", &h.iface])?;
-            let neigh6 = h.netns.ip(&["-6", "neigh", "show", "dev", &h.iface])?;
-            let all = format!("{neigh}\n{neigh6}");
-            all_known &= client.iter().all(|a| {
-                all.lines().any(|l| {
-                    l.split_whitespace().next() == Some(&a.to_string()) && l.contains("lladdr")
-                })
-            });
+            poke(&h.netns, &client)?;
+            all_known &= resolved(&h.netns, &h.iface, &client)?.0;
         }
         Ok(all_known)
     }
