@@ -6,16 +6,12 @@
 
 mod common;
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::*;
 use rsplb_integration::{
     TcpConn,
-    netns::ChildGuard,
-    rserpool::{Sidecar, contains, contains_all, start_registrar_daemon, wait_for_elements},
+    rserpool::{contains, contains_all, wait_for_elements},
     tcp_burst,
 };
 
@@ -24,26 +20,13 @@ const BOUND: Duration = Duration::from_secs(20);
 
 #[test]
 fn a_cut_link_and_a_frozen_element_leave_and_come_back() {
-    let mut lab = attached_lab();
-    let vip_ip: IpAddr = lab.vip4(0).into();
-    let vip = SocketAddr::new(vip_ip, 80);
-    lab.rsplb
-        .on(&["vip", "add", &vip_str(vip_ip, 80, "tcp"), "--pool", POOL])
-        .expect("vip add");
-    start_registrar_daemon(&mut lab).expect("rsplb run --registrar");
-    let sidecar = Sidecar {
-        pool: POOL,
-        port: 80,
-        policy: None,
-    };
-    let sidecars: Vec<ChildGuard> = (0..3)
-        .map(|i| sidecar.start(&lab, i).expect("sidecar"))
-        .collect();
-    let elements: Vec<String> = (0..3).map(|i| element(&lab, i, vip_ip, 80)).collect();
-    wait_for_elements(&lab.rsplb, POOL, BOUND, "three servers", |l| {
-        Ok(contains_all(l, &elements))
-    })
-    .unwrap();
+    let RegisteredLab {
+        lab,
+        sidecars,
+        vip,
+        elements,
+        ..
+    } = registered_lab(POOL);
     let client = lab.client.netns.name().to_string();
     let mut long: Vec<(TcpConn, String)> = (0..30)
         .map(|_| {

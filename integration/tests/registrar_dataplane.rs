@@ -7,55 +7,29 @@
 
 mod common;
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::*;
 use rsplb_integration::{
     TcpConn,
-    netns::ChildGuard,
-    rserpool::{
-        Sidecar, contains, contains_all, pool_elements, start_registrar_daemon, wait_for_elements,
-    },
+    rserpool::{contains, contains_all, pool_elements, wait_for_elements},
     tcp_burst,
 };
 
 const POOL: &str = "web";
-/// Generous bounds for a shared, noisy machine: the measured times are printed.
-const REGISTER_BOUND: Duration = Duration::from_secs(20);
+/// A generous bound for a shared, noisy machine: the measured times are printed.
 const LEAVE_BOUND: Duration = Duration::from_secs(5);
 
 #[test]
 fn registered_servers_serve_a_vip_and_a_failed_one_leaves_at_once() {
-    let mut lab = attached_lab();
-    let vip_ip: IpAddr = lab.vip4(0).into();
-    let vip = SocketAddr::new(vip_ip, 80);
-    lab.rsplb
-        .on(&["vip", "add", &vip_str(vip_ip, 80, "tcp"), "--pool", POOL])
-        .expect("vip add");
-    start_registrar_daemon(&mut lab).expect("rsplb run --registrar");
-
     // `rsplb pe register web ADDR:80 --registrar LB:3863 --check tcp` in each server's namespace.
-    // Declared after the lab: dropped (sidecars stopped) first, also on a panic.
-    let sidecar = Sidecar {
-        pool: POOL,
-        port: 80,
-        policy: None,
-    };
-    let mut sidecars: Vec<ChildGuard> = (0..3)
-        .map(|i| sidecar.start(&lab, i).expect("starting a sidecar"))
-        .collect();
-    let elements: Vec<String> = (0..3).map(|i| element(&lab, i, vip_ip, 80)).collect();
-    let took = wait_for_elements(
-        &lab.rsplb,
-        POOL,
-        REGISTER_BOUND,
-        "three servers registered",
-        |l| Ok(contains_all(l, &elements)),
-    )
-    .unwrap();
+    let RegisteredLab {
+        mut lab,
+        mut sidecars,
+        vip,
+        elements,
+        took,
+    } = registered_lab(POOL);
     println!("registration_to_dataplane_s={:.3}", took.as_secs_f64());
     for e in pool_elements(&lab.rsplb, POOL).unwrap() {
         assert_eq!(e.owner, "registrar", "{}", e.address);

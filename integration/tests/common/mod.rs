@@ -86,3 +86,54 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// An attached lab whose three servers registered themselves (their `rsplb pe register`
+/// sidecars, TCP-checked) into `pool` at the registrar `rsplb run --registrar` embeds, behind the
+/// DSR VIP `vip`/tcp on port 80. The sidecars are declared first, so they stop (and deregister)
+/// before the lab goes; a test that takes the fields apart binds `lab` before `sidecars` for
+/// the same order (locals drop in reverse).
+pub struct RegisteredLab {
+    pub sidecars: Vec<rsplb_integration::netns::ChildGuard>,
+    pub lab: Lab,
+    pub vip: SocketAddr,
+    /// `ADDR:PORT` of s1..s3's elements.
+    pub elements: Vec<String>,
+    /// From the sidecars' start until all three were in the dataplane.
+    pub took: std::time::Duration,
+}
+
+pub fn registered_lab(pool: &str) -> RegisteredLab {
+    use rsplb_integration::rserpool::{
+        Sidecar, contains_all, start_registrar_daemon, wait_for_elements,
+    };
+    let mut lab = attached_lab();
+    let vip_ip: IpAddr = lab.vip4(0).into();
+    lab.rsplb
+        .on(&["vip", "add", &vip_str(vip_ip, 80, "tcp"), "--pool", pool])
+        .expect("vip add");
+    start_registrar_daemon(&mut lab).expect("rsplb run --registrar");
+    let sidecar = Sidecar {
+        pool,
+        port: 80,
+        policy: None,
+    };
+    let sidecars = (0..3)
+        .map(|i| sidecar.start(&lab, i).expect("starting a sidecar"))
+        .collect();
+    let elements: Vec<String> = (0..3).map(|i| element(&lab, i, vip_ip, 80)).collect();
+    let took = wait_for_elements(
+        &lab.rsplb,
+        pool,
+        std::time::Duration::from_secs(20),
+        "three servers registered",
+        |l| Ok(contains_all(l, &elements)),
+    )
+    .unwrap();
+    RegisteredLab {
+        sidecars,
+        lab,
+        vip: SocketAddr::new(vip_ip, 80),
+        elements,
+        took,
+    }
+}
