@@ -65,7 +65,8 @@ reset)  # stop whatever an earlier (aborted) run left behind
   # Peers may add addresses to an association (ASCONF, RFC 5061) without AUTH: row 3 checks
   # the registrar's reaction to an added peer address. Set before any association exists.
   sysctl -qw net.sctp.addip_enable=1 net.sctp.addip_noauth_enable=1
-  ip netns del rc 2>/dev/null; ip link del veth-rc 2>/dev/null; true
+  ip netns del rc 2>/dev/null; ip link del veth-rc 2>/dev/null
+  for h in r s1 s2 c; do ip netns del "r4$h" 2>/dev/null; done; true
   ;;
 capture-start)  # capture-start NAME
   bgrun "tcpdump-$1" tcpdump -i any -n -U -s 0 -w "$L/$1.pcap" 'sctp or udp'
@@ -313,6 +314,144 @@ print(" ".join("0x%04x" % c["checksum"] for c in hs.get("checksums", []) if c["r
   echo "PASS multicast peering: rspregistrar's element reached rsplb without static peers"
   bgstop pe-c INT; bgstop rsplb-mc INT; bgstop rspreg3 INT
   sleep 0.5; bgstop tcpdump-enrp INT; sync
+  ;;
+# ---- row 4: rsplb's dataplane (XDP on the host's end of the lab link) in front of rsplib's
+# pool elements. Four hosts on the lab's link, each a network namespace with a macvlan on eth0
+# (bridge mode, so they reach each other and the host's tap): r (198.18.77.3) runs rsplb's
+# rsp-registrar (ASAP over SCTP for rsplib's elements, ENRP to the host's balancer); s1, s2
+# (.11, .12) run rsplib's rspserver (echo, SCTP port 7777) holding the VIP on their loopback
+# for direct server return; c (.10) is a legacy SCTP client that knows only the VIP, routed
+# through the host (198.18.77.1), where the balancer's XDP program sends it on to s1 or s2.
+row4-up)
+  VIP=${VIP:-198.18.78.1}
+  modprobe macvlan || fail "no macvlan module in the guest"
+  mkhost() {  # mkhost NAME ADDR
+    ip netns add "r4$1" && ip link add "mv-$1" link eth0 type macvlan mode bridge \
+      && ip link set "mv-$1" netns "r4$1" \
+      && ip -n "r4$1" addr add "$2/24" dev "mv-$1" && ip -n "r4$1" link set "mv-$1" up \
+      && ip -n "r4$1" link set lo up || fail "cannot build host $1 ($2)"
+  }
+  mkhost r 198.18.77.3; mkhost s1 198.18.77.11; mkhost s2 198.18.77.12; mkhost c 198.18.77.10
+  ip -n r4c route add "$VIP/32" via 198.18.77.1 || fail "cannot route the VIP through the balancer"
+  for s in s1 s2; do
+    ip -n "r4$s" addr add "$VIP/32" dev lo || fail "cannot put the VIP on $s's loopback"
+  done
+  ip netns exec r4r env RUST_LOG=${RUST_LOG:-info} setsid "$BIN/rsp-registrar" --asap 198.18.77.3:3863 \
+    --enrp 198.18.77.3:9901 --admin 127.0.0.1:3870 --no-announce </dev/null >"$L/row4-registrar.log" 2>&1 &
+  echo $! >"$RUN/row4-registrar.pid"
+  waitfor 20 sh -c "ip netns exec r4r ss -Sln | grep -q '198.18.77.3:3863'" \
+    || { cat "$L/row4-registrar.log"; fail "rsp-registrar (r) does not listen on SCTP"; }
+  # Each element binds its own address and the VIP (DSR: it answers from the VIP); its own
+  # address comes first, and is the one the balancer forwards to.
+  for s in s1 s2; do
+    a=198.18.77.$([[ $s == s1 ]] && echo 11 || echo 12)
+    ip netns exec "r4$s" setsid rspserver -echo -poolhandle=EchoVip -registrar=198.18.77.3:3863 \
+      -asapannounce=off -local="$a:7777,$VIP:7777" -loglevel=2 -logcolor=off \
+      </dev/null >"$L/row4-$s.log" 2>&1 &
+    echo $! >"$RUN/row4-$s.pid"
+  done
+  hs4() { ip netns exec r4r "$BIN/rsplb" handlespace --admin 127.0.0.1:3870 --json; }
+  waitfor 30 python3 -c '
+import json, subprocess, sys
+hs = json.loads(subprocess.run(sys.argv[1:], capture_output=True, check=True).stdout)
+n = sum(len(p.get("elements", [])) for p in hs.get("pools", []) if p["handle"] == "EchoVip")
+sys.exit(0 if n == 2 else 1)' ip netns exec r4r "$BIN/rsplb" handlespace --admin 127.0.0.1:3870 --json \
+    || { tail -5 "$L"/row4-s*.log; hs4; fail "the two rspservers did not register at rsp-registrar (r)"; }
+  hs4 | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["pools"]:
+    for e in p.get("elements", []):
+        print("registered", p["handle"], e["id"], e.get("addresses"), e.get("port"))'
+  ;;
+row4-client)  # row4-client N: N associations from c to the VIP, one line echoed on each
+  ip netns exec r4c python3 - "${VIP:-198.18.78.1}" 7777 "${1:-20}" <<'PY' || fail "the legacy client was not served through the VIP"
+import socket, sys
+vip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ok, errors = 0, []
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132)
+    s.settimeout(10)
+    msg = b"legacy-client-%d\n" % i
+    try:
+        s.connect((vip, port))
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        if got == msg:
+            ok += 1
+        else:
+            errors.append("association %d: echoed %r" % (i, got))
+    except OSError as e:
+        errors.append("association %d: %s" % (i, e))
+    finally:
+        s.close()
+print("associations=%d echoed=%d" % (n, ok))
+for e in errors[:5]:
+    print(e)
+sys.exit(0 if ok == n else 1)
+PY
+  ;;
+row4-hold)  # row4-hold N: N long-lived associations from c to the VIP, each echoing a line every
+  # 0.3 s until $RUN/row4-hold.stop appears (at most 120 s). Their local ports go to
+  # $L/row4-hold.ports once all are up; at the end, "PORT ok|broken" per association to
+  # $L/row4-hold.result.
+  rm -f "$RUN/row4-hold.stop" "$L/row4-hold.ports" "$L/row4-hold.result"
+  ip netns exec r4c setsid python3 - "${VIP:-198.18.78.1}" 7777 "${1:-10}" "$RUN/row4-hold.stop" \
+    "$L/row4-hold.ports" "$L/row4-hold.result" </dev/null >"$L/row4-hold.log" 2>&1 <<'PY' &
+import os, socket, sys, time
+vip, port, n, stop, ports_file, result_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:]
+conns = []
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132)
+    s.settimeout(3)
+    s.connect((vip, port))
+    conns.append([s, s.getsockname()[1], "ok"])
+with open(ports_file + ".tmp", "w") as f:
+    f.write("".join("%d\n" % c[1] for c in conns))
+os.rename(ports_file + ".tmp", ports_file)
+end = time.time() + 120
+k = 0
+while not os.path.exists(stop) and time.time() < end:
+    for c in conns:
+        if c[2] != "ok":
+            continue
+        msg = b"hold-%d-%d\n" % (c[1], k)
+        try:
+            c[0].sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                chunk = c[0].recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+            if got != msg:
+                c[2] = "broken"
+        except OSError:
+            c[2] = "broken"
+    k += 1
+    time.sleep(0.3)
+with open(result_file, "w") as f:
+    f.write("".join("%d %s\n" % (c[1], c[2]) for c in conns))
+print("rounds=%d" % k)
+PY
+  waitfor 30 test -s "$L/row4-hold.ports" || { cat "$L/row4-hold.log"; fail "the long-lived associations did not come up"; }
+  cat "$L/row4-hold.ports"
+  ;;
+row4-release)  # stop row4-hold's client and print its result
+  touch "$RUN/row4-hold.stop"
+  waitfor 30 test -s "$L/row4-hold.result" || { cat "$L/row4-hold.log"; fail "the long-lived client left no result"; }
+  cat "$L/row4-hold.result"
+  ;;
+row4-kill)  # row4-kill s1|s2: SIGKILL that element's rspserver
+  kill -KILL "$(cat "$RUN/row4-$1.pid")" || fail "no rspserver $1"
+  ;;
+row4-down)
+  for f in "$RUN"/row4-*.pid; do [[ -e $f ]] && kill -KILL "$(cat "$f")" 2>/dev/null; rm -f "$f"; done
+  for h in r s1 s2 c; do ip netns del "r4$h" 2>/dev/null; done; true
   ;;
 # ---- cargo xtask bench interop: asap-load against rspregistrar, then rsp-registrar, in this
 # guest (one vCPU shared by the registrar and the load generator, the same for both)

@@ -24,6 +24,10 @@ collect() { [[ -d $XFER ]] && cp -a "$XFER"/. "$OUT"/ 2>/dev/null; true; }
 OWN=0   # 1 once this run uses the lab: only then is it stopped on exit
 cleanup() {
   ((OWN)) || return 0
+  if [[ -n ${R4_DAEMON:-} ]] && kill -0 "$R4_DAEMON" 2>/dev/null; then   # row 4 interrupted
+    kill -TERM "$R4_DAEMON"; wait "$R4_DAEMON" 2>/dev/null
+    "$RSPLB_BIN" --netns rsplab detach tap-rsp >/dev/null 2>&1
+  fi
   collect
   log "stopping the lab"
   "$LAB" stop >>"$OUT/lab.log" 2>&1 || log "lab.sh stop failed (see $OUT/lab.log)"
@@ -145,6 +149,95 @@ else
   row bad-input FAIL "$(reason badinput)"
 fi
 
+# ---- row 4: rsplb's dataplane in front of rsplib's pool elements. The balancer is `rsplb run
+# --config` on the host, inside the lab's network namespace, with its XDP program on the lab's
+# tap (tap-rsp): its embedded registrar peers by ENRP with an rsp-registrar in the guest, at
+# which two rsplib rspservers (SCTP echo) register; a legacy SCTP client in the guest reaches
+# them through the VIP 198.18.78.1:7777/sctp (DSR: the servers answer it directly). See
+# guest.sh row4-up for the guest's hosts.
+R4=$OUT/row4
+mkdir -p "$R4"
+rsplb_lab() { "$RSPLB_BIN" --netns rsplab "$@"; }
+cat >"$R4/rsplb.toml" <<'TOML'
+metrics = "127.0.0.1:9464"
+[interface]
+name = "tap-rsp"
+xdp_mode = "native"
+[[vip]]
+address = "198.18.78.1:7777/sctp"
+pool = "EchoVip"
+mode = "dsr"
+[pool.EchoVip]
+[registrar]
+asap_listen = ["198.18.77.1:3863"]
+admin = "127.0.0.1:3870"
+[registrar.enrp]
+listen = ["198.18.77.1:9901"]
+peers = ["198.18.77.3:9901"]
+TOML
+# r4_status FIELD: from `rsplb status --json`: "elements" (their count), "ADDR" (that element's
+# new flows), "resolved" (elements with a next hop)
+r4_status() {
+  rsplb_lab status --json 2>/dev/null | python3 -c '
+import json, sys
+st, what = json.load(sys.stdin), sys.argv[1]
+els = [e for e in st["elements"] if e["pool"] == "EchoVip"]
+if what == "elements": print(len(els))
+elif what == "resolved": print(sum(1 for e in els if e["next_hop"] != "unresolved"))
+else: print(sum(e["new_flows"] or 0 for e in els if e["address"].startswith(what + ":")))' "$1"
+}
+r4_wait() {  # r4_wait SECONDS FIELD VALUE
+  local end=$((SECONDS + $1))
+  until [[ $(r4_status "$2") == "$3" ]]; do ((SECONDS >= end)) && return 1; sleep 0.2; done
+}
+row4() {
+  gx row4-up || { echo "FAIL: guest hosts: $(reason row4-up)"; return 1; }
+  cat "$OUT/row4-up.out" >&2
+  RUST_LOG=info setsid "$RSPLB_BIN" --netns rsplab run --config "$R4/rsplb.toml" \
+    </dev/null >"$R4/daemon.log" 2>&1 &
+  R4_DAEMON=$!
+  r4_wait 30 resolved 2 || { tail -20 "$R4/daemon.log"; echo "FAIL: the balancer never had both rspservers in its dataplane (status: $(r4_status elements) elements, $(r4_status resolved) resolved)"; return 1; }
+  gx row4-client 20 || { echo "FAIL: $(reason row4-client)"; return 1; }
+  local f11 f12
+  f11=$(r4_status 198.18.77.11) f12=$(r4_status 198.18.77.12)
+  ((f11 > 0 && f12 > 0 && f11 + f12 >= 20)) \
+    || { echo "FAIL: 20 associations, new flows at the balancer: s1 $f11, s2 $f12 (both must serve)"; return 1; }
+  echo "PASS 20 associations through the VIP echoed; the balancer placed $f11 on s1 and $f12 on s2"
+  # Long-lived associations, then s1's rspserver is killed: its element leaves (its
+  # association to rsp-registrar aborts; ENRP tells the balancer), new associations all go to
+  # s2, and those already on s2 never break.
+  gx row4-hold 10 || { echo "FAIL: $(reason row4-hold)"; return 1; }
+  local p on_s2=() on_s1=0 el
+  for p in $(grep -E '^[0-9]+$' "$OUT/row4-hold.out"); do
+    el=$(rsplb_lab flow get "198.18.77.10:$p" 198.18.78.1:7777/sctp --json \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin).get("element") or "")')
+    case $el in 198.18.77.12:*) on_s2+=("$p") ;; 198.18.77.11:*) on_s1=$((on_s1 + 1)) ;;
+      *) echo "FAIL: rsplb flow get: association from port $p pinned to '$el'"; return 1 ;; esac
+  done
+  ((${#on_s2[@]} > 0)) || { echo "FAIL: none of the 10 long-lived associations is on s2"; return 1; }
+  local t0 t1
+  t0=$(date +%s%N)
+  gx row4-kill s1 || { echo "FAIL: $(reason row4-kill)"; return 1; }
+  r4_wait 20 elements 1 || { echo "FAIL: s1's element still in the dataplane 20 s after its rspserver was killed"; return 1; }
+  t1=$(date +%s%N)
+  gx row4-client 20 || { echo "FAIL: after s1 left: $(reason row4-client)"; return 1; }
+  gx row4-release || { echo "FAIL: $(reason row4-release)"; return 1; }
+  for p in "${on_s2[@]}"; do
+    grep -q "^$p ok$" "$OUT/row4-release.out" || { echo "FAIL: the association from port $p (on s2) broke when s1 left"; return 1; }
+  done
+  echo "PASS s1 left the dataplane $(((t1 - t0) / 1000000)) ms after SIGKILL (status polled from the host); 20 new associations all echoed by s2; ${#on_s2[@]} long-lived associations on s2 unbroken ($on_s1 were on s1)"
+}
+row4 >"$OUT/row4.out" 2>"$OUT/row4.err"; r4rc=$?
+cat "$OUT/row4.out" >&2
+[[ -n ${R4_DAEMON:-} ]] && { kill -TERM "$R4_DAEMON" 2>/dev/null; wait "$R4_DAEMON" 2>/dev/null; }
+rsplb_lab detach tap-rsp >>"$R4/daemon.log" 2>&1
+gx row4-down
+if ((r4rc == 0)); then
+  row 4 PASS "$(grep '^PASS' "$OUT/row4.out" | sed 's/^PASS //' | paste -sd'|' | sed 's/|/ | /g')"
+else
+  row 4 FAIL "$(grep -m1 '^FAIL' "$OUT/row4.out" | sed 's/^FAIL: //') (logs: $OUT)"
+fi
+
 # ---- row 5: the captures of rows 1-3 through Wireshark's dissectors, --strict
 r5=PASS why=
 for c in row1 row2 row3; do
@@ -159,5 +252,5 @@ row 5 "$r5" "${why%; } (decode: $OUT/row*.decode.txt)"
 
 log "done in $(($(date +%s) - started)) s; logs and captures in $OUT"
 fail=0
-for n in 1 2 3 5 bad-input; do [[ ${RESULT[$n]:-FAIL} == PASS* ]] || fail=1; done
+for n in 1 2 3 4 5 bad-input; do [[ ${RESULT[$n]:-FAIL} == PASS* ]] || fail=1; done
 exit $fail

@@ -61,7 +61,9 @@ enum Cmd {
     /// rsplib's rspserver and rspterminal at rsplb's rsp-registrar; row 2: rsplb's pool element
     /// and `rsplb resolve` at rsplib's rspregistrar; row 3: ENRP between rsp-registrar and
     /// rspregistrar (static and multicast peering, synchronisation both ways, equal checksums,
-    /// takeover both ways, rsplib's hsdump of rsplb); row 5: the captures of rows 1-3 through
+    /// takeover both ways, rsplib's hsdump of rsplb); row 4: `rsplb run` (XDP on the lab's tap,
+    /// SCTP DSR VIP) in front of rsplib's rspservers, reached by a legacy SCTP client; row 5:
+    /// the captures of rows 1-3 through
     /// Wireshark's ASAP/ENRP dissectors (`--strict`); bad-input: bad input over SCTP.
     Interop {
         /// Build and copy a debug build instead of a release build.
