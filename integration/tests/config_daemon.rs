@@ -69,6 +69,26 @@ fn list(v: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
+/// The `check` of element `addr` in `rsplb status --json`, which must say a check decides its
+/// health.
+fn check_of(lab: &Lab, addr: &str) -> serde_json::Value {
+    let st: serde_json::Value =
+        serde_json::from_str(&lab.rsplb.run(&["status", "--json"]).unwrap()).unwrap();
+    let e = st["elements"]
+        .as_array()
+        .and_then(|l| {
+            l.iter().find(|e| {
+                e["address"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with(&format!("{addr}:")) || a == addr)
+            })
+        })
+        .unwrap_or_else(|| panic!("{addr} not in `rsplb status --json`: {st}"))
+        .clone();
+    assert_eq!(e["health_by"], "check", "{e}");
+    e["check"].clone()
+}
+
 fn health_of(l: &[ElementInfo], addr: &str) -> Option<String> {
     l.iter()
         .find(|e| e.address == addr)
@@ -138,6 +158,20 @@ fn a_check_takes_a_stopped_server_out_and_rise_brings_it_back() {
     })
     .unwrap();
     println!("service_stop_to_down_s={:.3}", took.as_secs_f64());
+    // `rsplb status` says which signal took it out, and why.
+    let c = check_of(&lab, &servers[2]);
+    assert_eq!(c["check"], format!("tcp {}:80", servers[2]), "{c}");
+    let reason = c["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with("2 failures in a row (last: ") && c["since_unix_ms"].is_u64(),
+        "{c}"
+    );
+    let text = lab.rsplb.run(&["status"]).unwrap();
+    assert!(
+        text.contains("down (check)")
+            && text.contains(&format!("tcp {}:80; down: 2 failures", servers[2])),
+        "{text}"
+    );
     let t = tcp_burst(lab.client.netns.name(), vip, 200).unwrap();
     assert_eq!(t.failed, 0, "connections failed with s3 down: {t}");
     assert_eq!(t.get("s3"), 0, "a new connection reached s3: {t}");
@@ -152,6 +186,14 @@ fn a_check_takes_a_stopped_server_out_and_rise_brings_it_back() {
     })
     .unwrap();
     println!("service_restart_to_up_s={:.3}", took.as_secs_f64());
+    assert_eq!(
+        check_of(&lab, &servers[2])["reason"],
+        "2 successes in a row"
+    );
+    assert_eq!(
+        check_of(&lab, &servers[0])["reason"],
+        serde_json::Value::Null
+    );
     let t = tcp_burst(lab.client.netns.name(), vip, 300).unwrap();
     assert_eq!(t.failed, 0, "{t}");
     assert!(t.get("s3") > 0, "s3 gets no new connection: {t}");

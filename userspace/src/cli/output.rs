@@ -395,6 +395,7 @@ mod tests {
             owner: Owner::Manual,
             nexthop_pending: false,
             health: Default::default(),
+            checked: None,
         };
         let v = elements_json("veth0", std::slice::from_ref(&e));
         assert_eq!(

@@ -105,6 +105,19 @@ pub fn status_json(i: &StatusInput<'_>) -> Value {
                 "weight": e.weight,
                 "owner": e.owner.name(),
                 "health": e.health.name(),
+                // The signal behind it: the balancer-side check when there is one; a
+                // registered element is otherwise kept by the registrar's keep-alives and pool
+                // users' unreachable reports (it leaves when they fail).
+                "health_by": match (&e.checked, e.owner) {
+                    (Some(_), _) => "check",
+                    (None, crate::state::Owner::Registrar) => "registrar",
+                    (None, _) => "none",
+                },
+                "check": e.checked.as_ref().map(|c| json!({
+                    "check": c.check,
+                    "reason": c.reason,
+                    "since_unix_ms": c.since_unix_ms,
+                })),
                 "next_hop": match &e.nexthop {
                     Some(h) if h.resolved() => crate::addr::format_mac(h.dst_mac),
                     _ => "unresolved".to_string(),
@@ -268,22 +281,54 @@ pub fn status_text(i: &StatusInput<'_>) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{:<16} {:<28} {:<9} {:<15} {:>6} {:<9} {:<18} {:>12} {:>10}",
+        "\n{:<16} {:<28} {:<9} {:<22} {:>6} {:<9} {:<18} {:>12} {:>10}",
         "POOL", "ELEMENT", "STATE", "HEALTH", "WEIGHT", "OWNER", "NEXT HOP", "PACKETS", "NEW FLOWS"
     );
     for x in v["elements"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "{:<16} {:<28} {:<9} {:<15} {:>6} {:<9} {:<18} {:>12} {:>10}",
+            "{:<16} {:<28} {:<9} {:<22} {:>6} {:<9} {:<18} {:>12} {:>10}",
             x["pool"].as_str().unwrap_or(""),
             x["address"].as_str().unwrap_or(""),
             x["state"].as_str().unwrap_or(""),
-            x["health"].as_str().unwrap_or(""),
+            match x["health_by"].as_str() {
+                Some(by @ ("check" | "registrar")) =>
+                    format!("{} ({by})", x["health"].as_str().unwrap_or("")),
+                _ => x["health"].as_str().unwrap_or("").to_string(),
+            },
             num(&x["weight"]),
             x["owner"].as_str().unwrap_or(""),
             x["next_hop"].as_str().unwrap_or(""),
             num(&x["packets"]),
             num(&x["new_flows"]),
+        );
+    }
+    // What changed the health of checked elements, and when.
+    let now = i.now_unix_ms;
+    let mut said = false;
+    for x in v["elements"].as_array().into_iter().flatten() {
+        let c = &x["check"];
+        let Some(check) = c["check"].as_str() else {
+            continue;
+        };
+        if !said {
+            let _ = writeln!(s, "\nchecks:");
+            said = true;
+        }
+        let why = match (c["reason"].as_str(), c["since_unix_ms"].as_u64()) {
+            (Some(r), Some(t)) => format!(
+                "{}: {r}, {} ago",
+                x["health"].as_str().unwrap_or(""),
+                ago(now, t)
+            ),
+            (Some(r), None) => format!("{}: {r}", x["health"].as_str().unwrap_or("")),
+            _ => "no change of health since it is checked".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "  {} {}: {check}; {why}",
+            x["pool"].as_str().unwrap_or(""),
+            x["address"].as_str().unwrap_or("")
         );
     }
     let _ = writeln!(
@@ -330,6 +375,7 @@ mod tests {
             owner: Owner::Registrar,
             nexthop_pending: false,
             health: Default::default(),
+            checked: None,
         });
         let digests = [("198.19.0.100:80/tcp".to_string(), "00ff".to_string())].into();
         let mut global = [0u64; stat::COUNT as usize];
@@ -361,6 +407,46 @@ mod tests {
             global,
         };
         (st, digests, stats)
+    }
+
+    #[test]
+    fn status_names_the_signal_behind_health() {
+        let (mut st, digests, stats) = input_parts();
+        let mut checked = st.elements[0].clone();
+        checked.addr = [198, 18, 1, 12].into();
+        checked.owner = Owner::Config;
+        checked.health = crate::state::Health::Down;
+        checked.checked = Some(crate::state::CheckedBy {
+            check: "tcp 198.18.1.12:80".into(),
+            reason: Some("3 failures in a row (last: connection refused)".into()),
+            since_unix_ms: Some(88_000),
+        });
+        let mut manual = st.elements[0].clone();
+        manual.addr = [198, 18, 1, 13].into();
+        manual.owner = Owner::Manual;
+        st.elements.extend([checked, manual]);
+        let i = StatusInput {
+            state: &st,
+            digests: &digests,
+            stats: &stats,
+            daemon: None,
+            config: None,
+            now_unix_ms: 100_000,
+        };
+        let v = status_json(&i);
+        let by: Vec<&str> = (0..3)
+            .map(|k| v["elements"][k]["health_by"].as_str().unwrap())
+            .collect();
+        assert_eq!(by, ["registrar", "check", "none"]);
+        assert_eq!(v["elements"][1]["check"]["check"], "tcp 198.18.1.12:80");
+        assert_eq!(v["elements"][0]["check"], Value::Null);
+        let t = status_text(&i);
+        assert!(t.contains("down (check)"), "{t}");
+        assert!(t.contains("up (registrar)"), "{t}");
+        assert!(
+            t.contains("  web 198.18.1.12: tcp 198.18.1.12:80; down: 3 failures in a row (last: connection refused), 12 s ago"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::{
     allow::{self, Prefix},
     maglev::{self, MaglevElement},
     state::{
-        ElementState, ElementStateEntry, Health, NextHop, NoneHealthy, OnFailure, Owner,
+        CheckedBy, ElementState, ElementStateEntry, Health, NextHop, NoneHealthy, OnFailure, Owner,
         PoolPolicy, State, VipState,
     },
 };
@@ -477,6 +477,7 @@ impl Core {
                     owner,
                     nexthop_pending: false,
                     health: Health::Up,
+                    checked: None,
                 });
                 (st.elements.len() - 1, true)
             }
@@ -596,8 +597,14 @@ impl Core {
 
     /// A health result for `target` (matched like a neighbour result, by slot and generation):
     /// the element leaves or re-enters its pool's tables, or takes a new slow-start weight.
-    /// Returns whether it changed.
-    pub fn set_health(&mut self, target: &NeighbourTarget, health: Health) -> bool {
+    /// `checked` is the check behind it, as `rsplb status` shows it (`None`: not checked).
+    /// Returns whether its health changed.
+    pub fn set_health(
+        &mut self,
+        target: &NeighbourTarget,
+        health: Health,
+        checked: Option<CheckedBy>,
+    ) -> bool {
         let Some(i) = self.state.elements.iter().position(|e| {
             e.pool == target.pool
                 && e.element_addr() == target.addr
@@ -606,6 +613,7 @@ impl Core {
         }) else {
             return false;
         };
+        self.state.elements[i].checked = checked;
         if self.state.elements[i].health == health {
             return false;
         }
@@ -1867,7 +1875,7 @@ mod tests {
 
     fn health(st: &mut State, dp: &mut Memory, a: &str, h: Health) -> Vec<Write> {
         let t = target(st, a);
-        batch(st, dp, |c| assert!(c.set_health(&t, h)))
+        batch(st, dp, |c| assert!(c.set_health(&t, h, None)))
     }
 
     fn slot(st: &State, p: &str, a: &str) -> u32 {
@@ -1956,6 +1964,29 @@ mod tests {
         assert_eq!(table(&st, &dp), [a, b].into());
         assert_eq!(dp.element(a).unwrap().flags, ELEM_ACTIVE);
         assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn the_check_behind_an_element_is_kept_without_touching_the_tables() {
+        let (mut st, mut dp) = web_with_vip(None);
+        let t = target(&st, "198.18.1.2");
+        let by = CheckedBy {
+            check: "tcp 198.18.1.2:80".into(),
+            reason: None,
+            since_unix_ms: None,
+        };
+        // Health unchanged: only what `rsplb status` shows changes; no map write.
+        let writes = batch(&mut st, &mut dp, |c| {
+            assert!(!c.set_health(&t, Health::Up, Some(by.clone())))
+        });
+        assert!(writes.is_empty(), "{writes:?}");
+        let i = st.find_element(&pool("web"), &el("198.18.1.2")).unwrap();
+        assert_eq!(st.elements[i].checked.as_ref(), Some(&by));
+        // A check that goes away leaves nothing behind.
+        batch(&mut st, &mut dp, |c| {
+            c.set_health(&t, Health::Up, None);
+        });
+        assert_eq!(st.elements[i].checked, None);
     }
 
     #[test]

@@ -288,6 +288,7 @@ mod tests {
                 owner: Owner::Manual,
                 nexthop_pending: false,
                 health: Default::default(),
+                checked: None,
             });
         }
         let vip = VipState {

@@ -323,6 +323,24 @@ pub struct ElementStateEntry {
     /// What the daemon's balancer-side check says (always up without one).
     #[serde(default, skip_serializing_if = "Health::is_up")]
     pub health: Health,
+    /// The balancer-side check that decides `health`, while one does, and what last changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked: Option<CheckedBy>,
+}
+
+/// The balancer-side check of an element, as `rsplb status` shows it: the signal behind its
+/// health (the registrar's keep-alives and pool users' unreachable reports decide whether a
+/// registered element is there at all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckedBy {
+    /// The check and where it goes: `tcp 198.18.1.2:80`, `http 198.18.1.2:80/health`.
+    pub check: String,
+    /// The results that last changed the element's health (`None`: none since it is checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When they did, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_unix_ms: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -576,6 +594,7 @@ mod tests {
             owner: Owner::Registrar,
             nexthop_pending: true,
             health: Health::SlowStart(40),
+            checked: None,
         });
         s.vips.push(VipState {
             vip: "[fd00::1]:53/udp".into(),

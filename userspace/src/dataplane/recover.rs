@@ -201,6 +201,7 @@ pub fn state_from_maps(
             owner: Owner::Manual,
             nexthop_pending: false,
             health: Default::default(),
+            checked: None,
         });
         if e.ifindex != 0 && e.ifindex != ifindex && !state.tx_ports.contains(&e.ifindex) {
             state.tx_ports.push(e.ifindex);

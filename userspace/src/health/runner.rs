@@ -28,7 +28,7 @@ use crate::{
     config::{CheckDecl, CheckKind, ConfigFile, vips_of},
     control::Balancer,
     control_core::NeighbourTarget,
-    state::{ElementStateEntry, Health},
+    state::{CheckedBy, ElementStateEntry, Health},
 };
 
 /// Elements the checks took down, and brought back up, since the daemon started (metrics).
@@ -115,6 +115,30 @@ struct Checked {
     /// The health the control plane has.
     applied: Health,
     last_error: Option<String>,
+    /// What `rsplb status` shows of the check (updated on every transition).
+    by: CheckedBy,
+}
+
+/// Unix time now, in milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The check as an operator names it: `tcp 198.18.1.2:80`, `http 198.18.1.2:80/health`.
+fn describe(check: &CheckDecl, target: SocketAddr) -> String {
+    match check.kind {
+        CheckKind::Exec => format!("exec for {}", target.ip()),
+        CheckKind::Http | CheckKind::Https => {
+            format!(
+                "{} {target}{}",
+                check.kind,
+                check.path.as_deref().unwrap_or("/")
+            )
+        }
+        _ => format!("{} {target}", check.kind),
+    }
 }
 
 /// Runs the checks of `plan` (replaced on reload) until the task is aborted.
@@ -164,6 +188,18 @@ pub async fn run(balancer: Arc<Mutex<Balancer>>, mut plan: watch::Receiver<Arc<P
                     Some(Transition::Up) => UP.fetch_add(1, Ordering::Relaxed),
                     None => 0,
                 };
+                if let Some(t) = transition {
+                    let p = c.machine.params();
+                    c.by.reason = Some(match t {
+                        Transition::Down => format!(
+                            "{} failures in a row (last: {})",
+                            p.fall,
+                            c.last_error.as_deref().unwrap_or("-")
+                        ),
+                        Transition::Up => format!("{} successes in a row", p.rise),
+                    });
+                    c.by.since_unix_ms = Some(unix_ms());
+                }
                 match transition {
                     Some(Transition::Down) => log::warn!(
                         "pool {}: element {} is down: {} {} check failures in a row (last: {})",
@@ -221,8 +257,10 @@ async fn apply_health(
     if changes.is_empty() {
         return;
     }
-    let batch: Vec<(NeighbourTarget, Health)> =
-        changes.iter().map(|(k, h)| (k.target(), *h)).collect();
+    let batch: Vec<Update> = changes
+        .iter()
+        .map(|(k, h)| (k.target(), *h, checked.get(k).map(|c| c.by.clone())))
+        .collect();
     match set_health(balancer, batch).await {
         Ok(()) => {
             for (k, h) in changes {
@@ -235,19 +273,19 @@ async fn apply_health(
     }
 }
 
+/// An element's health, and the check behind it (`None`: not checked).
+type Update = (NeighbourTarget, Health, Option<CheckedBy>);
+
 /// Sets the health of elements through the control-plane core (one change).
-pub async fn set_health(
-    balancer: &Arc<Mutex<Balancer>>,
-    batch: Vec<(NeighbourTarget, Health)>,
-) -> Result<()> {
+async fn set_health(balancer: &Arc<Mutex<Balancer>>, batch: Vec<Update>) -> Result<()> {
     let balancer = balancer.clone();
     tokio::task::spawn_blocking(move || {
         let mut b = balancer
             .lock()
             .map_err(|_| anyhow!("control plane lock poisoned"))?;
         b.change(|c| {
-            for (t, h) in &batch {
-                c.set_health(t, *h);
+            for (t, h, by) in batch {
+                c.set_health(&t, h, by);
             }
             Ok(())
         })
@@ -288,8 +326,8 @@ async fn resync(
     for e in &elements {
         let key = Key::of(e);
         let Some(spec) = plan.get(&e.pool) else {
-            if e.health != Health::Up {
-                released.push((key.target(), Health::Up));
+            if e.health != Health::Up || e.checked.is_some() {
+                released.push((key.target(), Health::Up, None));
             }
             continue;
         };
@@ -338,15 +376,31 @@ async fn resync(
         let spread = spec.check.interval().as_millis() as u64;
         let offset = Duration::from_millis(fxhash(&key) % spread.max(1));
         let up = e.health != Health::Down;
+        let target = SocketAddr::new(e.addr, port);
+        // The element shows its check from now on (what changed its health before, if the
+        // check is the same, stays).
+        let check = describe(&spec.check, target);
+        let by = match &e.checked {
+            Some(b) if b.check == check => b.clone(),
+            _ => CheckedBy {
+                check,
+                reason: None,
+                since_unix_ms: None,
+            },
+        };
+        if e.checked.as_ref() != Some(&by) {
+            released.push((key.target(), e.health, Some(by.clone())));
+        }
         checked.insert(
             key.clone(),
             Checked {
                 machine: Machine::new(params, up, now + offset.min(Duration::from_millis(200))),
                 spec: spec.clone(),
                 tls,
-                target: SocketAddr::new(e.addr, port),
+                target,
                 applied: e.health,
                 last_error: None,
+                by,
             },
         );
     }
@@ -354,8 +408,12 @@ async fn resync(
     unreachable_logged.retain(|k| elements.iter().any(|e| Key::of(e) == *k));
     if !released.is_empty() {
         let n = released.len();
+        let freed = released.iter().filter(|u| u.2.is_none()).count();
         match set_health(balancer, released).await {
-            Ok(()) => log::info!("{n} element(s) of pools without a check are up again"),
+            Ok(()) if freed > 0 => {
+                log::info!("{freed} element(s) of pools without a check are up again")
+            }
+            Ok(()) => log::debug!("{n} element(s) checked from now on"),
             Err(e) => log::warn!("health checks: {e:#}"),
         }
     }
