@@ -9,6 +9,7 @@ pub mod allow;
 pub mod core;
 pub mod flow;
 pub mod maglev;
+pub mod owner;
 pub mod reconcile;
 pub mod state;
 

@@ -34,10 +34,10 @@
 //! [`RESTART_GRACE`] so their servers can register again (sidecars reconnect on their own)
 //! without a gap in service; those that do not come back are then removed.
 
+use crate::control::owner::Control;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -592,23 +592,21 @@ impl PassFigures {
     }
 }
 
+/// Runs `f` with the reconciler on the control plane's owner thread (one job per pass).
 async fn blocking<R: Send + 'static>(
-    (balancer, resolver): &(Arc<Mutex<Balancer>>, Resolver),
+    (balancer, resolver): &(Control, Resolver),
     mut rec: Reconciler,
     f: impl FnOnce(&mut Reconciler, &mut DaemonPlane<'_>) -> R + Send + 'static,
 ) -> Result<(Reconciler, R)> {
-    let (balancer, resolver) = (balancer.clone(), resolver.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut b = balancer
-            .lock()
-            .map_err(|_| anyhow!("control plane lock poisoned"))?;
-        let started = Instant::now();
-        let r = f(&mut rec, &mut DaemonPlane::new(&mut b, &resolver));
-        PASSES.record(started.elapsed());
-        Ok((rec, r))
-    })
-    .await
-    .map_err(|e| anyhow!("reconciler task: {e}"))?
+    let resolver = resolver.clone();
+    balancer
+        .run(move |b| {
+            let started = Instant::now();
+            let r = f(&mut rec, &mut DaemonPlane::new(b, &resolver));
+            PASSES.record(started.elapsed());
+            (rec, r)
+        })
+        .await
 }
 
 fn log_changes(what: &str, c: &Changes) {
@@ -626,7 +624,7 @@ fn log_changes(what: &str, c: &Changes) {
 /// (it then reads a snapshot). Runs until the registrar stops; every `interval` it re-reads the
 /// owned elements and repairs any difference (and retries failed changes).
 pub async fn run(
-    balancer: Arc<Mutex<Balancer>>,
+    balancer: Control,
     resolver: Resolver,
     control: RegistrarControl,
     mut events: broadcast::Receiver<HandlespaceEvent>,

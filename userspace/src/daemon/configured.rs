@@ -6,9 +6,10 @@
 //! `rsplb reload` finds it) and `reload.json` (the outcome of the last load: generation, whether
 //! it was applied, and the message), which `rsplb reload` waits for.
 
+use crate::control::owner::Control;
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -18,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::{
     config::{self, ConfigFile, apply::Applied},
-    control::{Balancer, RESOLVE_WAIT},
+    control::RESOLVE_WAIT,
     control_core::{Core, NeighbourTarget},
     health::runner::{self, Plan},
     resolver::Resolver,
@@ -135,28 +136,17 @@ pub fn preflight(iface: &str, cfg: &ConfigFile) -> Result<()> {
 
 /// Applies `cfg` as one change, then has the new elements' next hops resolved (those the
 /// kernel knows at once, the others by the resolver).
-pub async fn apply(
-    balancer: &Arc<Mutex<Balancer>>,
-    resolver: &Resolver,
-    cfg: &ConfigFile,
-) -> Result<Applied> {
-    let (b, cfg) = (balancer.clone(), cfg.clone());
-    let applied = tokio::task::spawn_blocking(move || {
-        b.lock()
-            .map_err(|_| anyhow!("control plane lock poisoned"))?
-            .change(|c| config::apply::apply(c, &cfg))
-    })
-    .await
-    .map_err(|e| anyhow!("applying the configuration: {e}"))??;
+pub async fn apply(balancer: &Control, resolver: &Resolver, cfg: &ConfigFile) -> Result<Applied> {
+    let cfg = cfg.clone();
+    let applied = balancer
+        .run(move |b| b.change(|c| config::apply::apply(c, &cfg)))
+        .await
+        .context("applying the configuration")??;
     resolve(balancer, resolver, applied.pending.clone()).await;
     Ok(applied)
 }
 
-async fn resolve(
-    balancer: &Arc<Mutex<Balancer>>,
-    resolver: &Resolver,
-    targets: Vec<NeighbourTarget>,
-) {
+async fn resolve(balancer: &Control, resolver: &Resolver, targets: Vec<NeighbourTarget>) {
     let (known, unknown): (Vec<_>, Vec<_>) = targets
         .into_iter()
         .map(|t| {
@@ -165,13 +155,7 @@ async fn resolve(
         })
         .partition(|(_, h)| h.is_some());
     if !known.is_empty() {
-        let b = balancer.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            b.lock()
-                .map_err(|_| anyhow!("control plane lock poisoned"))?
-                .apply_neighbours(known)
-        })
-        .await;
+        let r = balancer.run(move |b| b.apply_neighbours(known)).await;
         if let Ok(Err(e)) = r {
             log::warn!("applying known next hops: {e:#}");
         }
@@ -196,7 +180,7 @@ impl Configured {
         iface: &str,
         source: ConfigSource,
         pid: PidFile,
-        balancer: &Arc<Mutex<Balancer>>,
+        balancer: &Control,
         resolver: &Resolver,
     ) -> Result<Configured> {
         let started = Instant::now();
@@ -237,7 +221,7 @@ impl Configured {
     /// Reads the file again and applies the difference; a file with any error, or one the
     /// control plane refuses, changes nothing. Either way the outcome is logged and written
     /// for `rsplb reload`.
-    pub async fn reload(&mut self, balancer: &Arc<Mutex<Balancer>>, resolver: &Resolver) {
+    pub async fn reload(&mut self, balancer: &Control, resolver: &Resolver) {
         self.generation += 1;
         let started = Instant::now();
         let outcome = self.try_reload(balancer, resolver).await;
@@ -276,11 +260,7 @@ impl Configured {
         );
     }
 
-    async fn try_reload(
-        &mut self,
-        balancer: &Arc<Mutex<Balancer>>,
-        resolver: &Resolver,
-    ) -> Result<String> {
+    async fn try_reload(&mut self, balancer: &Control, resolver: &Resolver) -> Result<String> {
         let path = self.path.clone();
         let next = tokio::task::spawn_blocking(move || config::load(&path))
             .await

@@ -4,10 +4,8 @@
 //! - with an embedded registrar, its admin paths too: `GET /handlespace`, `/stats`,
 //!   `/registrars` (JSON, as the registrar's own admin endpoint serves them).
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use crate::control::owner::Control;
+use std::{sync::Arc, time::Duration};
 
 use hyper::StatusCode;
 use rsplb_registrar::shell::{
@@ -16,12 +14,11 @@ use rsplb_registrar::shell::{
 };
 
 use super::metrics;
-use crate::control::Balancer;
 
 /// What the endpoint answers from.
 #[derive(Clone)]
 pub struct Endpoint {
-    pub balancer: Arc<Mutex<Balancer>>,
+    pub balancer: Control,
     pub registrar: Option<RegistrarControl>,
     pub started_unix_ms: u64,
 }
@@ -62,14 +59,10 @@ impl Endpoint {
     }
 
     async fn metrics(&self) -> Response {
-        let balancer = self.balancer.clone();
-        let dataplane = tokio::task::spawn_blocking(move || {
-            let b = balancer
-                .lock()
-                .map_err(|_| anyhow::anyhow!("control plane lock poisoned"))?;
-            Ok::<_, anyhow::Error>((b.stats()?, b.vip_digests()?, b.list_elements(None)?))
-        })
-        .await;
+        let dataplane = self
+            .balancer
+            .run(|b| Ok::<_, anyhow::Error>((b.stats()?, b.vip_digests()?, b.list_elements(None)?)))
+            .await;
         let (stats, digests, elements) = match dataplane {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return error(format!("{e:#}")),

@@ -13,11 +13,7 @@
 pub mod configured;
 pub mod notify;
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_ROUTE};
@@ -30,7 +26,12 @@ use tokio::{
 
 use rsplb_registrar::{config::RegistrarConfig, shell::Registrar};
 
-use crate::{control::Balancer, reconcile, resolver::Resolver, state::StateError};
+use crate::{
+    control::{Balancer, owner::Control},
+    reconcile,
+    resolver::Resolver,
+    state::StateError,
+};
 
 pub mod endpoint;
 pub mod metrics;
@@ -81,10 +82,7 @@ const REFRESH_WAIT: Duration = Duration::from_millis(200);
 /// what changed, outside this pass), then expires NAT translations. Fails only when the state
 /// file cannot be read: the daemon could then apply no change at all, so it must stop and say
 /// so rather than keep running as if it worked.
-fn maintain(balancer: &Mutex<Balancer>, resolver: &Resolver) -> Result<()> {
-    let Ok(mut b) = balancer.lock() else {
-        return Ok(());
-    };
+fn maintain(b: &mut Balancer, resolver: &Resolver) -> Result<()> {
     let iface = b.interface().to_string();
     let fatal = |e: &anyhow::Error| -> Result<()> {
         match unreadable_state(e) {
@@ -113,30 +111,36 @@ fn maintain(balancer: &Mutex<Balancer>, resolver: &Resolver) -> Result<()> {
     Ok(())
 }
 
-/// The resolver of a daemon: each result is applied as a change of its own.
-fn start_resolver(balancer: Arc<Mutex<Balancer>>) -> Result<Resolver> {
+/// The resolver of a daemon: each result is applied as a change of its own, on the owner
+/// thread.
+fn start_resolver(balancer: Control) -> Result<Resolver> {
     Resolver::netlink(move |target, hop| {
-        let Ok(mut b) = balancer.lock() else { return };
         let resolved = hop.as_ref().is_some_and(|h| h.resolved());
-        match b.apply_neighbours(vec![(target.clone(), hop)]) {
+        let t = target.clone();
+        let applied = balancer.run_blocking(move |b| {
+            (
+                b.apply_neighbours(vec![(t, hop)]),
+                b.interface().to_string(),
+            )
+        });
+        let Ok((r, iface)) = applied else {
+            return;
+        };
+        match r {
             Ok(0) => {}
             Ok(_) if resolved => log::info!(
                 "{}: pool {}: next hop of {} resolved",
-                b.interface(),
+                iface,
                 target.pool,
                 target.addr
             ),
             Ok(_) => log::warn!(
                 "{}: pool {}: next hop of {} unresolved; retrying every pass",
-                b.interface(),
+                iface,
                 target.pool,
                 target.addr
             ),
-            Err(e) => log::warn!(
-                "{}: applying the next hop of {}: {e:#}",
-                b.interface(),
-                target.addr
-            ),
+            Err(e) => log::warn!("{}: applying the next hop of {}: {e:#}", iface, target.addr),
         }
     })
     .context("starting the neighbour resolver")
@@ -148,7 +152,8 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
     if let Err(e) = rsplb_registrar::shell::raise_nofile_limit() {
         log::warn!("cannot raise the open-file limit (RLIMIT_NOFILE): {e}");
     }
-    let balancer = Arc::new(Mutex::new(Balancer::open(iface)?));
+    // One thread owns the control plane; every task below sends it jobs.
+    let balancer = Control::start(Balancer::open(iface)?)?;
     let resolver = start_resolver(balancer.clone())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -237,9 +242,10 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
                     continue;
                 }
             }
-            let (b, r) = (balancer.clone(), resolver.clone());
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || maintain(&b, &r)).await {
-                break Err(e);
+            let r = resolver.clone();
+            match balancer.run(move |b| maintain(b, &r)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) | Err(e) => break Err(e),
             }
             status.update().await;
         };
@@ -269,7 +275,7 @@ struct EmbeddedRegistrar {
 impl EmbeddedRegistrar {
     async fn start(
         config: RegistrarConfig,
-        balancer: Arc<Mutex<Balancer>>,
+        balancer: Control,
         resolver: Resolver,
         interval: Duration,
     ) -> Result<Self> {

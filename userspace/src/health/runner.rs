@@ -6,17 +6,18 @@
 //! keep-alives leaves the pool there, and its machine goes with it here. What the checks decide
 //! is the element's health, apart from its administrative state, so the two never fight.
 
+use crate::control::owner::Control;
 use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use tokio::{sync::watch, task::JoinSet, time::Instant};
 
 use super::{
@@ -26,7 +27,6 @@ use super::{
 use crate::{
     addr::ElementAddr,
     config::{CheckDecl, CheckKind, ConfigFile, vips_of},
-    control::Balancer,
     control_core::NeighbourTarget,
     state::{CheckedBy, ElementStateEntry, Health},
 };
@@ -142,7 +142,7 @@ fn describe(check: &CheckDecl, target: SocketAddr) -> String {
 }
 
 /// Runs the checks of `plan` (replaced on reload) until the task is aborted.
-pub async fn run(balancer: Arc<Mutex<Balancer>>, mut plan: watch::Receiver<Arc<Plan>>) {
+pub async fn run(balancer: Control, mut plan: watch::Receiver<Arc<Plan>>) {
     let mut checked: HashMap<Key, Checked> = HashMap::new();
     let mut probes: JoinSet<(Key, Result<()>)> = JoinSet::new();
     let mut sync = tokio::time::interval(SYNC_INTERVAL);
@@ -242,11 +242,7 @@ async fn sleep_until(t: Option<Instant>) {
 }
 
 /// Applies every health that differs from what the control plane has, as one change.
-async fn apply_health(
-    balancer: &Arc<Mutex<Balancer>>,
-    checked: &mut HashMap<Key, Checked>,
-    now: Instant,
-) {
+async fn apply_health(balancer: &Control, checked: &mut HashMap<Key, Checked>, now: Instant) {
     let changes: Vec<(Key, Health)> = checked
         .iter()
         .filter_map(|(k, c)| {
@@ -277,39 +273,28 @@ async fn apply_health(
 type Update = (NeighbourTarget, Health, Option<CheckedBy>);
 
 /// Sets the health of elements through the control-plane core (one change).
-async fn set_health(balancer: &Arc<Mutex<Balancer>>, batch: Vec<Update>) -> Result<()> {
-    let balancer = balancer.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut b = balancer
-            .lock()
-            .map_err(|_| anyhow!("control plane lock poisoned"))?;
-        b.change(|c| {
-            for (t, h, by) in batch {
-                c.set_health(&t, h, by);
-            }
-            Ok(())
+async fn set_health(balancer: &Control, batch: Vec<Update>) -> Result<()> {
+    balancer
+        .run(move |b| {
+            b.change(|c| {
+                for (t, h, by) in batch {
+                    c.set_health(&t, h, by);
+                }
+                Ok(())
+            })
         })
-    })
-    .await
-    .map_err(|e| anyhow!("health task: {e}"))?
+        .await?
 }
 
 /// Follows the pools' elements: a machine for each element of a checked pool, none for the
 /// others; an element whose pool lost its check is up again.
 async fn resync(
-    balancer: &Arc<Mutex<Balancer>>,
+    balancer: &Control,
     plan: &Plan,
     checked: &mut HashMap<Key, Checked>,
     unreachable_logged: &mut std::collections::HashSet<Key>,
 ) {
-    let b = balancer.clone();
-    let elements = match tokio::task::spawn_blocking(move || {
-        b.lock()
-            .map_err(|_| anyhow!("control plane lock poisoned"))?
-            .list_elements(None)
-    })
-    .await
-    {
+    let elements = match balancer.run(|b| b.list_elements(None)).await {
         Ok(Ok(e)) => e,
         Ok(Err(e)) => {
             log::warn!("health checks: reading the elements: {e:#}");
