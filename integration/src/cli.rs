@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use crate::cmd::{describe, output_with_timeout};
 
-/// Finds the rsplb binary: `$RSPLB_BIN`, else `target/release/rsplb` or `target/debug/rsplb` of
-/// this workspace (the newer of the two).
+/// Finds the rsplb binary: `$RSPLB_BIN`, else `release/rsplb` or `debug/rsplb` of this
+/// workspace's target directory (`$CARGO_TARGET_DIR`, else `target`), the newer of the two.
 pub fn rsplb_bin() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("RSPLB_BIN") {
         let p = PathBuf::from(p);
@@ -23,7 +23,11 @@ pub fn rsplb_bin() -> Result<PathBuf> {
         }
         bail!("RSPLB_BIN={} is not a file", p.display());
     }
-    let target = workspace_root().join("target");
+    // Where cargo put the build: CARGO_TARGET_DIR (relative to the workspace) when set.
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => workspace_root().join(d),
+        None => workspace_root().join("target"),
+    };
     let mut found: Vec<PathBuf> = ["release", "debug"]
         .iter()
         .map(|p| target.join(p).join("rsplb"))
@@ -51,7 +55,11 @@ pub fn sibling_bin(name: &str) -> Result<PathBuf> {
             candidates.push(parent.join(name));
         }
     }
-    let target = workspace_root().join("target");
+    // Where cargo put the build: CARGO_TARGET_DIR (relative to the workspace) when set.
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => workspace_root().join(d),
+        None => workspace_root().join("target"),
+    };
     candidates.push(target.join("debug").join(name));
     candidates.push(target.join("release").join(name));
     candidates
