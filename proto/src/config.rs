@@ -258,7 +258,8 @@ pub struct EnrpConfig {
     /// Where peers reach this registrar with ENRP over SCTP (PPID 12), as rsplib's registrars
     /// do. `None` (the default): the `listen` addresses, when the kernel has SCTP; then this
     /// registrar's Server Information names its SCTP endpoint and it dials its peers over SCTP
-    /// first (TCP when that fails). An empty list: TCP only.
+    /// first (TCP when that fails). An empty list: TCP only. Several addresses make one
+    /// multi-homed endpoint (one port, one family), named whole in the Server Information.
     pub sctp_listen: Option<Vec<SocketAddr>>,
     /// Static peers (their ENRP endpoints). Peers are also learned from multicast Presence and
     /// from List Responses.

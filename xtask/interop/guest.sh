@@ -66,7 +66,8 @@ reset)  # stop whatever an earlier (aborted) run left behind
   # the registrar's reaction to an added peer address. Set before any association exists.
   sysctl -qw net.sctp.addip_enable=1 net.sctp.addip_noauth_enable=1
   ip netns del rc 2>/dev/null; ip link del veth-rc 2>/dev/null
-  for h in r s1 s2 c; do ip netns del "r4$h" 2>/dev/null; done; true
+  for h in r s1 s2 c; do ip netns del "r4$h" 2>/dev/null; done
+  ip addr del 198.18.77.5/32 dev lo 2>/dev/null; true
   ;;
 capture-start)  # capture-start NAME
   bgrun "tcpdump-$1" tcpdump -i any -n -U -s 0 -w "$L/$1.pcap" 'sctp or udp'
@@ -313,6 +314,27 @@ print(" ".join("0x%04x" % c["checksum"] for c in hs.get("checksums", []) if c["r
   waitfor 40 has_elements EnrpC || { tail -30 "$L/rsplb-mc.log"; fail "multicast peering: rsplib's element never reached rsplb"; }
   echo "PASS multicast peering: rspregistrar's element reached rsplb without static peers"
   bgstop pe-c INT; bgstop rsplb-mc INT; bgstop rspreg3 INT
+
+  # --- (e) one multi-homed ENRP endpoint: rsp-registrar on two addresses of one port (a second
+  # address of the guest on lo); rsplib's hsdump reaches its handlespace at either address
+  ip addr add 198.18.77.5/32 dev lo 2>/dev/null
+  RUST_LOG=${RUST_LOG:-info} bgrun rsplb-mh "$BIN/rsp-registrar" --id 0x300 --asap "$GIP:3883" \
+    --admin 127.0.0.1:3872 --no-announce --enrp "$GIP:9921" --enrp-sctp "$GIP:9921" \
+    --enrp-sctp 198.18.77.5:9921
+  waitfor 20 grep -q "over SCTP on" "$L/rsplb-mh.log" || { tail -20 "$L/rsplb-mh.log"; fail "rsp-registrar with two ENRP SCTP addresses did not start"; }
+  bgrun pe-mh rspserver -echo -poolhandle=EnrpMH -registrar="$GIP:3883" -asapannounce=off \
+    -local="$GIP" -loglevel=3 -logcolor=off
+  ADMIN=127.0.0.1:3872 waitfor 30 has_elements EnrpMH || fail "EnrpMH's element never registered at the multi-homed registrar"
+  grep -q "over SCTP on \[$GIP:9921, 198.18.77.5:9921\]" "$L/rsplb-mh.log" \
+    || { grep "over SCTP" "$L/rsplb-mh.log"; ss -Slnp; fail "rsp-registrar does not serve one ENRP endpoint on both addresses"; }
+  for a in "$GIP" 198.18.77.5; do
+    rsplib_dump "$a:9921" >"$L/hsdump-mh-$a.txt"
+    grep -q EnrpMH "$L/hsdump-mh-$a.txt" || { cat "$L/hsdump-mh-$a.txt"; fail "rsplib's hsdump at $a:9921 (one address of the multi-homed endpoint) does not list EnrpMH"; }
+  done
+  ss -Slnp | grep -A2 ':9921' | head -4
+  echo "PASS multi-homed ENRP endpoint: one SCTP endpoint on $GIP and 198.18.77.5 (port 9921); rsplib's hsdump reads it at both"
+  bgstop pe-mh INT; bgstop rsplb-mh INT
+  ip addr del 198.18.77.5/32 dev lo 2>/dev/null
   sleep 0.5; bgstop tcpdump-enrp INT; sync
   ;;
 # ---- row 4: rsplb's dataplane (XDP on the host's end of the lab link) in front of rsplib's

@@ -198,8 +198,8 @@ struct Cli {
     /// registrars of --peer and/or --enrp-multicast. Without it the registrar is alone.
     #[arg(long = "enrp", value_name = "ADDR:PORT")]
     enrp: Vec<SocketAddr>,
-    /// Serve ENRP over SCTP on ADDR:PORT only (repeatable) [default: where --enrp listens, when
-    /// the kernel has SCTP].
+    /// Serve ENRP over SCTP on ADDR:PORT only (repeatable: one multi-homed endpoint, every
+    /// address with the same port) [default: where --enrp listens, when the kernel has SCTP].
     #[arg(
         long = "enrp-sctp",
         value_name = "ADDR:PORT",

@@ -193,9 +193,12 @@ async fn dump_once_sctp(addr: SocketAddr, timeout: Duration) -> anyhow::Result<E
     probe.connect(addr).context("no route to the registrar")?;
     let local = probe.local_addr()?.ip();
     drop(probe);
-    let ep =
-        crate::sctp::SctpEndpoint::bind(SocketAddr::new(local, 0), crate::sctp::PPID_ENRP, 65_535)
-            .with_context(|| format!("ENRP over SCTP from {local}"))?;
+    let ep = crate::sctp::SctpEndpoint::bind(
+        &[SocketAddr::new(local, 0)],
+        crate::sctp::PPID_ENRP,
+        65_535,
+    )
+    .with_context(|| format!("ENRP over SCTP from {local}"))?;
     let me = new_id();
     let info = ServerInformation {
         id: me,

@@ -130,17 +130,34 @@ impl From<wire::Assembled> for Incoming {
     }
 }
 
-/// Configures a new socket, binds `addr` and listens; returns it registered with the runtime
-/// and the bound address (with the port the kernel chose for port 0).
-fn bind_listening(fd: OwnedFd, addr: SocketAddr) -> io::Result<(AsyncFd<OwnedFd>, SocketAddr)> {
+/// Configures a new socket, binds `addr` (and `more`, with the same port: one multi-homed
+/// endpoint) and listens; returns it registered with the runtime and the bound address (with
+/// the port the kernel chose for port 0).
+fn bind_listening(
+    fd: OwnedFd,
+    addr: SocketAddr,
+    more: &[SocketAddr],
+) -> io::Result<(AsyncFd<OwnedFd>, SocketAddr)> {
     sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     configure(&fd)?;
     sys::bind(fd.as_fd(), &addr)?;
-    sys::listen(fd.as_fd(), 1024)?;
     let local = sys::local_addr_raw(fd.as_fd())
         .ok()
         .and_then(|b| wire::decode_sockaddr(&b).map(|(a, _)| a))
         .unwrap_or(addr);
+    if !more.is_empty() {
+        let more: Vec<SocketAddr> = more
+            .iter()
+            .map(|a| SocketAddr::new(a.ip(), local.port()))
+            .collect();
+        sys::bindx_add(fd.as_fd(), &more).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("adding {more:?} to the endpoint on {local}: {e}"),
+            )
+        })?;
+    }
+    sys::listen(fd.as_fd(), 1024)?;
     Ok((sys::async_fd(fd)?, local))
 }
 
@@ -287,7 +304,7 @@ pub struct SctpListener {
 impl SctpListener {
     /// Binds `addr` (an unspecified address means every local address: a multi-homed endpoint).
     pub fn bind(addr: SocketAddr, ppid: u32, max_message: usize) -> io::Result<Self> {
-        let (fd, local) = bind_listening(sys::socket(addr.is_ipv6()).map_err(explain)?, addr)?;
+        let (fd, local) = bind_listening(sys::socket(addr.is_ipv6()).map_err(explain)?, addr, &[])?;
         Ok(Self {
             fd,
             ppid,
@@ -332,7 +349,8 @@ pub struct EndpointIncoming {
 pub struct SctpEndpoint {
     fd: AsyncFd<OwnedFd>,
     ppid: u32,
-    local: SocketAddr,
+    /// Its addresses, all with one port (the first as bound).
+    local: Vec<SocketAddr>,
     rx: std::sync::Mutex<EndpointRx>,
 }
 
@@ -377,10 +395,20 @@ impl EndpointRx {
 }
 
 impl SctpEndpoint {
-    /// Binds `addr` and accepts associations on it.
-    pub fn bind(addr: SocketAddr, ppid: u32, max_message: usize) -> io::Result<Self> {
+    /// Binds `addrs` (one endpoint with all of them: multi-homed; the port is the first's, and
+    /// an unspecified address means every local address) and accepts associations on it.
+    pub fn bind(addrs: &[SocketAddr], ppid: u32, max_message: usize) -> io::Result<Self> {
+        let Some((&addr, more)) = addrs.split_first() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an SCTP endpoint needs an address",
+            ));
+        };
         let fd = sys::socket_one_to_many(addr.is_ipv6()).map_err(explain)?;
-        let (fd, local) = bind_listening(fd, addr)?;
+        let (fd, first) = bind_listening(fd, addr, more)?;
+        let local = std::iter::once(first)
+            .chain(more.iter().map(|a| SocketAddr::new(a.ip(), first.port())))
+            .collect();
         Ok(Self {
             fd,
             ppid,
@@ -394,9 +422,14 @@ impl SctpEndpoint {
         })
     }
 
-    /// The bound address (with the port the kernel chose for port 0).
+    /// The first bound address (with the port the kernel chose for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.local[0]
+    }
+
+    /// Every address of the endpoint, the first as bound.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
     }
 
     /// Sends one message to `to`: on the association with that address, set up now if there

@@ -25,6 +25,8 @@ pub const SCTP_EVENTS: libc::c_int = 11;
 pub const SCTP_RECVRCVINFO: libc::c_int = 32;
 pub const SCTP_GET_PEER_ADDRS: libc::c_int = 108;
 pub const SCTP_GET_LOCAL_ADDRS: libc::c_int = 109;
+/// `SCTP_SOCKOPT_BINDX_ADD` (`sctp_bindx(..., SCTP_BINDX_ADD_ADDR)`).
+pub const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = 100;
 /// `msg_flags` bit of a notification (`MSG_NOTIFICATION`).
 pub const MSG_NOTIFICATION: libc::c_int = 0x8000;
 
@@ -165,6 +167,17 @@ pub fn bind(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
         )
     })
     .map(drop)
+}
+
+/// `sctp_bindx(fd, addrs, SCTP_BINDX_ADD_ADDR)`: adds addresses to a bound endpoint, which
+/// then uses all of them (multi-homing). Each address must have the endpoint's port.
+pub fn bindx_add(fd: BorrowedFd<'_>, addrs: &[SocketAddr]) -> io::Result<()> {
+    // The kernel takes the addresses packed one after the other, each at its own length.
+    let packed: Vec<u8> = addrs
+        .iter()
+        .flat_map(|a| super::wire::encode_sockaddr(a))
+        .collect();
+    setsockopt_bytes(fd, SOL_SCTP, SCTP_SOCKOPT_BINDX_ADD, &packed)
 }
 
 pub fn listen(fd: BorrowedFd<'_>, backlog: libc::c_int) -> io::Result<()> {

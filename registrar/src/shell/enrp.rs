@@ -182,7 +182,10 @@ impl EnrpNet {
 
     /// Where peers reach this registrar over SCTP (as bound; empty without SCTP).
     pub fn sctp_addrs(&self) -> Vec<SocketAddr> {
-        self.sctp.iter().map(|(ep, _)| ep.local_addr()).collect()
+        self.sctp
+            .iter()
+            .flat_map(|(ep, _)| ep.local_addrs().iter().copied())
+            .collect()
     }
 
     /// Accept connections and multicast datagrams, feeding `sink`, until aborted.
@@ -660,9 +663,9 @@ enum SctpOut {
     Assoc(i32, Vec<u8>),
 }
 
-/// The SCTP endpoint of ENRP: `enrp.sctp_listen`, or by default the first TCP listen address
-/// when the kernel has SCTP (not with TLS, which needs TCP). One endpoint per registrar (its
-/// first address; an unspecified address means all of the host's).
+/// The SCTP endpoint of ENRP: `enrp.sctp_listen` (one endpoint with all of its addresses:
+/// multi-homed), or by default the first TCP listen address when the kernel has SCTP (not with
+/// TLS, which needs TCP). An unspecified address means all of the host's.
 fn bind_sctp(
     config: &EnrpConfig,
     tcp_bound: &[SocketAddr],
@@ -671,11 +674,11 @@ fn bind_sctp(
 ) -> anyhow::Result<Option<SctpEndpoint>> {
     use anyhow::Context as _;
     let (wanted, explicit) = match &config.sctp_listen {
-        Some(list) => (list.first().copied(), true),
-        None if tls => (None, false),
-        None => (tcp_bound.first().copied(), false),
+        Some(list) => (list.clone(), true),
+        None if tls => (Vec::new(), false),
+        None => (tcp_bound.iter().take(1).copied().collect(), false),
     };
-    let Some(addr) = wanted else {
+    let Some(&addr) = wanted.first() else {
         return Ok(None);
     };
     if explicit && tls {
@@ -684,18 +687,29 @@ fn bind_sctp(
              enrp.sctp_listen = [] or turn TLS for ENRP off"
         );
     }
-    if config.sctp_listen.as_ref().is_some_and(|l| l.len() > 1) {
-        log::warn!(
-            "ENRP over SCTP binds one endpoint: {addr} (the others of enrp.sctp_listen are ignored)"
+    // One endpoint has one port and one family; its addresses differ only in the address.
+    if let Some(other) = wanted
+        .iter()
+        .find(|a| a.port() != addr.port() || a.is_ipv6() != addr.is_ipv6())
+    {
+        anyhow::bail!(
+            "enrp.sctp_listen: {addr} and {other} cannot be one SCTP endpoint (its addresses share \
+             one port and one address family)"
         );
     }
-    match SctpEndpoint::bind(addr, sctp::PPID_ENRP, max_message_size) {
+    if wanted.len() > 1 && wanted.iter().any(|a| a.ip().is_unspecified()) {
+        anyhow::bail!(
+            "enrp.sctp_listen: an unspecified address already means every local address; list \
+             it alone, or list the addresses"
+        );
+    }
+    match SctpEndpoint::bind(&wanted, sctp::PPID_ENRP, max_message_size) {
         Ok(ep) => Ok(Some(ep)),
         Err(e) if !explicit && sctp::is_unsupported(&e) => {
             log::info!("ENRP over TCP only: {e}");
             Ok(None)
         }
-        Err(e) => Err(e).with_context(|| format!("listening for ENRP on SCTP {addr}")),
+        Err(e) => Err(e).with_context(|| format!("listening for ENRP on SCTP {wanted:?}")),
     }
 }
 
@@ -724,4 +738,41 @@ fn multicast_socket(group: SocketAddr, interface: Option<Ipv4Addr>) -> io::Resul
         s.set_multicast_if_v4(&i)?;
     }
     UdpSocket::from_std(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_sctp(list: &[&str]) -> EnrpConfig {
+        EnrpConfig {
+            listen: vec!["127.0.0.1:9901".parse().unwrap()],
+            sctp_listen: Some(list.iter().map(|a| a.parse().unwrap()).collect()),
+            ..EnrpConfig::default()
+        }
+    }
+
+    fn refused(list: &[&str]) -> String {
+        match bind_sctp(&with_sctp(list), &[], 65_535, false) {
+            Ok(_) => panic!("{list:?} accepted as one SCTP endpoint"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    // (Binding itself needs kernel SCTP: the interop lab binds two addresses, row 3.)
+    #[test]
+    fn one_endpoint_has_one_port_and_one_family() {
+        let e = refused(&["198.18.0.1:9901", "198.18.0.2:9902"]);
+        assert!(
+            e.contains("198.18.0.1:9901 and 198.18.0.2:9902 cannot be one SCTP endpoint"),
+            "{e}"
+        );
+        let e = refused(&["198.18.0.1:9901", "[2001:db8::1]:9901"]);
+        assert!(e.contains("one address family"), "{e}");
+        let e = refused(&["0.0.0.0:9901", "198.18.0.2:9901"]);
+        assert!(
+            e.contains("unspecified address already means every local address"),
+            "{e}"
+        );
+    }
 }

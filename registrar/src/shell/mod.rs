@@ -223,10 +223,10 @@ impl Registrar {
             // Where ENRP is served over SCTP, peers are told the SCTP endpoint (rsplib's
             // registrars speak nothing else; rsplb's reach it over TCP as well).
             let transport = match (net.sctp_addrs().as_slice(), net.local_addrs()) {
-                ([first, ..], _) => TransportAddress::Sctp {
+                (all @ [first, ..], _) => TransportAddress::Sctp {
                     port: first.port(),
                     transport_use: TransportUse::DataOnly,
-                    addrs: vec![first.ip()],
+                    addrs: all.iter().map(|a| a.ip()).collect(),
                 },
                 (_, [local, ..]) => TransportAddress::Tcp {
                     port: local.port(),
