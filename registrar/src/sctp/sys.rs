@@ -175,7 +175,7 @@ pub fn bindx_add(fd: BorrowedFd<'_>, addrs: &[SocketAddr]) -> io::Result<()> {
     // The kernel takes the addresses packed one after the other, each at its own length.
     let packed: Vec<u8> = addrs
         .iter()
-        .flat_map(|a| super::wire::encode_sockaddr(a))
+        .flat_map(super::wire::encode_sockaddr)
         .collect();
     setsockopt_bytes(fd, SOL_SCTP, SCTP_SOCKOPT_BINDX_ADD, &packed)
 }
