@@ -79,9 +79,13 @@ capture-stop)  # capture-stop NAME
 
 # ---- row 1: rsplib PEs and PU at rsplb's registrar (SCTP)
 row1)
+  # ASAP over SCTP on one multi-homed endpoint: the guest's address and a second one on lo.
+  ip addr add 198.18.77.5/32 dev lo 2>/dev/null
   RUST_LOG=${RUST_LOG:-info} bgrun rsp-registrar "$BIN/rsp-registrar" --asap "$GIP:3863" \
+    --asap-sctp "$GIP:3863" --asap-sctp 198.18.77.5:3863 \
     --admin 127.0.0.1:3870 --announce-interface "$GIP"
-  waitfor 20 sh -c "ss -Sln | grep -q '$GIP:3863'" || { cat "$L/rsp-registrar.log"; fail "rsp-registrar does not listen on SCTP $GIP:3863"; }
+  # (ss shows one address of a multi-homed endpoint: the port is what counts)
+  waitfor 20 sh -c "ss -Sln | grep -q ':3863 '" || { cat "$L/rsp-registrar.log"; fail "rsp-registrar does not listen on SCTP port 3863"; }
   waitfor 10 grep -q "over SCTP" "$L/rsp-registrar.log" || fail "rsp-registrar does not say it serves SCTP"
   bgrun pe-rr rspserver -echo -poolhandle=EchoRR -policy=RoundRobin -registrar="$GIP:3863" \
     -asapannounce=off -local="$GIP" -loglevel=2 -logcolor=off
@@ -94,6 +98,10 @@ row1)
   echo_through EchoRR "$GIP:3863" || fail "rspterminal got no echo through EchoRR"
   echo_through EchoLU "$GIP:3863" || fail "rspterminal got no echo through EchoLU"
   echo "rspterminal echoed through EchoRR and EchoLU"
+  # The endpoint's second address answers too (one endpoint: sctp_bindx).
+  "$BIN/rsplb" resolve EchoRR --registrar 198.18.77.5:3863 --asap-transport sctp --json | grep -q '"id"' \
+    || fail "no handle resolution at 198.18.77.5:3863, the second address of rsp-registrar's ASAP endpoint"
+  echo "PASS multi-homed ASAP endpoint: resolved EchoRR at its second address 198.18.77.5"
   # An element killed without deregistering: its association is aborted by its kernel (or it
   # stops answering keep-alives); rsplb's timers (250 ms + 250 ms) bound the removal.
   t0=$(date +%s.%N)
@@ -167,6 +175,7 @@ badinput)
   ;;
 row1-stop)
   bgstop rsp-registrar INT
+  ip addr del 198.18.77.5/32 dev lo 2>/dev/null; true
   ;;
 
 # ---- row 2: rsplb PEs and PU at rsplib's registrar

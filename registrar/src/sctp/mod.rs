@@ -130,35 +130,68 @@ impl From<wire::Assembled> for Incoming {
     }
 }
 
-/// Configures a new socket, binds `addr` (and `more`, with the same port: one multi-homed
-/// endpoint) and listens; returns it registered with the runtime and the bound address (with
-/// the port the kernel chose for port 0).
+/// Configures a new socket, binds `addrs` (one endpoint: its port is the first's, and the others
+/// are added with `sctp_bindx`, which makes it multi-homed) and listens; returns it registered
+/// with the runtime and its addresses, the first as bound (with the port the kernel chose for
+/// port 0).
 fn bind_listening(
-    fd: OwnedFd,
-    addr: SocketAddr,
-    more: &[SocketAddr],
-) -> io::Result<(AsyncFd<OwnedFd>, SocketAddr)> {
+    v6: bool,
+    socket: fn(bool) -> io::Result<OwnedFd>,
+    addrs: &[SocketAddr],
+) -> io::Result<(AsyncFd<OwnedFd>, Vec<SocketAddr>)> {
+    let Some((&addr, more)) = addrs.split_first() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an SCTP endpoint needs an address",
+        ));
+    };
+    let fd = socket(v6).map_err(explain)?;
     sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     configure(&fd)?;
     sys::bind(fd.as_fd(), &addr)?;
-    let local = sys::local_addr_raw(fd.as_fd())
+    let first = sys::local_addr_raw(fd.as_fd())
         .ok()
         .and_then(|b| wire::decode_sockaddr(&b).map(|(a, _)| a))
         .unwrap_or(addr);
-    if !more.is_empty() {
-        let more: Vec<SocketAddr> = more
-            .iter()
-            .map(|a| SocketAddr::new(a.ip(), local.port()))
-            .collect();
-        sys::bindx_add(fd.as_fd(), &more).map_err(|e| {
+    let mut local = vec![first];
+    local.extend(more.iter().map(|a| SocketAddr::new(a.ip(), first.port())));
+    if local.len() > 1 {
+        sys::bindx_add(fd.as_fd(), &local[1..]).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("adding {more:?} to the endpoint on {local}: {e}"),
+                format!("adding {:?} to the endpoint on {first}: {e}", &local[1..]),
             )
         })?;
     }
     sys::listen(fd.as_fd(), 1024)?;
     Ok((sys::async_fd(fd)?, local))
+}
+
+/// Groups listen addresses into SCTP endpoints: the addresses of one port and one family make
+/// one multi-homed endpoint (in the order given). An unspecified address already means every
+/// local address, so it must be alone in its endpoint.
+pub fn endpoints(addrs: &[SocketAddr]) -> Result<Vec<Vec<SocketAddr>>, String> {
+    let mut groups: Vec<Vec<SocketAddr>> = Vec::new();
+    for &a in addrs {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].port() == a.port() && g[0].is_ipv6() == a.is_ipv6())
+        {
+            Some(g) if !g.contains(&a) => g.push(a),
+            Some(_) => {}
+            None => groups.push(vec![a]),
+        }
+    }
+    match groups
+        .iter()
+        .find(|g| g.len() > 1 && g.iter().any(|a| a.ip().is_unspecified()))
+    {
+        Some(g) => Err(format!(
+            "{g:?} would be one SCTP endpoint (one port, one family), but an unspecified \
+             address already means every local address: list it alone, or list the addresses"
+        )),
+        None => Ok(groups),
+    }
 }
 
 /// Sends one whole message with the control messages `cmsg[..len]` (to `to` when given),
@@ -298,13 +331,16 @@ pub struct SctpListener {
     fd: AsyncFd<OwnedFd>,
     ppid: u32,
     max_message: usize,
-    local: SocketAddr,
+    /// Its addresses, all with one port (the first as bound).
+    local: Vec<SocketAddr>,
 }
 
 impl SctpListener {
-    /// Binds `addr` (an unspecified address means every local address: a multi-homed endpoint).
-    pub fn bind(addr: SocketAddr, ppid: u32, max_message: usize) -> io::Result<Self> {
-        let (fd, local) = bind_listening(sys::socket(addr.is_ipv6()).map_err(explain)?, addr, &[])?;
+    /// Binds `addrs`: one endpoint, multi-homed when there are several (one port, one family;
+    /// see [`endpoints`]); an unspecified address means every local address.
+    pub fn bind(addrs: &[SocketAddr], ppid: u32, max_message: usize) -> io::Result<Self> {
+        let v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
+        let (fd, local) = bind_listening(v6, sys::socket, addrs)?;
         Ok(Self {
             fd,
             ppid,
@@ -313,9 +349,14 @@ impl SctpListener {
         })
     }
 
-    /// The bound address (with the port the kernel chose for port 0).
+    /// The first bound address (with the port the kernel chose for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.local[0]
+    }
+
+    /// Every address of the endpoint, the first as bound.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
     }
 
     pub async fn accept(&self) -> io::Result<SctpSocket> {
@@ -398,17 +439,8 @@ impl SctpEndpoint {
     /// Binds `addrs` (one endpoint with all of them: multi-homed; the port is the first's, and
     /// an unspecified address means every local address) and accepts associations on it.
     pub fn bind(addrs: &[SocketAddr], ppid: u32, max_message: usize) -> io::Result<Self> {
-        let Some((&addr, more)) = addrs.split_first() else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "an SCTP endpoint needs an address",
-            ));
-        };
-        let fd = sys::socket_one_to_many(addr.is_ipv6()).map_err(explain)?;
-        let (fd, first) = bind_listening(fd, addr, more)?;
-        let local = std::iter::once(first)
-            .chain(more.iter().map(|a| SocketAddr::new(a.ip(), first.port())))
-            .collect();
+        let v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
+        let (fd, local) = bind_listening(v6, sys::socket_one_to_many, addrs)?;
         Ok(Self {
             fd,
             ppid,
@@ -495,12 +527,44 @@ impl SctpEndpoint {
 mod tests {
     use super::*;
 
+    #[test]
+    fn listen_addresses_of_one_port_and_family_make_one_endpoint() {
+        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let got = endpoints(&[
+            a("198.18.0.1:3863"),
+            a("[2001:db8::1]:3863"),
+            a("198.18.1.1:3863"),
+            a("198.18.0.1:3864"),
+            a("198.18.0.1:3863"),
+        ])
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                vec![a("198.18.0.1:3863"), a("198.18.1.1:3863")],
+                vec![a("[2001:db8::1]:3863")],
+                vec![a("198.18.0.1:3864")],
+            ]
+        );
+        assert_eq!(
+            endpoints(&[a("0.0.0.0:3863"), a("[::]:3863")])
+                .unwrap()
+                .len(),
+            2
+        );
+        let e = endpoints(&[a("198.18.0.1:3863"), a("0.0.0.0:3863")]).unwrap_err();
+        assert!(
+            e.contains("unspecified address already means every local address"),
+            "{e}"
+        );
+    }
+
     /// On a kernel without SCTP (this project's build host) binding fails with a message that
     /// says so; where SCTP exists, a loopback association carries a message with its PPID.
     #[tokio::test]
     async fn loopback_association_or_a_clear_error() {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let l = match SctpListener::bind(addr, PPID_ASAP, 65535) {
+        let l = match SctpListener::bind(&[addr], PPID_ASAP, 65535) {
             Ok(l) => l,
             Err(e) => {
                 assert!(is_unsupported(&e), "{e}");

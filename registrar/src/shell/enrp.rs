@@ -687,21 +687,15 @@ fn bind_sctp(
              enrp.sctp_listen = [] or turn TLS for ENRP off"
         );
     }
-    // One endpoint has one port and one family; its addresses differ only in the address.
-    if let Some(other) = wanted
-        .iter()
-        .find(|a| a.port() != addr.port() || a.is_ipv6() != addr.is_ipv6())
-    {
-        anyhow::bail!(
-            "enrp.sctp_listen: {addr} and {other} cannot be one SCTP endpoint (its addresses share \
-             one port and one address family)"
-        );
-    }
-    if wanted.len() > 1 && wanted.iter().any(|a| a.ip().is_unspecified()) {
-        anyhow::bail!(
-            "enrp.sctp_listen: an unspecified address already means every local address; list \
-             it alone, or list the addresses"
-        );
+    // ENRP has one endpoint (its port is the one the Server Information names).
+    match sctp::endpoints(&wanted) {
+        Err(e) => anyhow::bail!("enrp.sctp_listen (--enrp-sctp): {e}"),
+        Ok(groups) if groups.len() > 1 => anyhow::bail!(
+            "enrp.sctp_listen (--enrp-sctp): {addr} and {} cannot be one SCTP endpoint (its \
+             addresses share one port and one address family)",
+            groups[1][0]
+        ),
+        Ok(_) => {}
     }
     match SctpEndpoint::bind(&wanted, sctp::PPID_ENRP, max_message_size) {
         Ok(ep) => Ok(Some(ep)),

@@ -700,8 +700,11 @@ fn bind_sctp(
     };
     let mut addrs = Vec::new();
     let mut counters = Vec::new();
-    for addr in wanted {
-        match sctp::SctpTransport::bind(addr, config.limits.max_message_size) {
+    // Addresses of one port make one multi-homed endpoint.
+    let endpoints = crate::sctp::endpoints(&wanted)
+        .map_err(|e| anyhow::anyhow!("asap_sctp_listen (--asap-sctp): {e}"))?;
+    for addr in endpoints {
+        match sctp::SctpTransport::bind(&addr, config.limits.max_message_size) {
             Ok(t) => {
                 addrs.extend(t.local_addrs());
                 counters.push(t.counters());
@@ -712,7 +715,7 @@ fn bind_sctp(
                 break;
             }
             Err(e) => {
-                return Err(e).with_context(|| format!("listening for ASAP on SCTP {addr}"));
+                return Err(e).with_context(|| format!("listening for ASAP on SCTP {addr:?}"));
             }
         }
     }
@@ -728,18 +731,27 @@ fn announce_sctp_transports(
     if !config.announce.advertise.is_empty() {
         return Vec::new();
     }
-    bound
+    // One transport per endpoint: the addresses of a multi-homed one together.
+    let Ok(endpoints) = crate::sctp::endpoints(bound) else {
+        return Vec::new();
+    };
+    endpoints
         .iter()
-        .filter_map(|a| {
-            let ip = if a.ip().is_unspecified() {
-                config.announce.interface?.into()
-            } else {
-                a.ip()
-            };
-            Some(TransportAddress::Sctp {
-                port: a.port(),
+        .filter_map(|ep| {
+            let addrs: Vec<std::net::IpAddr> = ep
+                .iter()
+                .filter_map(|a| {
+                    if a.ip().is_unspecified() {
+                        config.announce.interface.map(Into::into)
+                    } else {
+                        Some(a.ip())
+                    }
+                })
+                .collect();
+            (!addrs.is_empty()).then(|| TransportAddress::Sctp {
+                port: ep[0].port(),
                 transport_use: TransportUse::DataOnly,
-                addrs: vec![ip],
+                addrs,
             })
         })
         .collect()

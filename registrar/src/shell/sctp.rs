@@ -101,11 +101,12 @@ const DIALS: usize = 256;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl SctpTransport {
-    /// Binds `addr` (fails with EPROTONOSUPPORT, explained, on a kernel without SCTP).
-    pub fn bind(addr: SocketAddr, max_message_size: usize) -> io::Result<Self> {
+    /// Binds one endpoint on `addrs` (multi-homed when there are several; fails with
+    /// EPROTONOSUPPORT, explained, on a kernel without SCTP).
+    pub fn bind(addrs: &[SocketAddr], max_message_size: usize) -> io::Result<Self> {
         let (dial_tx, dial_rx) = mpsc::channel(DIALS);
         Ok(Self {
-            listener: SctpListener::bind(addr, sctp::PPID_ASAP, max_message_size)?,
+            listener: SctpListener::bind(addrs, sctp::PPID_ASAP, max_message_size)?,
             counters: Arc::default(),
             dial_tx,
             dial_rx,
@@ -143,7 +144,7 @@ fn peer_info(sock: &SctpSocket) -> PeerInfo {
 
 impl Transport for SctpTransport {
     fn local_addrs(&self) -> Vec<SocketAddr> {
-        vec![self.listener.local_addr()]
+        self.listener.local_addrs().to_vec()
     }
 
     fn dialer(&self) -> Option<mpsc::Sender<SocketAddr>> {
