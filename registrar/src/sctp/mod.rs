@@ -167,6 +167,15 @@ fn bind_listening(
     Ok((sys::async_fd(fd)?, local))
 }
 
+/// An endpoint's addresses as an operator writes them: `198.18.0.1:3863, 198.18.1.1:3863`.
+pub fn joined(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Groups listen addresses into SCTP endpoints: the addresses of one port and one family make
 /// one multi-homed endpoint (in the order given). An unspecified address already means every
 /// local address, so it must be alone in its endpoint.

@@ -703,7 +703,9 @@ fn bind_sctp(
             log::info!("ENRP over TCP only: {e}");
             Ok(None)
         }
-        Err(e) => Err(e).with_context(|| format!("listening for ENRP on SCTP {wanted:?}")),
+        Err(e) => {
+            Err(e).with_context(|| format!("listening for ENRP on SCTP {}", sctp::joined(&wanted)))
+        }
     }
 }
 

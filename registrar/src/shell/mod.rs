@@ -715,7 +715,9 @@ fn bind_sctp(
                 break;
             }
             Err(e) => {
-                return Err(e).with_context(|| format!("listening for ASAP on SCTP {addr:?}"));
+                return Err(e).with_context(|| {
+                    format!("listening for ASAP on SCTP {}", crate::sctp::joined(&addr))
+                });
             }
         }
     }
