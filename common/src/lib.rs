@@ -705,8 +705,9 @@ pub mod event {
     pub const FLOW_TABLE_FULL: u32 = 9;
     pub const COUNT: u32 = 10;
     /// The level of each kind.
-    pub const LEVELS: [u32; COUNT as usize] =
-        [WARN, ERROR, ERROR, WARN, WARN, ERROR, WARN, WARN, WARN, INFO];
+    pub const LEVELS: [u32; COUNT as usize] = [
+        WARN, ERROR, ERROR, WARN, WARN, ERROR, WARN, WARN, WARN, INFO,
+    ];
 }
 
 /// Indexes of `RSPLB_GLOBAL_STATS` (per-CPU u64 array): one per XDP action taken and one per

@@ -156,7 +156,9 @@ mod program {
             MODE_NAT => nat_forward(ctx, &pkt, &vip),
             // A mode this program does not know (a newer control plane): leave the packet to
             // the stack, and say so.
-            _ => Err(pass(stat::PASS_UNKNOWN_MODE).with_event(event::UNKNOWN_MODE, vip.mode as u32)),
+            _ => {
+                Err(pass(stat::PASS_UNKNOWN_MODE).with_event(event::UNKNOWN_MODE, vip.mode as u32))
+            }
         };
         // The one place events are reported: the verifier checks the logging code once, and
         // forwarded packets (`Ok`) never reach it.

@@ -8,10 +8,10 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use rsplb_common::{
-    ALLOW_CAPACITY, AllowKey, Config, Counters, EVENTS_BYTES, LogControl, LogLimit, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SIZE,
-    DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_VIPS, DEFAULT_NAT_CAPACITY, Element, FlowSet, MAX_TX_PORTS,
-    MaglevBlock, NatKey, NatValue, VIP_FILTER_WORDS, VipDirect, VipInfo, VipKey, event, flow_sets,
-    maglev_blocks, stat,
+    ALLOW_CAPACITY, AllowKey, Config, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SIZE,
+    DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_VIPS, DEFAULT_NAT_CAPACITY, EVENTS_BYTES, Element, FlowSet,
+    LogControl, LogLimit, MAX_TX_PORTS, MaglevBlock, NatKey, NatValue, VIP_FILTER_WORDS, VipDirect,
+    VipInfo, VipKey, event, flow_sets, maglev_blocks, stat,
 };
 
 /// LRU flavour of the NAT table: the common LRU (flags 0), not `BPF_F_NO_COMMON_LRU`.

@@ -569,8 +569,8 @@ impl Lab {
         let mut cmd = std::process::Command::new(&self.rsplb.bin);
         cmd.args(["--netns", &self.rsplb.netns, "-i", &self.rsplb.iface, "run"])
             .args(extra);
-        let file = std::fs::File::create(log)
-            .with_context(|| format!("creating {}", log.display()))?;
+        let file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         self.daemons
             .push(ChildGuard::spawn_with_stderr(cmd, file.into())?);
         Ok(())

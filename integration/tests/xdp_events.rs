@@ -155,7 +155,10 @@ fn an_empty_pool_is_logged_by_the_daemon_naming_its_vip_off_means_none_and_a_flo
     send_datagrams(&lab, SocketAddr::new(addr, 7001), 10_000);
     let dropped = wait_drops(&lab, before + 10_000) - before;
     let secs = t0.elapsed().as_secs() + 1;
-    assert!(dropped >= 5_000, "only {dropped} of 10,000 datagrams dropped");
+    assert!(
+        dropped >= 5_000,
+        "only {dropped} of 10,000 datagrams dropped"
+    );
     let suppressed = lab.rsplb.stats().unwrap().global("log_suppressed") - suppressed_before;
     // Every packet was either logged or counted as suppressed.
     wait_log(&mut lab, &warn, 10, "the flood's events", |t| {

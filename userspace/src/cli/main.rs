@@ -8,6 +8,7 @@ use std::{net::IpAddr, net::SocketAddr, path::PathBuf, process::ExitCode, time::
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use rsplb::dataplane::events::XdpLogLevel;
 use rsplb::{
     addr::{ElementAddr, Mode, PoolHandle, Vip, parse_port_range, parse_weight},
     allow::Prefix,
@@ -17,7 +18,6 @@ use rsplb::{
     state::{AttachOptions, ElementState},
 };
 use rsplb_registrar::config::RegistrarConfig;
-use rsplb::dataplane::events::XdpLogLevel;
 
 #[derive(Parser)]
 #[command(

@@ -84,8 +84,7 @@ pub fn set_level(iface: &str, level: XdpLogLevel) -> Result<()> {
         .context("RSPLB_LOG: unsupported map type")?
         .try_into()
         .context("RSPLB_LOG has an unexpected type")?;
-    map.set(0, level.control(), 0)
-        .context("writing RSPLB_LOG")
+    map.set(0, level.control(), 0).context("writing RSPLB_LOG")
 }
 
 /// The `log` level of an event kind.
@@ -117,7 +116,9 @@ pub fn describe(e: &XdpEvent) -> String {
     };
     let d = e.detail;
     let what = match e.kind {
-        event::EMPTY_POOL => "no element in its Maglev table entry (empty pool): dropped".to_string(),
+        event::EMPTY_POOL => {
+            "no element in its Maglev table entry (empty pool): dropped".to_string()
+        }
         event::BAD_ELEMENT_SLOT => format!(
             "its Maglev table names element slot {d}, which is free or out of range: dropped"
         ),
