@@ -29,8 +29,16 @@ pub mod maps {
     pub const NAT_EMBRYONIC: &str = "RSPLB_NAT_EMBRYONIC";
     /// LpmTrie<AllowKey, u8>: the source prefixes of VIPs with an allow list (see `AllowKey`).
     pub const ALLOW: &str = "RSPLB_ALLOW";
+    /// Array<LogControl> of one entry: the level and rate limit of the program's event log,
+    /// written by the control plane (see `LogControl`).
+    pub const LOG: &str = "RSPLB_LOG";
+    /// PerCpuArray<LogLimit> of `event::COUNT` entries: the program's rate limiter state, one
+    /// per CPU and event kind.
+    pub const LOG_LIMITS: &str = "RSPLB_LOG_LIMITS";
+    /// RingBuf of `XdpEvent` records: the events the program logs, read by the daemon.
+    pub const EVENTS: &str = "RSPLB_EVENTS";
     /// Every map, in the order they are pinned under `/sys/fs/bpf/rsplb/<iface>/`.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 17] = [
         VIPS,
         ELEMENTS,
         MAGLEV,
@@ -45,6 +53,9 @@ pub mod maps {
         VIP_DIRECT,
         ALLOW,
         NAT_EMBRYONIC,
+        LOG,
+        LOG_LIMITS,
+        EVENTS,
     ];
 }
 
@@ -579,7 +590,7 @@ pub struct Counters {
 /// program and userspace share, written into `Config::abi_version`. Bump it with every change
 /// to a shared map's layout: a binary that finds pins of another layout then says so instead of
 /// misreading them.
-pub const CONFIG_ABI_VERSION: u32 = 2;
+pub const CONFIG_ABI_VERSION: u32 = 3;
 
 /// Program-wide configuration (`RSPLB_CONFIG`, one entry), written by the loader before attach.
 /// The timeouts are the attach defaults, kept here for the control plane (a state rebuilt from
@@ -606,6 +617,97 @@ pub struct Config {
     pub dsr_tcp_timeout_s: u32,
     /// Default DSR idle timeout for UDP, seconds.
     pub dsr_udp_timeout_s: u32,
+}
+
+/// Levels of the program's event log (`LogControl::level`): an event of level `l` is logged
+/// when `l <= level` (the order of the `log` crate's levels), 0 is off.
+pub mod log_level {
+    pub const OFF: u32 = 0;
+    pub const ERROR: u32 = 1;
+    pub const WARN: u32 = 2;
+    pub const INFO: u32 = 3;
+    pub const DEBUG: u32 = 4;
+    pub const TRACE: u32 = 5;
+    /// Names for the command line and configuration, indexed like the levels.
+    pub const NAMES: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+}
+
+/// The program's event log settings (`RSPLB_LOG`, one entry), written by the control plane.
+/// All zero (as the map is created) is off: the program then reads this entry on its rare
+/// paths only, and logs nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogControl {
+    /// `log_level::*`: events of a higher level are not logged.
+    pub level: u32,
+    /// Events of one kind a CPU may log per `interval_ns`; the rest are counted
+    /// (`stat::LOG_SUPPRESSED`, and in the next event of the kind logged by that CPU).
+    pub burst: u32,
+    pub interval_ns: u64,
+}
+
+/// One event the program logs (a record of `RSPLB_EVENTS`): what happened (`event::*`), to a
+/// packet for which VIP, and the detail of its kind. The daemon words it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpEvent {
+    /// `event::*`.
+    pub kind: u32,
+    /// The element slot involved, or the kind's own value (a Maglev table index, a mode).
+    pub detail: u32,
+    /// Events of this kind this CPU did not log (rate limit) since the last one it logged.
+    pub suppressed: u32,
+    /// The VIP as the packet addressed it.
+    pub vip: VipKey,
+}
+
+/// Bytes of `RSPLB_EVENTS` (a power of two, whole pages): 2048 events, far more than the rate
+/// limit lets through between two reads of the daemon.
+pub const EVENTS_BYTES: u32 = 1 << 16;
+
+/// Per CPU and event kind (`RSPLB_LOG_LIMITS`): the rate limiter's window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogLimit {
+    /// `bpf_ktime_get_ns` when the current window began.
+    pub window_ns: u64,
+    /// Events logged in the current window.
+    pub logged: u32,
+    /// Events not logged since the last one that was.
+    pub suppressed: u32,
+}
+
+/// Kinds of rare events the program logs (indexes of `RSPLB_LOG_LIMITS`), each with its level
+/// (`event::LEVELS`). Each names the VIP as the packet addressed it (address:port/proto), and the
+/// element slot when one is involved (`rsplb status --json` lists elements with their slots).
+pub mod event {
+    use super::log_level::{ERROR, INFO, WARN};
+    /// The VIP's Maglev table has no element at the flow's entry (an empty pool): warn.
+    pub const EMPTY_POOL: u32 = 0;
+    /// The Maglev table names an element slot that is out of range or free (userspace lagging
+    /// behind or a bug): error.
+    pub const BAD_ELEMENT_SLOT: u32 = 1;
+    /// The VIP's Maglev table index (or the Maglev size) reads outside `RSPLB_MAGLEV`: error.
+    pub const TABLE_OUT_OF_RANGE: u32 = 2;
+    /// The chosen element's next hop (MAC) is unresolved: warn.
+    pub const NO_NEXTHOP: u32 = 3;
+    /// The chosen element's interface is not in `RSPLB_TX_PORTS`: warn.
+    pub const NO_TX_PORT: u32 = 4;
+    /// The VIP has a mode this program does not know: error.
+    pub const UNKNOWN_MODE: u32 = 5;
+    /// NAT: the chosen element is not in the VIP's address family: warn.
+    pub const FAMILY_MISMATCH: u32 = 6;
+    /// NAT: no free SNAT port for a new flow: warn.
+    pub const NAT_PORTS_EXHAUSTED: u32 = 7;
+    /// SCTP to a NAT-mode VIP: warn.
+    pub const SCTP_NAT: u32 = 8;
+    /// NAT: a SYN found its flow table set full of established flows and was dropped: info.
+    pub const FLOW_TABLE_FULL: u32 = 9;
+    pub const COUNT: u32 = 10;
+    /// The level of each kind.
+    pub const LEVELS: [u32; COUNT as usize] = [
+        WARN, ERROR, ERROR, WARN, WARN, ERROR, WARN, WARN, WARN, INFO,
+    ];
 }
 
 /// Indexes of `RSPLB_GLOBAL_STATS` (per-CPU u64 array): one per XDP action taken and one per
@@ -667,7 +769,9 @@ pub mod stat {
     /// NAT: a SYN with no flow table way (`FLOW_TABLE_FULL_SYN`): a translation needs a flow
     /// entry, so it is dropped (the client retransmits its SYN).
     pub const DROP_FLOW_TABLE_FULL: u32 = 24;
-    pub const COUNT: u32 = 25;
+    /// Events the program did not log because of its rate limit (`LogControl::burst`).
+    pub const LOG_SUPPRESSED: u32 = 25;
+    pub const COUNT: u32 = 26;
 
     /// Names for the command line and metrics, indexed like the constants.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -696,6 +800,7 @@ pub mod stat {
         "drop_source_not_allowed",
         "flow_table_full_syn",
         "drop_flow_table_full",
+        "log_suppressed",
     ];
 }
 
@@ -718,6 +823,9 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for AllowKey {}
+    unsafe impl aya::Pod for LogControl {}
+    unsafe impl aya::Pod for LogLimit {}
+    unsafe impl aya::Pod for XdpEvent {}
 }
 
 #[cfg(test)]
@@ -745,6 +853,9 @@ mod tests {
         assert_eq!(size_of::<Counters>(), 32);
         assert_eq!(size_of::<AllowKey>(), 20);
         assert_eq!(size_of::<Config>(), 32);
+        assert_eq!(size_of::<LogControl>(), 16);
+        assert_eq!(size_of::<LogLimit>(), 16);
+        assert_eq!(size_of::<XdpEvent>(), 32);
     }
 
     #[test]

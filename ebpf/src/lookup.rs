@@ -1,7 +1,7 @@
 //! VIP, flow table and Maglev lookups: which element serves a packet.
 use aya_ebpf::bindings::xdp_action;
 use rsplb_common::{
-    Config, ELEM_ACTIVE, Element, FlowValue, MAGLEV_BLOCK, MAGLEV_EMPTY, VipInfo, fmix32,
+    Config, ELEM_ACTIVE, Element, FlowValue, MAGLEV_BLOCK, MAGLEV_EMPTY, VipInfo, event, fmix32,
     maglev_blocks, maglev_entry, stat,
 };
 
@@ -36,8 +36,8 @@ pub fn pinned(flow: &FlowValue, vip: &VipInfo) -> Option<&'static Element> {
     }
 }
 
-/// Maglev: entry `maglev_entry(hash, maglev_size)` of the VIP's active table (`hash` = `flow_hash`),
-/// in its block of `MAGLEV_BLOCK` entries.
+/// Maglev: entry `maglev_entry(hash, maglev_size)` of the VIP's active table (`hash` =
+/// `flow_hash`), in its block of `MAGLEV_BLOCK` entries. A miss carries its event.
 #[inline(always)]
 pub fn maglev_pick(
     vip: &VipInfo,
@@ -45,26 +45,27 @@ pub fn maglev_pick(
     cfg: &Config,
 ) -> Result<(u32, &'static Element), Verdict> {
     let size = cfg.maglev_size;
-    if size == 0 {
-        return Err(NO_ELEMENT_VERDICT);
-    }
     let entry = maglev_entry(hash, size);
     let block = vip
         .table
         .wrapping_mul(maglev_blocks(size))
         .wrapping_add(entry / MAGLEV_BLOCK as u32);
-    let block = MAGLEV.get(block).ok_or(NO_ELEMENT_VERDICT)?;
+    let block = match MAGLEV.get(block) {
+        Some(b) if size != 0 => b,
+        _ => {
+            return Err(NO_ELEMENT_VERDICT.with_event(event::TABLE_OUT_OF_RANGE, vip.table));
+        }
+    };
     let slot = block.slots[entry as usize % MAGLEV_BLOCK];
     if slot == MAGLEV_EMPTY {
-        return Err(NO_ELEMENT_VERDICT);
+        return Err(NO_ELEMENT_VERDICT.with_event(event::EMPTY_POOL, 0));
     }
     let slot = slot as u32;
-    let element = ELEMENTS.get(slot).ok_or(NO_ELEMENT_VERDICT)?;
     // A table pointing at a free slot is userspace lagging behind: never forward to it.
-    if element.flags & ELEM_ACTIVE == 0 {
-        return Err(NO_ELEMENT_VERDICT);
+    match ELEMENTS.get(slot) {
+        Some(element) if element.flags & ELEM_ACTIVE != 0 => Ok((slot, element)),
+        _ => Err(NO_ELEMENT_VERDICT.with_event(event::BAD_ELEMENT_SLOT, slot)),
     }
-    Ok((slot, element))
 }
 
 /// Address equality without `bcmp` (the BPF backend has no library calls).

@@ -27,6 +27,8 @@
 #[cfg(target_arch = "bpf")]
 mod counters;
 #[cfg(target_arch = "bpf")]
+mod events;
+#[cfg(target_arch = "bpf")]
 mod flows;
 #[cfg(target_arch = "bpf")]
 mod forward;
@@ -39,23 +41,46 @@ mod nat;
 #[cfg(target_arch = "bpf")]
 mod parse;
 
-/// What happens to a packet: an XDP action and the global counter that says why.
+/// What happens to a packet: an XDP action, the global counter that says why, and the rare
+/// event to log, if any (`crate::events`). Eight bytes, packed: the verdict is live across
+/// the whole pipeline, and the program's stack is small.
 #[derive(Clone, Copy)]
 pub struct Verdict {
-    pub action: u32,
+    /// `xdp_action::*`.
+    pub action: u8,
+    /// `rsplb_common::event::*`, or `Verdict::NO_EVENT`.
+    pub event: u8,
     /// Index in `RSPLB_GLOBAL_STATS`, or `Verdict::NO_REASON`.
-    pub reason: u32,
+    pub reason: u16,
+    /// The event's element slot or value.
+    pub detail: u32,
 }
 
 impl Verdict {
-    pub const NO_REASON: u32 = u32::MAX;
+    pub const NO_REASON: u16 = u16::MAX;
+    pub const NO_EVENT: u8 = u8::MAX;
 
     pub const fn new(action: u32, reason: u32) -> Self {
-        Self { action, reason }
+        Self {
+            action: action as u8,
+            event: Self::NO_EVENT,
+            reason: reason as u16,
+            detail: 0,
+        }
     }
 
     pub const fn action(action: u32) -> Self {
-        Self::new(action, Self::NO_REASON)
+        Self::new(action, Self::NO_REASON as u32)
+    }
+
+    /// The same verdict, reporting `event` with `detail`. Only verdicts that leave the
+    /// pipeline as errors (`Err`) are reported: the forwarding path never carries one.
+    pub const fn with_event(self, event: u32, detail: u32) -> Self {
+        Self {
+            event: event as u8,
+            detail,
+            ..self
+        }
     }
 }
 
@@ -65,11 +90,13 @@ mod program {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use rsplb_common::{
         AllowKey, Element, FAMILY_V4, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP,
-        VIP_DIRECT_ONE, VIP_DIRECT_SHARED, VIP_F_ALLOW_LIST, VipInfo, VipKey, stat,
+        VIP_DIRECT_ONE, VIP_DIRECT_SHARED, VIP_F_ALLOW_LIST, VipInfo, VipKey, event, stat,
     };
 
     use crate::{
-        Verdict, counters, flows,
+        Verdict, counters,
+        events::report,
+        flows,
         forward::{NO_NEXTHOP, set_macs, transmit},
         lookup::{addr_eq, flow_hash, maglev_pick, pinned, table_hash},
         maps::{ALLOW, CONFIG, NAT_EMBRYONIC, NAT_REVERSE, VIP_DIRECT, VIP_FILTER, VIPS},
@@ -91,11 +118,11 @@ mod program {
             Ok(v) | Err(v) => v,
         };
         // ACTION_* indexes equal the xdp_action values.
-        counters::global(verdict.action);
+        counters::global(verdict.action as u32);
         if verdict.reason != Verdict::NO_REASON {
-            counters::global(verdict.reason);
+            counters::global(verdict.reason as u32);
         }
-        verdict.action
+        verdict.action as u32
     }
 
     #[inline(always)]
@@ -121,14 +148,45 @@ mod program {
         if pkt.ttl <= 1 {
             return Err(pass(stat::PASS_TTL));
         }
-        match vip.mode {
+        let r = match vip.mode {
             MODE_DSR => dsr(ctx, &pkt, &vip),
-            MODE_NAT if pkt.key.proto == PROTO_SCTP => Err(pass(stat::PASS_SCTP_NAT)),
+            MODE_NAT if pkt.key.proto == PROTO_SCTP => {
+                Err(pass(stat::PASS_SCTP_NAT).with_event(event::SCTP_NAT, 0))
+            }
             MODE_NAT => nat_forward(ctx, &pkt, &vip),
             // A mode this program does not know (a newer control plane): leave the packet to
             // the stack, and say so.
-            _ => Err(pass(stat::PASS_UNKNOWN_MODE)),
+            _ => {
+                Err(pass(stat::PASS_UNKNOWN_MODE).with_event(event::UNKNOWN_MODE, vip.mode as u32))
+            }
+        };
+        // The one place events are reported: the verifier checks the logging code once, and
+        // forwarded packets (`Ok`) never reach it.
+        if let Err(v) = r
+            && v.event != Verdict::NO_EVENT
+        {
+            report(v.event as u32, &pkt.key, v.detail);
         }
+        r
+    }
+
+    /// Writes the Ethernet addresses of element slot `slot` (an unresolved next hop is an
+    /// event).
+    #[inline(always)]
+    fn macs_of(ctx: &XdpContext, slot: u32, element: &Element) -> Result<(), Verdict> {
+        set_macs(ctx, &element.dst_mac, &element.src_mac)
+            .map_err(|v| v.with_event(event::NO_NEXTHOP, slot))
+    }
+
+    /// Sends the frame out of element slot `slot`'s interface (one missing from the devmap is
+    /// an event).
+    #[inline(always)]
+    fn transmit_to(ctx: &XdpContext, slot: u32, element: &Element) -> Result<Verdict, Verdict> {
+        let v = transmit(ctx, element.ifindex);
+        if v.reason as u32 == stat::DROP_NO_NEXTHOP {
+            return Err(v.with_event(event::NO_TX_PORT, slot));
+        }
+        Ok(v)
     }
 
     /// The VIP pre-filter: false only if `key` is certainly not a VIP (its bit, `bit`, is
@@ -181,7 +239,7 @@ mod program {
     /// Counts a forwarded packet once its action is known.
     #[inline(always)]
     fn sent(v: Verdict, element: u32, vip_slot: u32, pkt: &Packet, new_flow: bool) -> Verdict {
-        if v.action == xdp_action::XDP_TX || v.action == xdp_action::XDP_REDIRECT {
+        if v.action as u32 == xdp_action::XDP_TX || v.action as u32 == xdp_action::XDP_REDIRECT {
             counters::forwarded(element, vip_slot, pkt.len, new_flow);
         }
         v
@@ -226,9 +284,9 @@ mod program {
                 (slot, element)
             }
         };
-        set_macs(ctx, &element.dst_mac, &element.src_mac)?;
+        macs_of(ctx, slot, element)?;
         Ok(sent(
-            transmit(ctx, element.ifindex),
+            transmit_to(ctx, slot, element)?,
             slot,
             vip.slot,
             pkt,
@@ -339,13 +397,13 @@ mod program {
                 let hash = flow_hash(&pkt.key);
                 let (slot, element) = maglev_pick(vip, hash, cfg)?;
                 if element.family != pkt.key.family {
-                    return Err(FAMILY_MISMATCH);
+                    return Err(FAMILY_MISMATCH.with_event(event::FAMILY_MISMATCH, slot));
                 }
                 // The way first: a translation is claimed only for a flow that can keep it.
                 let way = flows::place(set, found.way, pkt.syn, now_t);
                 if way.is_null() && !set.is_null() {
                     counters::global(stat::FLOW_TABLE_FULL_SYN);
-                    return Err(FLOW_TABLE_FULL);
+                    return Err(FLOW_TABLE_FULL.with_event(event::FLOW_TABLE_FULL, slot));
                 }
                 let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(NO_NEXTHOP)?;
                 let (client_mac, own_mac) = unsafe { ((*eth).src, (*eth).dst) };
@@ -373,9 +431,12 @@ mod program {
                     timeout_s: timeout,
                     _pad2: 0,
                 };
-                let port = claim_port(&mut key, &value, hash, cfg, now, pkt.syn).ok_or(
-                    Verdict::new(xdp_action::XDP_DROP, stat::DROP_NAT_PORTS_EXHAUSTED),
-                )?;
+                let Some(port) = claim_port(&mut key, &value, hash, cfg, now, pkt.syn) else {
+                    return Err(
+                        Verdict::new(xdp_action::XDP_DROP, stat::DROP_NAT_PORTS_EXHAUSTED)
+                            .with_event(event::NAT_PORTS_EXHAUSTED, slot),
+                    );
+                };
                 flows::pin(
                     way,
                     &pkt.key,
@@ -392,7 +453,7 @@ mod program {
         };
         // (A pinned flow's element was checked for its family when the flow was placed: a slot
         // changes address only with a new generation.)
-        set_macs(ctx, &element.dst_mac, &element.src_mac)?;
+        macs_of(ctx, slot, element)?;
         rewrite(
             ctx,
             pkt,
@@ -404,7 +465,7 @@ mod program {
             },
         )?;
         Ok(sent(
-            transmit(ctx, element.ifindex),
+            transmit_to(ctx, slot, element)?,
             slot,
             vip.slot,
             pkt,
@@ -463,7 +524,7 @@ mod program {
             },
         )?;
         let v = sent(transmit(ctx, ifindex), element, vip_slot, pkt, false);
-        if v.action != xdp_action::XDP_DROP {
+        if v.action as u32 != xdp_action::XDP_DROP {
             counters::global(stat::NAT_REPLY);
         }
         Ok(v)

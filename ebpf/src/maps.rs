@@ -5,13 +5,13 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use rsplb_common::{
     ALLOW_CAPACITY, AllowKey, Config, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SIZE,
-    DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_VIPS, DEFAULT_NAT_CAPACITY, Element, FlowSet, MAX_TX_PORTS,
-    MaglevBlock, NatKey, NatValue, VIP_FILTER_WORDS, VipDirect, VipInfo, VipKey, flow_sets,
-    maglev_blocks, stat,
+    DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_VIPS, DEFAULT_NAT_CAPACITY, EVENTS_BYTES, Element, FlowSet,
+    LogControl, LogLimit, MAX_TX_PORTS, MaglevBlock, NatKey, NatValue, VIP_FILTER_WORDS, VipDirect,
+    VipInfo, VipKey, event, flow_sets, maglev_blocks, stat,
 };
 
 /// LRU flavour of the NAT table: the common LRU (flags 0), not `BPF_F_NO_COMMON_LRU`.
@@ -93,3 +93,16 @@ pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::
 
 #[map(name = "RSPLB_CONFIG")]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// The event log's level and rate limit, written by the control plane (all zero: off).
+#[map(name = "RSPLB_LOG")]
+pub static LOG: Array<LogControl> = Array::with_max_entries(1, 0);
+
+/// The event log's rate limiter: one window per CPU and event kind (`rsplb_common::event`).
+/// Per CPU, so that the rare paths that log never share a cache line between CPUs.
+#[map(name = "RSPLB_LOG_LIMITS")]
+pub static LOG_LIMITS: PerCpuArray<LogLimit> = PerCpuArray::with_max_entries(event::COUNT, 0);
+
+/// The events the program logs (`rsplb_common::XdpEvent` records), read by the daemon.
+#[map(name = "RSPLB_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

@@ -564,6 +564,18 @@ impl Lab {
         Ok(())
     }
 
+    /// As [`Lab::start_daemon`], with the daemon's stderr (its log) written to `log`.
+    pub fn start_daemon_logged(&mut self, extra: &[&str], log: &std::path::Path) -> Result<()> {
+        let mut cmd = std::process::Command::new(&self.rsplb.bin);
+        cmd.args(["--netns", &self.rsplb.netns, "-i", &self.rsplb.iface, "run"])
+            .args(extra);
+        let file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        self.daemons
+            .push(ChildGuard::spawn_with_stderr(cmd, file.into())?);
+        Ok(())
+    }
+
     /// Fails if a daemon started by [`Lab::start_daemon`] has exited.
     pub fn check_daemons(&mut self) -> Result<()> {
         self.daemons

@@ -192,12 +192,18 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
-    pub fn spawn(mut cmd: Command) -> Result<Self> {
+    pub fn spawn(cmd: Command) -> Result<Self> {
+        Self::spawn_with_stderr(cmd, Stdio::inherit())
+    }
+
+    /// As [`ChildGuard::spawn`], with the process's stderr going to `stderr` (a file the test
+    /// reads, for example).
+    pub fn spawn_with_stderr(mut cmd: Command, stderr: Stdio) -> Result<Self> {
         let what = cmd::describe(&cmd);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("starting {what}"))?;
         Ok(Self {

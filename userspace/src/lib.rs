@@ -8,7 +8,8 @@
 //!   [`control::state`] is what the control plane knows of an interface.
 //! - [`dataplane`]: only executes: loads, attaches and pins the XDP program
 //!   ([`dataplane::loader`]), opens and writes the pinned maps ([`dataplane::maps`],
-//!   [`dataplane::executor`]), rebuilds a state from them ([`dataplane::recover`]).
+//!   [`dataplane::executor`]), rebuilds a state from them ([`dataplane::recover`]), sets and
+//!   reads the program's event log ([`dataplane::events`]).
 //! - [`host`]: the host around the dataplane: next hops over rtnetlink ([`host::nexthop`]),
 //!   resolved in the background by the daemon ([`host::resolver`]), veth checks.
 //! - [`daemon`]: `rsplb run` (next-hop refresh, NAT expiry, Prometheus metrics, and with
@@ -26,6 +27,7 @@ pub mod control;
 pub mod daemon;
 pub mod health;
 pub mod dataplane {
+    pub mod events;
     pub mod executor;
     pub mod flows;
     pub mod loader;

@@ -1382,3 +1382,15 @@ fn a_reader_that_closes_early_does_not_make_rsplb_panic() {
         out.status
     );
 }
+
+#[test]
+fn a_bad_xdp_log_level_is_refused_naming_the_levels() {
+    let o = rsplb(&["-i", "nonexistent0", "run", "--xdp-log", "loud"]);
+    assert_clean_failure(&o, "`loud` is not an XDP log level");
+    assert!(stderr(&o).contains("off, error, warn, info, debug, trace"));
+    // The file says it instead: not both.
+    let o = rsplb(&["run", "--config", "/nonexistent.toml", "--xdp-log", "warn"]);
+    assert_clean_failure(&o, "--xdp-log");
+    let help = rsplb(&["run", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--xdp-log <LEVEL>"));
+}

@@ -211,6 +211,87 @@ fn unresolved_next_hop_drops() {
     assert_eq!(lb.element_stats(1).packets, 0);
 }
 
+/// An event log at `level` that lets `burst` events of a kind through per CPU and hour.
+fn log_at(level: u32, burst: u32) -> rsplb_common::LogControl {
+    rsplb_common::LogControl {
+        level,
+        burst,
+        interval_ns: 3_600_000_000_000,
+    }
+}
+
+#[test]
+fn events_are_logged_at_the_control_planes_level_and_rate_limited() {
+    use rsplb_common::{event, log_level};
+    let mut lb = dsr_v4_tcp();
+    lb.fill_table(0, &[NO_ELEMENT]);
+    let f = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    // Off (the maps as created): nothing, whatever happens.
+    for _ in 0..5 {
+        assert_eq!(lb.run(&f).0, XDP_DROP);
+    }
+    assert!(lb.events().is_empty());
+    assert_eq!(lb.global(stat::LOG_SUPPRESSED), 0);
+    // Error only: an empty pool is a warning.
+    lb.set_log(log_at(log_level::ERROR, 3));
+    lb.run(&f);
+    assert!(lb.events().is_empty());
+    // Warn, 3 per CPU: 10 packets give 3 events and count the rest.
+    lb.set_log(log_at(log_level::WARN, 3));
+    Lb::stay_on_this_cpu();
+    for _ in 0..10 {
+        lb.run(&f);
+    }
+    let events = lb.events();
+    assert_eq!(events.len(), 3);
+    assert_eq!(lb.global(stat::LOG_SUPPRESSED), 7);
+    let e = events[0];
+    assert_eq!((e.kind, e.suppressed), (event::EMPTY_POOL, 0));
+    assert_eq!(
+        e.vip,
+        rsplb_common::VipKey {
+            addr: addr_words("198.18.0.10".parse().unwrap()),
+            port: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: rsplb_common::FAMILY_V4,
+        }
+    );
+    // A forwarded packet logs nothing.
+    lb.fill_table(0, &[1]);
+    assert_eq!(lb.run(&f).0, XDP_TX);
+    assert!(lb.events().is_empty());
+}
+
+#[test]
+fn an_unresolved_next_hop_is_logged_with_its_element_slot_and_the_next_event_counts_the_suppressed()
+{
+    use rsplb_common::{event, log_level};
+    let mut lb = dsr_v4_tcp();
+    let mut e = element(1, "198.18.1.1");
+    e.dst_mac = [0; 6];
+    lb.set_element(1, e);
+    lb.fill_table(0, &[1]);
+    let f = Frame::syn("198.18.5.1:40001", "198.18.0.10:80").build();
+    lb.set_log(log_at(log_level::WARN, 1));
+    Lb::stay_on_this_cpu();
+    for _ in 0..4 {
+        lb.run(&f);
+    }
+    let first = lb.events();
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].kind, first[0].detail), (event::NO_NEXTHOP, 1));
+    // A new window (interval 0: every event starts one): the CPU reports what it held back.
+    lb.set_log(rsplb_common::LogControl {
+        interval_ns: 0,
+        ..log_at(log_level::WARN, 1)
+    });
+    assert_eq!(lb.global(stat::LOG_SUPPRESSED), 3);
+    lb.run(&f);
+    let next = lb.events();
+    assert_eq!(next.len(), 1);
+    assert_eq!((next[0].kind, next[0].suppressed), (event::NO_NEXTHOP, 3));
+}
+
 #[test]
 fn empty_pool_drops() {
     let mut lb = dsr_v4_tcp();

@@ -8,6 +8,7 @@ use std::{net::IpAddr, net::SocketAddr, path::PathBuf, process::ExitCode, time::
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use rsplb::dataplane::events::XdpLogLevel;
 use rsplb::{
     addr::{ElementAddr, Mode, PoolHandle, Vip, parse_port_range, parse_weight},
     allow::Prefix,
@@ -147,12 +148,17 @@ enum Cmd {
         /// A peer registrar of the scope (its ENRP endpoint; repeatable).
         #[arg(long = "peer", value_name = "ADDR:PORT", requires = "enrp")]
         peers: Vec<SocketAddr>,
+        /// The XDP program's event log while the daemon runs: off, error, warn, info, debug or
+        /// trace. Events (an empty pool, an unresolved next hop, a table read out of range, ...)
+        /// are printed with target `xdp`, at most 3 per second per CPU and kind.
+        #[arg(long, value_name = "LEVEL", default_value = "warn")]
+        xdp_log: XdpLogLevel,
         /// Everything from this TOML file (see deploy/rsplb.toml); the other options of `run`
         /// are then in the file.
         #[arg(
             long,
             value_name = "FILE",
-            conflicts_with_all = ["metrics", "registrar", "registrar_config", "enrp", "peers", "interval"]
+            conflicts_with_all = ["metrics", "registrar", "registrar_config", "enrp", "peers", "interval", "xdp_log"]
         )]
         config: Option<PathBuf>,
     },
@@ -718,6 +724,7 @@ fn run(cli: Cli) -> Result<()> {
             registrar_config,
             enrp,
             peers,
+            xdp_log,
             config: None,
         } => {
             let iface = pick_iface(cli.iface)?;
@@ -732,6 +739,7 @@ fn run(cli: Cli) -> Result<()> {
                     interval: Duration::from_secs_f64(interval),
                     registrar,
                     config: None,
+                    xdp_log,
                 },
             )
         }
@@ -818,6 +826,7 @@ fn run_with_config(
             metrics: cfg.metrics,
             interval: Duration::from_secs_f64(cfg.interval_s),
             registrar: cfg.registrar.clone(),
+            xdp_log: cfg.xdp_log,
             config: Some(source),
         },
     )

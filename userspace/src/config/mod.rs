@@ -39,6 +39,8 @@ macro_rules! path {
 
 pub mod apply;
 
+pub use crate::dataplane::events::XdpLogLevel;
+
 macro_rules! from_str_deserialize {
     ($($t:ty),*) => {$(
         impl<'de> Deserialize<'de> for $t {
@@ -63,6 +65,10 @@ pub struct ConfigFile {
     /// reconciler's repair pass).
     #[serde(default = "default_interval")]
     pub interval_s: f64,
+    /// The level of the XDP program's event log (`off`, `error`, `warn`, `info`, `debug`,
+    /// `trace`; default `warn`), printed by the daemon with target `xdp`. Applied by a reload.
+    #[serde(default)]
+    pub xdp_log: XdpLogLevel,
     #[serde(default, rename = "vip")]
     pub vips: Vec<VipDecl>,
     #[serde(default, rename = "pool")]
@@ -974,6 +980,7 @@ pub fn summary(cfg: &ConfigFile) -> Value {
         "xdp_mode": match cfg.interface.xdp_mode { XdpMode::Native => "native", XdpMode::Generic => "generic" },
         "metrics": cfg.metrics.map(|m| m.to_string()),
         "interval_s": cfg.interval_s,
+        "xdp_log": cfg.xdp_log.to_string(),
         "vips": cfg.vips.iter().map(|v| json!({
             "vip": v.address.to_string(),
             "pool": v.pool.to_string(),
@@ -1023,6 +1030,7 @@ pub fn summary_text(file: &str, cfg: &ConfigFile) -> String {
         cfg.metrics
             .map_or("off".to_string(), |m| format!("http://{m}/metrics"))
     );
+    let _ = writeln!(s, "xdp log    {}", cfg.xdp_log);
     match &cfg.registrar {
         None => {
             let _ = writeln!(s, "registrar  off");

@@ -39,6 +39,7 @@ fn a_minimal_file_takes_the_defaults() {
     let cfg = parse(HEAD, "x").unwrap();
     assert_eq!(cfg.interface.xdp_mode, XdpMode::Native);
     assert_eq!(cfg.interval_s, 5.0);
+    assert_eq!(cfg.xdp_log, XdpLogLevel::WARN);
     assert!(cfg.registrar.is_none() && cfg.vips.is_empty());
     assert_eq!(
         cfg.interface.attach_options().unwrap(),
@@ -201,4 +202,19 @@ fn line_and_column_count_characters() {
     assert_eq!(line_column("ab\ncd", 0), (1, 1));
     assert_eq!(line_column("ab\ncd", 4), (2, 2));
     assert_eq!(line_column("é\nx", 3), (2, 1));
+}
+
+#[test]
+fn the_xdp_log_level_is_read_and_a_bad_one_names_its_line_and_the_levels() {
+    let cfg = parse(&format!("xdp_log = \"off\"\n{HEAD}"), "x").unwrap();
+    assert_eq!(cfg.xdp_log, XdpLogLevel::OFF);
+    let cfg = parse(&format!("xdp_log = \"info\"\n{HEAD}"), "x").unwrap();
+    assert_eq!(cfg.xdp_log.to_string(), "info");
+    assert!(summary_text("x", &cfg).contains("xdp log    info"));
+    one_error_at(
+        &format!("interval_s = 5\nxdp_log = \"verbose\"\n{HEAD}"),
+        2,
+        &["`verbose` is not an XDP log level", "off, error, warn"],
+    );
+    one_error_at(&format!("xdp_log = 2\n{HEAD}"), 1, &[]);
 }

@@ -287,6 +287,9 @@ impl Configured {
             restart.push("interval_s");
         }
         let applied = apply(balancer, resolver, &next).await?;
+        if next.xdp_log != self.current.xdp_log {
+            super::set_xdp_log(&self.iface, next.xdp_log);
+        }
         self.plan.send_replace(Arc::new(runner::plan(&next)));
         self.current = next;
         let mut m = applied.summary();

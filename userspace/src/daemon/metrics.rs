@@ -192,6 +192,7 @@ fn global_family(name: &str) -> Option<(&'static str, &str)> {
         "flow_reselected" => Some(("rsplb_flows_reselected", "")),
         "flow_evicted" => Some(("rsplb_flows_evicted", "")),
         "flow_table_full_syn" => Some(("rsplb_flow_table_full_syns", "")),
+        "log_suppressed" => Some(("rsplb_xdp_events_suppressed", "")),
         _ => None,
     }
 }
@@ -229,6 +230,10 @@ fn register_dataplane(registry: &mut Registry, s: &Stats, snap: &Snapshot<'_>) {
         (
             "rsplb_flow_table_full_syns",
             "SYNs that found their flow table set full of established flows, which a SYN never evicts (DSR: forwarded unpinned; NAT: dropped as flow_table_full)",
+        ),
+        (
+            "rsplb_xdp_events_suppressed",
+            "Events of the XDP program (empty pool, unresolved next hop, ...) not logged because of the per-CPU rate limit",
         ),
     ]
     .into_iter()

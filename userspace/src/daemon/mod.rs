@@ -28,6 +28,7 @@ use rsplb_registrar::{config::RegistrarConfig, shell::Registrar};
 
 use crate::{
     control::{Balancer, owner::Control},
+    dataplane::events::{self, XdpLogLevel},
     reconcile,
     resolver::Resolver,
     state::StateError,
@@ -47,6 +48,9 @@ pub struct RunOptions {
     pub registrar: Option<RegistrarConfig>,
     /// The configuration file (`--config`): applied at start and on SIGHUP.
     pub config: Option<configured::ConfigSource>,
+    /// The level of the XDP program's event log while this daemon runs (off again when it
+    /// stops: nobody reads the events then).
+    pub xdp_log: XdpLogLevel,
 }
 
 const RTNLGRP_NEIGH: u32 = 3;
@@ -217,6 +221,9 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
             tokio::spawn(endpoint.serve(listener));
         }
         status.update().await;
+        // The reader runs whatever the level, so that a reload can raise it.
+        let event_log = tokio::spawn(read_events(iface.to_string()));
+        set_xdp_log(iface, opts.xdp_log);
         let mut tick = tokio::time::interval(opts.interval);
         eprintln!("rsplb: running on {iface}");
         notify::notify(&format!("READY=1\nSTATUS=serving {iface}"));
@@ -250,6 +257,8 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
             status.update().await;
         };
         notify::notify("STOPPING=1");
+        set_xdp_log(iface, XdpLogLevel::OFF);
+        event_log.abort();
         status.remove();
         if let Some(c) = configured {
             c.stop();
@@ -261,6 +270,21 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
         eprintln!("rsplb: stopped; the dataplane keeps forwarding with its last tables");
         result
     })
+}
+
+/// Sets the XDP program's event log level; a failure is logged (forwarding does not depend on
+/// it).
+pub(crate) fn set_xdp_log(iface: &str, level: XdpLogLevel) {
+    if let Err(e) = events::set_level(iface, level) {
+        log::warn!("{iface}: setting the XDP event log to {level}: {e:#}");
+    }
+}
+
+/// Prints the XDP program's events until the daemon stops.
+async fn read_events(iface: String) {
+    if let Err(e) = events::read(iface.clone()).await {
+        log::warn!("{iface}: no XDP event log: {e:#}");
+    }
 }
 
 /// The registrar and its reconciler, on the daemon's runtime.

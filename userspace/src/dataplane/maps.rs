@@ -595,7 +595,7 @@ mod tests {
             (20, CONFIG_ABI_VERSION, "a 20-byte RSPLB_CONFIG"),
             (28, CONFIG_ABI_VERSION, "a 28-byte RSPLB_CONFIG"),
             (this, 1, "map layout 1"),
-            (this, CONFIG_ABI_VERSION + 1, "map layout 3"),
+            (this, CONFIG_ABI_VERSION + 1, "map layout 4"),
         ] {
             let e = check_abi(dir, size, || Ok(version))
                 .unwrap_err()

@@ -153,6 +153,40 @@ impl Lb {
         self.ebpf.map_mut(name).expect("map in object")
     }
 
+    /// Keeps this thread on the CPU it runs on, so that per-CPU state (the event log's rate
+    /// limit) is one CPU's.
+    pub fn stay_on_this_cpu() {
+        // SAFETY: plain syscalls on a zeroed cpu set this function owns.
+        unsafe {
+            let cpu = libc::sched_getcpu().max(0) as usize;
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            assert_eq!(
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                0
+            );
+        }
+    }
+
+    /// Sets the event log's level and rate limit (`RSPLB_LOG`).
+    pub fn set_log(&mut self, c: rsplb_common::LogControl) {
+        let mut m: Array<&mut MapData, rsplb_common::LogControl> =
+            Array::try_from(self.map(maps::LOG)).unwrap();
+        m.set(0, c, 0).unwrap();
+    }
+
+    /// The events waiting in `RSPLB_EVENTS` (read and so removed).
+    pub fn events(&mut self) -> Vec<rsplb_common::XdpEvent> {
+        let mut ring = aya::maps::RingBuf::try_from(self.map(maps::EVENTS)).unwrap();
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            assert_eq!(item.len(), std::mem::size_of::<rsplb_common::XdpEvent>());
+            // SAFETY: a whole record, and any bytes are a valid one.
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+        }
+        out
+    }
+
     pub fn set_config(&mut self, cfg: Config) {
         let mut m: Array<&mut MapData, Config> = Array::try_from(self.map(maps::CONFIG)).unwrap();
         m.set(0, cfg, 0).unwrap();
