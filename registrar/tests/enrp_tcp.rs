@@ -191,7 +191,7 @@ async fn three_registrars_share_one_handlespace_and_survive_the_loss_of_one() {
     wait_converged(&[&r1, &r2, &r4], 30).await;
     for w in [&mut watch1, &mut watch2] {
         loop {
-            match w.try_recv() {
+            match w.try_recv().map(|n| n.event) {
                 Ok(HandlespaceEvent::ElementRemoved { pool, id, reason }) => {
                     panic!("{pool}/{id} removed ({reason:?}) because its registrar died")
                 }

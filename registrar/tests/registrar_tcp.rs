@@ -190,9 +190,9 @@ async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
 }
 
 async fn next_event(
-    rx: &mut tokio::sync::broadcast::Receiver<HandlespaceEvent>,
+    rx: &mut tokio::sync::broadcast::Receiver<rsplb_registrar::shell::Notification>,
 ) -> HandlespaceEvent {
-    timeout(WAIT, rx.recv()).await.unwrap().unwrap()
+    timeout(WAIT, rx.recv()).await.unwrap().unwrap().event
 }
 
 #[tokio::test]

@@ -289,7 +289,7 @@ async fn propagation_round() -> anyhow::Result<f64> {
             let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
                 .await
                 .context("no ElementAdded at the peer within 5 s")??;
-            if let HandlespaceEvent::ElementAdded { element, .. } = ev
+            if let HandlespaceEvent::ElementAdded { element, .. } = ev.event
                 && element.id == PeId(id)
             {
                 break;
@@ -381,7 +381,7 @@ async fn takeover_round(exe: &std::path::Path, round: u8) -> anyhow::Result<(f64
     let mut changes = 0u64;
     let deadline = killed + Duration::from_secs(20);
     loop {
-        while let Ok(ev) = events.try_recv() {
+        while let Ok(ev) = events.try_recv().map(|n| n.event) {
             if model.apply(&ev).is_some() {
                 let now: Vec<_> = pools.iter().map(|p| model.desired(p)).collect();
                 if now != before {
@@ -406,7 +406,7 @@ async fn takeover_round(exe: &std::path::Path, round: u8) -> anyhow::Result<(f64
     let took = killed.elapsed().as_secs_f64() * 1e3;
     // Events that arrive right after the last PE moved count too.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    while let Ok(ev) = events.try_recv() {
+    while let Ok(ev) = events.try_recv().map(|n| n.event) {
         if model.apply(&ev).is_some() {
             let now: Vec<_> = pools.iter().map(|p| model.desired(p)).collect();
             if now != before {

@@ -7,9 +7,9 @@
 //! # async fn f(config: rsplb_registrar::config::RegistrarConfig) -> anyhow::Result<()> {
 //! use rsplb_registrar::shell::Registrar;
 //! let registrar = Registrar::bind(config).await?;
-//! let mut events = registrar.control().subscribe(); // HandlespaceEvent per change
+//! let mut events = registrar.control().subscribe(); // a Notification per change
 //! let control = registrar.control();
-//! tokio::spawn(async move { while let Ok(ev) = events.recv().await { println!("{ev:?}") } });
+//! tokio::spawn(async move { while let Ok(n) = events.recv().await { println!("{:?}", n.event) } });
 //! registrar.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
 //! ```
@@ -61,18 +61,26 @@ pub struct Registrar {
     queries: mpsc::Receiver<Query>,
 }
 
+/// A handlespace change as subscribers get it: the event, and when the registrar's core made it
+/// (what a subscriber measures its own delay from, e.g. the balancer's reconcile latency).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notification {
+    pub at: Instant,
+    pub event: HandlespaceEvent,
+}
+
 /// A cloneable handle to a running registrar: subscribe to handlespace changes, ask for
 /// snapshots.
 #[derive(Clone, Debug)]
 pub struct RegistrarControl {
-    events: broadcast::Sender<HandlespaceEvent>,
+    events: broadcast::Sender<Notification>,
     queries: mpsc::Sender<Query>,
     id: RegistrarId,
 }
 
 impl RegistrarControl {
     /// Every handlespace change from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<HandlespaceEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
         self.events.subscribe()
     }
 
@@ -423,7 +431,7 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the timer loop when a new, earlier deadline appears.
     timer: Notify,
-    events: broadcast::Sender<HandlespaceEvent>,
+    events: broadcast::Sender<Notification>,
     announcer: Option<Announcer>,
     enrp: Option<Arc<EnrpNet>>,
     /// Opens ASAP associations to pool elements (SCTP; `None` without SCTP).
@@ -497,7 +505,10 @@ impl Shared {
                 }
                 Action::Notify(ev) => {
                     // No subscriber is not an error.
-                    let _ = self.events.send(ev);
+                    let _ = self.events.send(Notification {
+                        at: Instant::now(),
+                        event: ev,
+                    });
                 }
                 Action::SendEnrp { to, bytes } => {
                     if let Some(net) = &self.enrp {

@@ -500,7 +500,11 @@ impl Core {
             }
         };
         self.write_element(i);
-        self.dirty_pools.insert(pool.to_string());
+        // A new element awaiting its next hop is in no table yet: its pool's tables are
+        // rebuilt when its neighbour result comes ([`Core::neighbour`]), not twice.
+        if !(new && self.state.elements[i].nexthop_pending) {
+            self.dirty_pools.insert(pool.to_string());
+        }
         let e = &self.state.elements[i];
         Ok(Some(ElementReport {
             slot: e.slot,
@@ -1342,6 +1346,62 @@ mod tests {
         let active = dp.active_table(&vip("198.18.0.1:80/tcp").key()).unwrap();
         let only = st.find_element(&pool("web"), &el("198.18.1.4")).unwrap();
         assert!(active.iter().all(|&s| s == st.elements[only].slot));
+        assert_eq!(dp.violations(), &[] as &[String]);
+    }
+
+    #[test]
+    fn registered_elements_enter_with_one_rebuild_per_table_and_none_while_they_wait() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        batch(&mut st, &mut dp, |c| {
+            add(c, "web", "198.18.1.2", 1);
+            c.add_vip(
+                vip("198.18.0.1:80/tcp"),
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+                &[],
+            )
+            .unwrap();
+        });
+        let tables = |w: &[Write]| {
+            w.iter()
+                .filter(|w| matches!(w, Write::MaglevTable { .. }))
+                .count()
+        };
+        let registered = |c: &mut Core, a: &str| {
+            c.upsert_element(
+                &pool("web"),
+                el(a),
+                1,
+                Upsert::Registrar { active: true },
+                Hop::Pending,
+            )
+            .unwrap()
+            .unwrap()
+        };
+        // Waiting for its next hop, a new element changes no table.
+        let writes = batch(&mut st, &mut dp, |c| {
+            registered(c, "198.18.1.3");
+        });
+        assert_eq!(tables(&writes), 0, "{writes:?}");
+        // Two whose next hops are known (the daemon's cache) and a weight change, in one
+        // batch: the table is rebuilt once, with both in it.
+        let Hop::Resolved(Ok(h)) = hop(4) else {
+            unreachable!()
+        };
+        let mut slots = Vec::new();
+        let writes = batch(&mut st, &mut dp, |c| {
+            for a in ["198.18.1.4", "198.18.1.5"] {
+                let r = registered(c, a);
+                assert!(c.neighbour(&NeighbourTarget::of(&r.element), Some(h.clone())));
+                slots.push(r.slot);
+            }
+            add(c, "web", "198.18.1.2", 2);
+        });
+        assert_eq!(tables(&writes), 1, "{writes:?}");
+        let active = dp.active_table(&vip("198.18.0.1:80/tcp").key()).unwrap();
+        assert!(slots.iter().all(|s| active.contains(s)));
         assert_eq!(dp.violations(), &[] as &[String]);
     }
 

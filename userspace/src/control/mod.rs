@@ -71,6 +71,9 @@ pub struct Balancer {
     iface: String,
     state_dir: PathBuf,
     exec: Box<dyn Executor>,
+    /// When the last change's last VIP entry was written (its last table flip), if it flipped
+    /// any: where the reconcile latency ends.
+    flipped: Option<std::time::Instant>,
 }
 
 impl Balancer {
@@ -91,11 +94,17 @@ impl Balancer {
             iface: iface.to_string(),
             state_dir,
             exec,
+            flipped: None,
         }
     }
 
     pub fn interface(&self) -> &str {
         &self.iface
+    }
+
+    /// When the last change written flipped its last VIP entry (`None`: it flipped none).
+    pub fn last_flip(&self) -> Option<std::time::Instant> {
+        self.flipped
     }
 
     fn state_path(&self) -> PathBuf {
@@ -109,8 +118,12 @@ impl Balancer {
         let mut core = Core::new(State::load(&self.state_path())?);
         let r = f(&mut core)?;
         let (state, writes) = core.finish();
+        self.flipped = None;
         for w in &writes {
             self.exec.execute(w)?;
+            if matches!(w, control_core::Write::Vip { .. }) {
+                self.flipped = Some(std::time::Instant::now());
+            }
         }
         state.save(&self.state_path())?;
         Ok(r)
@@ -229,13 +242,16 @@ impl Balancer {
     }
 
     /// The registrar reconciler's batch: every change in one transaction, so each affected
-    /// table is rebuilt once. An element the registrar adds is not resolved here: it waits
-    /// out of the tables for its neighbour result ([`Self::apply_neighbours`]), and the
-    /// targets to resolve are returned with it. Each change has its own result: `Ok(false)` for
-    /// an element added by hand (left alone) or, for a removal, absent.
+    /// table is rebuilt once. An element the registrar adds is not resolved here: when `cached`
+    /// knows its next hop (a neighbour the kernel knows already) it enters the tables in this
+    /// same transaction; otherwise it waits out of the tables for its neighbour result
+    /// ([`Self::apply_neighbours`]), and the target to resolve is returned with it. Each change
+    /// has its own result: `Ok(false)` for an element added by hand (left alone) or, for a
+    /// removal, absent.
     pub fn apply_registered(
         &mut self,
         changes: &[RegisteredChange],
+        cached: &dyn Fn(&NeighbourTarget) -> Option<NextHop>,
     ) -> Result<Vec<Result<RegisteredOutcome>>> {
         self.transact(|c| {
             Ok(changes
@@ -256,10 +272,17 @@ impl Balancer {
                         )
                         .map(|r| match r {
                             None => (false, None),
-                            Some(r) => (
-                                true,
-                                r.needs_resolution.then(|| NeighbourTarget::of(&r.element)),
-                            ),
+                            Some(r) if r.needs_resolution => {
+                                let t = NeighbourTarget::of(&r.element);
+                                match cached(&t) {
+                                    Some(hop) => {
+                                        c.neighbour(&t, Some(hop));
+                                        (true, None)
+                                    }
+                                    None => (true, Some(t)),
+                                }
+                            }
+                            Some(_) => (true, None),
                         }),
                     RegisteredChange::Remove { pool, addr } => {
                         Ok((c.remove_registered_element(pool, *addr), None))

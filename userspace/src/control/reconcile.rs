@@ -30,6 +30,12 @@
 //! event changes nothing. A subscriber that lags behind re-reads a snapshot. Every pass on the
 //! daemon's interval re-reads which elements the registrar owns and repairs any difference.
 //!
+//! Latency: every handlespace event says when the registrar's core made it; a pass that flips
+//! a table observes, for each event of a pool it changed, the time from that change to its last
+//! VIP flip ([`LATENCY`]: the `rsplb_reconcile_latency_seconds` histogram, and a debug log line
+//! per pass with each event's figure). A new element whose next hop is not known yet enters at
+//! its neighbour result, outside this figure.
+//!
 //! Restart: elements the registrar owned before the daemon restarted are kept for
 //! [`RESTART_GRACE`] so their servers can register again (sidecars reconnect on their own)
 //! without a gap in service; those that do not come back are then removed.
@@ -44,7 +50,7 @@ use std::{
 use anyhow::{Result, anyhow};
 use rsplb_registrar::{
     core::HandlespaceEvent,
-    shell::{HandlespaceSnapshot, RegistrarControl, admin::PolicySnapshot},
+    shell::{HandlespaceSnapshot, Notification, RegistrarControl, admin::PolicySnapshot},
     types::{self as rsp, Policy, policy_type},
 };
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
@@ -302,6 +308,11 @@ pub trait Dataplane {
     fn set(&mut self, pool: &PoolHandle, addr: ElementAddr, d: Desired) -> Result<bool>;
     /// Removes an element the registrar owns. `Ok(false)`: absent or added by hand.
     fn remove(&mut self, pool: &PoolHandle, addr: ElementAddr) -> Result<bool>;
+    /// When the last `apply` flipped its last table (`None`: it flipped none, or the plane
+    /// does not say).
+    fn last_flip(&self) -> Option<Instant> {
+        None
+    }
     /// Applies a batch of changes (each result as `set` and `remove` give it). The control
     /// plane applies it as one change, so each affected table is rebuilt once.
     fn apply(&mut self, changes: &[Change]) -> Result<Vec<Result<bool>>> {
@@ -371,7 +382,13 @@ impl Dataplane for DaemonPlane<'_> {
                 },
             })
             .collect();
-        let results = self.balancer.apply_registered(&batch)?;
+        // A neighbour the kernel knows already is taken at once (a cache lookup, no wait): the
+        // element enters the tables in this same change. Only the others wait for the
+        // resolver.
+        let resolver = self.resolver;
+        let results = self
+            .balancer
+            .apply_registered(&batch, &|t| resolver.cached(t))?;
         let mut resolve = Vec::new();
         let out = results
             .into_iter()
@@ -382,23 +399,12 @@ impl Dataplane for DaemonPlane<'_> {
                 })
             })
             .collect();
-        // A neighbour the kernel knows already is taken at once (a cache lookup, no wait): the
-        // element enters the tables now. Only the others wait for the resolver.
-        let (known, unknown): (Vec<_>, Vec<_>) = resolve
-            .into_iter()
-            .map(|t| {
-                let h = self.resolver.cached(&t);
-                (t, h)
-            })
-            .partition(|(_, h)| h.is_some());
-        if !known.is_empty()
-            && let Err(e) = self.balancer.apply_neighbours(known.clone())
-        {
-            log::warn!("applying known next hops: {e:#}");
-        }
-        let unknown = unknown.into_iter().map(|(t, _)| t);
-        self.resolver.request(unknown, RESOLVE_WAIT);
+        self.resolver.request(resolve, RESOLVE_WAIT);
         Ok(out)
+    }
+
+    fn last_flip(&self) -> Option<Instant> {
+        self.balancer.last_flip()
     }
 }
 
@@ -408,6 +414,10 @@ pub struct Changes {
     pub set: usize,
     pub removed: usize,
     pub errors: usize,
+    /// The pools an element was set in or removed from.
+    pub pools: BTreeSet<PoolHandle>,
+    /// When the batch flipped its last table, if it flipped one.
+    pub flipped: Option<Instant>,
 }
 
 /// Moves the dataplane to the model, pool by pool, changing only what differs from what it
@@ -504,6 +514,7 @@ impl Reconciler {
             Ok(r) => r,
             Err(e) => changes.iter().map(|_| Err(anyhow!("{e:#}"))).collect(),
         };
+        c.flipped = dp.last_flip();
         for (change, result) in changes.into_iter().zip(results) {
             self.record(change, result, &mut c);
         }
@@ -527,6 +538,7 @@ impl Reconciler {
                         applied.insert(addr, d);
                         self.manual.remove(&key);
                         c.set += 1;
+                        c.pools.insert(pool);
                     }
                     Ok(false) => {
                         if self.manual.insert(key) {
@@ -544,12 +556,13 @@ impl Reconciler {
             }
             Change::Remove(pool, addr) => match result {
                 Ok(removed) => {
+                    if let Some(a) = self.applied.get_mut(&pool) {
+                        a.remove(&addr);
+                    }
                     if removed {
                         log::info!("pool {pool}: element {addr} removed (no longer registered)");
                         c.removed += 1;
-                    }
-                    if let Some(a) = self.applied.get_mut(&pool) {
-                        a.remove(&addr);
+                        c.pools.insert(pool);
                     }
                 }
                 Err(e) => {
@@ -592,6 +605,114 @@ impl PassFigures {
     }
 }
 
+/// Upper bounds (seconds) of the buckets of `rsplb_reconcile_latency_seconds`: fine from 50 µs
+/// (a flip of a small table on an idle daemon) to 1 s (a pass held up behind a long one).
+pub const LATENCY_BUCKETS: [f64; 22] = [
+    50e-6, 100e-6, 200e-6, 300e-6, 500e-6, 750e-6, 1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7.5e-3, 10e-3,
+    15e-3, 20e-3, 30e-3, 50e-3, 75e-3, 100e-3, 200e-3, 500e-3, 1.0,
+];
+
+/// The reconcile latency of this process: from a handlespace change (the registrar's core
+/// making it) to the table flip that carries it into the dataplane, one observation per event
+/// whose pool changed in a pass that flipped a table. Atomics only: observing costs a few
+/// nanoseconds and the memory is fixed.
+#[derive(Debug)]
+pub struct LatencyFigures {
+    /// Per bucket of [`LATENCY_BUCKETS`], then one above the last bound.
+    counts: [std::sync::atomic::AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: std::sync::atomic::AtomicU64,
+}
+
+pub static LATENCY: LatencyFigures = LatencyFigures {
+    counts: [const { std::sync::atomic::AtomicU64::new(0) }; LATENCY_BUCKETS.len() + 1],
+    sum_ns: std::sync::atomic::AtomicU64::new(0),
+};
+
+/// A copy of [`LatencyFigures`]: the sum (s), the count, and each bucket's own count with its
+/// upper bound (`f64::INFINITY` last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencySnapshot {
+    pub sum_s: f64,
+    pub count: u64,
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl LatencyFigures {
+    pub fn observe(&self, d: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_ns
+            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LatencySnapshot {
+        use std::sync::atomic::Ordering::Relaxed;
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts.iter().map(|c| c.load(Relaxed)))
+            .collect();
+        LatencySnapshot {
+            sum_s: self.sum_ns.load(Relaxed) as f64 / 1e9,
+            count: buckets.iter().map(|b| b.1).sum(),
+            buckets,
+        }
+    }
+}
+
+/// The latency of each event of a pass (`stamps`: its pool, when the registrar made it) that
+/// the pass carried to a table flip: events of pools it changed, when it flipped a table.
+fn latencies<'a>(
+    c: &'a Changes,
+    stamps: &'a [(PoolHandle, Instant)],
+) -> impl Iterator<Item = Duration> + 'a {
+    stamps
+        .iter()
+        .filter(|(p, _)| c.pools.contains(p))
+        .filter_map(|(_, at)| Some(c.flipped?.saturating_duration_since(*at)))
+}
+
+/// At most this many latencies in one pass's debug line (a larger burst is summed up).
+const LATENCIES_LOGGED: usize = 64;
+
+/// Observes the latency of each event (`stamps`: its pool, when the registrar made it) whose
+/// pool the pass `c` changed, when it flipped a table; logs them at debug level in µs
+/// (`reconcile latency_us=[..]`, what `cargo xtask bench failover` reads).
+fn observe_latency(c: &Changes, stamps: &[(PoolHandle, Instant)]) {
+    let us: Vec<u64> = latencies(c, stamps)
+        .map(|d| {
+            LATENCY.observe(d);
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+        })
+        .collect();
+    if us.is_empty() || !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    let shown: Vec<String> = us
+        .iter()
+        .take(LATENCIES_LOGGED)
+        .map(u64::to_string)
+        .collect();
+    let more = us.len().saturating_sub(LATENCIES_LOGGED);
+    log::debug!(
+        "reconcile latency_us=[{}]{} (handlespace event to table flip, {} event(s), {} pool(s))",
+        shown.join(","),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        },
+        us.len(),
+        c.pools.len()
+    );
+}
+
 /// Runs `f` with the reconciler on the control plane's owner thread (one job per pass).
 async fn blocking<R: Send + 'static>(
     (balancer, resolver): &(Control, Resolver),
@@ -627,7 +748,7 @@ pub async fn run(
     balancer: Control,
     resolver: Resolver,
     control: RegistrarControl,
-    mut events: broadcast::Receiver<HandlespaceEvent>,
+    mut events: broadcast::Receiver<Notification>,
     interval: Duration,
 ) -> Result<()> {
     let plane = (balancer, resolver);
@@ -662,11 +783,18 @@ pub async fn run(
                         Err(RecvError::Closed) => return Ok(()),
                     };
                     let mut touched = BTreeSet::new();
-                    touched.extend(rec.model.apply(&ev));
+                    let mut stamps = Vec::new();
+                    let mut take = |rec: &mut Reconciler, n: Notification| {
+                        if let Some(pool) = rec.model.apply(&n.event) {
+                            touched.insert(pool.clone());
+                            stamps.push((pool, n.at));
+                        }
+                    };
+                    take(&mut rec, ev);
                     // Take every event already queued: one pass per pool for a burst.
                     loop {
                         match events.try_recv() {
-                            Ok(ev) => touched.extend(rec.model.apply(&ev)),
+                            Ok(ev) => take(&mut rec, ev),
                             Err(TryRecvError::Empty) => break,
                             Err(TryRecvError::Lagged(_)) => continue 'snapshot,
                             Err(TryRecvError::Closed) => return Ok(()),
@@ -674,6 +802,7 @@ pub async fn run(
                     }
                     let (r, c) = blocking(&plane, rec, move |rec, b| rec.reconcile(b, &touched)).await?;
                     rec = r;
+                    observe_latency(&c, &stamps);
                     log_changes("registrar events", &c);
                 }
                 _ = tick.tick() => {
@@ -783,6 +912,45 @@ mod tests {
                 _ => Ok(false),
             }
         }
+    }
+
+    #[test]
+    fn latency_counts_the_events_a_flip_carried_from_their_change_to_the_flip() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let stamps = vec![
+            ("web".parse().unwrap(), at(0)),
+            ("api".parse().unwrap(), at(2)),
+            ("web".parse().unwrap(), at(3)),
+        ];
+        let mut c = Changes {
+            set: 1,
+            pools: ["web".parse().unwrap()].into(),
+            ..Changes::default()
+        };
+        // Nothing flipped (a pool without a VIP, a new element awaiting its next hop).
+        assert_eq!(latencies(&c, &stamps).count(), 0);
+        c.flipped = Some(at(5));
+        // `api` changed nothing: it is not counted.
+        let got: Vec<Duration> = latencies(&c, &stamps).collect();
+        assert_eq!(
+            got,
+            vec![Duration::from_millis(5), Duration::from_millis(2)]
+        );
+        // The histogram's buckets: an observation lands in the first bound at or above it.
+        let h = LatencyFigures {
+            counts: [const { std::sync::atomic::AtomicU64::new(0) }; LATENCY_BUCKETS.len() + 1],
+            sum_ns: std::sync::atomic::AtomicU64::new(0),
+        };
+        h.observe(Duration::from_micros(100));
+        h.observe(Duration::from_micros(101));
+        h.observe(Duration::from_secs(3));
+        let s = h.snapshot();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.buckets[1], (100e-6, 1));
+        assert_eq!(s.buckets[2], (200e-6, 1));
+        assert_eq!(s.buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert!((s.sum_s - 3.000201).abs() < 1e-9);
     }
 
     fn handle(s: &[u8]) -> rsp::PoolHandle {

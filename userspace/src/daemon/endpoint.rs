@@ -92,6 +92,10 @@ impl Endpoint {
                 reconcile_passes: passes.passes,
                 reconcile_seconds: passes.total_ms / 1000.0,
                 reconcile_last_unix_s: passes.last_unix_ms.map(|t| t as f64 / 1000.0),
+                reconcile_latency: self
+                    .registrar
+                    .is_some()
+                    .then(|| crate::reconcile::LATENCY.snapshot()),
             }),
         });
         http::answer(StatusCode::OK, metrics::CONTENT_TYPE, text)

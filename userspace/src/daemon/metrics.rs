@@ -21,13 +21,15 @@
 //!   `rsplb_registrar_enrp_peers{state}` and one counter per registrar counter
 //!   (`rsplb_registrar_registrations_total`, ...; ENRP's as `rsplb_registrar_enrp_..._total`).
 //! - The daemon: `rsplb_daemon_start_time_seconds`, `rsplb_reconcile_passes_total`,
-//!   `rsplb_reconcile_seconds_total`, `rsplb_reconcile_last_time_seconds`.
+//!   `rsplb_reconcile_seconds_total`, `rsplb_reconcile_last_time_seconds`, and the histogram
+//!   `rsplb_reconcile_latency_seconds`: from a handlespace change at the embedded registrar to
+//!   the table flip that carries it (see [`crate::reconcile::LATENCY`]).
 
 use std::collections::BTreeMap;
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
+    metrics::{MetricType, counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 use rsplb_common::stat;
@@ -35,6 +37,7 @@ use rsplb_registrar::shell::{RegistrarsSnapshot, StatsSnapshot};
 
 use crate::{
     control::Stats,
+    reconcile::LatencySnapshot,
     state::{ElementState, ElementStateEntry, Health},
 };
 
@@ -54,13 +57,37 @@ pub struct Snapshot<'a> {
 }
 
 /// The daemon's own figures.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct DaemonFigures {
     pub start_time_unix_s: f64,
     pub reconcile_passes: u64,
     pub reconcile_seconds: f64,
     /// `None` before the first pass.
     pub reconcile_last_unix_s: Option<f64>,
+    /// `None` without a reconciler (no embedded registrar).
+    pub reconcile_latency: Option<LatencySnapshot>,
+}
+
+/// A histogram whose counts were taken elsewhere (the reconciler's atomics), as
+/// `prometheus-client` encodes one.
+#[derive(Debug)]
+struct FixedHistogram(LatencySnapshot);
+
+impl EncodeMetric for FixedHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // The encoder writes `+Inf` for `f64::MAX`.
+        let buckets: Vec<(f64, u64)> = self
+            .0
+            .buckets
+            .iter()
+            .map(|&(b, n)| (if b.is_finite() { b } else { f64::MAX }, n))
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum_s, self.0.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -492,7 +519,7 @@ pub fn registry(snap: &Snapshot<'_>) -> Registry {
     if let Some((stats, scope)) = snap.registrar {
         register_registrar(&mut registry, stats, scope);
     }
-    if let Some(d) = snap.daemon {
+    if let Some(d) = &snap.daemon {
         gauge_f64(
             &mut registry,
             "rsplb_daemon_start_time_seconds",
@@ -518,6 +545,13 @@ pub fn registry(snap: &Snapshot<'_>) -> Registry {
                 "rsplb_reconcile_last_time_seconds",
                 "When the reconciler last finished a pass, Unix time",
                 t,
+            );
+        }
+        if let Some(l) = &d.reconcile_latency {
+            registry.register(
+                "rsplb_reconcile_latency_seconds",
+                "From a handlespace change at the embedded registrar to the table flip that carries it",
+                FixedHistogram(l.clone()),
             );
         }
     }
@@ -633,6 +667,46 @@ mod tests {
         assert!(t.ends_with("# EOF\n"));
     }
 
+    #[test]
+    fn the_reconcile_latency_is_a_histogram_with_fine_buckets() {
+        let latency = LatencySnapshot {
+            sum_s: 0.0031,
+            count: 3,
+            buckets: crate::reconcile::LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .enumerate()
+                .map(|(i, b)| (b, u64::from(i == 1) * 2 + u64::from(i == 7)))
+                .collect(),
+        };
+        let t = encode_text(&Snapshot {
+            daemon: Some(DaemonFigures {
+                reconcile_latency: Some(latency),
+                ..DaemonFigures::default()
+            }),
+            ..Snapshot::default()
+        });
+        assert!(
+            t.contains("# TYPE rsplb_reconcile_latency_seconds histogram"),
+            "{t}"
+        );
+        assert!(t.contains("rsplb_reconcile_latency_seconds_count 3"), "{t}");
+        // Cumulative: 2 at or below 100 µs, all 3 at or below 1.5 ms and beyond.
+        assert!(
+            t.contains("rsplb_reconcile_latency_seconds_bucket{le=\"0.0001\"} 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("rsplb_reconcile_latency_seconds_bucket{le=\"0.0015\"} 3"),
+            "{t}"
+        );
+        assert!(
+            t.contains("rsplb_reconcile_latency_seconds_bucket{le=\"+Inf\"} 3"),
+            "{t}"
+        );
+    }
+
     /// Every series name a daemon with a dataplane, an embedded registrar and a reconciler
     /// exports (`_total` on counters), from the TYPE lines of a scrape.
     fn exported_names() -> BTreeSet<String> {
@@ -659,16 +733,21 @@ mod tests {
             registrar: Some((&stats, Some(&scope))),
             daemon: Some(DaemonFigures {
                 reconcile_last_unix_s: Some(1.0),
+                reconcile_latency: Some(crate::reconcile::LATENCY.snapshot()),
                 ..DaemonFigures::default()
             }),
             ..Snapshot::default()
         });
         text.lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
-            .map(|l| match l.split_once(' ') {
-                Some((name, "counter")) => format!("{name}_total"),
-                Some((name, _)) => name.to_string(),
-                None => l.to_string(),
+            .flat_map(|l| match l.split_once(' ') {
+                Some((name, "counter")) => vec![format!("{name}_total")],
+                Some((name, "histogram")) => ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .map(|s| format!("{name}{s}"))
+                    .collect(),
+                Some((name, _)) => vec![name.to_string()],
+                None => vec![l.to_string()],
             })
             .collect()
     }
