@@ -216,6 +216,15 @@ pub struct VipInfo {
 /// the bit and clears the bit before it deletes them.
 pub const VIP_F_ALLOW_LIST: u8 = 1;
 
+/// `VipInfo::flags`: client affinity. New flows are placed by [`client_hash`] (the client's
+/// address, without the ports) instead of [`flow_hash`] (the 5-tuple), as IPVS's source
+/// hashing and Katran's `F_HASH_NO_SRC_PORT`: every connection of one client goes to the same
+/// element while the VIP's table is unchanged, and Maglev still spreads clients. Only the
+/// placement changes: the flow table keeps the 5-tuple as its key (each connection is its own
+/// flow, pinned as before), and NAT picks SNAT ports from the 5-tuple's `flow_hash`, so two
+/// connections of one client never start from the same port.
+pub const VIP_F_CLIENT_HASH: u8 = 2;
+
 /// Source prefixes in `RSPLB_ALLOW` (all VIPs together). Each takes about 60 bytes of kernel
 /// memory, allocated only when used (an LPM trie is never preallocated).
 pub const ALLOW_CAPACITY: u32 = 16384;
@@ -483,6 +492,34 @@ const fn murmur_mix(h: u32, k: u32) -> u32 {
 /// were a third of a new flow's cost.
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey) -> u32 {
+    tuple_hash(key, (key.sport as u32) << 16 | key.dport as u32)
+}
+
+/// The Maglev hash of a flow of a VIP with client affinity (`VIP_F_CLIENT_HASH`): [`flow_hash`]
+/// with both ports 0, so it depends on the client's address, the VIP's address, the protocol
+/// and the family only. The source port is what tells a client's connections apart; the
+/// destination port is the VIP's own, the same for all its flows, so leaving it out changes
+/// nothing within a VIP, and it lets the VIPs of one address on one pool (`:80` and `:443`,
+/// both with client affinity) send a client to the same element.
+#[inline(always)]
+pub fn client_hash(key: &FlowKey) -> u32 {
+    tuple_hash(key, 0)
+}
+
+/// The hash that places a new flow of a VIP with flags `vip_flags` in its Maglev table:
+/// [`client_hash`] with `VIP_F_CLIENT_HASH`, else [`flow_hash`].
+#[inline(always)]
+pub fn placement_hash(key: &FlowKey, vip_flags: u8) -> u32 {
+    if vip_flags & VIP_F_CLIENT_HASH != 0 {
+        client_hash(key)
+    } else {
+        flow_hash(key)
+    }
+}
+
+/// MurmurHash3 rounds over a flow's addresses and `ports` (source port in the high half).
+#[inline(always)]
+fn tuple_hash(key: &FlowKey, ports: u32) -> u32 {
     let mut h = 0x5253_504c ^ (key.proto as u32) << 8 ^ key.family as u32; // "RSPL"
     h = murmur_mix(h, key.src[0]);
     h = murmur_mix(h, key.dst[0]);
@@ -496,7 +533,7 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
         }
         len = 36;
     }
-    h = murmur_mix(h, (key.sport as u32) << 16 | key.dport as u32);
+    h = murmur_mix(h, ports);
     fmix32(h ^ len)
 }
 
@@ -1109,6 +1146,30 @@ mod tests {
                 sport: 40001u16.to_be(),
                 ..key
             })
+        );
+        // Client affinity leaves the ports out: every connection of the client (and its flows
+        // to the VIP address's other ports) is placed alike, another client is not.
+        let c = client_hash(&key);
+        assert_eq!(c, 3_253_408_937);
+        assert_eq!(
+            c,
+            client_hash(&FlowKey {
+                sport: 40001u16.to_be(),
+                dport: 443u16.to_be(),
+                ..key
+            })
+        );
+        assert_ne!(
+            c,
+            client_hash(&FlowKey {
+                src: [u32::from_ne_bytes([198, 18, 0, 3]), 0, 0, 0],
+                ..key
+            })
+        );
+        assert_eq!(placement_hash(&key, VIP_F_ALLOW_LIST), f);
+        assert_eq!(
+            placement_hash(&key, VIP_F_CLIENT_HASH | VIP_F_ALLOW_LIST),
+            c
         );
         assert!(maglev_entry(u32::MAX, 65537) < 65537);
         assert_eq!(maglev_entry(0, 65537), 0);

@@ -19,7 +19,7 @@ pub fn rehash(h: u32, round: u32) -> u32 {
 }
 
 // The flow hashes are shared with userspace (`rsplb flow get` computes what this program does).
-pub use rsplb_common::{flow_hash, table_hash};
+pub use rsplb_common::{client_hash, flow_hash, placement_hash, table_hash};
 
 /// The element currently pinned to `flow`, if it still serves it: its slot is active (draining
 /// included) with the same generation, for the same VIP.
@@ -37,7 +37,8 @@ pub fn pinned(flow: &FlowValue, vip: &VipInfo) -> Option<&'static Element> {
 }
 
 /// Maglev: entry `maglev_entry(hash, maglev_size)` of the VIP's active table (`hash` =
-/// `flow_hash`), in its block of `MAGLEV_BLOCK` entries. A miss carries its event.
+/// `placement_hash`: `flow_hash`, or `client_hash` with client affinity), in its block of
+/// `MAGLEV_BLOCK` entries. A miss carries its event.
 #[inline(always)]
 pub fn maglev_pick(
     vip: &VipInfo,

@@ -17,6 +17,8 @@
 //!   drains and weight changes reach clients that reuse ports.
 //! - A VIP with a source allow list (`VIP_F_ALLOW_LIST`) drops packets from sources in none of
 //!   its prefixes (`RSPLB_ALLOW`) before anything else is done for them.
+//! - A VIP with client affinity (`VIP_F_CLIENT_HASH`) places new flows by the client's address
+//!   only (`client_hash`); flows stay keyed and pinned by their 5-tuple, SNAT ports too.
 //! - A SYN never evicts an established flow from the flow table (`crate::flows`): a spoofed-SYN
 //!   flood cannot move an established flow or change its SNAT port.
 //! - Flow entries idle longer than their VIP's `timeout_s` (set by userspace) are gone: the
@@ -90,7 +92,8 @@ mod program {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use rsplb_common::{
         AllowKey, Element, FAMILY_V4, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP,
-        VIP_DIRECT_ONE, VIP_DIRECT_SHARED, VIP_F_ALLOW_LIST, VipInfo, VipKey, event, stat,
+        VIP_DIRECT_ONE, VIP_DIRECT_SHARED, VIP_F_ALLOW_LIST, VIP_F_CLIENT_HASH, VipInfo, VipKey,
+        event, stat,
     };
 
     use crate::{
@@ -98,7 +101,9 @@ mod program {
         events::report,
         flows,
         forward::{NO_NEXTHOP, set_macs, transmit},
-        lookup::{addr_eq, flow_hash, maglev_pick, pinned, table_hash},
+        lookup::{
+            addr_eq, client_hash, flow_hash, maglev_pick, pinned, placement_hash, table_hash,
+        },
         maps::{ALLOW, CONFIG, NAT_EMBRYONIC, NAT_REVERSE, VIP_DIRECT, VIP_FILTER, VIPS},
         nat::{REFRESH_NS, Rewrite, claim_port, expired, rewrite},
         parse::{EthHdr, Packet, parse, ptr_at},
@@ -268,7 +273,7 @@ mod program {
         let (slot, element) = match chosen {
             Some(c) => c,
             None => {
-                let (slot, element) = maglev_pick(vip, flow_hash(&pkt.key), cfg)?;
+                let (slot, element) = maglev_pick(vip, placement_hash(&pkt.key, vip.flags), cfg)?;
                 let way = flows::place(set, found.way, pkt.syn, now);
                 if way.is_null() && !set.is_null() {
                     // Every way holds an established flow: forwarded, not pinned.
@@ -395,7 +400,14 @@ mod program {
             Some(c) => c,
             None => {
                 let hash = flow_hash(&pkt.key);
-                let (slot, element) = maglev_pick(vip, hash, cfg)?;
+                // Client affinity places by the client alone; the SNAT port keeps the 5-tuple's
+                // hash, so a client's connections do not all start from one port.
+                let place = if vip.flags & VIP_F_CLIENT_HASH != 0 {
+                    client_hash(&pkt.key)
+                } else {
+                    hash
+                };
+                let (slot, element) = maglev_pick(vip, place, cfg)?;
                 if element.family != pkt.key.family {
                     return Err(FAMILY_MISMATCH.with_event(event::FAMILY_MISMATCH, slot));
                 }

@@ -7,8 +7,8 @@ mod support;
 use std::net::SocketAddr;
 
 use rsplb_common::{
-    ELEM_ACTIVE, ELEM_DRAINING, MODE_NAT, NO_ELEMENT, PROTO_SCTP, PROTO_TCP, PROTO_UDP, VipInfo,
-    stat,
+    ELEM_ACTIVE, ELEM_DRAINING, MODE_NAT, NO_ELEMENT, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    VIP_F_CLIENT_HASH, VipInfo, client_hash, maglev_entry, stat,
 };
 use support::{
     Lb, NAT_PORT_MAX, NAT_PORT_MIN, addr_words, element, element_mac, flow_key,
@@ -486,6 +486,111 @@ fn nat_syn_reusing_a_port_gets_a_new_translation_on_the_new_element() {
     let (action, out) = lb.run(&reply.build());
     assert_eq!((action, parse(&out).dst), (XDP_TX, sa("198.18.5.1:40001")));
     assert_eq!(lb.element_stats(4).new_flows, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client affinity (`VIP_F_CLIENT_HASH`): new flows placed by the client's address only.
+
+/// The element Maglev places `client`'s flows to `vip` on with the client hash, in a table
+/// filled as `Lb::fill_table` fills it with `slots`.
+fn client_placement(client: &str, vip: &str, slots: &[u32]) -> u32 {
+    let key = flow_key(client, vip, PROTO_TCP);
+    let entry = maglev_entry(client_hash(&key), support::MAGLEV_SIZE);
+    slots[entry as usize % slots.len()]
+}
+
+#[test]
+fn client_hash_sends_a_clients_connections_to_one_element_each_pinned_on_its_own() {
+    let slots = [1, 2, 3];
+    let vip = "198.18.0.10:80";
+    let mut lb = Lb::new();
+    let key = lb.dsr_vip(vip, PROTO_TCP, 0);
+    lb.set_vip(
+        key,
+        VipInfo {
+            flags: VIP_F_CLIENT_HASH,
+            mode: rsplb_common::MODE_DSR,
+            timeout_s: support::FLOW_TIMEOUT_S,
+            ..VipInfo::default()
+        },
+    );
+    for s in slots {
+        lb.set_element(s, element(s, &format!("198.18.1.{s}")));
+    }
+    lb.fill_table(0, &slots);
+    let mut per_client = Vec::new();
+    for c in 1..=8 {
+        let mut went = std::collections::BTreeSet::new();
+        for port in 0..16 {
+            let client = format!("198.18.5.{c}:{}", 30000 + port);
+            let (action, out) = lb.run(&Frame::syn(&client, vip).build());
+            assert_eq!(action, XDP_TX);
+            let slot = element_of(&out);
+            went.insert(slot);
+            assert_eq!(slot, client_placement(&client, vip, &slots));
+            // Each connection is its own flow in the table.
+            let flow = lb.flow(&flow_key(&client, vip, PROTO_TCP)).expect("pinned");
+            assert_eq!(flow.element, slot);
+        }
+        assert_eq!(went.len(), 1, "client {c}'s connections: {went:?}");
+        per_client.extend(went);
+    }
+    per_client.sort();
+    per_client.dedup();
+    assert!(per_client.len() > 1, "clients spread: {per_client:?}");
+    assert_eq!(lb.vip_stats(0).new_flows, 8 * 16);
+
+    // Established flows keep their element when the table changes; the client's new
+    // connections follow the new table, all to one element again.
+    let client = "198.18.5.1:30000";
+    let old = client_placement(client, vip, &slots);
+    let others: Vec<u32> = slots.into_iter().filter(|&s| s != old).collect();
+    lb.fill_table(0, &others);
+    let ack = Frame::tcp(client, vip).build();
+    assert_eq!(element_of(&lb.run(&ack).1), old);
+    let new = client_placement(client, vip, &others);
+    for port in 100..110 {
+        let (_, out) = lb.run(&Frame::syn(&format!("198.18.5.1:{}", 30000 + port), vip).build());
+        assert_eq!(element_of(&out), new);
+    }
+}
+
+#[test]
+fn client_hash_keeps_the_snat_port_of_the_5_tuple() {
+    // One NAT VIP with each hash; the same connections get the same SNAT ports from both:
+    // the port comes from the 5-tuple's hash, so a client's connections do not all try one.
+    let ports = |flags: u8| {
+        let mut lb = nat_lb("198.18.0.10:80", PROTO_TCP, SNAT_V4, "198.18.1.3", 8080);
+        let key = support::vip_key("198.18.0.10:80", PROTO_TCP);
+        lb.set_vip(
+            key,
+            VipInfo {
+                slot: 1,
+                table: 2,
+                mode: MODE_NAT,
+                flags,
+                snat_addr: addr_words(SNAT_V4.parse().unwrap()),
+                timeout_s: support::FLOW_TIMEOUT_S,
+                ..VipInfo::default()
+            },
+        );
+        (0..30)
+            .map(|i| {
+                let client = format!("198.18.5.1:{}", 30000 + i);
+                let (action, out) = lb.run(&Frame::syn(&client, "198.18.0.10:80").build());
+                assert_eq!(action, XDP_TX);
+                let p = parse(&out);
+                assert!(p.ip_csum_ok && p.l4_csum_ok);
+                p.src.port()
+            })
+            .collect::<Vec<u16>>()
+    };
+    let client = ports(VIP_F_CLIENT_HASH);
+    assert_eq!(client, ports(0));
+    let mut distinct = client.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 30, "{client:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rsplb::dataplane::events::XdpLogLevel;
 use rsplb::{
-    addr::{ElementAddr, Mode, PoolHandle, Vip, parse_port_range, parse_weight},
+    addr::{ElementAddr, Mode, PoolHandle, Vip, VipHash, parse_port_range, parse_weight},
     allow::Prefix,
     control::Balancer,
     daemon::{self, configured},
@@ -285,7 +285,8 @@ enum VipCmd {
     #[command(
         after_long_help = "Examples:\n  rsplb vip add 198.18.0.100:80/tcp --pool web\n  \
         rsplb vip add [fd00::100]:53/udp --pool dns --mode nat --snat fd00::1 --nat-timeout 30\n  \
-        rsplb vip add 198.18.0.100:443/tcp --pool web --allow 198.18.0.0/16 --allow 203.0.113.7"
+        rsplb vip add 198.18.0.100:443/tcp --pool web --allow 198.18.0.0/16 --allow 203.0.113.7\n  \
+        rsplb vip add 198.18.0.100:443/tcp --pool web --hash client   (client affinity)"
     )]
     Add {
         /// ADDR:PORT/PROTO (tcp, udp, sctp); IPv6 in brackets.
@@ -308,12 +309,19 @@ enum VipCmd {
         /// globally); `rsplb vip list` shows the list.
         #[arg(long = "allow", value_name = "PREFIX")]
         allow: Vec<Prefix>,
+        /// How new connections are placed: flow (by the 5-tuple: each connection on its own)
+        /// or client (by the client's address only: every connection of one client goes to
+        /// the same element while the pool is unchanged; one busy client then loads one
+        /// element). Established flows stay pinned either way.
+        #[arg(long, value_name = "flow|client", default_value = "flow")]
+        hash: VipHash,
     },
-    /// Change a VIP's pool, mode, SNAT address or allow list (tables switch atomically).
+    /// Change a VIP's pool, mode, SNAT address, allow list or hash (tables switch atomically).
     #[command(
         after_long_help = "Examples:\n  rsplb vip change 198.18.0.100:80/tcp --pool web-v2\n  \
         rsplb vip change 198.18.0.100:80/tcp --allow 198.18.0.0/15   (replaces the list)\n  \
-        rsplb vip change 198.18.0.100:80/tcp --allow-all             (removes the list)"
+        rsplb vip change 198.18.0.100:80/tcp --allow-all             (removes the list)\n  \
+        rsplb vip change 198.18.0.100:80/tcp --hash client           (new connections by client)"
     )]
     Change {
         vip: Vip,
@@ -329,6 +337,10 @@ enum VipCmd {
         /// Remove the VIP's allow list: everyone may reach it.
         #[arg(long, conflicts_with = "allow")]
         allow_all: bool,
+        /// flow or client (see `vip add --help`); applies to new connections, established
+        /// ones stay where they are.
+        #[arg(long, value_name = "flow|client")]
+        hash: Option<VipHash>,
     },
     /// Delete a VIP.
     #[command(after_long_help = "Example:\n  rsplb vip del 198.18.0.100:80/tcp")]
@@ -564,8 +576,9 @@ fn run(cli: Cli) -> Result<()> {
                     snat,
                     nat_timeout,
                     allow,
+                    hash,
                 } => {
-                    b.add_vip(vip, &pool, mode, snat, nat_timeout, &allow)
+                    b.add_vip(vip, &pool, mode, snat, nat_timeout, &allow, hash)
                         .with_context(|| format!("adding VIP {vip} on {iface}"))?;
                 }
                 VipCmd::Change {
@@ -575,6 +588,7 @@ fn run(cli: Cli) -> Result<()> {
                     snat,
                     allow,
                     allow_all,
+                    hash,
                 } => b
                     .change_vip(
                         vip,
@@ -582,6 +596,7 @@ fn run(cli: Cli) -> Result<()> {
                         mode,
                         snat,
                         (allow_all || !allow.is_empty()).then_some(allow.as_slice()),
+                        hash,
                     )
                     .with_context(|| format!("changing VIP {vip} on {iface}"))?,
                 VipCmd::Del { vip } => b

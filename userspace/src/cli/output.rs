@@ -32,6 +32,7 @@ pub fn vips_json(iface: &str, vips: &[VipState], digests: &BTreeMap<String, Stri
             "slot": v.slot,
             "table_digest": digests.get(&v.vip),
             "allow": v.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "hash": v.hash.to_string(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -62,16 +63,23 @@ pub fn elements_json(iface: &str, elements: &[ElementStateEntry]) -> Value {
 
 pub fn vips_table(vips: &[VipState], digests: &BTreeMap<String, String>) -> String {
     let mut s = format!(
-        "{:<28} {:<16} {:<5} {:<24} {:>5} {:<16}\n",
-        "VIP", "POOL", "MODE", "SNAT", "SLOT", "TABLE DIGEST"
+        "{:<28} {:<16} {:<5} {:<6} {:<24} {:>5} {:<16}\n",
+        "VIP", "POOL", "MODE", "HASH", "SNAT", "SLOT", "TABLE DIGEST"
     );
     for v in vips {
         let snat = v.snat.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
         let d = digests.get(&v.vip).map_or("-", String::as_str);
         let _ = writeln!(
             s,
-            "{:<28} {:<16} {:<5} {:<24} {:>5} {:<16}",
-            v.vip, v.pool, v.mode, snat, v.slot, d
+            "{:<28} {:<16} {:<5} {:<6} {:<24} {:>5} {:<16}",
+            v.vip,
+            v.pool,
+            // (Display of Mode and VipHash writes plain text, which ignores the width.)
+            v.mode.to_string(),
+            v.hash.to_string(),
+            snat,
+            v.slot,
+            d
         );
         if !v.allow.is_empty() {
             let list: Vec<String> = v.allow.iter().map(ToString::to_string).collect();
@@ -280,7 +288,7 @@ pub fn stats_table(s: &Stats, prev: Option<&Stats>) -> String {
 mod tests {
     use super::*;
     use crate::{
-        addr::Mode,
+        addr::{Mode, VipHash},
         control::{ElementStats, VipStats},
         state::{NextHop, Owner},
     };
@@ -370,6 +378,7 @@ mod tests {
             slot: 0,
             table: 1,
             allow: vec![],
+            hash: VipHash::Client,
             owner: Owner::Manual,
         }];
         let digests: BTreeMap<String, String> = [(
@@ -381,8 +390,12 @@ mod tests {
         assert_eq!(
             v,
             json!({"interface":"veth0","vips":[{"vip":"198.18.0.100:80/tcp","pool":"web",
-                "mode":"dsr","snat":null,"slot":0,"table_digest":"00112233aabbccdd","allow":[]}]})
+                "mode":"dsr","snat":null,"slot":0,"table_digest":"00112233aabbccdd","allow":[],
+                "hash":"client"}]})
         );
+        let t = vips_table(&vips, &digests);
+        assert!(t.lines().next().unwrap().contains(" HASH "), "{t}");
+        assert!(t.contains(" dsr   client "), "{t}");
         let mut e = ElementStateEntry {
             pool: "web".into(),
             addr: "198.18.1.2".parse().unwrap(),

@@ -84,6 +84,7 @@ pub fn status_json(i: &StatusInput<'_>) -> Value {
                 "new_flows": c.map(|c| c.new_flows),
                 "allow": v.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "drop_source_not_allowed": c.map(|c| c.refused),
+                "hash": v.hash.to_string(),
             })
         })
         .collect();
@@ -245,20 +246,21 @@ pub fn status_text(i: &StatusInput<'_>) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{:<28} {:<16} {:<5} {:<16} {:>8} {:>12} {:>10}",
-        "VIP", "POOL", "MODE", "TABLE DIGEST", "IN SERV.", "PACKETS", "NEW FLOWS"
+        "\n{:<28} {:<16} {:<5} {:<6} {:<16} {:>8} {:>12} {:>10}",
+        "VIP", "POOL", "MODE", "HASH", "TABLE DIGEST", "IN SERV.", "PACKETS", "NEW FLOWS"
     );
     let num = |x: &Value| x.as_u64().map_or("-".to_string(), |n| n.to_string());
     for x in v["vips"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "{:<28} {:<16} {:<5} {:<16} {:>8} {:>12} {:>10}",
+            "{:<28} {:<16} {:<5} {:<6} {:<16} {:>8} {:>12} {:>10}",
             x["vip"].as_str().unwrap_or(""),
             match x["backup_pool_serving"].as_str() {
                 Some(b) => format!("{}>{b}", x["pool"].as_str().unwrap_or("")),
                 None => x["pool"].as_str().unwrap_or("").to_string(),
             },
             x["mode"].as_str().unwrap_or(""),
+            x["hash"].as_str().unwrap_or("-"),
             x["table_digest"].as_str().unwrap_or("-"),
             num(&x["elements_in_service"]),
             num(&x["packets"]),
@@ -343,7 +345,7 @@ pub fn status_text(i: &StatusInput<'_>) -> String {
 mod tests {
     use super::*;
     use crate::{
-        addr::Mode,
+        addr::{Mode, VipHash},
         control::{ElementStats, VipStats},
         daemon::status::{ReconcileStatus, RegistrarStatus},
         state::{AttachOptions, ElementState, ElementStateEntry, Owner, VipState},
@@ -361,6 +363,7 @@ mod tests {
             slot: 0,
             table: 0,
             allow: vec!["198.18.0.0/15".parse().unwrap()],
+            hash: VipHash::Client,
             owner: Owner::Manual,
         });
         st.elements.push(ElementStateEntry {
@@ -471,7 +474,9 @@ mod tests {
         assert!(status_text(&i).contains("daemon: none runs for veth0"));
         assert_eq!(v["vips"][0]["allow"][0], "198.18.0.0/15");
         assert_eq!(v["vips"][0]["drop_source_not_allowed"], 3);
+        assert_eq!(v["vips"][0]["hash"], "client");
         let t = status_text(&i);
+        assert!(t.contains(" dsr   client "), "{t}");
         assert!(
             t.contains("  allow: 198.18.0.0/15 (3 packets from other sources dropped)"),
             "{t}"

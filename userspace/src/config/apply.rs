@@ -147,6 +147,7 @@ pub fn apply(core: &mut Core, cfg: &ConfigFile) -> Result<Applied> {
                 v.snat,
                 v.nat_timeout_s,
                 &v.allow,
+                v.hash,
             )
             .with_context(|| format!("VIP {}", v.address))?;
         let list = match change {
@@ -312,6 +313,7 @@ elements = ["198.18.1.4"]
             None,
             None,
             &[],
+            crate::addr::VipHash::Flow,
         )
         .unwrap();
         let (next, writes) = core.finish();
@@ -383,6 +385,31 @@ elements = ["198.18.1.4"]
         let (a, _) = run(&mut st, &mut dp, &file(BASE));
         assert_eq!(a.vips_changed, vec!["198.18.0.1:80/tcp".to_string()]);
         assert!(st.vips[0].allow.is_empty());
+        assert_eq!(dp.violations(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_hash_change_in_the_file_is_a_vip_change() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        let client = file(&BASE.replace("pool = \"web\"\n", "pool = \"web\"\nhash = \"client\"\n"));
+        run(&mut st, &mut dp, &file(BASE));
+        let (a, writes) = run(&mut st, &mut dp, &client);
+        assert_eq!(a.vips_changed, vec!["198.18.0.1:80/tcp".to_string()]);
+        assert_eq!(a.summary(), "VIPs changed: 198.18.0.1:80/tcp");
+        assert_eq!(st.vips[0].hash, crate::addr::VipHash::Client);
+        let flags: Vec<u8> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Vip { info, .. } => Some(info.flags),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(flags, vec![rsplb_common::VIP_F_CLIENT_HASH]);
+        let (a, _) = run(&mut st, &mut dp, &client);
+        assert_eq!(a.summary(), "nothing changed");
+        let (a, _) = run(&mut st, &mut dp, &file(BASE));
+        assert_eq!(a.vips_changed, vec!["198.18.0.1:80/tcp".to_string()]);
+        assert_eq!(st.vips[0].hash, crate::addr::VipHash::Flow);
         assert_eq!(dp.violations(), Vec::<String>::new());
     }
 

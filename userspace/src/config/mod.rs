@@ -27,7 +27,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use crate::{
-    addr::{ElementAddr, Mode, PoolHandle, Protocol, Vip, parse_port_range},
+    addr::{ElementAddr, Mode, PoolHandle, Protocol, Vip, VipHash, parse_port_range},
     allow::Prefix,
     state::{AttachOptions, NoneHealthy, OnFailure, PoolPolicy},
 };
@@ -153,6 +153,10 @@ pub struct VipDecl {
     /// empty: everyone. Others are dropped in XDP (`drop_source_not_allowed`).
     #[serde(default)]
     pub allow: Vec<Prefix>,
+    /// How new flows are placed: `flow` (the 5-tuple, the default) or `client` (the client's
+    /// address: all of one client's connections go to one element while the pool is unchanged).
+    #[serde(default)]
+    pub hash: VipHash,
 }
 
 /// One pool: elements given by hand (the registrar adds the registered ones), its check and
@@ -988,6 +992,7 @@ pub fn summary(cfg: &ConfigFile) -> Value {
             "snat": v.snat.map(|s| s.to_string()),
             "nat_timeout_s": v.nat_timeout_s,
             "allow": v.allow.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "hash": v.hash.to_string(),
         })).collect::<Vec<_>>(),
         "pools": pools,
         "registrar": cfg.registrar.as_ref().map(|r| json!({
@@ -1072,6 +1077,7 @@ pub fn summary_text(file: &str, cfg: &ConfigFile) -> String {
                 } else {
                     format!(" allow {} prefix(es)", v.allow.len())
                 }
+                + if v.hash.is_flow() { "" } else { " hash client" }
         );
     }
     let _ = writeln!(s, "pools      {}", cfg.pools.len());

@@ -218,3 +218,23 @@ fn the_xdp_log_level_is_read_and_a_bad_one_names_its_line_and_the_levels() {
     );
     one_error_at(&format!("xdp_log = 2\n{HEAD}"), 1, &[]);
 }
+
+#[test]
+fn a_vips_hash_is_flow_unless_it_says_client() {
+    let vip = |extra: &str| {
+        format!(
+            "{HEAD}[pool.web]\n[[vip]]\naddress = \"198.18.0.1:80/tcp\"\npool = \"web\"\n{extra}"
+        )
+    };
+    let cfg = parse(&vip(""), "rsplb.toml").unwrap();
+    assert_eq!(cfg.vips[0].hash, VipHash::Flow);
+    let cfg = parse(&vip("hash = \"client\"\n"), "rsplb.toml").unwrap();
+    assert_eq!(cfg.vips[0].hash, VipHash::Client);
+    assert!(summary_text("rsplb.toml", &cfg).contains("hash client"));
+    assert_eq!(summary(&cfg)["vips"][0]["hash"], "client");
+    one_error_at(
+        &vip("hash = \"source\"\n"),
+        7,
+        &["source", "flow", "client"],
+    );
+}

@@ -1,5 +1,5 @@
 //! Parsing and printing of the command line's domain values: VIPs (`ADDR:PORT/PROTO`), element
-//! addresses (`ADDR[:PORT]`), pool handles, modes, and their conversion to map keys.
+//! addresses (`ADDR[:PORT]`), pool handles, modes, VIP hashes, and their conversion to map keys.
 
 use std::{
     fmt,
@@ -33,6 +33,10 @@ pub enum ParseError {
     PoolHandleLength(String),
     #[error("unknown mode `{0}`: expected dsr or nat")]
     Mode(String),
+    #[error(
+        "unknown hash `{0}`: expected flow (the 5-tuple: each connection on its own) or client (the client's address: all its connections to one element)"
+    )]
+    Hash(String),
     #[error("`{0}` is not a weight: expected 1..=65535")]
     Weight(String),
 }
@@ -114,6 +118,61 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Dsr => "dsr",
             Mode::Nat => "nat",
+        })
+    }
+}
+
+/// How a VIP places new flows in its Maglev table (`rsplb vip add --hash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VipHash {
+    /// By the 5-tuple ([`rsplb_common::flow_hash`]): each connection is placed on its own.
+    #[default]
+    Flow,
+    /// By the client's address alone ([`rsplb_common::client_hash`], `VIP_F_CLIENT_HASH`):
+    /// every connection of one client goes to the same element while the table is unchanged.
+    Client,
+}
+
+impl VipHash {
+    pub fn is_flow(&self) -> bool {
+        *self == VipHash::Flow
+    }
+
+    /// The `VipInfo::flags` bit.
+    pub fn flags(self) -> u8 {
+        match self {
+            VipHash::Flow => 0,
+            VipHash::Client => rsplb_common::VIP_F_CLIENT_HASH,
+        }
+    }
+
+    /// The hash from a VIP entry's flags.
+    pub fn from_flags(flags: u8) -> VipHash {
+        if flags & rsplb_common::VIP_F_CLIENT_HASH != 0 {
+            VipHash::Client
+        } else {
+            VipHash::Flow
+        }
+    }
+}
+
+impl FromStr for VipHash {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s.to_ascii_lowercase().as_str() {
+            "flow" => Ok(VipHash::Flow),
+            "client" => Ok(VipHash::Client),
+            _ => Err(ParseError::Hash(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for VipHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VipHash::Flow => "flow",
+            VipHash::Client => "client",
         })
     }
 }

@@ -34,7 +34,7 @@ use rsplb_common::{
 };
 
 use crate::{
-    addr::{ElementAddr, Mode, PoolHandle, Vip, addr_words, family},
+    addr::{ElementAddr, Mode, PoolHandle, Vip, VipHash, addr_words, family},
     allow::{self, Prefix},
     maglev::{self, MaglevElement},
     state::{
@@ -262,6 +262,7 @@ impl Core {
         (self.state, self.writes)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn add_vip(
         &mut self,
         vip: Vip,
@@ -270,12 +271,23 @@ impl Core {
         snat: Option<IpAddr>,
         nat_timeout_s: Option<u32>,
         allow: &[Prefix],
+        hash: VipHash,
     ) -> Result<u32> {
-        self.add_vip_owned(vip, pool, mode, snat, nat_timeout_s, allow, Owner::Manual)
+        self.add_vip_owned(
+            vip,
+            pool,
+            mode,
+            snat,
+            nat_timeout_s,
+            allow,
+            hash,
+            Owner::Manual,
+        )
     }
 
     /// Makes `vip` exactly this, owned by the configuration file: adds it, changes it, or
     /// takes over a VIP added by hand.
+    #[allow(clippy::too_many_arguments)]
     pub fn declare_vip(
         &mut self,
         vip: Vip,
@@ -284,9 +296,19 @@ impl Core {
         snat: Option<IpAddr>,
         nat_timeout_s: Option<u32>,
         allow: &[Prefix],
+        hash: VipHash,
     ) -> Result<VipChange> {
         let Some(i) = self.state.find_vip(&vip) else {
-            self.add_vip_owned(vip, pool, mode, snat, nat_timeout_s, allow, Owner::Config)?;
+            self.add_vip_owned(
+                vip,
+                pool,
+                mode,
+                snat,
+                nat_timeout_s,
+                allow,
+                hash,
+                Owner::Config,
+            )?;
             return Ok(VipChange::Added);
         };
         let old = self.state.vips[i].clone();
@@ -296,7 +318,8 @@ impl Core {
             && old.mode == mode
             && (mode == Mode::Dsr || old.snat == snat)
             && old.nat_timeout_s == nat_timeout_s.unwrap_or(0)
-            && old.allow == allow;
+            && old.allow == allow
+            && old.hash == hash;
         if same {
             self.state.vips[i].owner = Owner::Config;
             return Ok(if old.owner == Owner::Config {
@@ -309,7 +332,7 @@ impl Core {
             check_nat_timeout(t)?;
         }
         let new_allow = (old.allow != allow).then_some(allow.as_slice());
-        self.change_vip(vip, Some(pool), Some(mode), snat, new_allow)?;
+        self.change_vip(vip, Some(pool), Some(mode), snat, new_allow, Some(hash))?;
         let v = &mut self.state.vips[i];
         v.snat = snat;
         v.nat_timeout_s = nat_timeout_s.unwrap_or(0);
@@ -326,6 +349,7 @@ impl Core {
         snat: Option<IpAddr>,
         nat_timeout_s: Option<u32>,
         allow: &[Prefix],
+        hash: VipHash,
         owner: Owner,
     ) -> Result<u32> {
         check_snat(&vip, mode, snat)?;
@@ -351,6 +375,7 @@ impl Core {
             // The first publish flips to 2 * slot + 1.
             table: 2 * slot,
             allow,
+            hash,
             owner,
         });
         self.dirty_vips.insert(vip.to_string());
@@ -358,8 +383,9 @@ impl Core {
         Ok(slot)
     }
 
-    /// Changes what is given of a VIP's pool, mode, SNAT address and allow list (`Some(&[])`:
-    /// no list, everyone may reach it).
+    /// Changes what is given of a VIP's pool, mode, SNAT address, allow list (`Some(&[])`:
+    /// no list, everyone may reach it) and hash (it applies to new flows; established ones
+    /// stay pinned where they are).
     pub fn change_vip(
         &mut self,
         vip: Vip,
@@ -367,6 +393,7 @@ impl Core {
         mode: Option<Mode>,
         snat: Option<IpAddr>,
         allow: Option<&[Prefix]>,
+        hash: Option<VipHash>,
     ) -> Result<()> {
         let st = &self.state;
         let i = st
@@ -381,6 +408,9 @@ impl Core {
         }
         if snat.is_some() {
             v.snat = snat;
+        }
+        if let Some(h) = hash {
+            v.hash = h;
         }
         if let Some(list) = allow {
             v.allow = allow_list(&vip, list)?;
@@ -776,7 +806,7 @@ fn vip_info(st: &State, v: &VipState) -> VipInfo {
             0
         } else {
             VIP_F_ALLOW_LIST
-        },
+        } | v.hash.flags(),
         _pad: [0; 2],
         timeout_s: st.options.vip_timeout_s(v),
         snat_addr: v.snat.map(addr_words).unwrap_or_default(),
@@ -1066,6 +1096,7 @@ pub fn maglev_keys(st: &State) -> BTreeMap<u32, String> {
 mod tests {
     use super::*;
     use crate::{executor::Memory, state::AttachOptions};
+    use rsplb_common::VIP_F_CLIENT_HASH;
 
     const SIZE: u32 = 251;
 
@@ -1135,6 +1166,7 @@ mod tests {
                 None,
                 None,
                 &[],
+                VipHash::Flow,
             )
             .unwrap();
             c.add_vip(
@@ -1144,6 +1176,7 @@ mod tests {
                 None,
                 None,
                 &[],
+                VipHash::Flow,
             )
             .unwrap();
         });
@@ -1187,6 +1220,7 @@ mod tests {
                 None,
                 None,
                 &[],
+                VipHash::Flow,
             )
             .unwrap();
         });
@@ -1225,6 +1259,7 @@ mod tests {
                 None,
                 None,
                 &[],
+                VipHash::Flow,
             )
             .unwrap();
         });
@@ -1262,6 +1297,7 @@ mod tests {
                 Some("198.18.0.9".parse().unwrap()),
                 Some(42),
                 &[],
+                VipHash::Flow,
             )
             .unwrap();
         });
@@ -1284,6 +1320,7 @@ mod tests {
                 vip("198.18.0.1:8080/tcp"),
                 None,
                 Some(Mode::Dsr),
+                None,
                 None,
                 None,
             )
@@ -1310,6 +1347,7 @@ mod tests {
                 None,
                 None,
                 &[],
+                VipHash::Flow,
             )
             .unwrap();
             c.add_vip(
@@ -1319,6 +1357,7 @@ mod tests {
                 None,
                 None,
                 &[],
+                VipHash::Flow,
             )
             .unwrap();
             for a in ["198.18.1.2", "198.18.1.3", "198.18.1.4"] {
@@ -1417,6 +1456,7 @@ mod tests {
                 None,
                 None,
                 &[],
+                VipHash::Flow,
             )
             .unwrap();
         });
@@ -1547,6 +1587,7 @@ mod tests {
                 None,
                 None,
                 &[],
+                VipHash::Flow,
             )
             .unwrap();
             c.add_vip(
@@ -1556,6 +1597,7 @@ mod tests {
                 None,
                 None,
                 &[],
+                VipHash::Flow,
             )
             .unwrap();
         });
@@ -1602,16 +1644,30 @@ mod tests {
                         6 => {
                             let lists = [&prefixes[..0], &prefixes[..1], &prefixes[1..]];
                             let list = lists[(op[1] % 3) as usize];
-                            let _ = c.change_vip(web, None, None, None, Some(list));
+                            let _ = c.change_vip(web, None, None, None, Some(list), None);
                         }
                         7 => {
                             let _ = c.del_vip(web);
                             let list = &prefixes[(op[1] % 3) as usize..];
-                            let _ = c.add_vip(web, &pool("web"), Mode::Dsr, None, None, list);
+                            let _ = c.add_vip(
+                                web,
+                                &pool("web"),
+                                Mode::Dsr,
+                                None,
+                                None,
+                                list,
+                                VipHash::Flow,
+                            );
                         }
                         _ => {
-                            let _ =
-                                c.change_vip(vip("198.18.0.2:80/udp"), Some(&p), None, None, None);
+                            let _ = c.change_vip(
+                                vip("198.18.0.2:80/udp"),
+                                Some(&p),
+                                None,
+                                None,
+                                None,
+                                None,
+                            );
                         }
                     }
                 }
@@ -1637,14 +1693,63 @@ mod tests {
     }
 
     #[test]
+    fn a_vips_hash_is_its_entrys_flag_and_a_change_keeps_the_table_and_the_allow_list() {
+        let (mut st, mut dp) = (state(), Memory::new(SIZE));
+        let web = vip("198.18.0.1:80/tcp");
+        let list = prefixes(&["198.18.0.0/16"]);
+        let writes = batch(&mut st, &mut dp, |c| {
+            add(c, "web", "198.18.1.2", 1);
+            add(c, "web", "198.18.1.3", 1);
+            c.add_vip(
+                web,
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+                &list,
+                VipHash::Client,
+            )
+            .unwrap();
+        });
+        let [(_, info)] = vip_writes(&writes)[..] else {
+            panic!("one VIP entry: {writes:?}");
+        };
+        assert_eq!(info.flags, VIP_F_ALLOW_LIST | VIP_F_CLIENT_HASH);
+        assert_eq!(st.vips[0].hash, VipHash::Client);
+        let table = dp.active_table(&web.key()).unwrap();
+        // Back to the 5-tuple: one entry write clears the flag, the table's content is the same.
+        let writes = batch(&mut st, &mut dp, |c| {
+            c.change_vip(web, None, None, None, None, Some(VipHash::Flow))
+                .unwrap()
+        });
+        let [(_, info)] = vip_writes(&writes)[..] else {
+            panic!("one VIP entry: {writes:?}");
+        };
+        assert_eq!(info.flags, VIP_F_ALLOW_LIST);
+        assert_eq!(dp.active_table(&web.key()).unwrap(), table);
+        assert!(!writes.iter().any(|w| matches!(w, Write::Element { .. })));
+        assert_eq!(st.vips[0].hash, VipHash::Flow);
+        assert_eq!(dp.allow(st.vips[0].slot), list);
+        assert_eq!(dp.violations(), Vec::<String>::new());
+    }
+
+    #[test]
     fn allow_list_prefixes_go_in_before_the_flag_and_come_out_after_it() {
         let (mut st, mut dp) = (state(), Memory::new(SIZE));
         let web = vip("198.18.0.1:80/tcp");
         let list = prefixes(&["203.0.113.7", "198.18.0.0/16"]);
         let writes = batch(&mut st, &mut dp, |c| {
             add(c, "web", "198.18.1.2", 1);
-            c.add_vip(web, &pool("web"), Mode::Dsr, None, None, &list)
-                .unwrap();
+            c.add_vip(
+                web,
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+                &list,
+                VipHash::Flow,
+            )
+            .unwrap();
         });
         let slot = st.vips[0].slot;
         let [(flag, info)] = vip_writes(&writes)[..] else {
@@ -1668,8 +1773,15 @@ mod tests {
 
         // A new list: its prefixes in before the entry that names it, the old ones out after.
         let writes = batch(&mut st, &mut dp, |c| {
-            c.change_vip(web, None, None, None, Some(&prefixes(&["198.18.0.0/15"])))
-                .unwrap()
+            c.change_vip(
+                web,
+                None,
+                None,
+                None,
+                Some(&prefixes(&["198.18.0.0/15"])),
+                None,
+            )
+            .unwrap()
         });
         let [(entry, info)] = vip_writes(&writes)[..] else {
             panic!("one VIP entry: {writes:?}");
@@ -1682,7 +1794,7 @@ mod tests {
 
         // A change of something else leaves the list alone.
         let writes = batch(&mut st, &mut dp, |c| {
-            c.change_vip(web, Some(&pool("web")), None, None, None)
+            c.change_vip(web, Some(&pool("web")), None, None, None, None)
                 .unwrap()
         });
         assert!(
@@ -1695,7 +1807,8 @@ mod tests {
 
         // No list: the flag is cleared first, then the prefixes go.
         let writes = batch(&mut st, &mut dp, |c| {
-            c.change_vip(web, None, None, None, Some(&[])).unwrap()
+            c.change_vip(web, None, None, None, Some(&[]), None)
+                .unwrap()
         });
         let [(cleared, info)] = vip_writes(&writes)[..] else {
             panic!("one VIP entry: {writes:?}");
@@ -1711,7 +1824,8 @@ mod tests {
 
         // A removed VIP's prefixes go after its entry.
         batch(&mut st, &mut dp, |c| {
-            c.change_vip(web, None, None, None, Some(&list)).unwrap()
+            c.change_vip(web, None, None, None, Some(&list), None)
+                .unwrap()
         });
         let writes = batch(&mut st, &mut dp, |c| c.del_vip(web).unwrap());
         let removed = position(&writes, |w| matches!(w, Write::RemoveVip { .. }));
@@ -1742,6 +1856,7 @@ mod tests {
                 None,
                 None,
                 &prefixes(&["10.0.0.0/8"]),
+                VipHash::Flow,
             )
             .unwrap();
         });
@@ -1757,6 +1872,7 @@ mod tests {
                     None,
                     None,
                     &prefixes(&["192.0.2.0/24"]),
+                    VipHash::Flow,
                 )
                 .unwrap();
             assert_eq!(s, slot);
@@ -1765,7 +1881,7 @@ mod tests {
         // A prefix an interrupted change left in the map (written, state not saved) is gone
         // before a VIP without a list gets one.
         batch(&mut st, &mut dp, |c| {
-            c.change_vip(b, None, None, None, Some(&[])).unwrap()
+            c.change_vip(b, None, None, None, Some(&[]), None).unwrap()
         });
         let stale = Write::AllowPrefix {
             slot,
@@ -1773,8 +1889,15 @@ mod tests {
         };
         crate::executor::Executor::execute(&mut dp, &stale).unwrap();
         let writes = batch(&mut st, &mut dp, |c| {
-            c.change_vip(b, None, None, None, Some(&prefixes(&["192.0.2.0/24"])))
-                .unwrap()
+            c.change_vip(
+                b,
+                None,
+                None,
+                None,
+                Some(&prefixes(&["192.0.2.0/24"])),
+                None,
+            )
+            .unwrap()
         });
         let retain = position(&writes, |w| matches!(w, Write::RetainAllow { .. }));
         let (flag, _) = vip_writes(&writes)[0];
@@ -1791,9 +1914,17 @@ mod tests {
         let writes = batch(&mut st, &mut dp, |c| {
             let mixed = prefixes(&["198.18.0.0/16", "fd00::/8"]);
             refused.push(
-                c.add_vip(web, &pool("web"), Mode::Dsr, None, None, &mixed)
-                    .unwrap_err()
-                    .to_string(),
+                c.add_vip(
+                    web,
+                    &pool("web"),
+                    Mode::Dsr,
+                    None,
+                    None,
+                    &mixed,
+                    VipHash::Flow,
+                )
+                .unwrap_err()
+                .to_string(),
             );
             let v6 = vip("[fd00::1]:80/tcp");
             refused.push(
@@ -1804,11 +1935,12 @@ mod tests {
                     None,
                     None,
                     &prefixes(&["10.0.0.0/8"]),
+                    VipHash::Flow,
                 )
                 .unwrap_err()
                 .to_string(),
             );
-            c.add_vip(web, &pool("web"), Mode::Dsr, None, None, &[])
+            c.add_vip(web, &pool("web"), Mode::Dsr, None, None, &[], VipHash::Flow)
                 .unwrap();
             let many: Vec<Prefix> = (0..=rsplb_common::ALLOW_CAPACITY)
                 .map(|i| Prefix {
@@ -1817,7 +1949,7 @@ mod tests {
                 })
                 .collect();
             refused.push(
-                c.change_vip(web, None, None, None, Some(&many))
+                c.change_vip(web, None, None, None, Some(&many), None)
                     .unwrap_err()
                     .to_string(),
             );
@@ -1893,25 +2025,49 @@ mod tests {
         let cap = rsplb_common::ALLOW_CAPACITY;
         let mut refused = Vec::new();
         batch(&mut st, &mut dp, |c| {
-            c.add_vip(a, &pool("web"), Mode::Dsr, None, None, &hosts(0, cap - 100))
-                .unwrap();
+            c.add_vip(
+                a,
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+                &hosts(0, cap - 100),
+                VipHash::Flow,
+            )
+            .unwrap();
             refused.push(
-                c.add_vip(b, &pool("web"), Mode::Dsr, None, None, &hosts(cap, 101))
-                    .unwrap_err()
-                    .to_string(),
+                c.add_vip(
+                    b,
+                    &pool("web"),
+                    Mode::Dsr,
+                    None,
+                    None,
+                    &hosts(cap, 101),
+                    VipHash::Flow,
+                )
+                .unwrap_err()
+                .to_string(),
             );
-            c.add_vip(b, &pool("web"), Mode::Dsr, None, None, &hosts(cap, 50))
-                .unwrap();
+            c.add_vip(
+                b,
+                &pool("web"),
+                Mode::Dsr,
+                None,
+                None,
+                &hosts(cap, 50),
+                VipHash::Flow,
+            )
+            .unwrap();
         });
         batch(&mut st, &mut dp, |c| {
             // 60 new prefixes while 60 old ones still stand: 10 too many...
             refused.push(
-                c.change_vip(a, None, None, None, Some(&hosts(60, cap - 100)))
+                c.change_vip(a, None, None, None, Some(&hosts(60, cap - 100)), None)
                     .unwrap_err()
                     .to_string(),
             );
             // ... 50 fit.
-            c.change_vip(a, None, None, None, Some(&hosts(50, cap - 100)))
+            c.change_vip(a, None, None, None, Some(&hosts(50, cap - 100)), None)
                 .unwrap();
         });
         assert!(
@@ -1957,6 +2113,7 @@ mod tests {
                 None,
                 None,
                 &[],
+                VipHash::Flow,
             )
             .unwrap();
         });

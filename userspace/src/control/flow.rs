@@ -2,15 +2,16 @@
 //! computed the way the XDP program computes it: the flow table's set from
 //! [`rsplb_common::table_hash`], an entry that is valid only when its check matches and its
 //! element still holds its slot (same generation) for the same VIP within the idle timeout;
-//! otherwise Maglev's entry [`rsplb_common::maglev_entry`] of [`rsplb_common::flow_hash`] in the
-//! VIP's active table. Pure: the caller reads the set, the table and the clock.
+//! otherwise Maglev's entry [`rsplb_common::maglev_entry`] of the VIP's placement hash
+//! ([`rsplb_common::placement_hash`]: the 5-tuple's, or the client address's with `--hash
+//! client`) in the VIP's active table. Pure: the caller reads the set, the table and the clock.
 
 use std::net::SocketAddr;
 
 use anyhow::{Result, bail};
 use rsplb_common::{
-    FLOW_TIME_SHIFT, FlowKey, FlowSet, NO_ELEMENT, flow_check, flow_hash, flow_set_index,
-    maglev_entry, table_hash,
+    FLOW_TIME_SHIFT, FlowKey, FlowSet, NO_ELEMENT, flow_check, flow_set_index, maglev_entry,
+    placement_hash, table_hash,
 };
 use serde::Serialize;
 
@@ -60,7 +61,11 @@ pub struct PinnedEntry {
 /// Maglev's choice for the flow.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MaglevChoice {
-    pub flow_hash: u32,
+    /// What the hash covers: `flow` (the 5-tuple) or `client` (the client's address: every
+    /// connection of the client is placed alike).
+    pub hash_of: String,
+    /// The hash Maglev's entry is taken from.
+    pub hash: u32,
     pub entry: u32,
     pub table: u32,
     pub slot: Option<u32>,
@@ -150,7 +155,7 @@ pub fn explain(
             })
         })
     });
-    let fh = flow_hash(key);
+    let fh = placement_hash(key, vip.hash.flags());
     let size = st.options.maglev_size;
     let entry = maglev_entry(fh, size);
     let slot = table
@@ -158,7 +163,8 @@ pub fn explain(
         .copied()
         .filter(|&s| s != NO_ELEMENT);
     let maglev = MaglevChoice {
-        flow_hash: fh,
+        hash_of: vip.hash.to_string(),
+        hash: fh,
         entry,
         table: vip.table,
         slot,
@@ -240,12 +246,19 @@ pub fn text(a: &FlowAnswer) -> String {
     }
     let _ = writeln!(
         s,
-        "  maglev: hash {:08x}, entry {} of table {}: {}",
-        a.maglev.flow_hash,
+        "  maglev: {} hash {:08x}, entry {} of table {}: {}",
+        a.maglev.hash_of,
+        a.maglev.hash,
         a.maglev.entry,
         a.maglev.table,
         a.maglev.element.as_deref().unwrap_or("no element")
     );
+    if a.maglev.hash_of == "client" {
+        let _ = writeln!(
+            s,
+            "  the VIP places by client address (hash client): new flows from the client's other ports go where this one is placed"
+        );
+    }
     if let Some(n) = &a.new_connection
         && a.element.as_deref() != Some(n.as_str())
     {
@@ -260,8 +273,10 @@ pub fn text(a: &FlowAnswer) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::VipHash;
     use crate::state::{AttachOptions, ElementState, Owner};
     use rsplb_common::{FlowEntry, FlowValue};
+    use std::collections::BTreeSet;
 
     fn setup() -> (State, VipState) {
         let mut st = State::new(
@@ -300,6 +315,7 @@ mod tests {
             slot: 0,
             table: 1,
             allow: vec![],
+            hash: Default::default(),
             owner: Owner::Manual,
         };
         st.vips.push(vip.clone());
@@ -375,6 +391,44 @@ mod tests {
         set.ways[2].value.element = 4;
         let a = explain(&st, &vip, client, &key, Some(&set), &table, 100);
         assert_eq!(a.decided_by, "maglev");
+    }
+
+    #[test]
+    fn client_hashing_places_every_port_of_a_client_alike() {
+        let (st, mut vip) = setup();
+        let table = [3u32, 4, 3, 4, 3, 4, 3];
+        let place = |vip: &VipState, client: &str| {
+            let client: SocketAddr = client.parse().unwrap();
+            let key = flow_key(client, &vip.parsed()).unwrap();
+            explain(&st, vip, client, &key, None, &table, 100)
+        };
+        // flow: the source port is hashed, so a client's ports spread over the table.
+        let flow: Vec<FlowAnswer> = (0..32)
+            .map(|p| place(&vip, &format!("198.18.0.2:{}", 40000 + p)))
+            .collect();
+        assert!(flow.iter().all(|a| a.maglev.hash_of == "flow"));
+        let elements: BTreeSet<_> = flow.iter().map(|a| a.element.clone()).collect();
+        assert_eq!(elements.len(), 2, "{elements:?}");
+
+        // client: every port of one client reads one entry; other clients still spread.
+        vip.hash = VipHash::Client;
+        let first = place(&vip, "198.18.0.2:40000");
+        assert_eq!(first.maglev.hash_of, "client");
+        assert!(text(&first).contains("hash client"), "{}", text(&first));
+        for p in 1..32 {
+            let a = place(&vip, &format!("198.18.0.2:{}", 40000 + p));
+            assert_eq!(
+                (a.maglev.hash, a.maglev.entry, &a.element),
+                (first.maglev.hash, first.maglev.entry, &first.element)
+            );
+        }
+        let clients: BTreeSet<_> = (0..32)
+            .map(|h| place(&vip, &format!("198.18.7.{h}:40000")).element)
+            .collect();
+        assert_eq!(clients.len(), 2, "{clients:?}");
+        // It is the hash the XDP program computes for such a VIP.
+        let key = flow_key("198.18.0.2:40000".parse().unwrap(), &vip.parsed()).unwrap();
+        assert_eq!(first.maglev.hash, rsplb_common::client_hash(&key));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use rsplb_common::{Counters, stat};
 
 use crate::{
-    addr::{ElementAddr, Mode, PoolHandle, Vip},
+    addr::{ElementAddr, Mode, PoolHandle, Vip, VipHash},
     allow::Prefix,
     control_core::{self, Core, Hop, NeighbourTarget, Upsert},
     executor::Executor,
@@ -176,6 +176,7 @@ impl Balancer {
             .collect())
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn add_vip(
         &mut self,
         vip: Vip,
@@ -184,12 +185,13 @@ impl Balancer {
         snat: Option<std::net::IpAddr>,
         nat_timeout_s: Option<u32>,
         allow: &[Prefix],
+        hash: VipHash,
     ) -> Result<u32> {
         control_core::check_snat(&vip, mode, snat)?;
         if let Some(t) = nat_timeout_s {
             crate::loader::check_timeout("--nat-timeout", t)?;
         }
-        self.transact(|c| c.add_vip(vip, pool, mode, snat, nat_timeout_s, allow))
+        self.transact(|c| c.add_vip(vip, pool, mode, snat, nat_timeout_s, allow, hash))
     }
 
     /// Changes what is given; `allow: Some(&[])` removes the VIP's allow list.
@@ -200,8 +202,9 @@ impl Balancer {
         mode: Option<Mode>,
         snat: Option<std::net::IpAddr>,
         allow: Option<&[Prefix]>,
+        hash: Option<VipHash>,
     ) -> Result<()> {
-        self.transact(|c| c.change_vip(vip, pool, mode, snat, allow))
+        self.transact(|c| c.change_vip(vip, pool, mode, snat, allow, hash))
     }
 
     pub fn del_vip(&mut self, vip: Vip) -> Result<()> {

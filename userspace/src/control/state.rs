@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::addr::{ElementAddr, Mode, PoolHandle, Vip};
+use crate::addr::{ElementAddr, Mode, PoolHandle, Vip, VipHash};
 
 /// Root of the per-interface state directories.
 pub const STATE_ROOT: &str = "/run/rsplb";
@@ -154,6 +154,10 @@ pub struct VipState {
     /// Source prefixes allowed to reach the VIP; empty: everyone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<crate::allow::Prefix>,
+    /// How new flows are placed: by the 5-tuple (`flow`, and files written before this
+    /// existed) or by the client's address (`client`).
+    #[serde(default, skip_serializing_if = "VipHash::is_flow")]
+    pub hash: VipHash,
     /// Who declared it: `vip add` (manual) or the configuration file (see [`Owner`]).
     #[serde(default)]
     pub owner: Owner,
@@ -605,6 +609,7 @@ mod tests {
             slot: 0,
             table: 1,
             allow: vec!["fd00::/8".parse().unwrap()],
+            hash: VipHash::Client,
             owner: Owner::Config,
         });
         let p = d.join("state.json");
@@ -619,6 +624,21 @@ mod tests {
         fs::write(&p, b"{not json").unwrap();
         assert!(matches!(State::load(&p), Err(StateError::Json { .. })));
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn vips_of_older_state_files_hash_the_flow() {
+        let old = r#"{"vip":"198.18.0.1:80/tcp","pool":"web","mode":"dsr","snat":null,
+            "nat_timeout_s":0,"slot":0,"table":1}"#;
+        let v: VipState = serde_json::from_str(old).unwrap();
+        assert_eq!(v.hash, VipHash::Flow);
+        assert!(serde_json::to_value(&v).unwrap().get("hash").is_none());
+        let client = serde_json::to_value(VipState {
+            hash: VipHash::Client,
+            ..v
+        })
+        .unwrap();
+        assert_eq!(client["hash"], "client");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use rsplb_common::{
 };
 
 use crate::{
-    addr::{Mode, Protocol, Vip, words_addr},
+    addr::{Mode, Protocol, Vip, VipHash, words_addr},
     maps::Maps,
     state::{
         AttachOptions, ElementState, ElementStateEntry, NextHop, Owner, SlotAllocator, State,
@@ -143,6 +143,7 @@ pub fn state_from_maps(
             } else {
                 Vec::new()
             },
+            hash: VipHash::from_flags(info.flags),
             owner: Owner::Manual,
         };
         // A NAT timeout other than the attach default was the VIP's own.

@@ -228,7 +228,15 @@ mod tests {
         balancer
             .lock()
             .unwrap()
-            .add_vip(vip, &pool, Mode::Dsr, None, None, &[])
+            .add_vip(
+                vip,
+                &pool,
+                Mode::Dsr,
+                None,
+                None,
+                &[],
+                crate::addr::VipHash::Flow,
+            )
             .unwrap();
         let slow: ElementAddr = "198.18.1.3".parse().unwrap();
         let gone: ElementAddr = "198.18.1.2".parse().unwrap();
