@@ -181,27 +181,6 @@ fn daemon_metrics_and_status_over_real_http() {
     assert_eq!(s["daemon"]["running"], false, "{s}");
 }
 
-/// The server (0-based) whose address `element` (ADDR or ADDR:PORT) is.
-fn server_of(lab: &Lab, element: &str) -> usize {
-    let ip: IpAddr = element
-        .parse::<SocketAddr>()
-        .map(|a| a.ip())
-        .or_else(|_| element.parse())
-        .unwrap_or_else(|_| panic!("not an element address: {element}"));
-    lab.server_hosts
-        .iter()
-        .position(|h| IpAddr::from(h.v4) == ip || IpAddr::from(h.v6) == ip)
-        .unwrap_or_else(|| panic!("{element} is no server"))
-}
-
-fn flow_get(lab: &Lab, client: SocketAddr, vip: &str) -> Value {
-    let out = lab
-        .rsplb
-        .on(&["flow", "get", &client.to_string(), vip, "--json"])
-        .expect("rsplb flow get");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("flow get --json: {e}: {out}"))
-}
-
 #[test]
 fn flow_get_names_where_real_flows_went() {
     let lab = attached_lab();

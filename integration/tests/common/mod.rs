@@ -78,6 +78,28 @@ pub fn add_vips(lab: &Lab, addr: IpAddr, port: u16, pool: &str, mode: &str) {
     }
 }
 
+/// The server (0-based) whose address `element` (ADDR or ADDR:PORT) is.
+pub fn server_of(lab: &Lab, element: &str) -> usize {
+    let ip: IpAddr = element
+        .parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| element.parse())
+        .unwrap_or_else(|_| panic!("not an element address: {element}"));
+    lab.server_hosts
+        .iter()
+        .position(|h| IpAddr::from(h.v4) == ip || IpAddr::from(h.v6) == ip)
+        .unwrap_or_else(|| panic!("{element} is no server"))
+}
+
+/// `rsplb flow get CLIENT VIP --json`.
+pub fn flow_get(lab: &Lab, client: SocketAddr, vip: &str) -> serde_json::Value {
+    let out = lab
+        .rsplb
+        .on(&["flow", "get", &client.to_string(), vip, "--json"])
+        .expect("rsplb flow get");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("flow get --json: {e}: {out}"))
+}
+
 /// A file removed when this guard drops (a test's configuration file), however the test ends.
 pub struct RemoveOnDrop(pub std::path::PathBuf);
 
