@@ -104,6 +104,18 @@ fn bad_pool_weight_and_mode_are_refused() {
         "fast",
     ]);
     assert_clean_failure(&o, "unknown mode");
+    let o = rsplb(&[
+        "-i",
+        "x0",
+        "vip",
+        "add",
+        "198.18.0.1:80/tcp",
+        "--pool",
+        "w",
+        "--hash",
+        "source",
+    ]);
+    assert_clean_failure(&o, "unknown hash `source`: expected flow");
     let o = rsplb(&["attach", "lo", "--nat-ports", "9-3"]);
     assert_clean_failure(&o, "larger than MAX");
 }
@@ -754,6 +766,8 @@ fn attach_never_wipes_a_live_attachment_whose_state_file_is_damaged() {
         &lab.ip(1),
         "--nat-timeout",
         "77",
+        "--hash",
+        "client",
     ]);
     lab.ok(&["-i", &lab.lb_if, "element", "add", "web", &lab.ip(2)]);
     lab.ok(&[
@@ -818,6 +832,11 @@ fn attach_never_wipes_a_live_attachment_whose_state_file_is_damaged() {
         assert_eq!(row(&dsr)["mode"], "dsr", "{what}");
         assert_eq!(row(&nat)["mode"], "nat", "{what}");
         assert_eq!(row(&nat)["snat"], lab.ip(1).as_str(), "{what}");
+        assert_eq!(
+            (row(&dsr)["hash"].as_str(), row(&nat)["hash"].as_str()),
+            (Some("flow"), Some("client")),
+            "{what}"
+        );
         let els = lab.json(&["-i", &lab.lb_if, "element", "list", "--json"]);
         let els = els["elements"].as_array().unwrap();
         let el = |a: &str| els.iter().find(|r| r["address"] == a).cloned().expect(a);
