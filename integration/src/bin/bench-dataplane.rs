@@ -15,7 +15,9 @@
 //!   flows, 64 MiB) instead of 64 Ki flows (4 MiB);
 //! - `xdp_est_allow_ns`: `xdp_est_ns` once the VIP has a source allow list of
 //!   `ALLOW_PREFIXES` prefixes (`VIP_F_ALLOW_LIST`: one LPM trie lookup more per packet);
-//! - `xdp_refused_ns`: a packet of a source outside that list (dropped).
+//! - `xdp_refused_ns`: a packet of a source outside that list (dropped);
+//! - `xdp_syn_client_ns`: `xdp_syn_ns` once the VIP places by the client's address
+//!   (`VIP_F_CLIENT_HASH`, `rsplb vip add --hash client`) instead of the 5-tuple.
 //!
 //! The program rewrites its input in place, so a `repeat` batch sees its own output from the
 //! second run on. That is harmless for the established and pass packets (the DSR rewrite is
@@ -623,6 +625,19 @@ fn xdp_figures() -> Result<()> {
     println!("xdp_allow_prefixes={ALLOW_PREFIXES}");
     println!("xdp_est_allow_ns={allowed:.0}");
     println!("xdp_refused_ns={refused:.0}");
+    b.add_vip(
+        VIP,
+        VipInfo {
+            slot: 0,
+            table: 0,
+            mode: MODE_DSR,
+            flags: rsplb_common::VIP_F_CLIENT_HASH,
+            timeout_s: 300,
+            ..VipInfo::default()
+        },
+    )?;
+    let (syn_client, _) = xdp_syn_ns(&b)?;
+    println!("xdp_syn_client_ns={syn_client:.0}");
     // The same SYNs with the flow table at its default size: 64 MiB of sets, far beyond the
     // caches, so each new flow's set comes from memory.
     let big = XdpBench::new(rsplb_common::DEFAULT_FLOW_CAPACITY)?;
