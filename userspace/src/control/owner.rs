@@ -79,7 +79,7 @@ impl Control {
 mod tests {
     use super::*;
     use crate::{
-        addr::{Mode, PoolHandle, Vip},
+        addr::{Mode, PoolHandle, Vip, VipHash},
         executor::Memory,
         state::{AttachOptions, State},
     };
@@ -111,7 +111,8 @@ mod tests {
             tasks.spawn(async move {
                 c.run(move |b| {
                     let vip: Vip = format!("198.18.0.1:{}/tcp", 1000 + i).parse().unwrap();
-                    b.add_vip(vip, &pool, Mode::Dsr, None, None, &[]).unwrap();
+                    b.add_vip(vip, &pool, Mode::Dsr, None, None, &[], VipHash::Flow)
+                        .unwrap();
                     b.list_vips().unwrap().len()
                 })
                 .await
