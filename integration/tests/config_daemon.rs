@@ -2,8 +2,9 @@
 //! balancer-side checks take a server whose service stopped out of it (no new connection
 //! reaches it, established connections to the others go on) and bring it back after `rise`
 //! successes; an HTTP check with the wrong status fails its elements; `rsplb reload` applies the
-//! difference of the file without breaking a long-lived connection to an unchanged element; a
-//! bad file changes nothing and says which line is wrong.
+//! difference of the file without breaking a long-lived connection to an unchanged element (a
+//! VIP's `hash` included: a change places the next connections); a bad file changes nothing and
+//! says which line is wrong.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -12,7 +13,7 @@ use std::{
 };
 
 use rsplb_integration::{
-    Lab, LabConfig, TcpConn,
+    Lab, LabConfig, Tally, TcpConn,
     cli::ElementInfo,
     rserpool::{pool_elements, wait_for_elements},
     tcp_burst,
@@ -32,6 +33,11 @@ fn lab() -> Lab {
     .expect("building the lab");
     lab.attach(&[]).expect("rsplb attach");
     lab
+}
+
+/// How many of the three servers answered connections of `t`.
+fn servers_used(t: &Tally) -> usize {
+    (1..=3).filter(|i| t.get(&format!("s{i}")) > 0).count()
 }
 
 /// Server `i`'s IPv4 address (a DSR element: no port).
@@ -212,9 +218,10 @@ fn reload_applies_the_difference_and_a_bad_file_changes_nothing() {
     let api_vip = SocketAddr::new(lab.vip4(1).into(), 8080);
     let s: Vec<String> = (0..3).map(|i| server(&lab, i)).collect();
     let head = head(&lab);
+    // `extra_vip`: web's second VIP, and client affinity on web's first (`hash = "client"`).
     let config = |web: &[String], api: &[String], status_path: &str, extra_vip: bool| {
         format!(
-            "{}[[vip]]\naddress = \"{web_vip}/tcp\"\npool = \"web\"\n\
+            "{}[[vip]]\naddress = \"{web_vip}/tcp\"\npool = \"web\"\nhash = \"{}\"\n\
              [[vip]]\naddress = \"{api_vip}/tcp\"\npool = \"api\"\n{}\
              [pool.web]\nelements = {}\n\
              [pool.api]\nelements = {}\nwhen_none_healthy = \"drop\"\n\
@@ -222,6 +229,7 @@ fn reload_applies_the_difference_and_a_bad_file_changes_nothing() {
              expect_status = 200\nbody_contains = \"ok\"\ninterval_ms = 200\nfast_interval_ms = 100\n\
              timeout_ms = 200\nrise = 1\nfall = 1\n",
             head,
+            if extra_vip { "client" } else { "flow" },
             if extra_vip {
                 format!("[[vip]]\naddress = \"{web_vip2}/tcp\"\npool = \"web\"\n")
             } else {
@@ -253,7 +261,8 @@ fn reload_applies_the_difference_and_a_bad_file_changes_nothing() {
     let mut long = TcpConn::open(lab.client.netns.name(), web_vip).unwrap();
     let home = long.ask().unwrap();
 
-    // Reload: web gets s3 and a second VIP, api loses s2 and its check now passes.
+    // Reload: web gets s3, a second VIP and client affinity, api loses s2 and its check now
+    // passes.
     file.write(&config(&s, &[s[0].clone(), s[2].clone()], "/health", true));
     let out = lab.rsplb.on(&["reload"]).expect("rsplb reload");
     let _ = out;
@@ -271,6 +280,14 @@ fn reload_applies_the_difference_and_a_bad_file_changes_nothing() {
     assert_eq!(t.get("s2"), 0, "s2 left api: {t}");
     let t = tcp_burst(lab.client.netns.name(), web_vip2, 100).unwrap();
     assert_eq!(t.failed, 0, "the added VIP: {t}");
+    // The client's new connections all go to one server (its long-lived one stayed above).
+    let t = tcp_burst(lab.client.netns.name(), web_vip, 30).unwrap();
+    assert_eq!(t.failed, 0, "{t}");
+    assert_eq!(
+        servers_used(&t),
+        1,
+        "30 connections of one client with hash = \"client\": {t}"
+    );
 
     // Reload: the second VIP and s3 leave web again.
     file.write(&config(
@@ -287,6 +304,13 @@ fn reload_applies_the_difference_and_a_bad_file_changes_nothing() {
     })
     .unwrap();
     assert_eq!(long.ask().expect("the long-lived connection broke"), home);
+    // Back to hash = "flow": one client's connections spread again.
+    let t = tcp_burst(lab.client.netns.name(), web_vip, 30).unwrap();
+    assert_eq!(t.failed, 0, "{t}");
+    assert!(
+        servers_used(&t) > 1,
+        "30 connections of one client with hash = \"flow\": {t}"
+    );
 
     // A bad file: the reload is refused, names the line, and nothing changes.
     let before = (
