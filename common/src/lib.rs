@@ -492,7 +492,8 @@ const fn murmur_mix(h: u32, k: u32) -> u32 {
 /// were a third of a new flow's cost.
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey) -> u32 {
-    tuple_hash(key, (key.sport as u32) << 16 | key.dport as u32)
+    let (h, len) = address_rounds(key);
+    finish(h, len, ports(key))
 }
 
 /// The Maglev hash of a flow of a VIP with client affinity (`VIP_F_CLIENT_HASH`): [`flow_hash`]
@@ -503,23 +504,43 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
 /// both with client affinity) send a client to the same element.
 #[inline(always)]
 pub fn client_hash(key: &FlowKey) -> u32 {
-    tuple_hash(key, 0)
+    let (h, len) = address_rounds(key);
+    finish(h, len, 0)
 }
 
 /// The hash that places a new flow of a VIP with flags `vip_flags` in its Maglev table:
-/// [`client_hash`] with `VIP_F_CLIENT_HASH`, else [`flow_hash`].
+/// [`client_hash`] with `VIP_F_CLIENT_HASH`, else [`flow_hash`]. Without a branch (the ports
+/// are masked), so the program holds one copy of the rounds.
 #[inline(always)]
 pub fn placement_hash(key: &FlowKey, vip_flags: u8) -> u32 {
+    let (h, len) = address_rounds(key);
+    let hashed_ports = ((vip_flags & VIP_F_CLIENT_HASH == 0) as u32).wrapping_neg();
+    finish(h, len, ports(key) & hashed_ports)
+}
+
+/// [`flow_hash`] and [`placement_hash`] together, the addresses hashed once: NAT needs both,
+/// the placement, and the 5-tuple's hash for the flow's SNAT port.
+#[inline(always)]
+pub fn flow_and_placement_hashes(key: &FlowKey, vip_flags: u8) -> (u32, u32) {
+    let (h, len) = address_rounds(key);
+    let flow = finish(h, len, ports(key));
     if vip_flags & VIP_F_CLIENT_HASH != 0 {
-        client_hash(key)
+        (flow, finish(h, len, 0))
     } else {
-        flow_hash(key)
+        (flow, flow)
     }
 }
 
-/// MurmurHash3 rounds over a flow's addresses and `ports` (source port in the high half).
+/// A flow's ports as its hashes take them: the source port in the high half.
 #[inline(always)]
-fn tuple_hash(key: &FlowKey, ports: u32) -> u32 {
+const fn ports(key: &FlowKey) -> u32 {
+    (key.sport as u32) << 16 | key.dport as u32
+}
+
+/// MurmurHash3 rounds over a flow's seed (protocol and family) and addresses: the state and the
+/// length in bytes that [`finish`] completes with the ports.
+#[inline(always)]
+fn address_rounds(key: &FlowKey) -> (u32, u32) {
     let mut h = 0x5253_504c ^ (key.proto as u32) << 8 ^ key.family as u32; // "RSPL"
     h = murmur_mix(h, key.src[0]);
     h = murmur_mix(h, key.dst[0]);
@@ -533,8 +554,13 @@ fn tuple_hash(key: &FlowKey, ports: u32) -> u32 {
         }
         len = 36;
     }
-    h = murmur_mix(h, ports);
-    fmix32(h ^ len)
+    (h, len)
+}
+
+/// The last round (the ports) and MurmurHash3's finalizer.
+#[inline(always)]
+const fn finish(h: u32, len: u32, ports: u32) -> u32 {
+    fmix32(murmur_mix(h, ports) ^ len)
 }
 
 /// The flow's hash in the flow table (its set, [`flow_set_index`], and its entries' check): a
@@ -1171,6 +1197,20 @@ mod tests {
             placement_hash(&key, VIP_F_CLIENT_HASH | VIP_F_ALLOW_LIST),
             c
         );
+        assert_eq!(flow_and_placement_hashes(&key, 0), (f, f));
+        assert_eq!(flow_and_placement_hashes(&key, VIP_F_CLIENT_HASH), (f, c));
+        let v6 = FlowKey {
+            src: [0xfd00, 0, 0, 2u32.to_be()],
+            dst: [0xfd00, 1, 0, 100u32.to_be()],
+            family: FAMILY_V6,
+            ..key
+        };
+        assert_eq!(
+            flow_and_placement_hashes(&v6, VIP_F_CLIENT_HASH),
+            (flow_hash(&v6), client_hash(&v6))
+        );
+        assert_eq!(placement_hash(&v6, 0), flow_hash(&v6));
+        assert_ne!(flow_hash(&v6), client_hash(&v6));
         assert!(maglev_entry(u32::MAX, 65537) < 65537);
         assert_eq!(maglev_entry(0, 65537), 0);
     }

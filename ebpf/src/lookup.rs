@@ -19,7 +19,7 @@ pub fn rehash(h: u32, round: u32) -> u32 {
 }
 
 // The flow hashes are shared with userspace (`rsplb flow get` computes what this program does).
-pub use rsplb_common::{client_hash, flow_hash, placement_hash, table_hash};
+pub use rsplb_common::{flow_and_placement_hashes, placement_hash, table_hash};
 
 /// The element currently pinned to `flow`, if it still serves it: its slot is active (draining
 /// included) with the same generation, for the same VIP.

@@ -92,8 +92,7 @@ mod program {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use rsplb_common::{
         AllowKey, Element, FAMILY_V4, FlowValue, MODE_DSR, MODE_NAT, NatKey, NatValue, PROTO_SCTP,
-        VIP_DIRECT_ONE, VIP_DIRECT_SHARED, VIP_F_ALLOW_LIST, VIP_F_CLIENT_HASH, VipInfo, VipKey,
-        event, stat,
+        VIP_DIRECT_ONE, VIP_DIRECT_SHARED, VIP_F_ALLOW_LIST, VipInfo, VipKey, event, stat,
     };
 
     use crate::{
@@ -102,7 +101,7 @@ mod program {
         flows,
         forward::{NO_NEXTHOP, set_macs, transmit},
         lookup::{
-            addr_eq, client_hash, flow_hash, maglev_pick, pinned, placement_hash, table_hash,
+            addr_eq, flow_and_placement_hashes, maglev_pick, pinned, placement_hash, table_hash,
         },
         maps::{ALLOW, CONFIG, NAT_EMBRYONIC, NAT_REVERSE, VIP_DIRECT, VIP_FILTER, VIPS},
         nat::{REFRESH_NS, Rewrite, claim_port, expired, rewrite},
@@ -399,14 +398,9 @@ mod program {
         let (slot, element, nat_port) = match chosen {
             Some(c) => c,
             None => {
-                let hash = flow_hash(&pkt.key);
                 // Client affinity places by the client alone; the SNAT port keeps the 5-tuple's
                 // hash, so a client's connections do not all start from one port.
-                let place = if vip.flags & VIP_F_CLIENT_HASH != 0 {
-                    client_hash(&pkt.key)
-                } else {
-                    hash
-                };
+                let (hash, place) = flow_and_placement_hashes(&pkt.key, vip.flags);
                 let (slot, element) = maglev_pick(vip, place, cfg)?;
                 if element.family != pkt.key.family {
                     return Err(FAMILY_MISMATCH.with_event(event::FAMILY_MISMATCH, slot));

@@ -802,11 +802,12 @@ fn vip_info(st: &State, v: &VipState) -> VipInfo {
         slot: v.slot,
         table: v.table,
         mode: v.mode.code(),
-        flags: if v.allow.is_empty() {
-            0
-        } else {
-            VIP_F_ALLOW_LIST
-        } | v.hash.flags(),
+        flags: v.hash.flags()
+            | if v.allow.is_empty() {
+                0
+            } else {
+                VIP_F_ALLOW_LIST
+            },
         _pad: [0; 2],
         timeout_s: st.options.vip_timeout_s(v),
         snat_addr: v.snat.map(addr_words).unwrap_or_default(),
