@@ -1401,6 +1401,7 @@ mod tests {
                 None,
                 None,
                 &[],
+                VipHash::Flow,
             )
             .unwrap();
         });
