@@ -42,7 +42,8 @@ fn status_json(lab: &Lab) -> Value {
 
 /// Holds a scrape to the OpenMetrics text format as prometheus-client writes it and Prometheus
 /// reads it: every family has one HELP and one TYPE, before its samples; counter samples end in
-/// `_total`; every sample belongs to a declared family and has a number; `# EOF` ends it.
+/// `_total`, histogram samples in `_bucket`, `_sum` and `_count`; every sample belongs to a
+/// declared family and has a number; `# EOF` ends it.
 /// Returns the samples, `name{labels}` to value.
 fn parse_openmetrics(text: &str) -> BTreeMap<String, f64> {
     let mut help = BTreeSet::new();
@@ -73,6 +74,9 @@ fn parse_openmetrics(text: &str) -> BTreeMap<String, f64> {
                 .iter()
                 .find(|(f, ty)| match ty.as_str() {
                     "counter" => name == format!("{f}_total"),
+                    "histogram" => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name == format!("{f}{s}")),
                     _ => name == f.as_str(),
                 })
                 .map(|(f, _)| f.clone());
@@ -83,6 +87,34 @@ fn parse_openmetrics(text: &str) -> BTreeMap<String, f64> {
             assert!(
                 samples.insert(series.to_string(), value).is_none(),
                 "{series} twice"
+            );
+        }
+    }
+    // A histogram's buckets are cumulative, and its +Inf bucket is its count.
+    for (f, _) in types.iter().filter(|(_, t)| t.as_str() == "histogram") {
+        let mut buckets: Vec<(f64, f64)> = samples
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{f}_bucket{{")))
+            .map(|(k, v)| {
+                let le = k.split("le=\"").nth(1).and_then(|r| r.split('"').next());
+                let le = match le {
+                    Some("+Inf") => f64::INFINITY,
+                    Some(x) => x.parse().unwrap_or_else(|_| panic!("bad le in {k}")),
+                    None => panic!("bucket without le: {k}"),
+                };
+                (le, *v)
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(
+            buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{f}: buckets not cumulative: {buckets:?}"
+        );
+        if let (Some(&(le, n)), Some(count)) = (buckets.last(), samples.get(&format!("{f}_count")))
+        {
+            assert!(
+                le.is_infinite() && n == *count,
+                "{f}: +Inf bucket {n}, count {count}"
             );
         }
     }
