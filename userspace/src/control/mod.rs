@@ -74,6 +74,30 @@ pub struct Balancer {
     /// When the last change's last VIP entry was written (its last table flip), if it flipped
     /// any: where the reconcile latency ends.
     flipped: Option<std::time::Instant>,
+    /// The state as this process last loaded or saved it, and the file's identity then. A
+    /// change or read skips parsing the file when nobody wrote it since: every writer (this
+    /// process or the command line) saves under the state lock by renaming a new file into
+    /// place, which gives it a new inode. (With 1,000 elements, parsing is about 0.4 ms of
+    /// a change.)
+    cache: std::sync::Mutex<Option<(FileStamp, State)>>,
+}
+
+/// What tells one version of the state file from another: device, inode, length, mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp(u64, u64, u64, i64, i64);
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp(
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+        ))
+    }
 }
 
 impl Balancer {
@@ -95,6 +119,7 @@ impl Balancer {
             state_dir,
             exec,
             flipped: None,
+            cache: Default::default(),
         }
     }
 
@@ -115,7 +140,14 @@ impl Balancer {
     /// writes in order, and saves the state. Nothing is saved when `f` or a write fails.
     fn transact<R>(&mut self, f: impl FnOnce(&mut Core) -> Result<R>) -> Result<R> {
         let _lock = StateLock::acquire(&self.state_dir)?;
-        let mut core = Core::new(State::load(&self.state_path())?);
+        let path = self.state_path();
+        // Taken: a change that fails leaves no cached state (the next one reads the file).
+        let cached = self.cache_mut().take();
+        let loaded = match (cached, FileStamp::of(&path)) {
+            (Some((stamp, st)), Some(now)) if stamp == now => st,
+            _ => State::load(&path)?,
+        };
+        let mut core = Core::new(loaded);
         let r = f(&mut core)?;
         let (state, writes) = core.finish();
         self.flipped = None;
@@ -125,8 +157,15 @@ impl Balancer {
                 self.flipped = Some(std::time::Instant::now());
             }
         }
-        state.save(&self.state_path())?;
+        state.save(&path)?;
+        if let Some(stamp) = FileStamp::of(&path) {
+            *self.cache_mut() = Some((stamp, state));
+        }
         Ok(r)
+    }
+
+    fn cache_mut(&self) -> std::sync::MutexGuard<'_, Option<(FileStamp, State)>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// One change of its own: `f` feeds the control-plane core any commands (the configuration
@@ -139,7 +178,17 @@ impl Balancer {
     /// A consistent copy of the state.
     pub fn state(&self) -> Result<State> {
         let _lock = StateLock::acquire(&self.state_dir)?;
-        Ok(State::load(&self.state_path())?)
+        let path = self.state_path();
+        let mut cache = self.cache_mut();
+        if let (Some((stamp, st)), Some(now)) = (cache.as_ref(), FileStamp::of(&path))
+            && *stamp == now
+        {
+            return Ok(st.clone());
+        }
+        let stamp = FileStamp::of(&path);
+        let st = State::load(&path)?;
+        *cache = stamp.map(|s| (s, st.clone()));
+        Ok(st)
     }
 
     pub fn list_vips(&self) -> Result<Vec<VipState>> {
@@ -436,4 +485,62 @@ pub type RegisteredOutcome = (bool, Option<NeighbourTarget>);
 /// Only `Upsert::Registrar` leaves an element alone.
 fn applied(r: Option<ElementReport>) -> Result<ElementReport> {
     r.ok_or_else(|| anyhow!("internal error: the element was left unchanged"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{executor::Memory, state::AttachOptions};
+
+    const SIZE: u32 = 251;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rsplb-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let opts = AttachOptions {
+            maglev_size: SIZE,
+            ..AttachOptions::default()
+        };
+        State::new("veth0", 8, 64, None, opts)
+            .save(&d.join("state.json"))
+            .unwrap();
+        d
+    }
+
+    fn add(b: &mut Balancer, port: u16) {
+        let vip: Vip = format!("198.18.0.1:{port}/tcp").parse().unwrap();
+        let pool: PoolHandle = "web".parse().unwrap();
+        b.add_vip(vip, &pool, Mode::Dsr, None, None, &[], Default::default())
+            .unwrap();
+    }
+
+    fn ports(b: &Balancer) -> Vec<String> {
+        b.list_vips().unwrap().into_iter().map(|v| v.vip).collect()
+    }
+
+    /// The daemon keeps the state it saved between changes; what another process (the command
+    /// line) saves in between is never lost or hidden, and a file damaged in place is reported,
+    /// not served from memory.
+    #[test]
+    fn the_kept_state_yields_to_any_other_writer() {
+        let d = dir("cache");
+        let mem = Memory::new(SIZE);
+        let mut daemon = Balancer::with_executor("veth0", d.clone(), Box::new(mem.clone()));
+        let mut cli = Balancer::with_executor("veth0", d.clone(), Box::new(mem));
+        add(&mut daemon, 1);
+        add(&mut cli, 2);
+        assert_eq!(ports(&daemon), ["198.18.0.1:1/tcp", "198.18.0.1:2/tcp"]);
+        add(&mut daemon, 3);
+        assert_eq!(
+            ports(&cli).len(),
+            3,
+            "the daemon lost the command line's VIP"
+        );
+        // Written in place (same inode), as a careless editor would.
+        std::fs::write(d.join("state.json"), "{ not json").unwrap();
+        let e = daemon.list_vips().unwrap_err();
+        assert!(format!("{e:#}").contains("state.json"), "{e:#}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -502,7 +502,7 @@ impl State {
         let dir = path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let tmp = dir.join(format!(".state.json.{}", std::process::id()));
-        let json = serde_json::to_vec_pretty(self).map_err(|source| StateError::Json {
+        let json = serde_json::to_vec(self).map_err(|source| StateError::Json {
             path: path.to_path_buf(),
             source,
         })?;
