@@ -334,6 +334,23 @@ fn one_server_for_metrics_and_the_embedded_registrars_admin_paths() {
     assert_eq!(status, 200, "{body}");
     let hs: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(hs["element_count"], 2, "{hs}");
+    // The command line reads it there; the registrar opened no admin listener of its own
+    // (rsp-registrar's default address is closed in the balancer's namespace).
+    let hs: Value = serde_json::from_str(
+        &lab.rsplb
+            .on(&["handlespace", "--admin", METRICS, "--json"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(hs["element_count"], 2, "{hs}");
+    let closed = lab.rsplb.on(&[
+        "handlespace",
+        "--admin",
+        "127.0.0.1:3870",
+        "--timeout",
+        "1000",
+    ]);
+    assert!(closed.is_err(), "a second admin server answers: {closed:?}");
     let (status, body) = scrape(&lab, "/metrics").unwrap();
     assert_eq!(status, 200, "{body}");
     let samples = parse_openmetrics(&body);

@@ -170,7 +170,6 @@ mode = "dsr"
 [pool.EchoVip]
 [registrar]
 asap_listen = ["198.18.77.1:3863"]
-admin = "127.0.0.1:3870"
 [registrar.enrp]
 listen = ["198.18.77.1:9901"]
 peers = ["198.18.77.3:9901"]

@@ -233,15 +233,49 @@ pub enum EnrpTransportKind {
 
 #[derive(Args, Debug)]
 pub struct HandlespaceArgs {
-    /// The registrar's admin endpoint.
-    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_socket_addr, default_value = "127.0.0.1:3870")]
-    pub admin: SocketAddr,
+    /// The registrar's admin endpoint [default: the HTTP endpoint of the `rsplb run` with an
+    /// embedded registrar on this host, when exactly one serves one; else 127.0.0.1:3870,
+    /// `rsp-registrar`'s default].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_socket_addr)]
+    pub admin: Option<SocketAddr>,
     /// Milliseconds to wait for the registrar.
     #[arg(long, default_value_t = 3000)]
     pub timeout: u64,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+impl HandlespaceArgs {
+    /// `--admin`, else the one daemon with an embedded registrar and an HTTP endpoint (which
+    /// serves the registrar's admin paths), else `rsp-registrar`'s default.
+    pub fn endpoint(&self) -> SocketAddr {
+        self.admin.unwrap_or_else(|| {
+            let running = std::fs::read_dir(rsplb::state::STATE_ROOT)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|d| {
+                    let iface = d.file_name().into_string().ok()?;
+                    rsplb::daemon::status::DaemonStatus::read(&iface).ok()?
+                });
+            registrar_endpoint(running)
+        })
+    }
+}
+
+/// The HTTP endpoint of the one daemon among `running` with an embedded registrar and one,
+/// else `rsp-registrar`'s default admin endpoint.
+fn registrar_endpoint(
+    running: impl Iterator<Item = rsplb::daemon::status::DaemonStatus>,
+) -> SocketAddr {
+    let found: Vec<SocketAddr> = running
+        .filter_map(|st| st.registrar.as_ref().and(st.http))
+        .collect();
+    match found.as_slice() {
+        [one] => *one,
+        _ => rsplb_registrar::config::DEFAULT_ADMIN,
+    }
 }
 
 /// Runs one RSerPool subcommand (builds its own tokio runtime: call it outside any runtime).
@@ -265,7 +299,7 @@ pub fn run(cmd: RserpoolCommand) -> Result<()> {
             Ok(())
         }
         RserpoolCommand::Registrars(args) => {
-            let snapshot = fetch_registrars(args.admin, Duration::from_millis(args.timeout))?;
+            let snapshot = fetch_registrars(args.endpoint(), Duration::from_millis(args.timeout))?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&snapshot)?);
             } else {
@@ -297,7 +331,7 @@ pub fn run(cmd: RserpoolCommand) -> Result<()> {
             Ok(())
         }
         RserpoolCommand::Handlespace(DumpArgs { admin: args, .. }) => {
-            let snapshot = fetch_handlespace(args.admin, Duration::from_millis(args.timeout))?;
+            let snapshot = fetch_handlespace(args.endpoint(), Duration::from_millis(args.timeout))?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&snapshot)?);
             } else {
@@ -1051,10 +1085,7 @@ mod tests {
         let RserpoolCommand::Handlespace(h) = parse(&["handlespace"]).unwrap() else {
             panic!()
         };
-        assert_eq!(
-            h.admin.admin,
-            "127.0.0.1:3870".parse::<SocketAddr>().unwrap()
-        );
+        assert_eq!(h.admin.admin, None);
         assert_eq!(h.registrar, None);
         let RserpoolCommand::Handlespace(h) =
             parse(&["handlespace", "--registrar", "198.18.0.2:9901"]).unwrap()
@@ -1065,6 +1096,50 @@ mod tests {
         assert!(parse(&["handlespace", "--admin", "x"]).is_err());
         assert!(parse(&["handlespace", "--registrar", "x"]).is_err());
         assert!(parse(&["resolve", "web", "--items", "0"]).is_err());
+    }
+
+    /// Without --admin, the one daemon that embeds a registrar and serves HTTP is asked;
+    /// none, or several, leave rsp-registrar's default.
+    #[test]
+    fn handlespace_finds_the_daemons_endpoint() {
+        use rsplb::daemon::status::{DaemonStatus, RegistrarStatus};
+        let daemon = |http: Option<&str>, registrar: bool| DaemonStatus {
+            pid: 1,
+            interface: "eth1".into(),
+            started_unix_ms: 0,
+            updated_unix_ms: 0,
+            interval_ms: 5000,
+            http: http.map(|h| h.parse().unwrap()),
+            registrar: registrar.then(|| RegistrarStatus {
+                id: "1".into(),
+                asap: vec![],
+                answering: true,
+                pools: 0,
+                elements: 0,
+                asap_connections: 0,
+                sync_state: None,
+                enrp_peers: vec![],
+            }),
+            reconcile: None,
+        };
+        let default: SocketAddr = "127.0.0.1:3870".parse().unwrap();
+        let with = |l: Vec<DaemonStatus>| registrar_endpoint(l.into_iter());
+        assert_eq!(with(vec![]), default);
+        assert_eq!(
+            with(vec![
+                daemon(Some("127.0.0.1:9464"), true),
+                daemon(Some("127.0.0.1:9465"), false),
+                daemon(None, true),
+            ]),
+            "127.0.0.1:9464".parse().unwrap()
+        );
+        assert_eq!(
+            with(vec![
+                daemon(Some("127.0.0.1:9464"), true),
+                daemon(Some("127.0.0.1:9466"), true),
+            ]),
+            default
+        );
     }
 
     #[test]

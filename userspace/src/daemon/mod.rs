@@ -183,10 +183,18 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
         // Every listener is bound before the file is applied: a daemon that cannot serve stops
         // before it changes the dataplane.
         let mut registrar = match opts.registrar {
-            Some(config) => Some(
+            Some(mut config) => Some({
+                // One HTTP server: with the daemon's, which serves the registrar's admin paths
+                // too, the registrar opens no admin listener of its own (unless configured at
+                // an address of its own).
+                if opts.metrics.is_some()
+                    && config.admin == Some(rsplb_registrar::config::DEFAULT_ADMIN)
+                {
+                    config.admin = None;
+                }
                 EmbeddedRegistrar::start(config, balancer.clone(), resolver.clone(), opts.interval)
-                    .await?,
-            ),
+                    .await?
+            }),
             None => None,
         };
         let mut http = None;
@@ -195,7 +203,13 @@ pub fn run(iface: &str, opts: RunOptions) -> Result<()> {
                 .await
                 .with_context(|| format!("listening for metrics on {addr}"))?;
             let addr = listener.local_addr().unwrap_or(addr);
-            eprintln!("rsplb: serving metrics on http://{addr}/metrics");
+            if registrar.is_some() {
+                eprintln!(
+                    "rsplb: serving metrics on http://{addr}/metrics and the registrar's admin paths (http://{addr}/handlespace)"
+                );
+            } else {
+                eprintln!("rsplb: serving metrics on http://{addr}/metrics");
+            }
             http = Some((listener, addr));
         }
         let mut configured = match (opts.config, pid) {
