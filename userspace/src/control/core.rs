@@ -1160,26 +1160,8 @@ mod tests {
         batch(&mut st, &mut dp, |c| {
             add(c, "web", "198.18.1.2", 1);
             add(c, "web", "198.18.1.3", 1);
-            c.add_vip(
-                vip("198.18.0.1:80/tcp"),
-                &pool("web"),
-                Mode::Dsr,
-                None,
-                None,
-                &[],
-                VipHash::Flow,
-            )
-            .unwrap();
-            c.add_vip(
-                vip("198.18.0.2:80/tcp"),
-                &pool("web"),
-                Mode::Dsr,
-                None,
-                None,
-                &[],
-                VipHash::Flow,
-            )
-            .unwrap();
+            dsr_vip(c, "198.18.0.1:80/tcp", "web");
+            dsr_vip(c, "198.18.0.2:80/tcp", "web");
         });
         let gone = st.elements[0].slot;
         assert!(dp.active_tables().all(|t| t.contains(&gone)));
@@ -1214,16 +1196,7 @@ mod tests {
         batch(&mut st, &mut dp, |c| {
             add(c, "web", "198.18.1.2", 1);
             add(c, "web", "198.18.1.3", 1);
-            c.add_vip(
-                vip("198.18.0.1:80/tcp"),
-                &pool("web"),
-                Mode::Dsr,
-                None,
-                None,
-                &[],
-                VipHash::Flow,
-            )
-            .unwrap();
+            dsr_vip(c, "198.18.0.1:80/tcp", "web");
         });
         // Every slot is taken: the new element can only have the removed one's, and not before
         // the tables have let it go.
@@ -1253,16 +1226,7 @@ mod tests {
         let (mut st, mut dp) = (state(), Memory::new(SIZE));
         batch(&mut st, &mut dp, |c| {
             add(c, "web", "198.18.1.2", 1);
-            c.add_vip(
-                vip("198.18.0.1:80/tcp"),
-                &pool("web"),
-                Mode::Dsr,
-                None,
-                None,
-                &[],
-                VipHash::Flow,
-            )
-            .unwrap();
+            dsr_vip(c, "198.18.0.1:80/tcp", "web");
         });
         for w in 2..6 {
             let before = st.vips[0].table;
@@ -1341,26 +1305,8 @@ mod tests {
     fn a_batch_rebuilds_each_affected_table_once() {
         let (mut st, mut dp) = (state(), Memory::new(SIZE));
         let writes = batch(&mut st, &mut dp, |c| {
-            c.add_vip(
-                vip("198.18.0.1:80/tcp"),
-                &pool("web"),
-                Mode::Dsr,
-                None,
-                None,
-                &[],
-                VipHash::Flow,
-            )
-            .unwrap();
-            c.add_vip(
-                vip("198.18.0.2:80/tcp"),
-                &pool("api"),
-                Mode::Dsr,
-                None,
-                None,
-                &[],
-                VipHash::Flow,
-            )
-            .unwrap();
+            dsr_vip(c, "198.18.0.1:80/tcp", "web");
+            dsr_vip(c, "198.18.0.2:80/tcp", "api");
             for a in ["198.18.1.2", "198.18.1.3", "198.18.1.4"] {
                 add(c, "web", a, 1);
             }
@@ -1394,16 +1340,7 @@ mod tests {
         let (mut st, mut dp) = (state(), Memory::new(SIZE));
         batch(&mut st, &mut dp, |c| {
             add(c, "web", "198.18.1.2", 1);
-            c.add_vip(
-                vip("198.18.0.1:80/tcp"),
-                &pool("web"),
-                Mode::Dsr,
-                None,
-                None,
-                &[],
-                VipHash::Flow,
-            )
-            .unwrap();
+            dsr_vip(c, "198.18.0.1:80/tcp", "web");
         });
         let tables = |w: &[Write]| {
             w.iter()
@@ -1451,16 +1388,7 @@ mod tests {
         let (mut st, mut dp) = (state(), Memory::new(SIZE));
         batch(&mut st, &mut dp, |c| {
             add(c, "web", "198.18.1.2", 1);
-            c.add_vip(
-                vip("198.18.0.1:80/tcp"),
-                &pool("web"),
-                Mode::Dsr,
-                None,
-                None,
-                &[],
-                VipHash::Flow,
-            )
-            .unwrap();
+            dsr_vip(c, "198.18.0.1:80/tcp", "web");
         });
         let mut report = None;
         batch(&mut st, &mut dp, |c| {
@@ -1582,26 +1510,8 @@ mod tests {
             x
         };
         batch(&mut st, &mut dp, |c| {
-            c.add_vip(
-                vip("198.18.0.1:80/tcp"),
-                &pool("web"),
-                Mode::Dsr,
-                None,
-                None,
-                &[],
-                VipHash::Flow,
-            )
-            .unwrap();
-            c.add_vip(
-                vip("198.18.0.2:80/udp"),
-                &pool("api"),
-                Mode::Dsr,
-                None,
-                None,
-                &[],
-                VipHash::Flow,
-            )
-            .unwrap();
+            dsr_vip(c, "198.18.0.1:80/tcp", "web");
+            dsr_vip(c, "198.18.0.2:80/udp", "api");
         });
         for _ in 0..300 {
             let n = 1 + next() % 4;
@@ -2096,6 +2006,12 @@ mod tests {
         batch(st, dp, |c| assert!(c.set_health(&t, h, None)))
     }
 
+    /// Adds a DSR VIP with the flow hash and no allow list.
+    fn dsr_vip(c: &mut Core, v: &str, p: &str) {
+        c.add_vip(vip(v), &pool(p), Mode::Dsr, None, None, &[], VipHash::Flow)
+            .unwrap();
+    }
+
     fn slot(st: &State, p: &str, a: &str) -> u32 {
         st.elements[st.find_element(&pool(p), &el(a)).unwrap()].slot
     }
@@ -2108,16 +2024,7 @@ mod tests {
             if let Some(p) = policy {
                 c.set_pool_policy("web", Some(p)).unwrap();
             }
-            c.add_vip(
-                vip("198.18.0.1:80/tcp"),
-                &pool("web"),
-                Mode::Dsr,
-                None,
-                None,
-                &[],
-                VipHash::Flow,
-            )
-            .unwrap();
+            dsr_vip(c, "198.18.0.1:80/tcp", "web");
         });
         (st, dp)
     }

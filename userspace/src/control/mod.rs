@@ -487,26 +487,32 @@ fn applied(r: Option<ElementReport>) -> Result<ElementReport> {
     r.ok_or_else(|| anyhow!("internal error: the element was left unchanged"))
 }
 
+/// A control plane of its own for tests: a fresh state directory (under the system's temporary
+/// directory, named after the process and `name`) holding a state whose Maglev tables have
+/// `size` entries, and a dataplane in memory (its clones share it); and that directory.
+#[cfg(test)]
+pub(crate) fn test_balancer(name: &str, size: u32) -> (Balancer, crate::executor::Memory, PathBuf) {
+    let d = std::env::temp_dir().join(format!("rsplb-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let opts = crate::state::AttachOptions {
+        maglev_size: size,
+        ..crate::state::AttachOptions::default()
+    };
+    State::new("veth0", 8, 64, None, opts)
+        .save(&d.join("state.json"))
+        .unwrap();
+    let mem = crate::executor::Memory::new(size);
+    (
+        Balancer::with_executor("veth0", d.clone(), Box::new(mem.clone())),
+        mem,
+        d,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{executor::Memory, state::AttachOptions};
-
-    const SIZE: u32 = 251;
-
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("rsplb-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        let opts = AttachOptions {
-            maglev_size: SIZE,
-            ..AttachOptions::default()
-        };
-        State::new("veth0", 8, 64, None, opts)
-            .save(&d.join("state.json"))
-            .unwrap();
-        d
-    }
 
     fn add(b: &mut Balancer, port: u16) {
         let vip: Vip = format!("198.18.0.1:{port}/tcp").parse().unwrap();
@@ -524,9 +530,7 @@ mod tests {
     /// not served from memory.
     #[test]
     fn the_kept_state_yields_to_any_other_writer() {
-        let d = dir("cache");
-        let mem = Memory::new(SIZE);
-        let mut daemon = Balancer::with_executor("veth0", d.clone(), Box::new(mem.clone()));
+        let (mut daemon, mem, d) = test_balancer("cache", 251);
         let mut cli = Balancer::with_executor("veth0", d.clone(), Box::new(mem));
         add(&mut daemon, 1);
         add(&mut cli, 2);

@@ -78,26 +78,10 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        addr::{Mode, PoolHandle, Vip, VipHash},
-        executor::Memory,
-        state::{AttachOptions, State},
-    };
-
-    const SIZE: u32 = 251;
+    use crate::addr::{Mode, PoolHandle, Vip, VipHash};
 
     fn balancer() -> Balancer {
-        let dir = std::env::temp_dir().join(format!("rsplb-test-{}-owner", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let opts = AttachOptions {
-            maglev_size: SIZE,
-            ..AttachOptions::default()
-        };
-        State::new("veth0", 1, 1, None, opts)
-            .save(&dir.join("state.json"))
-            .unwrap();
-        Balancer::with_executor("veth0", dir, Box::new(Memory::new(SIZE)))
+        super::super::test_balancer("owner", 251).0
     }
 
     #[tokio::test]

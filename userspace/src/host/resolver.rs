@@ -164,7 +164,6 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use std::{
-        path::PathBuf,
         sync::mpsc,
         time::{Duration, Instant},
     };
@@ -172,23 +171,13 @@ mod tests {
     use super::*;
     use crate::{
         addr::{ElementAddr, Mode, PoolHandle},
-        control::Balancer,
-        executor::Memory,
         reconcile::{Change, DaemonPlane, Dataplane as _, Desired},
-        state::{AttachOptions, State},
     };
 
     const SIZE: u32 = 251;
     /// A bound on waits for the other threads, never a sleep: the tests end as soon as what
     /// they wait for happens.
     const BOUND: Duration = Duration::from_secs(20);
-
-    fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("rsplb-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
 
     fn hop(mac: u8) -> NextHop {
         NextHop {
@@ -209,20 +198,8 @@ mod tests {
 
     #[test]
     fn a_removal_is_applied_while_another_elements_neighbour_is_being_resolved() {
-        let dir = tmpdir("resolver");
-        let opts = AttachOptions {
-            maglev_size: SIZE,
-            ..AttachOptions::default()
-        };
-        State::new("veth0", 1, 1, None, opts)
-            .save(&dir.join("state.json"))
-            .unwrap();
-        let dp = Memory::new(SIZE);
-        let balancer = Arc::new(Mutex::new(Balancer::with_executor(
-            "veth0",
-            dir.clone(),
-            Box::new(dp.clone()),
-        )));
+        let (balancer, dp, dir) = crate::control::test_balancer("resolver", SIZE);
+        let balancer = Arc::new(Mutex::new(balancer));
         let pool: PoolHandle = "web".parse().unwrap();
         let vip: crate::addr::Vip = "198.18.0.1:80/tcp".parse().unwrap();
         balancer
