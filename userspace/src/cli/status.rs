@@ -412,6 +412,22 @@ mod tests {
         (st, digests, stats)
     }
 
+    /// The input of `rsplb status` without a daemon, at 100 s.
+    fn no_daemon<'a>(
+        state: &'a State,
+        digests: &'a BTreeMap<String, String>,
+        stats: &'a Stats,
+    ) -> StatusInput<'a> {
+        StatusInput {
+            state,
+            digests,
+            stats,
+            daemon: None,
+            config: None,
+            now_unix_ms: 100_000,
+        }
+    }
+
     #[test]
     fn status_names_the_signal_behind_health() {
         let (mut st, digests, stats) = input_parts();
@@ -428,14 +444,7 @@ mod tests {
         manual.addr = [198, 18, 1, 13].into();
         manual.owner = Owner::Manual;
         st.elements.extend([checked, manual]);
-        let i = StatusInput {
-            state: &st,
-            digests: &digests,
-            stats: &stats,
-            daemon: None,
-            config: None,
-            now_unix_ms: 100_000,
-        };
+        let i = no_daemon(&st, &digests, &stats);
         let v = status_json(&i);
         let by: Vec<&str> = (0..3)
             .map(|k| v["elements"][k]["health_by"].as_str().unwrap())
@@ -455,14 +464,7 @@ mod tests {
     #[test]
     fn status_without_and_with_a_daemon() {
         let (st, digests, stats) = input_parts();
-        let mut i = StatusInput {
-            state: &st,
-            digests: &digests,
-            stats: &stats,
-            daemon: None,
-            config: None,
-            now_unix_ms: 100_000,
-        };
+        let mut i = no_daemon(&st, &digests, &stats);
         let v = status_json(&i);
         assert_eq!(v["daemon"]["running"], false);
         assert_eq!(v["vips"][0]["table_digest"], "00ff");
