@@ -1223,11 +1223,7 @@ mod tests {
 
     #[test]
     fn the_standby_table_is_complete_before_the_flip_and_never_the_active_one() {
-        let (mut st, mut dp) = (state(), Memory::new(SIZE));
-        batch(&mut st, &mut dp, |c| {
-            add(c, "web", "198.18.1.2", 1);
-            dsr_vip(c, "198.18.0.1:80/tcp", "web");
-        });
+        let (mut st, mut dp) = web_vip_of(&["198.18.1.2"], None);
         for w in 2..6 {
             let before = st.vips[0].table;
             let writes = batch(&mut st, &mut dp, |c| add(c, "web", "198.18.1.3", w));
@@ -1337,11 +1333,7 @@ mod tests {
 
     #[test]
     fn registered_elements_enter_with_one_rebuild_per_table_and_none_while_they_wait() {
-        let (mut st, mut dp) = (state(), Memory::new(SIZE));
-        batch(&mut st, &mut dp, |c| {
-            add(c, "web", "198.18.1.2", 1);
-            dsr_vip(c, "198.18.0.1:80/tcp", "web");
-        });
+        let (mut st, mut dp) = web_vip_of(&["198.18.1.2"], None);
         let tables = |w: &[Write]| {
             w.iter()
                 .filter(|w| matches!(w, Write::MaglevTable { .. }))
@@ -1385,11 +1377,7 @@ mod tests {
 
     #[test]
     fn an_element_awaiting_its_neighbour_enters_the_tables_with_its_result() {
-        let (mut st, mut dp) = (state(), Memory::new(SIZE));
-        batch(&mut st, &mut dp, |c| {
-            add(c, "web", "198.18.1.2", 1);
-            dsr_vip(c, "198.18.0.1:80/tcp", "web");
-        });
+        let (mut st, mut dp) = web_vip_of(&["198.18.1.2"], None);
         let mut report = None;
         batch(&mut st, &mut dp, |c| {
             report = c
@@ -2017,10 +2005,16 @@ mod tests {
     }
 
     fn web_with_vip(policy: Option<PoolPolicy>) -> (State, Memory) {
+        web_vip_of(&["198.18.1.2", "198.18.1.3"], policy)
+    }
+
+    /// Pool `web` of `addrs` (weight 1), with `policy`, behind the DSR VIP 198.18.0.1:80/tcp.
+    fn web_vip_of(addrs: &[&str], policy: Option<PoolPolicy>) -> (State, Memory) {
         let (mut st, mut dp) = (state(), Memory::new(SIZE));
         batch(&mut st, &mut dp, |c| {
-            add(c, "web", "198.18.1.2", 1);
-            add(c, "web", "198.18.1.3", 1);
+            for a in addrs {
+                add(c, "web", a, 1);
+            }
             if let Some(p) = policy {
                 c.set_pool_policy("web", Some(p)).unwrap();
             }
