@@ -148,24 +148,15 @@ impl TcpConn {
 /// Opens `count` short TCP connections from `ns` to `vip` (one request each, then close) and
 /// tallies the answers.
 pub fn tcp_burst(ns: &str, vip: SocketAddr, count: u32) -> Result<Tally> {
-    in_netns(ns, move || {
-        let mut tally = Tally::default();
-        let mut give_up = GiveUp::new();
-        for _ in 0..count {
-            if give_up.now() {
-                tally.failed += 1;
-                continue;
-            }
-            let answer = TcpConn::open_here(vip).and_then(|mut c| c.ask()).ok();
-            give_up.record(answer.is_some());
-            tally.add(answer);
-        }
-        Ok(tally)
-    })
+    burst(ns, None, vip, count)
 }
 
 /// [`tcp_burst`] from address `local` of namespace `ns`.
 pub fn tcp_burst_from(ns: &str, local: IpAddr, vip: SocketAddr, count: u32) -> Result<Tally> {
+    burst(ns, Some(local), vip, count)
+}
+
+fn burst(ns: &str, local: Option<IpAddr>, vip: SocketAddr, count: u32) -> Result<Tally> {
     in_netns(ns, move || {
         let mut tally = Tally::default();
         let mut give_up = GiveUp::new();
@@ -174,9 +165,11 @@ pub fn tcp_burst_from(ns: &str, local: IpAddr, vip: SocketAddr, count: u32) -> R
                 tally.failed += 1;
                 continue;
             }
-            let answer = TcpConn::open_from_here(local, vip)
-                .and_then(|mut c| c.ask())
-                .ok();
+            let conn = match local {
+                Some(l) => TcpConn::open_from_here(l, vip),
+                None => TcpConn::open_here(vip),
+            };
+            let answer = conn.and_then(|mut c| c.ask()).ok();
             give_up.record(answer.is_some());
             tally.add(answer);
         }

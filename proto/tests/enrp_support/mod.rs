@@ -330,33 +330,28 @@ impl Scope {
     /// ASAP peer id.
     pub fn pe_connect(&mut self, i: usize, host: u8) -> u64 {
         let peer = self.next_asap_peer;
-        self.next_asap_peer += 1;
         let info = PeerInfo::tcp(SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(198, 18, 1, host)),
             40_000 + peer as u16,
         ));
-        self.nodes[i].core.handle_event(
-            self.now,
-            Event::Connected {
-                peer: PeerId(peer),
-                info,
-            },
-        );
-        self.collect(i);
-        self.acking.insert((i, peer));
-        peer
+        self.asap_peer(i, info)
     }
 
     /// An ASAP peer of registrar `i` over SCTP from `addrs` (several: multi-homed) and `port`.
     pub fn pe_connect_sctp(&mut self, i: usize, addrs: &[IpAddr], port: u16) -> u64 {
-        let peer = self.next_asap_peer;
-        self.next_asap_peer += 1;
         let info = PeerInfo {
             protocol: rserpool_proto::types::TransportProtocol::Sctp,
             remote_addrs: addrs.to_vec(),
             remote_port: port,
             identity: None,
         };
+        self.asap_peer(i, info)
+    }
+
+    /// The next ASAP peer connects to registrar `i` as `info` says (and answers its keep-alives).
+    fn asap_peer(&mut self, i: usize, info: PeerInfo) -> u64 {
+        let peer = self.next_asap_peer;
+        self.next_asap_peer += 1;
         self.nodes[i].core.handle_event(
             self.now,
             Event::Connected {
