@@ -418,15 +418,16 @@ impl EndpointRx {
     /// Takes one read; a complete unit when it ends one.
     fn take(&mut self, got: &sys::Received, cmsg: &[u8], name: &[u8]) -> Option<EndpointIncoming> {
         let notification = got.flags & sys::MSG_NOTIFICATION != 0;
+        let info = wire::decode_rcvinfo(cmsg);
         if !notification && !self.reassembler.pending() {
-            self.assoc = wire::rcvinfo_assoc_id(cmsg).unwrap_or(0);
+            self.assoc = info.map_or(0, |i| i.assoc_id);
             self.from = wire::decode_sockaddr(name).map(|(a, _)| a);
         }
         let piece = wire::Piece {
             bytes: &self.buf[..got.len],
             end: got.flags & libc::MSG_EOR != 0,
             notification,
-            info: wire::decode_rcvinfo(cmsg),
+            info,
         };
         let unit = self.reassembler.push(piece)?;
         Some(match unit {

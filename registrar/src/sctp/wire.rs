@@ -155,24 +155,6 @@ pub fn encode_sndinfo_assoc(
 /// `snd_flags`: end the association with an ABORT.
 pub const SCTP_ABORT: u16 = 1 << 2;
 
-/// The association id (`rcv_assoc_id`) in the `SCTP_RCVINFO` among the control messages.
-pub fn rcvinfo_assoc_id(cmsg: &[u8]) -> Option<i32> {
-    let s = std::mem::size_of::<usize>();
-    let mut at = 0;
-    while at + CMSG_HDR <= cmsg.len() {
-        let len = usize::from_ne_bytes(cmsg.get(at..at + s)?.try_into().ok()?);
-        if len < CMSG_HDR || at + len > cmsg.len() {
-            return None;
-        }
-        if i32_ne(cmsg, at + s)? == CMSG_LEVEL_SCTP && i32_ne(cmsg, at + s + 4)? == SCTP_RCVINFO {
-            // struct sctp_rcvinfo: ..., rcv_context u32 at 20, rcv_assoc_id at 24.
-            return i32_ne(cmsg.get(at + CMSG_HDR..at + len)?, 24);
-        }
-        at += cmsg_align(len);
-    }
-    None
-}
-
 /// The association a complete notification is about (0 when it names none or is too short).
 pub fn notification_assoc_id(b: &[u8]) -> i32 {
     let at = match u16_ne(b, 0).unwrap_or(0) {
@@ -191,6 +173,8 @@ pub struct RcvInfo {
     pub stream: u16,
     /// As sent (host order here).
     pub ppid: u32,
+    /// The association it came on (`rcv_assoc_id`; what a one-to-many socket answers on).
+    pub assoc_id: i32,
 }
 
 /// Finds the `SCTP_RCVINFO` among the control messages `cmsg`.
@@ -206,10 +190,16 @@ pub fn decode_rcvinfo(cmsg: &[u8]) -> Option<RcvInfo> {
         let kind = i32_ne(cmsg, at + s + 4)?;
         if level == CMSG_LEVEL_SCTP && kind == SCTP_RCVINFO {
             let d = cmsg.get(at + CMSG_HDR..at + len)?;
-            // struct sctp_rcvinfo: sid u16, ssn u16, flags u16, (pad), ppid u32 at 8, ...
+            // struct sctp_rcvinfo: sid u16, ssn u16, flags u16, (pad), ppid u32 at 8, tsn,
+            // cumtsn, context, assoc_id i32 at 24.
             let stream = u16_ne(d, 0)?;
             let ppid = u32::from_be_bytes(d.get(8..12)?.try_into().ok()?);
-            return Some(RcvInfo { stream, ppid });
+            let assoc_id = i32_ne(d, 24)?;
+            return Some(RcvInfo {
+                stream,
+                ppid,
+                assoc_id,
+            });
         }
         at += cmsg_align(len);
     }
@@ -429,7 +419,11 @@ impl Reassembler {
             let len = std::mem::take(&mut self.overflow);
             return Some(Assembled::TooLarge { len });
         }
-        let info = info.unwrap_or(RcvInfo { stream: 0, ppid: 0 });
+        let info = info.unwrap_or(RcvInfo {
+            stream: 0,
+            ppid: 0,
+            assoc_id: 0,
+        });
         Some(Assembled::Message {
             stream: info.stream,
             ppid: info.ppid,
@@ -489,7 +483,8 @@ mod tests {
             decode_rcvinfo(&b),
             Some(RcvInfo {
                 stream: 4,
-                ppid: 12
+                ppid: 12,
+                assoc_id: 5,
             })
         );
         assert_eq!(decode_rcvinfo(&b[..10]), None);
@@ -628,6 +623,7 @@ mod tests {
         let info = Some(RcvInfo {
             stream: 2,
             ppid: 11,
+            assoc_id: 0,
         });
         let mut r = Reassembler::new(100);
         assert_eq!(r.push(data(b"abc", false, info)), None);
@@ -649,7 +645,8 @@ mod tests {
                 true,
                 Some(RcvInfo {
                     stream: 0,
-                    ppid: 12
+                    ppid: 12,
+                    assoc_id: 0,
                 })
             )),
             Some(Assembled::Message {
