@@ -142,12 +142,7 @@ impl Balancer {
         let _lock = StateLock::acquire(&self.state_dir)?;
         let path = self.state_path();
         // Taken: a change that fails leaves no cached state (the next one reads the file).
-        let cached = self.cache_mut().take();
-        let loaded = match (cached, FileStamp::of(&path)) {
-            (Some((stamp, st)), Some(now)) if stamp == now => st,
-            _ => State::load(&path)?,
-        };
-        let mut core = Core::new(loaded);
+        let mut core = Core::new(self.load_state(&path, true)?);
         let r = f(&mut core)?;
         let (state, writes) = core.finish();
         self.flipped = None;
@@ -164,6 +159,22 @@ impl Balancer {
         Ok(r)
     }
 
+    /// The state as in the file at `path` (under the state lock): the kept copy while the file
+    /// is the one it was kept from, else read. `take` hands the kept copy over instead of
+    /// keeping it (a change keeps its own result once saved).
+    fn load_state(&self, path: &std::path::Path, take: bool) -> Result<State> {
+        let now = FileStamp::of(path);
+        let mut cache = self.cache_mut();
+        let st = match cache.take().filter(|(stamp, _)| Some(*stamp) == now) {
+            Some((_, st)) => st,
+            None => State::load(path)?,
+        };
+        if let (false, Some(now)) = (take, now) {
+            *cache = Some((now, st.clone()));
+        }
+        Ok(st)
+    }
+
     fn cache_mut(&self) -> std::sync::MutexGuard<'_, Option<(FileStamp, State)>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -178,17 +189,7 @@ impl Balancer {
     /// A consistent copy of the state.
     pub fn state(&self) -> Result<State> {
         let _lock = StateLock::acquire(&self.state_dir)?;
-        let path = self.state_path();
-        let mut cache = self.cache_mut();
-        if let (Some((stamp, st)), Some(now)) = (cache.as_ref(), FileStamp::of(&path))
-            && *stamp == now
-        {
-            return Ok(st.clone());
-        }
-        let stamp = FileStamp::of(&path);
-        let st = State::load(&path)?;
-        *cache = stamp.map(|s| (s, st.clone()));
-        Ok(st)
+        self.load_state(&self.state_path(), false)
     }
 
     pub fn list_vips(&self) -> Result<Vec<VipState>> {
