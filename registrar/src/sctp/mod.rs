@@ -135,7 +135,6 @@ impl From<wire::Assembled> for Incoming {
 /// with the runtime and its addresses, the first as bound (with the port the kernel chose for
 /// port 0).
 fn bind_listening(
-    v6: bool,
     socket: fn(bool) -> io::Result<OwnedFd>,
     addrs: &[SocketAddr],
 ) -> io::Result<(AsyncFd<OwnedFd>, Vec<SocketAddr>)> {
@@ -145,7 +144,7 @@ fn bind_listening(
             "an SCTP endpoint needs an address",
         ));
     };
-    let fd = socket(v6).map_err(explain)?;
+    let fd = socket(addr.is_ipv6()).map_err(explain)?;
     sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     configure(&fd)?;
     sys::bind(fd.as_fd(), &addr)?;
@@ -348,8 +347,7 @@ impl SctpListener {
     /// Binds `addrs`: one endpoint, multi-homed when there are several (one port, one family;
     /// see [`endpoints`]); an unspecified address means every local address.
     pub fn bind(addrs: &[SocketAddr], ppid: u32, max_message: usize) -> io::Result<Self> {
-        let v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
-        let (fd, local) = bind_listening(v6, sys::socket, addrs)?;
+        let (fd, local) = bind_listening(sys::socket, addrs)?;
         Ok(Self {
             fd,
             ppid,
@@ -449,8 +447,7 @@ impl SctpEndpoint {
     /// Binds `addrs` (one endpoint with all of them: multi-homed; the port is the first's, and
     /// an unspecified address means every local address) and accepts associations on it.
     pub fn bind(addrs: &[SocketAddr], ppid: u32, max_message: usize) -> io::Result<Self> {
-        let v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
-        let (fd, local) = bind_listening(v6, sys::socket_one_to_many, addrs)?;
+        let (fd, local) = bind_listening(sys::socket_one_to_many, addrs)?;
         Ok(Self {
             fd,
             ppid,
