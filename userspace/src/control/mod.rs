@@ -33,6 +33,13 @@ use crate::{
 
 pub use crate::control_core::ElementReport;
 
+/// Now, in Unix milliseconds (0 before 1970).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// How long `element add` waits for a neighbour to resolve before leaving it to the daemon.
 pub const RESOLVE_WAIT: Duration = Duration::from_millis(1500);
 
@@ -430,10 +437,7 @@ impl Balancer {
     /// Reads every counter (per-CPU values summed).
     pub fn stats(&self) -> Result<Stats> {
         let st = self.state()?;
-        let time_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let time_unix_ms = unix_ms();
         let mut vips = Vec::new();
         for v in &st.vips {
             vips.push(VipStats {

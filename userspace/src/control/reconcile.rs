@@ -598,10 +598,7 @@ impl PassFigures {
         self.passes.fetch_add(1, Relaxed);
         self.total_us
             .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.last_unix_ms.store(now, Relaxed);
+        self.last_unix_ms.store(crate::control::unix_ms(), Relaxed);
     }
 }
 

@@ -10,7 +10,7 @@ use crate::control::owner::Control;
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -110,13 +110,6 @@ pub fn read_status(iface: &str) -> Option<ReloadStatus> {
     serde_json::from_slice(&std::fs::read(status_path(iface)).ok()?).ok()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Checks that `cfg` applies to the interface's current state (or to a fresh one when it is
 /// not attached yet) without changing anything: the core is I/O-free, so this is the real
 /// apply on a copy. Run before attaching, so the daemon never starts half-configured.
@@ -202,7 +195,7 @@ impl Configured {
                 applied: true,
                 message,
                 file: source.path.display().to_string(),
-                time_unix_ms: now_ms(),
+                time_unix_ms: crate::control::unix_ms(),
             },
         );
         let (plan, rx) = watch::channel(Arc::new(runner::plan(&source.file)));
@@ -255,7 +248,7 @@ impl Configured {
                 applied,
                 message,
                 file: self.path.display().to_string(),
-                time_unix_ms: now_ms(),
+                time_unix_ms: crate::control::unix_ms(),
             },
         );
     }

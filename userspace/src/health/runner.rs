@@ -119,13 +119,6 @@ struct Checked {
     by: CheckedBy,
 }
 
-/// Unix time now, in milliseconds.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// The check as an operator names it: `tcp 198.18.1.2:80`, `http 198.18.1.2:80/health`.
 fn describe(check: &CheckDecl, target: SocketAddr) -> String {
     match check.kind {
@@ -198,7 +191,7 @@ pub async fn run(balancer: Control, mut plan: watch::Receiver<Arc<Plan>>) {
                         ),
                         Transition::Up => format!("{} successes in a row", p.rise),
                     });
-                    c.by.since_unix_ms = Some(unix_ms());
+                    c.by.since_unix_ms = Some(crate::control::unix_ms());
                 }
                 match transition {
                     Some(Transition::Down) => log::warn!(
