@@ -290,7 +290,7 @@ mod tests {
     use crate::{
         addr::{Mode, VipHash},
         control::{ElementStats, VipStats},
-        state::{NextHop, Owner},
+        state::NextHop,
     };
 
     fn c(p: u64, b: u64, n: u64) -> Counters {
@@ -370,16 +370,9 @@ mod tests {
     #[test]
     fn list_json_shapes() {
         let vips = vec![VipState {
-            vip: "198.18.0.100:80/tcp".into(),
-            pool: "web".into(),
-            mode: Mode::Dsr,
-            snat: None,
-            nat_timeout_s: 0,
-            slot: 0,
             table: 1,
-            allow: vec![],
             hash: VipHash::Client,
-            owner: Owner::Manual,
+            ..VipState::test("198.18.0.100:80/tcp", "web")
         }];
         let digests: BTreeMap<String, String> = [(
             "198.18.0.100:80/tcp".to_string(),
@@ -397,18 +390,10 @@ mod tests {
         assert!(t.lines().next().unwrap().contains(" HASH "), "{t}");
         assert!(t.contains(" dsr   client "), "{t}");
         let mut e = ElementStateEntry {
-            pool: "web".into(),
-            addr: "198.18.1.2".parse().unwrap(),
             port: Some(80),
             weight: 3,
             state: ElementState::Draining,
-            slot: 4,
-            generation: 1,
-            nexthop: None,
-            owner: Owner::Manual,
-            nexthop_pending: false,
-            health: Default::default(),
-            checked: None,
+            ..ElementStateEntry::test("web", "198.18.1.2".parse().unwrap(), 4)
         };
         let v = elements_json("veth0", std::slice::from_ref(&e));
         assert_eq!(

@@ -355,30 +355,15 @@ mod tests {
     fn input_parts() -> (State, BTreeMap<String, String>, Stats) {
         let mut st = State::new("veth0", 1, 1, None, AttachOptions::default());
         st.vips.push(VipState {
-            vip: "198.19.0.100:80/tcp".into(),
-            pool: "web".into(),
-            mode: Mode::Dsr,
-            snat: None,
-            nat_timeout_s: 0,
-            slot: 0,
-            table: 0,
             allow: vec!["198.18.0.0/15".parse().unwrap()],
             hash: VipHash::Client,
-            owner: Owner::Manual,
+            ..VipState::test("198.19.0.100:80/tcp", "web")
         });
         st.elements.push(ElementStateEntry {
-            pool: "web".into(),
-            addr: [198, 18, 1, 11].into(),
-            port: None,
             weight: 3,
             state: ElementState::Draining,
-            slot: 0,
-            generation: 1,
-            nexthop: None,
             owner: Owner::Registrar,
-            nexthop_pending: false,
-            health: Default::default(),
-            checked: None,
+            ..ElementStateEntry::test("web", [198, 18, 1, 11].into(), 0)
         });
         let digests = [("198.19.0.100:80/tcp".to_string(), "00ff".to_string())].into();
         let mut global = [0u64; stat::COUNT as usize];

@@ -274,7 +274,7 @@ pub fn text(a: &FlowAnswer) -> String {
 mod tests {
     use super::*;
     use crate::addr::VipHash;
-    use crate::state::{AttachOptions, ElementState, Owner};
+    use crate::state::AttachOptions;
     use rsplb_common::{FlowEntry, FlowValue};
     use std::collections::BTreeSet;
 
@@ -292,31 +292,13 @@ mod tests {
         );
         for (slot, host) in [(3u32, 11u8), (4, 12)] {
             st.elements.push(ElementStateEntry {
-                pool: "web".into(),
-                addr: [198, 18, 1, host].into(),
-                port: None,
-                weight: 1,
-                state: ElementState::Active,
-                slot,
                 generation: 2,
-                nexthop: None,
-                owner: Owner::Manual,
-                nexthop_pending: false,
-                health: Default::default(),
-                checked: None,
+                ..ElementStateEntry::test("web", [198, 18, 1, host].into(), slot)
             });
         }
         let vip = VipState {
-            vip: "198.19.0.100:80/tcp".into(),
-            pool: "web".into(),
-            mode: Mode::Dsr,
-            snat: None,
-            nat_timeout_s: 0,
-            slot: 0,
             table: 1,
-            allow: vec![],
-            hash: Default::default(),
-            owner: Owner::Manual,
+            ..VipState::test("198.19.0.100:80/tcp", "web")
         };
         st.vips.push(vip.clone());
         (st, vip)

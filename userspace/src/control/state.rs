@@ -347,6 +347,48 @@ pub struct CheckedBy {
     pub since_unix_ms: Option<u64>,
 }
 
+/// Fixtures for tests elsewhere in the crate: change the fields a test is about with
+/// `..ElementStateEntry::test(..)`.
+#[cfg(test)]
+impl ElementStateEntry {
+    /// An active, hand-added element of weight 1, generation 1, no port and no next hop.
+    pub(crate) fn test(pool: &str, addr: IpAddr, slot: u32) -> ElementStateEntry {
+        ElementStateEntry {
+            pool: pool.into(),
+            addr,
+            port: None,
+            weight: 1,
+            state: ElementState::Active,
+            slot,
+            generation: 1,
+            nexthop: None,
+            owner: Owner::Manual,
+            nexthop_pending: false,
+            health: Health::Up,
+            checked: None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl VipState {
+    /// A hand-added DSR VIP of `pool` in slot 0 and table 0, flow hash, no allow list.
+    pub(crate) fn test(vip: &str, pool: &str) -> VipState {
+        VipState {
+            vip: vip.into(),
+            pool: pool.into(),
+            mode: Mode::Dsr,
+            snat: None,
+            nat_timeout_s: 0,
+            slot: 0,
+            table: 0,
+            allow: vec![],
+            hash: VipHash::Flow,
+            owner: Owner::Manual,
+        }
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
