@@ -92,6 +92,14 @@ pub struct CliOutput {
 }
 
 impl Rsplb {
+    /// `rsplb run EXTRA` for this interface in its namespace (the daemon), not yet started.
+    pub fn daemon_command(&self, extra: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.args(["--netns", &self.netns, "-i", &self.iface, "run"])
+            .args(extra);
+        cmd
+    }
+
     pub fn new(bin: PathBuf, netns: &str, iface: &str) -> Self {
         Self {
             bin,

@@ -132,10 +132,8 @@ impl Balancer {
 
     /// Starts `rsplb run` for this balancer; stopped when the lab drops.
     pub fn start_daemon(&mut self, extra: &[&str]) -> Result<()> {
-        let mut cmd = std::process::Command::new(&self.rsplb.bin);
-        cmd.args(["--netns", &self.rsplb.netns, "-i", &self.rsplb.iface, "run"])
-            .args(extra);
-        self.daemons.push(ChildGuard::spawn(cmd)?);
+        self.daemons
+            .push(ChildGuard::spawn(self.rsplb.daemon_command(extra))?);
         Ok(())
     }
 
@@ -557,18 +555,14 @@ impl Lab {
 
     /// Starts `rsplb run` (the daemon) for the balancer interface; stopped when the lab drops.
     pub fn start_daemon(&mut self, extra: &[&str]) -> Result<()> {
-        let mut cmd = std::process::Command::new(&self.rsplb.bin);
-        cmd.args(["--netns", &self.rsplb.netns, "-i", &self.rsplb.iface, "run"])
-            .args(extra);
-        self.daemons.push(ChildGuard::spawn(cmd)?);
+        self.daemons
+            .push(ChildGuard::spawn(self.rsplb.daemon_command(extra))?);
         Ok(())
     }
 
     /// As [`Lab::start_daemon`], with the daemon's stderr (its log) written to `log`.
     pub fn start_daemon_logged(&mut self, extra: &[&str], log: &std::path::Path) -> Result<()> {
-        let mut cmd = std::process::Command::new(&self.rsplb.bin);
-        cmd.args(["--netns", &self.rsplb.netns, "-i", &self.rsplb.iface, "run"])
-            .args(extra);
+        let cmd = self.rsplb.daemon_command(extra);
         let file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         self.daemons

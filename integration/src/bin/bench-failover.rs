@@ -502,17 +502,10 @@ fn reconcile() -> anyhow::Result<Vec<String>> {
     let registrar = registrar_addr(&lab);
     let log = TempFile(std::env::temp_dir().join(format!("{}daemon.log", lab.id.netns(""))));
     let mut daemon = {
-        let mut cmd = std::process::Command::new(&lab.rsplb.bin);
-        cmd.args([
-            "--netns",
-            &lab.rsplb.netns,
-            "-i",
-            &lab.rsplb.iface,
-            "run",
-            "--registrar",
-            &registrar.to_string(),
-        ])
-        .env("RUST_LOG", "info,rsplb::control::reconcile=debug");
+        let mut cmd = lab
+            .rsplb
+            .daemon_command(&["--registrar", &registrar.to_string()]);
+        cmd.env("RUST_LOG", "info,rsplb::control::reconcile=debug");
         let file = std::fs::File::create(&log.0).context("creating the daemon's log")?;
         ChildGuard::spawn_with_stderr(cmd, file.into())?
     };
